@@ -1,0 +1,177 @@
+// The compiled, frozen runtime form of a tandem config. Everything outside src/config
+// reads these types only; raw YAML never leaves the loader. Durations are milliseconds.
+
+/** A listener: one bound address that accepts client connections. */
+export interface ListenerConfig {
+  readonly name: string;
+  readonly host: string;
+  readonly port: number;
+  readonly tls: { readonly cert: string; readonly key: string } | null;
+  /** Time to receive the complete request head (node:http headersTimeout). */
+  readonly headersTimeout: number;
+  /** Time to receive the complete request, body included (node:http requestTimeout); 0 disables. */
+  readonly requestTimeout: number;
+  /** Idle time of a client keep-alive connection between requests. */
+  readonly keepAliveTimeout: number;
+  /** Largest request head accepted, in bytes (431 above it). */
+  readonly maxHeaderSize: number;
+}
+
+/** What a route matches on; every present field must match. */
+export interface RouteMatch {
+  /** Exact host names (lower case, no port). Empty: any host. */
+  readonly hosts: readonly string[];
+  /** Suffixes from `*.example.com` patterns, stored as `.example.com`. */
+  readonly hostSuffixes: readonly string[];
+  readonly pathPrefix: string;
+  /** Upper-case methods; empty: any method. */
+  readonly methods: readonly string[];
+  /** Lower-case header name and exact value pairs. */
+  readonly headers: readonly (readonly [string, string])[];
+}
+
+export interface RouteConfig {
+  readonly name: string;
+  /** Listener names this route applies to; empty: all listeners. */
+  readonly listeners: readonly string[];
+  readonly match: RouteMatch;
+  readonly pool: string;
+}
+
+export interface BackendConfig {
+  readonly name: string;
+  /** Origin as undici wants it, e.g. `http://127.0.0.1:8080`. */
+  readonly origin: string;
+  readonly protocol: 'http:' | 'https:';
+  readonly host: string;
+  readonly port: number;
+  readonly weight: number;
+  readonly backup: boolean;
+  /** Connections to this backend at most (undici Pool `connections`). */
+  readonly maxConnections: number;
+}
+
+export interface HealthCheckConfig {
+  readonly path: string;
+  readonly method: 'GET' | 'HEAD';
+  /** Port to check instead of the backend's own; null: the backend's port. */
+  readonly port: number | null;
+  /** Host header to send; null: the backend's host:port. */
+  readonly host: string | null;
+  readonly interval: number;
+  readonly timeout: number;
+  readonly rise: number;
+  readonly fall: number;
+  /** Inclusive status ranges that count as success, default [[200, 399]]. */
+  readonly expectStatus: readonly (readonly [number, number])[];
+  /** Substring the body must contain; null: not checked. */
+  readonly expectBody: string | null;
+  readonly startUnhealthy: boolean;
+}
+
+export interface OutlierConfig {
+  /** Consecutive failed proxied requests that eject a backend. */
+  readonly consecutiveFailures: number;
+  /** Count 5xx answers of the backend as failures too. */
+  readonly on5xx: boolean;
+  readonly ejectFor: number;
+  readonly maxEjectFor: number;
+  readonly maxEjectedPercent: number;
+}
+
+export interface StickyConfig {
+  readonly cookie: string;
+  readonly ttl: number;
+}
+
+export interface PoolConfig {
+  readonly name: string;
+  readonly balance: 'weighted-round-robin' | 'least-connections';
+  readonly backends: readonly BackendConfig[];
+  /** `preserve`: pass the client's Host; `backend`: the backend's host:port; else this literal value. */
+  readonly hostHeader: string;
+  readonly healthCheck: HealthCheckConfig | null;
+  readonly outlier: OutlierConfig | null;
+  readonly connectTimeout: number;
+  /** Time to the first byte of response headers. */
+  readonly responseTimeout: number;
+  /** Idle time of an upstream keep-alive connection and between body chunks. */
+  readonly idleTimeout: number;
+  readonly retries: number;
+  /** Retries may be at most this percentage of active requests of the pool. */
+  readonly retryBudgetPercent: number;
+  readonly slowStart: number;
+  readonly panic: boolean;
+  readonly sticky: StickyConfig | null;
+  /** Adds `x-tandem-backend` to responses. */
+  readonly debugHeaders: boolean;
+}
+
+export interface AdminConfig {
+  readonly host: string;
+  readonly port: number;
+  readonly token: string | null;
+  /** Reads need the token too. */
+  readonly authReads: boolean;
+}
+
+export interface HaNodeConfig {
+  readonly id: string;
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface VipConfig {
+  readonly name: string;
+  /** `10.0.0.100/24` as written. */
+  readonly address: string;
+  readonly interface: string;
+  /** Priority by node id; a node missing here has priority 0 and never holds the VIP. */
+  readonly priority: Readonly<Record<string, number>>;
+  readonly preempt: boolean;
+  readonly preemptDelay: number;
+  /** Pools whose availability this VIP needs; empty: every pool routed from any listener. */
+  readonly pools: readonly string[];
+}
+
+export interface EtcdStoreConfig {
+  readonly endpoints: readonly string[];
+  readonly prefix: string;
+}
+
+export interface HaConfig {
+  readonly store: 'peer' | 'etcd';
+  readonly etcd: EtcdStoreConfig | null;
+  readonly nodes: readonly HaNodeConfig[];
+  readonly secret: string | null;
+  readonly leaseDuration: number;
+  readonly renewEvery: number;
+  /** Hook executable; null: log-only. */
+  readonly hook: string | null;
+  readonly hookTimeout: number;
+  /** Gratuitous ARP repeat count and interval passed to the hook, and the refresh period while holding. */
+  readonly garpCount: number;
+  readonly garpInterval: number;
+  readonly garpRefresh: number;
+  readonly vips: readonly VipConfig[];
+}
+
+export interface AccessLogConfig {
+  /** `stdout` or a file path. */
+  readonly path: string;
+}
+
+export interface Config {
+  /** Absolute path of the file this came from. */
+  readonly file: string;
+  readonly workers: number;
+  readonly shutdownTimeout: number;
+  /** CIDR blocks whose X-Forwarded-For is kept. */
+  readonly trustedProxies: readonly string[];
+  readonly accessLog: AccessLogConfig | null;
+  readonly listeners: readonly ListenerConfig[];
+  readonly routes: readonly RouteConfig[];
+  readonly pools: ReadonlyMap<string, PoolConfig>;
+  readonly admin: AdminConfig | null;
+  readonly ha: HaConfig | null;
+}

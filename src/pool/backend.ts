@@ -1,0 +1,118 @@
+import { Pool as UndiciPool } from 'undici';
+import type { BackendConfig, PoolConfig } from '../config/types.ts';
+import type { BackendState } from '../events.ts';
+
+export type AdminState = 'enabled' | 'draining' | 'disabled';
+
+export interface CheckResult {
+  /** Wall-clock time of the check, ms since the epoch. */
+  readonly time: number;
+  readonly ok: boolean;
+  readonly latencyMs: number;
+  readonly detail: string;
+}
+
+/**
+ * One backend of a pool: its upstream connections and the state every part of tandem
+ * reads. Counters are plain integers on the object, read by the metrics at scrape time,
+ * so that the hot path never hashes labels.
+ */
+export class Backend {
+  readonly name: string;
+  readonly pool: string;
+  /** Replaced on reload when the upstream can be kept (weight or backup flag changed). */
+  config: BackendConfig;
+  readonly upstream: UndiciPool;
+  /** The pool settings the upstream was made with. */
+  readonly poolConfig: PoolConfig;
+  /** Verdict of active health checks. */
+  healthy: boolean;
+  /** Taken out by passive outlier detection. */
+  ejected: boolean;
+  admin: AdminState;
+  /** Weight the balancer uses now: the configured weight, ramped during slow start. */
+  effectiveWeight: number;
+  /** Proxied requests in flight. */
+  active: number;
+  /** Proxied requests finished, and those that failed at the transport level (for metrics). */
+  requests: number;
+  failures: number;
+  /** Consecutive failed proxied requests, for passive health. */
+  consecutiveFailures: number;
+  lastCheck: CheckResult | null;
+  /** Called by the owner on every change of availability or effective weight. */
+  onChange: (backend: Backend, reason: string) => void;
+
+  constructor(pool: PoolConfig, config: BackendConfig, onChange: (backend: Backend, reason: string) => void) {
+    this.name = config.name;
+    this.pool = pool.name;
+    this.config = config;
+    this.poolConfig = pool;
+    this.upstream = new UndiciPool(config.origin, {
+      connections: config.maxConnections,
+      connectTimeout: pool.connectTimeout,
+      headersTimeout: pool.responseTimeout,
+      bodyTimeout: pool.idleTimeout,
+      keepAliveTimeout: Math.min(pool.idleTimeout, 4000),
+      keepAliveMaxTimeout: pool.idleTimeout,
+      // Pipelining would let one slow response hold others back; a proxy wants 1.
+      pipelining: 1,
+    });
+    this.healthy = !(pool.healthCheck?.startUnhealthy ?? false);
+    this.ejected = false;
+    this.admin = 'enabled';
+    this.effectiveWeight = config.weight;
+    this.active = 0;
+    this.requests = 0;
+    this.failures = 0;
+    this.consecutiveFailures = 0;
+    this.lastCheck = null;
+    this.onChange = onChange;
+  }
+
+  /** The one availability check every balancer and policy uses. */
+  isAvailable(): boolean {
+    return this.admin === 'enabled' && this.healthy && !this.ejected && this.effectiveWeight > 0;
+  }
+
+  /** State as operators see it; admin states win over health states. */
+  state(): BackendState {
+    if (this.admin === 'disabled') return 'disabled';
+    if (this.admin === 'draining') return 'draining';
+    if (!this.healthy) return 'down';
+    if (this.ejected) return 'ejected';
+    return 'up';
+  }
+
+  setHealthy(healthy: boolean, reason: string): void {
+    if (this.healthy === healthy) return;
+    this.healthy = healthy;
+    this.onChange(this, reason);
+  }
+
+  setEjected(ejected: boolean, reason: string): void {
+    if (this.ejected === ejected) return;
+    this.ejected = ejected;
+    this.onChange(this, reason);
+  }
+
+  setAdmin(admin: AdminState, reason: string): void {
+    if (this.admin === admin) return;
+    this.admin = admin;
+    this.onChange(this, reason);
+  }
+
+  setEffectiveWeight(weight: number, reason: string): void {
+    if (this.effectiveWeight === weight) return;
+    this.effectiveWeight = weight;
+    this.onChange(this, reason);
+  }
+
+  close(): Promise<void> {
+    return this.upstream.close();
+  }
+
+  destroy(): Promise<void> {
+    return this.upstream.destroy();
+  }
+}
