@@ -40,6 +40,9 @@ export class Backend {
   /** Consecutive failed proxied requests, for passive health. */
   consecutiveFailures: number;
   lastCheck: CheckResult | null;
+  /** Active health checks that passed and that failed, for `tandem_health_checks_total`. */
+  checksOk: number;
+  checksFailed: number;
   /** Called by the owner on every change of availability or effective weight. */
   onChange: (backend: Backend, reason: string) => void;
 
@@ -67,6 +70,8 @@ export class Backend {
     this.failures = 0;
     this.consecutiveFailures = 0;
     this.lastCheck = null;
+    this.checksOk = 0;
+    this.checksFailed = 0;
     this.onChange = onChange;
   }
 
