@@ -9,6 +9,7 @@
 //   await b.stop();            // refuse connections (the port stays reserved in `port`)
 //   await b.restart();         // listen again on the same port
 //   await b.close();           // stop for good (also done by stopAll)
+//   new Pool(poolConfig('web', [b1.config(), b2.config({ weight: 3 })]), bus);
 //
 // Ordinary responses have the body `name` and the header `x-backend: name`, so a test
 // can tell who answered.
@@ -16,7 +17,7 @@
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import type { BackendConfig } from '../../src/config/types.ts';
+import type { BackendConfig, PoolConfig } from '../../src/config/types.ts';
 
 export type BackendMode = 'normal' | 'blackhole' | 'reset';
 
@@ -41,8 +42,8 @@ export class TestBackend {
   readonly url: string;
   /** Status of ordinary requests (every path but `healthPath`). */
   status = 200;
-  /** Status and body of `healthPath`. */
-  healthStatus = 200;
+  /** Status and body of `healthPath`; a function gets the 1-based count of health requests. */
+  healthStatus: number | ((count: number) => number) = 200;
   healthBody = 'ok';
   healthPath = '/healthz';
   mode: BackendMode = 'normal';
@@ -131,7 +132,9 @@ export class TestBackend {
     }
     req.resume();
     const body = health ? this.healthBody : this.name;
-    res.writeHead(health ? this.healthStatus : this.status, {
+    const hs = this.healthStatus;
+    const status = !health ? this.status : typeof hs === 'number' ? hs : hs(this.healthChecks);
+    res.writeHead(status, {
       'content-type': 'text/plain',
       'content-length': Buffer.byteLength(body),
       'x-backend': this.name,
@@ -165,4 +168,26 @@ export function startBackends(count: number, prefix = 'b'): Promise<TestBackend[
 /** Stops every backend given; for `after()` hooks. */
 export async function stopAll(backends: Iterable<TestBackend>): Promise<void> {
   await Promise.all(Array.from(backends, (b) => b.close()));
+}
+
+/** A PoolConfig literal with test-friendly defaults (short timeouts, no health checks); `overrides` win. */
+export function poolConfig(name: string, backends: readonly BackendConfig[], overrides: Partial<PoolConfig> = {}): PoolConfig {
+  return {
+    name,
+    balance: 'weighted-round-robin',
+    backends,
+    hostHeader: 'preserve',
+    healthCheck: null,
+    outlier: null,
+    connectTimeout: 1000,
+    responseTimeout: 5000,
+    idleTimeout: 5000,
+    retries: 1,
+    retryBudgetPercent: 20,
+    slowStart: 0,
+    panic: false,
+    sticky: null,
+    debugHeaders: false,
+    ...overrides,
+  };
 }
