@@ -1,0 +1,188 @@
+// Turns a validated raw config into the frozen runtime form of types.ts. Runs only
+// when the file had no issues at all, so every required value is present here.
+// Everything is copied: schema defaults are shared between reads and must not be
+// frozen into one config.
+
+import { availableParallelism } from 'node:os';
+import { resolve } from 'node:path';
+import type {
+  AdminConfig,
+  BackendConfig,
+  Config,
+  HaConfig,
+  HealthCheckConfig,
+  ListenerConfig,
+  PoolConfig,
+  RouteConfig,
+  VipConfig,
+} from './types.ts';
+import type { RawBackend, RawConfig, RawHa, RawListener, RawPool, RawRoute, RawVip } from './schema.ts';
+
+/** Builds the runtime config; `file` is the absolute path of the config file. */
+export function compile(raw: RawConfig, file: string, dir: string): Config {
+  const pools = new Map<string, PoolConfig>();
+  for (const [name, pool] of present(raw.pools)) pools.set(name, compilePool(name, pool));
+  const admin: AdminConfig | null =
+    raw.admin === null
+      ? null
+      : {
+          host: raw.admin.address.host,
+          port: raw.admin.address.port,
+          token: raw.admin.token === null || raw.admin.token === '' ? null : raw.admin.token,
+          authReads: raw.admin.authReads,
+        };
+  const config: Config = {
+    file,
+    workers: raw.workers === 'auto' ? availableParallelism() : raw.workers,
+    shutdownTimeout: raw.shutdownTimeout,
+    trustedProxies: [...raw.trustedProxies],
+    accessLog: raw.accessLog === null ? null : { path: raw.accessLog.path === 'stdout' ? 'stdout' : resolve(dir, raw.accessLog.path) },
+    listeners: present(raw.listeners).map((l) => compileListener(l, dir)),
+    routes: present(raw.routes).map(compileRoute),
+    pools,
+    admin,
+    ha: raw.ha === null ? null : compileHa(raw.ha, dir),
+  };
+  return deepFreeze(config);
+}
+
+function compileListener(l: RawListener, dir: string): ListenerConfig {
+  const address = present(l.address);
+  return {
+    name: present(l.name),
+    host: address.host,
+    port: address.port,
+    tls: l.tls === null ? null : { cert: resolve(dir, present(l.tls.cert)), key: resolve(dir, present(l.tls.key)) },
+    headersTimeout: l.timeouts.headers,
+    requestTimeout: l.timeouts.request,
+    keepAliveTimeout: l.timeouts.keepAlive,
+    maxHeaderSize: l.maxHeaderSize,
+  };
+}
+
+function compileRoute(r: RawRoute): RouteConfig {
+  const hosts: string[] = [];
+  const hostSuffixes: string[] = [];
+  for (const h of r.match.host) {
+    const host = h.toLowerCase();
+    if (host.startsWith('*.')) hostSuffixes.push(host.slice(1));
+    else hosts.push(host);
+  }
+  return {
+    name: present(r.name),
+    listeners: [...r.listeners],
+    match: {
+      hosts,
+      hostSuffixes,
+      pathPrefix: r.match.pathPrefix,
+      methods: r.match.methods.map((m) => m.toUpperCase()),
+      headers: [...r.match.headers].map(([name, value]) => [name.toLowerCase(), value] as const),
+    },
+    pool: present(r.pool),
+  };
+}
+
+function compilePool(name: string, p: RawPool): PoolConfig {
+  const hc = p.healthCheck;
+  const healthCheck: HealthCheckConfig | null =
+    hc === null
+      ? null
+      : {
+          path: hc.path,
+          method: hc.method,
+          port: hc.port,
+          host: hc.host,
+          interval: hc.interval,
+          timeout: hc.timeout,
+          rise: hc.rise,
+          fall: hc.fall,
+          expectStatus: hc.expect.status.map(([low, high]) => [low, high] as const),
+          expectBody: hc.expect.body,
+          startUnhealthy: hc.startUnhealthy,
+        };
+  return {
+    name,
+    balance: p.balance,
+    backends: present(p.backends).map(compileBackend),
+    hostHeader: p.hostHeader,
+    healthCheck,
+    outlier: p.outlier === null ? null : { ...p.outlier },
+    connectTimeout: p.timeouts.connect,
+    responseTimeout: p.timeouts.response,
+    idleTimeout: p.timeouts.idle,
+    retries: p.retries,
+    retryBudgetPercent: p.retryBudget,
+    slowStart: p.slowStart,
+    panic: p.panic,
+    sticky: p.sticky === null ? null : { cookie: p.sticky.cookie, ttl: p.sticky.ttl },
+    debugHeaders: p.debugHeaders,
+  };
+}
+
+function compileBackend(b: RawBackend): BackendConfig {
+  const url = present(b.url);
+  return {
+    name: present(b.name),
+    origin: url.origin,
+    protocol: url.protocol,
+    host: url.host,
+    port: url.port,
+    weight: b.weight,
+    backup: b.backup,
+    maxConnections: b.maxConnections,
+  };
+}
+
+function compileHa(ha: RawHa, dir: string): HaConfig {
+  const nodes = [...present(ha.nodes)].map(([id, n]) => ({ id, host: present(n.address).host, port: present(n.address).port }));
+  return {
+    store: ha.store,
+    etcd: ha.etcd === null ? null : { endpoints: present(ha.etcd.endpoints).map((e) => e.origin), prefix: ha.etcd.prefix },
+    nodes,
+    secret: ha.secret === null || ha.secret === '' ? null : ha.secret,
+    leaseDuration: ha.lease.duration,
+    renewEvery: ha.lease.renewEvery,
+    hook: ha.hook === null ? null : resolve(dir, ha.hook),
+    hookTimeout: ha.hookTimeout,
+    garpCount: ha.garp.count,
+    garpInterval: ha.garp.interval,
+    garpRefresh: ha.garp.refresh,
+    vips: present(ha.vips).map((v) => compileVip(v, nodes)),
+  };
+}
+
+function compileVip(v: RawVip, nodes: readonly { id: string }[]): VipConfig {
+  // Without a priority map every node may hold the VIP, at equal priority (ties break by id).
+  const priority: Record<string, number> = {};
+  if (v.priority === null) for (const n of nodes) priority[n.id] = 100;
+  else for (const [id, p] of v.priority) priority[id] = p;
+  return {
+    name: present(v.name),
+    address: `${present(v.address).ip}/${present(v.address).prefix}`,
+    interface: present(v.interface),
+    priority,
+    preempt: v.preempt.enabled,
+    preemptDelay: v.preempt.delay,
+    pools: [...v.pools],
+  };
+}
+
+function present<T>(value: T | undefined): T {
+  if (value === undefined) throw new Error('config compile: a required value is missing though validation passed');
+  return value;
+}
+
+/** Freezes objects, arrays and maps all the way down (a frozen Map can still be set, so its mutators are disabled too). */
+function deepFreeze<T>(value: T): T {
+  if (value === null || typeof value !== 'object' || Object.isFrozen(value)) return value;
+  if (value instanceof Map) {
+    for (const v of value.values()) deepFreeze(v);
+    const refuse = () => {
+      throw new TypeError('the compiled config is read-only');
+    };
+    Object.defineProperties(value, { set: { value: refuse }, delete: { value: refuse }, clear: { value: refuse } });
+  } else {
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return Object.freeze(value);
+}
