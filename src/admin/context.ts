@@ -1,0 +1,20 @@
+// What every admin route gets: the runtime to read and change, the metrics to scrape,
+// the event stream to attach clients to.
+
+import type { FastifyReply } from 'fastify';
+import type { ErrorSpec } from '../errors.ts';
+import type { EventStream } from './event-stream.ts';
+import type { Metrics } from './metrics.ts';
+import type { AdminRuntime } from './runtime.ts';
+
+export interface AdminContext {
+  readonly runtime: AdminRuntime;
+  readonly metrics: Metrics;
+  readonly events: EventStream;
+}
+
+/** Answers with a catalogue error: its status and `{ code, message }`, plus `extra` fields. */
+export function sendError(reply: FastifyReply, which: ErrorSpec, detail?: string, extra?: Record<string, unknown>): FastifyReply {
+  const message = detail === undefined ? which.message : `${which.message}: ${detail}`;
+  return reply.code(which.status).send({ code: which.code, message, ...extra });
+}
