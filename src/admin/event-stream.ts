@@ -52,6 +52,11 @@ export class EventStream {
     return this.head;
   }
 
+  /** Clients streaming now. */
+  clientCount(): number {
+    return this.clients.size;
+  }
+
   /** Takes over `res` and streams to it until the client leaves or close() is called. */
   attach(req: IncomingMessage, res: ServerResponse, lastEventId: string | undefined): void {
     if (this.closed) {

@@ -6,7 +6,7 @@ import type { AdminServer } from '../../src/admin/server.ts';
 import { errors } from '../../src/errors.ts';
 import { startBackends, stopAll } from '../helpers/backends.ts';
 import type { TestBackend } from '../helpers/backends.ts';
-import { poolConfig, TestRuntime } from './helpers.ts';
+import { json, poolConfig, TestRuntime } from './helpers.ts';
 
 describe('admin API', () => {
   let backends: TestBackend[];
@@ -39,13 +39,13 @@ describe('admin API', () => {
   it('answers /healthz with 200 while the process runs', async () => {
     const res = await fetch(`${base}/healthz`);
     assert.equal(res.status, 200);
-    assert.deepEqual(await res.json(), { status: 'alive' });
+    assert.deepEqual(await json(res), { status: 'alive' });
   });
 
   it('is ready when every listener is bound and every pool has an available backend', async () => {
     const res = await fetch(`${base}/readyz`);
     assert.equal(res.status, 200);
-    assert.deepEqual(await res.json(), { ready: true, reasons: [] });
+    assert.deepEqual(await json(res), { ready: true, reasons: [] });
   });
 
   it('is not ready, with the reason, while a pool has no available backend', async () => {
@@ -54,7 +54,7 @@ describe('admin API', () => {
     try {
       const res = await fetch(`${base}/readyz`);
       assert.equal(res.status, 503);
-      assert.deepEqual(await res.json(), { ready: false, reasons: ['pool api has no available backend'] });
+      assert.deepEqual(await json(res), { ready: false, reasons: ['pool api has no available backend'] });
     } finally {
       api.setHealthy(true, 'test: back');
     }
@@ -66,7 +66,7 @@ describe('admin API', () => {
     try {
       const res = await fetch(`${base}/readyz`);
       assert.equal(res.status, 503);
-      assert.deepEqual((await res.json()).reasons, ['listener web (127.0.0.1:8080) is not bound']);
+      assert.deepEqual((await json(res)).reasons, ['listener web (127.0.0.1:8080) is not bound']);
     } finally {
       runtime.listenerViews[0].bound = true;
     }
@@ -83,7 +83,7 @@ describe('admin API', () => {
     try {
       const res = await fetch(`${base}/api/v1/status`);
       assert.equal(res.status, 200);
-      const s = await res.json();
+      const s = await json(res);
       assert.equal(s.node, 'lb1');
       assert.equal(s.configFile, '/etc/tandem/test.yaml');
       assert.deepEqual(s.listeners, [{ name: 'web', address: '127.0.0.1:8080', bound: true, connections: 0 }]);
@@ -112,7 +112,7 @@ describe('admin API', () => {
     const post = async (action: string) => {
       const res = await fetch(`${base}/api/v1/pools/web/backends/web2/${action}`, { method: 'POST' });
       assert.equal(res.status, 200);
-      return res.json();
+      return json(res);
     };
     assert.deepEqual(await post('drain'), { pool: 'web', backend: 'web2', admin: 'draining', state: 'draining' });
     assert.equal(b.state(), 'draining');
@@ -127,7 +127,7 @@ describe('admin API', () => {
     for (const path of ['/api/v1/pools/nope/backends/web1/drain', '/api/v1/pools/web/backends/nope/disable']) {
       const res = await fetch(`${base}${path}`, { method: 'POST' });
       assert.equal(res.status, 404);
-      const body = await res.json();
+      const body = await json(res);
       assert.equal(body.code, errors.ADMIN_NOT_FOUND.code);
       assert.match(body.message, /nope/);
     }
@@ -139,7 +139,7 @@ describe('admin API', () => {
     const before = runtime.reloads;
     const res = await fetch(`${base}/api/v1/reload`, { method: 'POST' });
     assert.equal(res.status, 200);
-    assert.deepEqual(await res.json(), { ok: true, errors: [] });
+    assert.deepEqual(await json(res), { ok: true, errors: [] });
     assert.equal(runtime.reloads, before + 1);
   });
 
@@ -149,7 +149,7 @@ describe('admin API', () => {
     try {
       const res = await fetch(`${base}/api/v1/reload`, { method: 'POST' });
       assert.equal(res.status, 400);
-      const body = await res.json();
+      const body = await json(res);
       assert.equal(body.code, errors.RELOAD_FAILED.code);
       assert.deepEqual(body.errors, lines);
     } finally {
@@ -160,17 +160,17 @@ describe('admin API', () => {
   it('releases a known VIP and answers 404 for an unknown one', async () => {
     const ok = await fetch(`${base}/api/v1/vips/vip-a/release`, { method: 'POST' });
     assert.equal(ok.status, 200);
-    assert.deepEqual(await ok.json(), { vip: 'vip-a', released: true });
+    assert.deepEqual(await json(ok), { vip: 'vip-a', released: true });
     assert.equal(runtime.vipViews[0].state, 'BACKUP');
     const missing = await fetch(`${base}/api/v1/vips/vip-z/release`, { method: 'POST' });
     assert.equal(missing.status, 404);
-    assert.equal((await missing.json()).code, errors.ADMIN_NOT_FOUND.code);
+    assert.equal((await json(missing)).code, errors.ADMIN_NOT_FOUND.code);
   });
 
   it('answers unknown paths with 404 and the catalogue code', async () => {
     const res = await fetch(`${base}/api/v1/nothing-here`);
     assert.equal(res.status, 404);
-    assert.equal((await res.json()).code, errors.ADMIN_NOT_FOUND.code);
+    assert.equal((await json(res)).code, errors.ADMIN_NOT_FOUND.code);
   });
 
   it('serves the status page and its assets with a strict content security policy', async () => {

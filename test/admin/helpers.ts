@@ -129,6 +129,12 @@ export class TestRuntime implements AdminRuntime {
   }
 }
 
+/** The JSON body of an admin answer; tests read it field by field, so it stays loosely typed. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export async function json(res: Response): Promise<any> {
+  return res.json();
+}
+
 export interface SseEvent {
   readonly id: string | null;
   readonly event: string;
