@@ -209,7 +209,8 @@ export function int(min: number, max: number, expects = `an integer from ${min} 
     // A value from the environment arrives as text; it is a number if it reads as one.
     if (leaf !== null && leaf.expanded && typeof value === 'string' && /^\s*[+-]?\d+\s*$/.test(value)) value = Number(value);
     if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-      return cx.fail(node, path, `must be ${expects} (got ${leaf === null ? describe(node) : leaf.expanded ? describeValue(value) : leaf.source})`);
+      const got = leaf === null ? describe(node) : leaf.expanded || typeof value === 'string' ? describeValue(value) : leaf.source;
+      return cx.fail(node, path, `must be ${expects} (got ${got})`);
     }
     return value;
   });
@@ -321,7 +322,7 @@ export function struct<F extends Fields>(fields: F, expects = 'a mapping'): Read
 /** A list of items; items that are not even the right kind of node are left out. */
 export function list<T>(item: Reader<T>, options: { min?: number; expects?: string } = {}): Reader<T[]> {
   const min = options.min ?? 0;
-  const expects = options.expects ?? `a list of ${item.expects}`;
+  const expects = options.expects ?? `a list, each ${item.expects}`;
   return reader(expects, (node, path, cx) => {
     if (!isSeq(node)) return cx.fail(node, path, `must be ${expects} (got ${describe(node)})`);
     return readItems(node.items as (Node | null)[], item, node, path, cx, min, expects);

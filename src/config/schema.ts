@@ -56,7 +56,7 @@ function duration(options: { min?: number; expects?: string } = {}): Reader<numb
   );
 }
 
-const hostPort = (minPort = 0) => parsed<HostPort>(`host:port${minPort === 0 ? '' : ` with a port from ${minPort}`}`, (s) => parseHostPort(s, minPort));
+const hostPort = (minPort = 0) => parsed<HostPort>(`host:port${minPort === 0 ? '' : ` with a port from ${minPort} to 65535`}`, (s) => parseHostPort(s, minPort));
 
 const serverUrl = parsed('an http:// or https:// URL with host and port, e.g. http://10.0.0.21:8080', parseServerUrl);
 
@@ -143,11 +143,11 @@ const listener = struct({
 
 const route = struct({
   name: required(name),
-  listeners: withDefault(list(ref('listener')), []),
+  listeners: withDefault(list(ref('listener'), { expects: 'a list of listener names' }), []),
   match: section({
     host: withDefault(oneOrList(hostPattern), []),
     pathPrefix: withDefault(absolutePath('a path'), '/'),
-    methods: withDefault(list(method), []),
+    methods: withDefault(list(method, { expects: 'a list of HTTP methods such as [GET, POST]' }), []),
     headers: withDefault(dict(scalarText('a header value'), { key: headerName, expects: 'a mapping of header names to values' }), new Map<string, string>()),
   }),
   pool: required(ref('pool')),
@@ -242,7 +242,7 @@ const vip = struct({
   interface: required(interfaceName),
   priority: optional(dict(int(1, 255, 'a priority from 1 to 255'), { key: ref('node'), min: 1, expects: 'a mapping of node ids to priorities' })),
   preempt: withDefault(preempt, { enabled: true, delay: 0 }),
-  pools: withDefault(list(ref('pool')), []),
+  pools: withDefault(list(ref('pool'), { expects: 'a list of pool names' }), []),
 });
 
 const ha = struct({
@@ -280,7 +280,7 @@ export const configSchema = struct(
   {
     workers: withDefault(workers, 1),
     shutdownTimeout: withDefault(duration(), 30_000),
-    trustedProxies: withDefault(list(cidr), []),
+    trustedProxies: withDefault(list(cidr, { expects: 'a list of IP addresses or CIDR blocks' }), []),
     accessLog: optional(accessLog),
     listeners: required(list(listener, { min: 1, expects: 'a list of listeners { name, address }' })),
     routes: required(list(route, { min: 1, expects: 'a list of routes { name, match, pool }' })),
