@@ -89,6 +89,13 @@ export class Context {
     this.places.set(value, { self, children });
   }
 
+  /** The keys a read mapping was written with, including those whose values were invalid. */
+  declaredKeys(value: object): string[] {
+    const place = this.places.get(value);
+    if (place === undefined) return [];
+    return [...place.children.keys()].filter((k): k is string => typeof k === 'string');
+  }
+
   /** Where `value` (or its child `key`) came from; the value's own spot if the child is unknown. */
   at(value: object, key?: string | number): Spot {
     const place = this.places.get(value);

@@ -139,7 +139,7 @@ const listener = struct({
     keepAlive: withDefault(duration({ min: 1 }), 5_000),
   }),
   maxHeaderSize: withDefault(int(1024, 1_048_576, 'a size in bytes from 1024 to 1048576'), 16_384),
-});
+}, 'a listener { name, address }');
 
 const route = struct({
   name: required(name),
@@ -151,7 +151,7 @@ const route = struct({
     headers: withDefault(dict(scalarText('a header value'), { key: headerName, expects: 'a mapping of header names to values' }), new Map<string, string>()),
   }),
   pool: required(ref('pool')),
-});
+}, 'a route { name, match, pool }');
 
 const backend = struct({
   name: required(name),
@@ -159,7 +159,7 @@ const backend = struct({
   weight: withDefault(int(0, 1000), 1),
   backup: withDefault(bool(), false),
   maxConnections: withDefault(int(1, 65_536), 128),
-});
+}, 'a backend { name, url, weight }');
 
 const healthCheck = struct({
   path: withDefault(absolutePath('a request path'), '/'),
@@ -175,7 +175,7 @@ const healthCheck = struct({
     body: optional(str('a text the body must contain')),
   }),
   startUnhealthy: withDefault(bool(), false),
-});
+}, 'a mapping { path, interval, timeout, rise, fall, ... }');
 
 const outlier = struct({
   consecutiveFailures: withDefault(int(1, 1000), 5),
@@ -202,7 +202,7 @@ const pool = struct({
   panic: withDefault(bool(), false),
   sticky: optional(struct({ cookie: withDefault(cookieName, 'TANDEM_STICKY'), ttl: withDefault(duration({ min: 1000 }), 3_600_000) })),
   debugHeaders: withDefault(bool(), false),
-});
+}, 'a pool { backends, balance, healthCheck, ... }');
 
 const adminFields = {
   address: withDefault(hostPort(), { host: '127.0.0.1', port: 9901 }),
@@ -243,7 +243,7 @@ const vip = struct({
   priority: optional(dict(int(1, 255, 'a priority from 1 to 255'), { key: ref('node'), min: 1, expects: 'a mapping of node ids to priorities' })),
   preempt: withDefault(preempt, { enabled: true, delay: 0 }),
   pools: withDefault(list(ref('pool'), { expects: 'a list of pool names' }), []),
-});
+}, 'a VIP { name, address, interface, priority }');
 
 const ha = struct({
   store: withDefault(oneOf(['peer', 'etcd']), 'peer'),

@@ -43,6 +43,7 @@ export interface BackendConfig {
   /** Origin as undici wants it, e.g. `http://127.0.0.1:8080`. */
   readonly origin: string;
   readonly protocol: 'http:' | 'https:';
+  /** Host name or IP; IPv6 without brackets (`::1`), as in every `host` of this file. */
   readonly host: string;
   readonly port: number;
   readonly weight: number;

@@ -18,8 +18,10 @@ export interface ValidateOptions {
 
 /** Records every semantic mistake of `raw` in `cx`. */
 export function validate(raw: RawConfig, cx: Context, options: ValidateOptions = {}): void {
-  const listenerNames = checkListeners(raw, cx);
-  const poolNames = new Set(raw.pools?.keys() ?? []);
+  // A collection that is missing or invalid has been reported already; references
+  // into it are not checked (null), or every route would repeat that one mistake.
+  const listenerNames = raw.listeners === undefined ? null : checkListeners(raw, cx);
+  const poolNames = raw.pools === undefined ? null : new Set(cx.declaredKeys(raw.pools));
   checkRoutes(raw, cx, listenerNames, poolNames);
   checkPools(raw, cx);
   checkAdmin(raw, cx);
@@ -52,7 +54,7 @@ function checkListeners(raw: RawConfig, cx: Context): Set<string> {
   return names;
 }
 
-function checkRoutes(raw: RawConfig, cx: Context, listenerNames: Set<string>, poolNames: Set<string>): void {
+function checkRoutes(raw: RawConfig, cx: Context, listenerNames: Set<string> | null, poolNames: Set<string> | null): void {
   const routes = raw.routes ?? [];
   unique(cx, routes, 'name', 'route');
   for (const r of routes) {
@@ -100,9 +102,9 @@ function checkAdmin(raw: RawConfig, cx: Context): void {
   }
 }
 
-function checkHa(ha: RawHa, cx: Context, poolNames: Set<string>, node: string | null): void {
+function checkHa(ha: RawHa, cx: Context, poolNames: Set<string> | null, node: string | null): void {
   const nodes = ha.nodes ?? new Map();
-  const nodeIds = new Set(nodes.keys());
+  const nodeIds = ha.nodes === undefined ? null : new Set(cx.declaredKeys(ha.nodes));
   if (ha.store === 'etcd' && ha.etcd === null) cx.failAt(cx.at(ha, 'etcd'), 'is missing (store: etcd needs etcd: { endpoints: [http://host:2379] })');
   if (ha.store === 'peer' && ha.etcd !== null) cx.failAt(cx.at(ha, 'etcd'), 'is only used with store: etcd (set store: etcd, or remove etcd)');
   if (ha.store === 'peer' && nodes.size > 1 && (ha.secret === null || ha.secret === '')) {
@@ -142,7 +144,7 @@ function checkHa(ha: RawHa, cx: Context, poolNames: Set<string>, node: string | 
       else vipAddresses.set(v.address.ip, v.name ?? '?');
     }
   }
-  if (node !== null && ha.nodes !== undefined && !nodeIds.has(node)) {
+  if (node !== null && nodeIds !== null && !nodeIds.has(node)) {
     const near = suggest(node, [...nodeIds]);
     cx.failAt(cx.at(ha, 'nodes'), `--node ${node} is not a node of this config (${near !== null ? `did you mean ${near}? ` : ''}nodes: ${[...nodeIds].join(', ')})`);
   }
@@ -166,8 +168,8 @@ function unique<T extends object>(cx: Context, items: readonly T[], key: keyof T
 }
 
 /** Reports a reference to a name that is not defined. */
-function exists(cx: Context, spot: Spot, name: string, names: Set<string>, what: string, where = `${what}s`): void {
-  if (names.has(name)) return;
+function exists(cx: Context, spot: Spot, name: string, names: Set<string> | null, what: string, where = `${what}s`): void {
+  if (names === null || names.has(name)) return;
   const near = suggest(name, [...names]);
   const known = names.size === 0 ? `there are no ${what}s` : `${where}: ${[...names].join(', ')}`;
   cx.failAt(spot, `no ${what} named "${name}" (${near !== null ? `did you mean ${near}? ` : ''}${known})`);
