@@ -23,6 +23,8 @@ export class Backend {
   /** Replaced on reload when the upstream can be kept (weight or backup flag changed). */
   config: BackendConfig;
   readonly upstream: UndiciPool;
+  /** `host:port` as a Host header names this backend (port left out when it is the default). */
+  readonly hostHeader: string;
   /** The pool settings the upstream was made with. */
   readonly poolConfig: PoolConfig;
   /** Verdict of active health checks. */
@@ -51,6 +53,9 @@ export class Backend {
     this.pool = pool.name;
     this.config = config;
     this.poolConfig = pool;
+    const defaultPort = config.protocol === 'https:' ? 443 : 80;
+    const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+    this.hostHeader = config.port === defaultPort ? host : `${host}:${config.port}`;
     this.upstream = new UndiciPool(config.origin, {
       connections: config.maxConnections,
       connectTimeout: pool.connectTimeout,

@@ -1,0 +1,335 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Dispatcher } from 'undici';
+import { errors, type ErrorSpec } from '../errors.ts';
+import type { Backend } from '../pool/backend.ts';
+import type { PoolRuntime, RouteRuntime } from './generation.ts';
+import { stripResponseHeaders, upstreamHeaders, type ForwardContext } from './headers.ts';
+
+// The hot path. One ProxyRequest per proxied request is the only allocation that is not
+// node's or undici's own: it is undici's dispatch handler, and the response stream's
+// 'close' and 'drain' listeners are module-level functions that find it through a
+// symbol, so no closure is created per request.
+
+const kProxy = Symbol('tandem.proxy');
+
+type ResponseWithProxy = ServerResponse & { [kProxy]?: ProxyRequest };
+type FailureKind = 'connect' | 'reset' | 'timeout' | 'invalid';
+
+/** What is known of a finished request; metrics and the access log read it. */
+export interface Exchange {
+  readonly req: IncomingMessage;
+  readonly ctx: ForwardContext;
+  /** null: no route matched. */
+  readonly route: RouteRuntime | null;
+  readonly backend: Backend | null;
+  readonly status: number;
+  /** performance.now() when the request arrived. */
+  readonly start: number;
+  readonly bytes: number;
+  readonly retries: number;
+  readonly errorCode: string | null;
+}
+
+/** Finished requests are reported here; the metrics and access log implement it. */
+export interface RequestObserver {
+  finished(exchange: Exchange): void;
+}
+
+const RETRYABLE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+
+export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly route: RouteRuntime;
+  readonly pool: PoolRuntime;
+  readonly ctx: ForwardContext;
+  readonly observer: RequestObserver;
+  readonly start: number;
+  backend: Backend | null;
+  controller: Dispatcher.DispatchController | null;
+  headers: string[] | null;
+  status: number;
+  bytes: number;
+  retries: number;
+  /** First byte of the response reached the client: nothing can be retried or answered any more. */
+  responded: boolean;
+  done: boolean;
+  hasBody: boolean;
+  /** A Set-Cookie to add for a sticky pick; null when none. */
+  stickyCookie: string | null;
+  errorCode: string | null;
+  shutdown: boolean;
+  /** The current attempt is a retry and counts against the pool's retry budget. */
+  retrying: boolean;
+  /** finish() has run; later callbacks (undici's error after our own abort) do nothing. */
+  reported: boolean;
+
+  constructor(req: IncomingMessage, res: ServerResponse, route: RouteRuntime, pool: PoolRuntime,
+    ctx: ForwardContext, observer: RequestObserver, start: number, shutdown: boolean) {
+    this.req = req;
+    this.res = res;
+    this.route = route;
+    this.pool = pool;
+    this.ctx = ctx;
+    this.observer = observer;
+    this.start = start;
+    this.backend = null;
+    this.controller = null;
+    this.headers = null;
+    this.status = 0;
+    this.bytes = 0;
+    this.retries = 0;
+    this.responded = false;
+    this.done = false;
+    const te = req.headers['transfer-encoding'];
+    const cl = req.headers['content-length'];
+    this.hasBody = te !== undefined || (cl !== undefined && cl !== '0');
+    this.stickyCookie = null;
+    this.errorCode = null;
+    this.shutdown = shutdown;
+    this.retrying = false;
+    this.reported = false;
+  }
+
+  /** Picks a backend and sends the request to it; answers 503 itself when there is none. */
+  run(): void {
+    const pool = this.pool;
+    let backend: Backend | null = null;
+    if (pool.sticky !== null) {
+      backend = pool.sticky.lookup(this.req.headers.cookie);
+      if (backend === null) {
+        backend = pool.pool.pick();
+        if (backend !== null) this.stickyCookie = pool.sticky.setCookie(backend);
+      }
+    } else {
+      backend = pool.pool.pick();
+    }
+    if (backend === null) {
+      this.fail(errors.NO_BACKEND);
+      return;
+    }
+    (this.res as ResponseWithProxy)[kProxy] = this;
+    this.res.on('close', onResponseClose);
+    // With per-backend Host, a placeholder keeps the Host slot last for dispatch() to fill.
+    this.headers = upstreamHeaders(this.req, this.ctx, pool.hostFromBackend ? '' : pool.hostOverride);
+    this.dispatch(backend);
+  }
+
+  private dispatch(backend: Backend): void {
+    this.backend = backend;
+    if (this.pool.hostFromBackend) this.headers![this.headers!.length - 1] = backend.hostHeader;
+    backend.active++;
+    this.pool.activeRequests++;
+    const req = this.req;
+    backend.upstream.dispatch({
+      path: req.url ?? '/',
+      method: req.method ?? 'GET',
+      headers: this.headers,
+      body: this.hasBody ? req : null,
+      // Retries are tandem's decision (it knows the pool), never undici's.
+      idempotent: false,
+    }, this);
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.done) controller.abort(new Error('client went away'));
+  }
+
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number,
+    headers: Record<string, string | string[] | undefined>, statusMessage?: string): void {
+    if (statusCode < 200) return; // 1xx: node answers 100-continue to the client itself.
+    const backend = this.backend!;
+    this.status = statusCode;
+    this.responded = true;
+    stripResponseHeaders(headers);
+    if (this.stickyCookie !== null) appendHeader(headers, 'set-cookie', this.stickyCookie);
+    if (this.pool.config.debugHeaders) headers['x-tandem-backend'] = backend.name;
+    if (this.shutdown) headers.connection = 'close';
+    const res = this.res;
+    if (statusCode >= 500 && this.pool.outlier !== null) this.pool.outlier.onFailure(backend, '5xx');
+    try {
+      res.writeHead(statusCode, statusMessage || undefined, headers as Record<string, string | string[]>);
+    } catch {
+      // A header value the client side cannot carry: an invalid response.
+      this.responded = false;
+      controller.abort(new Error('invalid response header'));
+      return;
+    }
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.bytes += chunk.length;
+    if (!this.res.write(chunk)) {
+      controller.pause();
+      this.res.once('drain', onResponseDrain);
+    }
+  }
+
+  onResponseEnd(): void {
+    const backend = this.backend!;
+    if (this.pool.outlier !== null && this.status < 500) this.pool.outlier.onSuccess(backend);
+    this.res.end();
+    this.finish();
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    if (this.done) {
+      // The client went away and we aborted: nothing to answer.
+      this.finish();
+      return;
+    }
+    const backend = this.backend!;
+    const kind = classify(err);
+    backend.failures++;
+    if (this.pool.outlier !== null) this.pool.outlier.onFailure(backend, kind === 'invalid' ? 'reset' : kind);
+    if (this.responded) {
+      // Part of the body already went out; ending it now would pass a truncated body
+      // off as complete. Destroying the connection tells the client it was cut.
+      this.errorCode = errors.BACKEND_RESET.code;
+      this.res.destroy(err);
+      this.finish();
+      return;
+    }
+    if (this.mayRetry(kind)) {
+      const next = this.pickOther(backend);
+      if (next !== null) {
+        this.release();
+        this.retries++;
+        this.retrying = true;
+        this.pool.retriesInFlight++;
+        this.controller = null;
+        this.dispatch(next);
+        return;
+      }
+    }
+    this.fail(kind === 'connect' ? (isTimeout(err) ? errors.CONNECT_TIMEOUT : errors.BACKEND_UNREACHABLE)
+      : kind === 'timeout' ? errors.RESPONSE_TIMEOUT
+        : kind === 'invalid' ? errors.BACKEND_INVALID_RESPONSE : errors.BACKEND_RESET);
+  }
+
+  /** A failed attempt may go to another backend only when repeating it cannot do harm. */
+  private mayRetry(kind: FailureKind): boolean {
+    const pool = this.pool;
+    if (this.retries >= pool.config.retries) return false;
+    // Nothing reached the backend when the connection could not be made: any method is safe.
+    const safe = kind === 'connect' || (!this.hasBody && RETRYABLE_METHODS.has(this.req.method ?? ''));
+    if (!safe) return false;
+    // The retry budget keeps a failing pool from multiplying its own load.
+    const budget = Math.max(3, (pool.activeRequests * pool.config.retryBudgetPercent) / 100);
+    return pool.retriesInFlight < budget;
+  }
+
+  private pickOther(failed: Backend): Backend | null {
+    const pool = this.pool.pool;
+    for (let i = 0; i < pool.backends.length; i++) {
+      const b = pool.pick();
+      if (b === null) return null;
+      if (b !== failed) return b;
+    }
+    return null;
+  }
+
+  /** Answers the client with one of tandem's own errors (before any response byte went out). */
+  fail(spec: ErrorSpec): void {
+    this.errorCode = spec.code;
+    this.status = spec.status;
+    const res = this.res;
+    if (!res.headersSent && !res.destroyed) {
+      const body = errorBody(spec, this.pool.name);
+      const headers: Record<string, string | number> = {
+        'content-type': 'application/json',
+        'content-length': Buffer.byteLength(body),
+        'cache-control': 'no-store',
+      };
+      if (spec === errors.NO_BACKEND) headers['retry-after'] = '1';
+      if (this.shutdown) headers.connection = 'close';
+      // A request body we will never read must not keep the connection busy.
+      if (this.hasBody && !this.req.complete) headers.connection = 'close';
+      res.writeHead(spec.status, headers);
+      res.end(body);
+    }
+    this.finish();
+  }
+
+  private release(): void {
+    const backend = this.backend;
+    if (backend !== null) {
+      backend.active--;
+      this.pool.activeRequests--;
+    }
+    if (this.retrying) {
+      this.retrying = false;
+      this.pool.retriesInFlight--;
+    }
+  }
+
+  /** Called once when the exchange is over, whatever way it ended. */
+  finish(): void {
+    if (this.reported) return;
+    this.reported = true;
+    this.done = true;
+    this.release();
+    if (this.backend !== null) this.backend.requests++;
+    // 499: the client closed the connection before any status was decided (nginx's code).
+    if (this.status === 0) this.status = 499;
+    this.observer.finished(this);
+  }
+}
+
+function appendHeader(headers: Record<string, string | string[] | undefined>, name: string, value: string): void {
+  const old = headers[name];
+  if (old === undefined) headers[name] = value;
+  else if (Array.isArray(old)) old.push(value);
+  else headers[name] = [old, value];
+}
+
+function onResponseClose(this: ResponseWithProxy): void {
+  const p = this[kProxy];
+  if (p === undefined || p.reported) return;
+  if (!this.writableFinished) {
+    // The client went away before the response was complete: stop the upstream at once
+    // so its socket is not left reading a body nobody wants.
+    p.done = true;
+    if (p.controller !== null && !p.controller.aborted) p.controller.abort(new Error('client closed the connection'));
+  }
+}
+
+function onResponseDrain(this: ResponseWithProxy): void {
+  const p = this[kProxy];
+  if (p !== undefined && p.controller !== null && !p.controller.aborted) p.controller.resume();
+}
+
+function classify(err: Error & { code?: string }): FailureKind {
+  switch (err.code) {
+    case 'ECONNREFUSED': case 'EHOSTUNREACH': case 'ENETUNREACH': case 'ENOTFOUND': case 'EAI_AGAIN':
+    case 'UND_ERR_CONNECT_TIMEOUT': case 'EADDRNOTAVAIL':
+      return 'connect';
+    case 'UND_ERR_HEADERS_TIMEOUT': case 'UND_ERR_BODY_TIMEOUT':
+      return 'timeout';
+    case 'HPE_INVALID_CONSTANT': case 'HPE_INVALID_STATUS': case 'HPE_INVALID_HEADER_TOKEN':
+    case 'HPE_INVALID_VERSION': case 'HPE_UNEXPECTED_CONTENT_LENGTH': case 'UND_ERR_RESPONSE_STATUS_CODE':
+    case 'HPE_INVALID_CHUNK_SIZE': case 'HPE_INVALID_CONTENT_LENGTH': case 'HPE_HEADER_OVERFLOW':
+    case 'UND_ERR_HEADERS_OVERFLOW': case 'UND_ERR_INVALID_ARG': case 'UND_ERR_INFO':
+      return err.code === 'UND_ERR_INFO' ? 'reset' : 'invalid';
+    default:
+      return err.name === 'HTTPParserError' ? 'invalid' : 'reset';
+  }
+}
+
+function isTimeout(err: Error & { code?: string }): boolean {
+  return err.code === 'UND_ERR_CONNECT_TIMEOUT';
+}
+
+const bodies = new Map<string, string>();
+
+/** The JSON body of one of tandem's own answers; one string per code and pool, made once. */
+export function errorBody(spec: ErrorSpec, pool: string): string {
+  const key = `${spec.code}\0${pool}`;
+  let body = bodies.get(key);
+  if (body === undefined) {
+    body = JSON.stringify({ error: spec.code, message: spec.message, pool: pool || undefined }) + '\n';
+    if (bodies.size < 10_000) bodies.set(key, body);
+  }
+  return body;
+}

@@ -1,0 +1,78 @@
+import type { Config, PoolConfig, RouteConfig } from '../config/types.ts';
+import type { Backend } from '../pool/backend.ts';
+import type { Pool } from '../pool/pool.ts';
+import { Router } from './router.ts';
+
+/** Passive health as the forwarder feeds it; implemented in src/pool/health/passive.ts. */
+export interface OutlierSink {
+  onSuccess(backend: Backend): void;
+  onFailure(backend: Backend, kind: 'connect' | 'reset' | 'timeout' | '5xx'): void;
+}
+
+/** Sticky sessions as the forwarder uses them; implemented in src/pool/sticky.ts. */
+export interface StickyMap {
+  lookup(cookieHeader: string | undefined): Backend | null;
+  setCookie(backend: Backend): string;
+}
+
+/** A pool as the data plane sees it: the pool and the per-request policies around it. */
+export interface PoolRuntime {
+  readonly name: string;
+  readonly config: PoolConfig;
+  readonly pool: Pool;
+  readonly outlier: OutlierSink | null;
+  readonly sticky: StickyMap | null;
+  /** Host header to send; null: the client's own (or the backend's, see hostFromBackend). */
+  readonly hostOverride: string | null;
+  readonly hostFromBackend: boolean;
+  activeRequests: number;
+  retriesInFlight: number;
+}
+
+export interface RouteRuntime {
+  readonly config: RouteConfig;
+  readonly name: string;
+  readonly pool: PoolRuntime;
+}
+
+/**
+ * Everything the data plane reads for one config: built once per load or reload and
+ * swapped in whole, so a request sees either the old config or the new, never a mix.
+ */
+export class Generation {
+  readonly config: Config;
+  readonly router: Router;
+  readonly pools: ReadonlyMap<string, PoolRuntime>;
+  /** Indexed like config.routes. */
+  readonly routes: readonly RouteRuntime[];
+  private readonly byConfig: ReadonlyMap<RouteConfig, RouteRuntime>;
+
+  constructor(config: Config, pools: ReadonlyMap<string, PoolRuntime>) {
+    this.config = config;
+    this.pools = pools;
+    this.router = new Router(config.routes, config.listeners.map((l) => l.name));
+    this.routes = config.routes.map((r) => ({ config: r, name: r.name, pool: pools.get(r.pool)! }));
+    this.byConfig = new Map(this.routes.map((r) => [r.config, r]));
+  }
+
+  /** The route runtime for a matched route config. */
+  route(config: RouteConfig): RouteRuntime {
+    return this.byConfig.get(config)!;
+  }
+}
+
+/** Builds the data plane's view of a pool. */
+export function poolRuntime(pool: Pool, outlier: OutlierSink | null, sticky: StickyMap | null): PoolRuntime {
+  const h = pool.config.hostHeader;
+  return {
+    name: pool.name,
+    config: pool.config,
+    pool,
+    outlier,
+    sticky,
+    hostOverride: h === 'preserve' || h === 'backend' ? null : h,
+    hostFromBackend: h === 'backend',
+    activeRequests: 0,
+    retriesInFlight: 0,
+  };
+}

@@ -1,0 +1,136 @@
+import type { IncomingMessage } from 'node:http';
+import { BlockList, isIPv6 } from 'node:net';
+
+// Header rewriting for the hot path. Requests are rewritten from node's flat
+// `rawHeaders` array into a flat array for undici: no header object is built, and
+// names are compared after one toLowerCase() only when their length could match a
+// hop-by-hop name (cheap pre-filter by length and first character).
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1) plus those undici manages itself. */
+const HOP_BY_HOP = new Set([
+  'connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade',
+  'proxy-connection', 'proxy-authenticate', 'proxy-authorization',
+  // undici refuses `expect`; node has already answered 100-continue to the client.
+  'expect',
+]);
+
+/** Headers tandem sets itself on the way up. */
+const REPLACED = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'host']);
+
+/** Which incoming X-Forwarded-* headers to keep: those from trusted proxies only. */
+export class TrustedProxies {
+  private readonly list: BlockList;
+  readonly empty: boolean;
+
+  constructor(cidrs: readonly string[]) {
+    this.list = new BlockList();
+    for (const c of cidrs) {
+      const slash = c.indexOf('/');
+      const addr = slash < 0 ? c : c.slice(0, slash);
+      const type = isIPv6(addr) ? 'ipv6' : 'ipv4';
+      if (slash < 0) this.list.addAddress(addr, type);
+      else this.list.addSubnet(addr, Number(c.slice(slash + 1)), type);
+    }
+    this.empty = cidrs.length === 0;
+  }
+
+  /** Evaluated once per client connection, not per request. */
+  trusts(address: string | undefined): boolean {
+    if (this.empty || address === undefined) return false;
+    if (address.startsWith('::ffff:') && address.includes('.')) address = address.slice(7);
+    return this.list.check(address, isIPv6(address) ? 'ipv6' : 'ipv4');
+  }
+}
+
+/** Names listed in a Connection header value, lower case; null when there are none. */
+function connectionTokens(req: IncomingMessage): Set<string> | null {
+  const value = req.headers.connection;
+  if (value === undefined) return null;
+  let tokens: Set<string> | null = null;
+  for (const t of value.split(',')) {
+    const name = t.trim().toLowerCase();
+    if (name !== '' && name !== 'close' && name !== 'keep-alive') (tokens ??= new Set()).add(name);
+  }
+  return tokens;
+}
+
+export interface ForwardContext {
+  /** The client address, as the peer socket saw it. */
+  readonly clientAddress: string;
+  /** The client connection comes from a trusted proxy: keep its X-Forwarded-* values. */
+  readonly trusted: boolean;
+  readonly proto: 'http' | 'https';
+  /** Index of the listener in the current config, for per-listener metrics. */
+  readonly listener: number;
+}
+
+/**
+ * The upstream request's headers as a flat [name, value, …] array: hop-by-hop headers
+ * removed, X-Forwarded-For/Proto/Host and Via set.
+ */
+export function upstreamHeaders(req: IncomingMessage, ctx: ForwardContext, hostOverride: string | null): string[] {
+  const raw = req.rawHeaders;
+  const out: string[] = [];
+  const listed = connectionTokens(req);
+  let xff: string | null = null;
+  let xfp: string | null = null;
+  let xfh: string | null = null;
+  let host: string | null = null;
+  let via: string | null = null;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i];
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || (listed !== null && listed.has(lower))) continue;
+    if (REPLACED.has(lower)) {
+      const value = raw[i + 1];
+      if (lower === 'host') host = value;
+      else if (lower === 'x-forwarded-for') xff = xff === null ? value : `${xff}, ${value}`;
+      else if (lower === 'x-forwarded-proto') xfp ??= value;
+      else xfh ??= value;
+      continue;
+    }
+    if (lower === 'via') {
+      via = via === null ? raw[i + 1] : `${via}, ${raw[i + 1]}`;
+      continue;
+    }
+    out.push(name, raw[i + 1]);
+  }
+  const client = ctx.clientAddress;
+  if (ctx.trusted) {
+    out.push('x-forwarded-for', xff === null ? client : `${xff}, ${client}`);
+    out.push('x-forwarded-proto', xfp ?? ctx.proto);
+    out.push('x-forwarded-host', xfh ?? host ?? '');
+  } else {
+    out.push('x-forwarded-for', client, 'x-forwarded-proto', ctx.proto);
+    if (host !== null) out.push('x-forwarded-host', host);
+  }
+  const version = req.httpVersion === '1.0' ? '1.0 tandem' : '1.1 tandem';
+  out.push('via', via === null ? version : `${via}, ${version}`);
+  // Host goes last so that a per-backend Host can replace it without a search.
+  const upstreamHost = hostOverride ?? host;
+  if (upstreamHost !== null) out.push('host', upstreamHost);
+  return out;
+}
+
+/**
+ * Removes hop-by-hop headers from a response header object (as undici parsed it, names
+ * lower case) in place, including those its Connection header lists.
+ */
+export function stripResponseHeaders(headers: Record<string, string | string[] | undefined>): void {
+  const conn = headers.connection;
+  if (conn !== undefined) {
+    for (const t of (Array.isArray(conn) ? conn.join(',') : conn).split(',')) {
+      const name = t.trim().toLowerCase();
+      if (name !== '') delete headers[name];
+    }
+  }
+  for (const name of HOP_BY_HOP) {
+    if (headers[name] !== undefined) delete headers[name];
+  }
+}
+
+/** The client address without the IPv4-mapped prefix. */
+export function clientAddressOf(address: string | undefined): string {
+  if (address === undefined) return '';
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}

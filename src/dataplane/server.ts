@@ -1,0 +1,195 @@
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { readFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { ListenerConfig } from '../config/types.ts';
+import { errors, type ErrorSpec } from '../errors.ts';
+import { errorBody, ProxyRequest, type RequestObserver } from './forward.ts';
+import type { Generation } from './generation.ts';
+import { clientAddressOf, TrustedProxies, type ForwardContext } from './headers.ts';
+import { proxyUpgrade } from './websocket.ts';
+
+const kListener = Symbol('tandem.listener');
+const kContext = Symbol('tandem.context');
+
+type TandemSocket = Socket & { [kContext]?: ForwardContext };
+type TandemServer = Server & { [kListener]: Listener };
+
+/** What every listener shares: the current generation and where finished requests go. */
+export interface DataPlane {
+  generation: Generation;
+  trusted: TrustedProxies;
+  observer: RequestObserver;
+  shuttingDown: boolean;
+}
+
+/**
+ * One bound address. Its request handler reads the data plane's current generation per
+ * request, so a reload swaps routes and pools under a listener that never closes.
+ */
+export class Listener {
+  config: ListenerConfig;
+  /** Index into the current config's listeners; updated on reload. */
+  index: number;
+  readonly server: Server;
+  readonly plane: DataPlane;
+  readonly connections: Set<Socket>;
+  /** Requests in flight on this listener. */
+  inFlight: number;
+
+  constructor(config: ListenerConfig, index: number, plane: DataPlane) {
+    this.config = config;
+    this.index = index;
+    this.plane = plane;
+    this.connections = new Set();
+    this.inFlight = 0;
+    const options = {
+      headersTimeout: config.headersTimeout,
+      requestTimeout: config.requestTimeout,
+      keepAliveTimeout: config.keepAliveTimeout,
+      maxHeaderSize: config.maxHeaderSize,
+      // Node's own check of the request timeout runs on this period.
+      connectionsCheckingInterval: Math.min(1000, Math.max(100, Math.floor(config.headersTimeout / 4))),
+      requireHostHeader: false,
+    };
+    this.server = config.tls === null
+      ? createHttpServer(options)
+      : createHttpsServer({ ...options, cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) });
+    (this.server as TandemServer)[kListener] = this;
+    this.server.on('request', onRequest);
+    this.server.on('connection', onConnection);
+    this.server.on('secureConnection', onConnection);
+    this.server.on('clientError', onClientError);
+    this.server.on('upgrade', onUpgrade);
+  }
+
+  /** Applies a reloaded config's timeouts to the running server. */
+  update(config: ListenerConfig, index: number): void {
+    this.config = config;
+    this.index = index;
+    this.server.headersTimeout = config.headersTimeout;
+    this.server.requestTimeout = config.requestTimeout;
+    this.server.keepAliveTimeout = config.keepAliveTimeout;
+  }
+
+  listen(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error) => reject(err);
+      this.server.once('error', onError);
+      this.server.listen({ host: this.config.host, port: this.config.port, exclusive: false }, () => {
+        this.server.off('error', onError);
+        resolve();
+      });
+    });
+  }
+
+  /** The bound address as host:port. */
+  address(): string {
+    const a = this.server.address();
+    if (a === null || typeof a === 'string') return String(a);
+    return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+  }
+
+  /** Stops accepting, closes idle keep-alive connections; in-flight requests go on. */
+  stopAccepting(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeIdleConnections();
+    });
+  }
+
+  /** Destroys every remaining connection. */
+  destroyAll(): void {
+    this.server.closeAllConnections();
+    for (const s of this.connections) s.destroy();
+  }
+}
+
+function onConnection(this: TandemServer, socket: TandemSocket): void {
+  const listener = this[kListener];
+  const plane = listener.plane;
+  const address = clientAddressOf(socket.remoteAddress);
+  // Trust is a property of the connection: decided once here, not per request.
+  socket[kContext] = {
+    clientAddress: address,
+    trusted: plane.trusted.trusts(address),
+    proto: listener.config.tls === null ? 'http' : 'https',
+    listener: listener.index,
+  };
+  listener.connections.add(socket);
+  socket.once('close', onSocketClose);
+  (socket as Socket & { [kListener]?: Listener })[kListener] = listener;
+}
+
+function onSocketClose(this: Socket & { [kListener]?: Listener }): void {
+  this[kListener]?.connections.delete(this);
+}
+
+function onRequest(this: TandemServer, req: IncomingMessage, res: ServerResponse): void {
+  const listener = this[kListener];
+  const plane = listener.plane;
+  const start = performance.now();
+  const ctx = (req.socket as TandemSocket)[kContext]!;
+  const gen = plane.generation;
+  const route = gen.router.match(listener.index, req.headers.host, req.url ?? '/', req.method ?? 'GET', req.headers);
+  if (plane.shuttingDown) res.shouldKeepAlive = false;
+  if (route === null) {
+    answer(res, errors.NO_ROUTE, '', plane.shuttingDown);
+    plane.observer.finished({ req, ctx, route: null, backend: null, status: 404, start, bytes: 0, retries: 0, errorCode: errors.NO_ROUTE.code });
+    return;
+  }
+  const rt = gen.route(route);
+  new ProxyRequest(req, res, rt, rt.pool, ctx, plane.observer, start, plane.shuttingDown).run();
+}
+
+/** One of tandem's own answers, outside a proxied exchange. */
+function answer(res: ServerResponse, spec: ErrorSpec, pool: string, close: boolean): void {
+  const body = errorBody(spec, pool);
+  res.writeHead(spec.status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+    ...(close ? { connection: 'close' } : {}),
+  });
+  res.end(body);
+}
+
+function onClientError(this: TandemServer, err: Error & { code?: string }, socket: Duplex): void {
+  // Malformed or hostile input gets a correct 4xx and the connection closed; nothing
+  // else is affected. A socket already written to or gone is just destroyed.
+  if (err.code === 'ECONNRESET' || !socket.writable || (socket as Socket & { _httpMessage?: unknown })._httpMessage) {
+    socket.destroy();
+    return;
+  }
+  const spec = err.code === 'HPE_HEADER_OVERFLOW' ? errors.HEADERS_TOO_LARGE
+    : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? errors.REQUEST_TIMEOUT : errors.BAD_REQUEST;
+  const body = errorBody(spec, '');
+  const reason = spec.status === 431 ? 'Request Header Fields Too Large' : spec.status === 408 ? 'Request Timeout' : 'Bad Request';
+  socket.end(`HTTP/1.1 ${spec.status} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+}
+
+function onUpgrade(this: TandemServer, req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  const listener = this[kListener];
+  const gen = listener.plane.generation;
+  const route = gen.router.match(listener.index, req.headers.host, req.url ?? '/', req.method ?? 'GET', req.headers);
+  if (route === null) {
+    writeRaw(socket, errors.NO_ROUTE, '');
+    return;
+  }
+  const rt = gen.route(route);
+  const backend = rt.pool.pool.pick();
+  if (backend === null) {
+    writeRaw(socket, errors.NO_BACKEND, rt.pool.name);
+    return;
+  }
+  const ctx = (req.socket as TandemSocket)[kContext]!;
+  proxyUpgrade(req, socket, head, rt.pool, backend, ctx);
+}
+
+/** Writes one of tandem's own answers on a raw socket and closes it. */
+export function writeRaw(socket: Duplex, spec: ErrorSpec, pool: string): void {
+  const body = errorBody(spec, pool);
+  socket.end(`HTTP/1.1 ${spec.status} ${spec.status === 404 ? 'Not Found' : spec.status === 503 ? 'Service Unavailable' : 'Bad Gateway'}\r\n`
+    + `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+}

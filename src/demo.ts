@@ -1,0 +1,110 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer, type Server } from 'node:http';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { stringify } from 'yaml';
+
+// `tandem demo`: three demo backends and an active-active pair of tandem instances on
+// loopback, the VIP hook in log-only mode. Both instances read one config file, as a
+// real pair does; what differs between them (their listen and admin addresses, since
+// both live on one host here) comes from the environment.
+
+const NODES = [
+  { id: 'lb1', listen: '127.0.0.1:8080', admin: '127.0.0.1:9901', peer: '127.0.0.1:7946' },
+  { id: 'lb2', listen: '127.0.0.1:8081', admin: '127.0.0.1:9902', peer: '127.0.0.1:7947' },
+];
+
+async function demoBackend(name: string): Promise<Server> {
+  const server = createServer((req, res) => {
+    if (req.url === '/healthz') {
+      res.end('ok');
+      return;
+    }
+    const body = JSON.stringify({ backend: name, method: req.method, path: req.url, forwardedFor: req.headers['x-forwarded-for'] ?? null }) + '\n';
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return server;
+}
+
+/** The demo's config: one file for both nodes. */
+export function demoConfig(backends: readonly { name: string; url: string }[]): string {
+  return stringify({
+    listeners: [{ name: 'web', address: '${TANDEM_DEMO_LISTEN:-127.0.0.1:8080}' }],
+    routes: [{ name: 'default', match: { pathPrefix: '/' }, pool: 'web' }],
+    pools: {
+      web: {
+        backends: backends.map((b, i) => ({ name: b.name, url: b.url, weight: i === 0 ? 2 : 1 })),
+        healthCheck: { path: '/healthz', interval: '1s', timeout: '500ms', rise: 2, fall: 2 },
+      },
+    },
+    admin: { address: '${TANDEM_DEMO_ADMIN:-127.0.0.1:9901}' },
+    ha: {
+      store: 'peer',
+      secret: '${TANDEM_HA_SECRET:-demo-secret-change-me-0123456789}',
+      nodes: Object.fromEntries(NODES.map((n) => [n.id, { address: n.peer }])),
+      lease: { duration: '1s', renewEvery: '200ms' },
+      vips: [
+        { name: 'vip-a', address: '192.0.2.10/24', interface: 'lo', priority: { lb1: 150, lb2: 100 }, preempt: { delay: '3s' } },
+        { name: 'vip-b', address: '192.0.2.11/24', interface: 'lo', priority: { lb1: 100, lb2: 150 }, preempt: { delay: '3s' } },
+      ],
+    },
+  });
+}
+
+/** Runs the demo until Ctrl-C; resolves with the exit code. */
+export async function demo(): Promise<number> {
+  const servers = await Promise.all(['app1', 'app2', 'app3'].map(demoBackend));
+  const backends = servers.map((s, i) => ({ name: `app${i + 1}`, url: `http://127.0.0.1:${(s.address() as AddressInfo).port}` }));
+  const dir = mkdtempSync(join(tmpdir(), 'tandem-demo-'));
+  const file = join(dir, 'tandem.yaml');
+  writeFileSync(file, demoConfig(backends));
+  const cli = resolve(import.meta.dirname, 'cli.ts');
+  const children = new Map<string, ChildProcess>();
+  const start = (n: (typeof NODES)[number]) => {
+    const child = spawn(process.execPath, [cli, 'run', '-c', file, '--node', n.id], {
+      env: { ...process.env, TANDEM_DEMO_LISTEN: n.listen, TANDEM_DEMO_ADMIN: n.admin },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const prefix = (chunk: Buffer) => {
+      for (const line of chunk.toString().split('\n')) if (line !== '') process.stdout.write(`[${n.id}] ${line}\n`);
+    };
+    child.stdout!.on('data', prefix);
+    child.stderr!.on('data', prefix);
+    child.on('exit', (code, signal) => process.stdout.write(`[${n.id}] exited (${signal ?? code})\n`));
+    children.set(n.id, child);
+  };
+  for (const n of NODES) start(n);
+
+  process.stdout.write(`tandem demo: config ${file}
+  backends      ${backends.map((b) => `${b.name} ${b.url}`).join(', ')}
+  lb1           http://${NODES[0].listen}/   admin http://${NODES[0].admin}/status
+  lb2           http://${NODES[1].listen}/   admin http://${NODES[1].admin}/status
+  VIPs          vip-a (prefers lb1), vip-b (prefers lb2); the hook is log-only here
+Try:  curl http://${NODES[0].listen}/   ·   stop lb1 with: kill <lb1 pid below>; Ctrl-C stops everything
+      watch lb2 take vip-a in the log below, then see it come back to lb1 after the preempt delay.
+`);
+  process.stdout.write(`  pids          lb1 ${children.get('lb1')!.pid}, lb2 ${children.get('lb2')!.pid}\n\n`);
+
+  return new Promise<number>((resolveExit) => {
+    let stopping = false;
+    const stop = () => {
+      if (stopping) return;
+      stopping = true;
+      const exits = [...children.values()].filter((c) => c.exitCode === null).map((c) => once(c, 'exit'));
+      for (const c of children.values()) c.kill('SIGTERM');
+      Promise.all(exits).then(() => {
+        for (const s of servers) s.close();
+        rmSync(dir, { recursive: true, force: true });
+        resolveExit(0);
+      });
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+}

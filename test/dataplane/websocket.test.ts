@@ -1,0 +1,71 @@
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import { once } from 'node:events';
+import { connect, type AddressInfo, type Socket } from 'node:net';
+import WebSocket, { WebSocketServer } from 'ws';
+import { singlePool } from '../helpers/config.ts';
+import { startTandem, type TandemProcess } from '../helpers/tandem.ts';
+
+const servers: Server[] = [];
+const procs: TandemProcess[] = [];
+after(async () => {
+  await Promise.all(procs.map((p) => p.stop()));
+  for (const s of servers) { s.closeAllConnections(); s.close(); }
+});
+
+async function listen(server: Server): Promise<string> {
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  servers.push(server);
+  return `127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+test('a WebSocket echo session works through tandem', async () => {
+  const server = createServer();
+  const wss = new WebSocketServer({ server });
+  let forwardedFor: string | undefined;
+  wss.on('connection', (ws, req) => {
+    forwardedFor = req.headers['x-forwarded-for'] as string;
+    ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+  });
+  const addr = await listen(server);
+  const t = await startTandem(singlePool([{ name: 'ws', url: `http://${addr}` }]));
+  procs.push(t);
+  const ws = new WebSocket(`ws://${t.listeners.get('web')}/chat`);
+  await once(ws, 'open');
+  const replies: string[] = [];
+  ws.on('message', (d) => replies.push(d.toString()));
+  for (const m of ['one', 'two', 'three']) ws.send(m);
+  const deadline = Date.now() + 2000;
+  while (replies.length < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(replies, ['one', 'two', 'three']);
+  assert.equal(forwardedFor, '127.0.0.1');
+  ws.close();
+  await once(ws, 'close');
+  wss.close();
+});
+
+test('an upgrade answered with a plain response passes it back and leaves no socket open', async () => {
+  const backendSockets = new Set<Socket>();
+  const server = createServer((_req, res) => {
+    res.writeHead(426, { 'content-type': 'text/plain' });
+    res.end('no websockets here');
+  });
+  server.on('connection', (s) => { backendSockets.add(s); s.on('close', () => backendSockets.delete(s)); });
+  const addr = await listen(server);
+  const t = await startTandem(singlePool([{ name: 'plain', url: `http://${addr}` }]));
+  procs.push(t);
+  const [host, port] = t.listeners.get('web')!.split(':');
+  const socket = connect(Number(port), host);
+  await once(socket, 'connect');
+  socket.write('GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+  let text = '';
+  socket.on('data', (d) => { text += d.toString(); });
+  await once(socket, 'close');
+  assert.match(text, /^HTTP\/1\.1 426/);
+  assert.match(text, /no websockets here/);
+  const deadline = Date.now() + 2000;
+  while (backendSockets.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(backendSockets.size, 0, 'the backend connection was closed too');
+});
