@@ -429,15 +429,20 @@ export function suggest(word: string, candidates: readonly string[]): string | n
   const w = word.toLowerCase();
   let best: string | null = null;
   let bestDistance = Infinity;
+  let tied = false;
   for (const candidate of candidates) {
     const d = distance(w, candidate.toLowerCase());
     if (d < bestDistance) {
       best = candidate;
       bestDistance = d;
+      tied = false;
+    } else if (d === bestDistance) {
+      tied = true;
     }
   }
+  // With two equally close candidates (lb7 for lb1 or lb2) a guess would mislead.
   const allowed = Math.max(1, Math.floor(word.length / 3));
-  return bestDistance <= allowed ? best : null;
+  return bestDistance <= allowed && !tied ? best : null;
 }
 
 /** Edit distance counting a swap of two neighbours as one edit (typos are often swaps). */
