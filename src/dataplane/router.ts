@@ -105,12 +105,12 @@ class CompiledRoute {
 class HostEntry {
   readonly name: string;
   readonly routes: readonly CompiledRoute[];
-  next: HostEntry | null;
+  next: HostEntry | undefined;
 
   constructor(name: string, routes: readonly CompiledRoute[]) {
     this.name = name;
     this.routes = routes;
-    this.next = null;
+    this.next = undefined;
   }
 }
 
@@ -153,7 +153,7 @@ function file(table: Map<number, HostEntry>, entry: HostEntry): void {
     return;
   }
   let last = head;
-  while (last.next !== null) last = last.next;
+  while (last.next !== undefined) last = last.next;
   last.next = entry;
 }
 
@@ -232,7 +232,7 @@ export class Router {
     }
     if (end <= start) return firstMatch(table.anyHost, Infinity, path, method, headers)?.route ?? null;
 
-    for (let e = table.exact.get(hashRange(host, start, end)); e !== undefined && e !== null; e = e.next) {
+    for (let e = table.exact.get(hashRange(host, start, end)); e !== undefined; e = e.next) {
       if (equalsLower(host, start, end, e.name)) return firstMatch(e.routes, Infinity, path, method, headers)?.route ?? null;
     }
     if (bracketed || table.suffixes.size === 0) {
@@ -249,7 +249,7 @@ export class Router {
       const c = host.charCodeAt(i);
       h = Math.imul(h ^ lowerCode(c), FNV_PRIME);
       if (c !== DOT) continue;
-      for (let e = table.suffixes.get(h & KEY_MASK); e !== undefined && e !== null; e = e.next) {
+      for (let e = table.suffixes.get(h & KEY_MASK); e !== undefined; e = e.next) {
         if (!equalsLower(host, i, end, e.name)) continue;
         covered = true;
         const r = firstMatch(e.routes, best === null ? Infinity : best.index, path, method, headers);
