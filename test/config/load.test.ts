@@ -435,7 +435,7 @@ test('a TLS file that cannot be read is refused with its resolved path', { skip:
   const result = await loadConfigFile(file, { env: {} });
   assert.deepEqual(result, {
     ok: false,
-    errors: [`${file}:2:77: listeners[0].tls.key: ${join(dir, 'conf/certs/locked.key')} cannot be read (must be a readable PEM key file)`],
+    errors: [`${file}:2:76: listeners[0].tls.key: ${join(dir, 'conf/certs/locked.key')} cannot be read (must be a readable PEM key file)`],
   });
 });
 
