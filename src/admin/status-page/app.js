@@ -15,6 +15,12 @@ const view = {
   rates: new Map(),
   /** pool/backend keys whose state just changed, to flash once. */
   changed: new Set(),
+  pollTimer: 0,
+  polling: false,
+  /** Poll again soon: events came in while a poll was under way. */
+  again: false,
+  /** Counts state events, so a poll answer older than an event is not shown over it. */
+  eventSeq: 0,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -59,7 +65,7 @@ function ago(ms) {
 function checkCell(check) {
   if (!check) return el('td', {}, '—');
   const verdict = check.ok ? 'ok' : `fail${check.detail ? `: ${check.detail}` : ''}`;
-  return el('td', { class: check.ok ? '' : 'check-fail', title: new Date(check.time).toISOString() },
+  return el('td', { class: check.ok ? 'check' : 'check check-fail', title: new Date(check.time).toISOString() },
     `${verdict}, ${Math.round(check.latencyMs)} ms, ${ago(check.time)}`);
 }
 
@@ -146,39 +152,64 @@ function updateRates(status) {
 }
 
 async function poll() {
+  view.polling = true;
+  const seq = view.eventSeq;
   try {
     const res = await fetch('/api/v1/status', { headers: authHeaders(), cache: 'no-store' });
     if (res.status === 401) {
       say('This instance needs the admin token to show its status.');
       showTokenForm();
-    } else if (res.ok) {
-      const status = await res.json();
-      updateRates(status);
-      view.status = status;
-      render();
-    } else {
+    } else if (!res.ok) {
       say(`status: HTTP ${res.status}`);
+    } else {
+      const status = await res.json();
+      // An event that arrived while this answer was on its way may be newer than it:
+      // keep the event's view and ask again instead.
+      if (seq !== view.eventSeq) {
+        view.again = true;
+      } else {
+        updateRates(status);
+        view.status = status;
+        render();
+      }
     }
   } catch (err) {
     say(`status: ${err.message}`);
   }
-  setTimeout(poll, POLL_MS);
+  view.polling = false;
+  clearTimeout(view.pollTimer);
+  view.pollTimer = setTimeout(poll, view.again ? 200 : POLL_MS);
+  view.again = false;
 }
 
+/** Polls shortly after a state change, for the counters and check results that came with it. */
+function refreshSoon() {
+  if (view.polling) {
+    view.again = true;
+    return;
+  }
+  clearTimeout(view.pollTimer);
+  view.pollTimer = setTimeout(poll, 200);
+}
+
+// Events that repeat a state (slow start steps the weight many times a second, and
+// every reconnect starts with a snapshot) change nothing here.
 function applyBackendEvent(e) {
   const pool = view.status?.pools.find((p) => p.name === e.pool);
   const b = pool?.backends.find((x) => x.name === e.backend);
-  if (!b) return;
-  if (b.state !== e.state) view.changed.add(key(e.pool, e.backend));
+  if (!b || b.state === e.state) return;
+  view.eventSeq++;
+  view.changed.add(key(e.pool, e.backend));
   b.state = e.state;
   pool.available = pool.backends.some((x) => x.state === 'up');
   render();
+  refreshSoon();
 }
 
 function applyVipEvent(e) {
-  if (!view.status) return;
-  const v = view.status.vips.find((x) => x.name === e.vip);
-  if (!v) return;
+  const v = view.status?.vips.find((x) => x.name === e.vip);
+  if (!v || (v.state === e.state && v.holder === e.holder && v.epoch === e.epoch)) return;
+  view.eventSeq++;
   Object.assign(v, { state: e.state, holder: e.holder, epoch: e.epoch, leaseRemainingMs: e.leaseRemaining });
   render();
 }
@@ -189,6 +220,7 @@ function dispatch(type, data) {
   else if (type === 'reload') {
     const e = JSON.parse(data);
     say(e.result === 'success' ? 'config reloaded' : `reload failed: ${e.errors.join('; ')}`);
+    refreshSoon();
   }
 }
 
