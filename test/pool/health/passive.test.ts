@@ -79,6 +79,7 @@ test('an ejected backend comes back after ejectFor, and each repeated ejection l
   t.after(() => detector.stop());
   const a = pool.backends[0];
   const durations: number[] = [];
+  const announced: string[] = [];
   for (let round = 0; round < 4; round++) {
     for (let i = 0; i < 3; i++) detector.onFailure(a, 'connect');
     assert.equal(a.ejected, true);
@@ -86,10 +87,13 @@ test('an ejected backend comes back after ejectFor, and each repeated ejection l
     const [out, back] = events.slice(-2);
     assert.deepEqual([out.state, back.state], ['ejected', 'up']);
     durations.push(back.at - out.at);
+    announced.push(out.reason);
   }
   const expected = [100, 200, 300, 300];
+  assert.deepEqual(announced, expected.map((ms) => `3 consecutive failures; ejected for ${ms}ms`));
   for (let i = 0; i < expected.length; i++) {
-    assert.ok(durations[i] >= expected[i] - 5 && durations[i] < expected[i] + 80, `ejection ${i + 1} lasted ${Math.round(durations[i])}ms, want ${expected[i]}`);
+    // Never shorter than announced; later only by as much as a busy event loop delays a timer.
+    assert.ok(durations[i] >= expected[i] - 5 && durations[i] < expected[i] + 1000, `ejection ${i + 1} lasted ${Math.round(durations[i])}ms, want ${expected[i]}`);
   }
   assert.equal(OutlierDetector.ejections(a), 4);
 });
@@ -113,8 +117,8 @@ test('the doubling decays back by one step per ejectFor of quiet time', async (t
   assert.equal(OutlierDetector.ejections(a), 2);
   await until(() => !a.ejected, 1000, 'fourth ejection over');
   const [out, back] = events.slice(-2);
-  const lasted = back.at - out.at;
-  assert.ok(lasted >= 115 && lasted < 200, `decayed ejection lasted ${Math.round(lasted)}ms, want 120`);
+  assert.equal(out.reason, '3 consecutive failures; ejected for 120ms');
+  assert.ok(back.at - out.at >= 115, `decayed ejection lasted ${Math.round(back.at - out.at)}ms, want 120`);
 });
 
 test('no more than maxEjectedPercent of a pool is ejected at once', (t) => {
@@ -156,8 +160,9 @@ test('a passed active check ends an ejection early', async (t) => {
   await until(() => backend.checksOk >= 1, 1000, 'first check');
   for (let i = 0; i < 3; i++) health.outlier!.onFailure(backend, 'connect');
   assert.equal(backend.ejected, true);
-  const waited = await until(() => !backend.ejected, 1000, 'un-ejected');
-  assert.ok(waited < 200, `un-ejected after ${Math.round(waited)}ms`);
+  const waited = await until(() => !backend.ejected, 5000, 'un-ejected');
+  // Far sooner than the minute of ejection: at the next check (50 ms) on an idle machine.
+  assert.ok(waited < 2000, `un-ejected after ${Math.round(waited)}ms`);
   assert.equal(backend.healthy, true);
 });
 
@@ -192,8 +197,7 @@ test('an ejection made under the old config ends on time under the new one', asy
   t.after(() => second.stop());
   assert.equal(next.backends[0], a);
   assert.equal(a.ejected, true, 'still ejected after the reload');
-  const waited = await until(() => !a.ejected, 1000, 'un-ejected');
-  assert.ok(waited < 250, `un-ejected after ${Math.round(waited)}ms`);
+  await until(() => !a.ejected, 2000, 'un-ejected');
   // And the history carried over: the next ejection is the doubled one.
   for (let i = 0; i < 3; i++) second.outlier!.onFailure(a, 'connect');
   assert.equal(OutlierDetector.ejections(a), 2);
