@@ -23,7 +23,6 @@ export const errors = Object.freeze({
   BACKEND_INVALID_RESPONSE: spec('TANDEM_ERR_BACKEND_INVALID_RESPONSE', 502, 'backend sent an invalid response'),
   BACKEND_RESET: spec('TANDEM_ERR_BACKEND_RESET', 502, 'backend closed the connection before answering'),
   NO_BACKEND: spec('TANDEM_ERR_NO_BACKEND', 503, 'no available backend'),
-  SHUTTING_DOWN: spec('TANDEM_ERR_SHUTTING_DOWN', 503, 'tandem is shutting down'),
   CONNECT_TIMEOUT: spec('TANDEM_ERR_CONNECT_TIMEOUT', 504, 'timed out connecting to the backend'),
   RESPONSE_TIMEOUT: spec('TANDEM_ERR_RESPONSE_TIMEOUT', 504, 'backend did not answer in time'),
   UPGRADE_FAILED: spec('TANDEM_ERR_UPGRADE_FAILED', 502, 'backend refused the protocol upgrade'),
