@@ -18,6 +18,9 @@ import type { VipStatusView } from './runtime.ts';
 export const DURATION_BUCKETS: readonly number[] = Object.freeze([
   0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 ]);
+// The hot path scans a typed copy: reading a frozen array was several times slower
+// in V8 when measured here.
+const BOUNDS = new Float64Array(DURATION_BUCKETS);
 
 /** Counts finished requests for one (listener, route, pool, backend); get it once, keep it. */
 export interface RequestHandle {
@@ -66,10 +69,11 @@ export class RequestCounter implements RequestHandle {
   /** Requests by status code; Float64 stays exact up to 2^53, far past any uptime. */
   readonly codes: Float64Array;
   rareCodes: Map<number, number> | null;
-  /** Non-cumulative bucket counts; the last slot is +Inf. */
+  /** Non-cumulative bucket counts; the last slot is +Inf. Their total is the count. */
   readonly buckets: Float64Array;
-  sum: number;
-  count: number;
+  /** Sum of durations in slot 0. A number field would box a new heap number on every
+   *  update; a typed array slot is written in place. */
+  readonly sum: Float64Array;
 
   constructor(listener: string, route: string, pool: string, backend: string) {
     this.listener = listener;
@@ -78,21 +82,18 @@ export class RequestCounter implements RequestHandle {
     this.backend = backend;
     this.codes = new Float64Array(DENSE_CODES);
     this.rareCodes = null;
-    this.buckets = new Float64Array(DURATION_BUCKETS.length + 1);
-    this.sum = 0;
-    this.count = 0;
+    this.buckets = new Float64Array(BOUNDS.length + 1);
+    this.sum = new Float64Array(1);
   }
 
   record(status: number, seconds: number): void {
     if (status >= 0 && status < DENSE_CODES) this.codes[status]++;
     else this.recordRare(status);
-    // A linear scan over 13 bounds beats a binary search at this size and allocates nothing.
-    const bounds = DURATION_BUCKETS;
+    // A linear scan stops early for the fast requests that dominate a proxy's traffic.
     let i = 0;
-    while (i < bounds.length && seconds > bounds[i]) i++;
+    while (i < BOUNDS.length && seconds > BOUNDS[i]) i++;
     this.buckets[i]++;
-    this.sum += seconds;
-    this.count++;
+    this.sum[0] += seconds;
   }
 
   private recordRare(status: number): void {
@@ -226,8 +227,8 @@ class TandemMetrics implements Metrics {
           const le = i < DURATION_BUCKETS.length ? DURATION_BUCKETS[i] : '+Inf';
           out.push({ metricName: 'tandem_request_duration_seconds_bucket', value: cumulative, labels: { ...labels, le } });
         }
-        out.push({ metricName: 'tandem_request_duration_seconds_sum', value: h.sum, labels });
-        out.push({ metricName: 'tandem_request_duration_seconds_count', value: h.count, labels });
+        out.push({ metricName: 'tandem_request_duration_seconds_sum', value: h.sum[0], labels });
+        out.push({ metricName: 'tandem_request_duration_seconds_count', value: cumulative, labels });
       }
     }));
 
