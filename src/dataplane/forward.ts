@@ -99,7 +99,8 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange {
       backend = pool.sticky.lookup(this.req.headers.cookie);
       if (backend === null) {
         backend = pool.pool.pick();
-        if (backend !== null) this.stickyCookie = pool.sticky.setCookie(backend);
+        // Cookies set over TLS get Secure, so they never travel in clear.
+        if (backend !== null) this.stickyCookie = pool.sticky.setCookie(backend, this.ctx.proto === 'https');
       }
     } else {
       backend = pool.pool.pick();
@@ -212,10 +213,13 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange {
   private mayRetry(kind: FailureKind): boolean {
     const pool = this.pool;
     if (this.retries >= pool.config.retries) return false;
-    // Nothing reached the backend when the connection could not be made: any method is safe.
-    const safe = kind === 'connect' || (!this.hasBody && RETRYABLE_METHODS.has(this.req.method ?? ''));
-    if (!safe) return false;
-    // The retry budget keeps a failing pool from multiplying its own load.
+    // Nothing reached the backend when the connection could not be made: any method is
+    // safe, and sending it elsewhere adds no load anywhere (HAProxy's redispatch), so
+    // such retries are outside the budget.
+    if (kind === 'connect') return true;
+    if (this.hasBody || !RETRYABLE_METHODS.has(this.req.method ?? '')) return false;
+    // The retry budget keeps a pool whose backends answer badly from multiplying its own
+    // load: retries in flight stay under a share of active requests (Envoy's 20%, at least 3).
     const budget = Math.max(3, (pool.activeRequests * pool.config.retryBudgetPercent) / 100);
     return pool.retriesInFlight < budget;
   }

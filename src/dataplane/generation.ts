@@ -12,7 +12,7 @@ export interface OutlierSink {
 /** Sticky sessions as the forwarder uses them; implemented in src/pool/sticky.ts. */
 export interface StickyMap {
   lookup(cookieHeader: string | undefined): Backend | null;
-  setCookie(backend: Backend): string;
+  setCookie(backend: Backend, secure: boolean): string;
 }
 
 /** A pool as the data plane sees it: the pool and the per-request policies around it. */
