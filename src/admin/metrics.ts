@@ -4,29 +4,21 @@
 // label set or looks a child up. Everything else (backend state, VIPs, health checks)
 // is read live from the objects that already keep it.
 //
-// createMetrics() builds one complete registry and may run in a cluster worker; the
-// primary can then merge the workers with prom-client's AggregatorRegistry, whose
-// `aggregator` per metric says how (counters and histograms sum).
+// In a cluster, workers count with the plain counters of request-counter.ts and never
+// load prom-client; the primary's registry reads their sums (see src/cluster/). Each
+// metric still declares its `aggregator` (counters and histograms sum), for anyone
+// merging registries with prom-client's AggregatorRegistry.
 
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import type { Aggregator, Metric } from 'prom-client';
 import type { EventBus, TandemEvent } from '../events.ts';
 import type { Pool } from '../pool/pool.ts';
+import { DENSE_CODES, DURATION_BUCKETS, RequestCounters } from './request-counter.ts';
+import type { RequestCounter, RequestHandle } from './request-counter.ts';
 import type { VipStatusView } from './runtime.ts';
 
-/** Upper bounds of `tandem_request_duration_seconds`: 1 ms (a cached answer on loopback) to 10 s. */
-export const DURATION_BUCKETS: readonly number[] = Object.freeze([
-  0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
-]);
-// The hot path scans a typed copy: reading a frozen array was several times slower
-// in V8 when measured here.
-const BOUNDS = new Float64Array(DURATION_BUCKETS);
-
-/** Counts finished requests for one (listener, route, pool, backend); get it once, keep it. */
-export interface RequestHandle {
-  /** Counts one finished request: its status (0 when none was sent) and its duration. */
-  record(status: number, seconds: number): void;
-}
+export { DURATION_BUCKETS, RequestCounter } from './request-counter.ts';
+export type { RequestHandle } from './request-counter.ts';
 
 /** Where the scrape-time metrics read from; an AdminRuntime is one. */
 export interface MetricsSource {
@@ -49,57 +41,15 @@ export interface Metrics {
 export interface MetricsOptions {
   /** Add prom-client's default process metrics (default true). */
   defaultMetrics?: boolean;
+  /** Register into this registry instead of a new one (a cluster primary's, which gathers its workers' counts before each scrape). */
+  registry?: Registry;
+  /** Count into these counters (a cluster primary fills them with its workers' sums). */
+  counters?: RequestCounters;
 }
 
 /** Builds the registry with every tandem metric; safe to run once per worker. */
 export function createMetrics(options: MetricsOptions = {}): Metrics {
   return new TandemMetrics(options);
-}
-
-// Status codes below this index live in a dense array; anything else (never seen from
-// a conforming server) goes to a Map on a cold path.
-const DENSE_CODES = 600;
-
-/** Plain counters of one label set; read by the registry at scrape time. */
-export class RequestCounter implements RequestHandle {
-  readonly listener: string;
-  readonly route: string;
-  readonly pool: string;
-  readonly backend: string;
-  /** Requests by status code; Float64 stays exact up to 2^53, far past any uptime. */
-  readonly codes: Float64Array;
-  rareCodes: Map<number, number> | null;
-  /** Non-cumulative bucket counts; the last slot is +Inf. Their total is the count. */
-  readonly buckets: Float64Array;
-  /** Sum of durations in slot 0. A number field would box a new heap number on every
-   *  update; a typed array slot is written in place. */
-  readonly sum: Float64Array;
-
-  constructor(listener: string, route: string, pool: string, backend: string) {
-    this.listener = listener;
-    this.route = route;
-    this.pool = pool;
-    this.backend = backend;
-    this.codes = new Float64Array(DENSE_CODES);
-    this.rareCodes = null;
-    this.buckets = new Float64Array(BOUNDS.length + 1);
-    this.sum = new Float64Array(1);
-  }
-
-  record(status: number, seconds: number): void {
-    if (status >= 0 && status < DENSE_CODES) this.codes[status]++;
-    else this.recordRare(status);
-    // A linear scan stops early for the fast requests that dominate a proxy's traffic.
-    let i = 0;
-    while (i < BOUNDS.length && seconds > BOUNDS[i]) i++;
-    this.buckets[i]++;
-    this.sum[0] += seconds;
-  }
-
-  private recordRare(status: number): void {
-    this.rareCodes ??= new Map();
-    this.rareCodes.set(status, (this.rareCodes.get(status) ?? 0) + 1);
-  }
 }
 
 type MetricKind = 'counter' | 'gauge' | 'histogram';
@@ -139,7 +89,7 @@ class ScrapedMetric {
 
 class TandemMetrics implements Metrics {
   readonly registry: Registry;
-  private readonly handles: Map<string, RequestCounter>;
+  private readonly handles: RequestCounters;
   private readonly renewFailures: Map<string, number>;
   private readonly transitions: Map<string, number>;
   private readonly lastVipState: Map<string, string>;
@@ -148,8 +98,8 @@ class TandemMetrics implements Metrics {
   private readonly onEvent: (event: TandemEvent) => void;
 
   constructor(options: MetricsOptions) {
-    this.registry = new Registry();
-    this.handles = new Map();
+    this.registry = options.registry ?? new Registry();
+    this.handles = options.counters ?? new RequestCounters();
     this.renewFailures = new Map();
     this.transitions = new Map();
     this.lastVipState = new Map();
@@ -162,13 +112,7 @@ class TandemMetrics implements Metrics {
 
   requestHandle(listener: string, route: string, pool: string, backend: string): RequestHandle {
     // The same handle for the same labels, so that counters survive reloads.
-    const key = `${listener}\u0000${route}\u0000${pool}\u0000${backend}`;
-    let handle = this.handles.get(key);
-    if (handle === undefined) {
-      handle = new RequestCounter(listener, route, pool, backend);
-      this.handles.set(key, handle);
-    }
-    return handle;
+    return this.handles.requestHandle(listener, route, pool, backend);
   }
 
   leaseRenewFailed(vip: string): void {
