@@ -1,0 +1,293 @@
+// The benchmark's results: the JSON report's shape, the per-round ratios and their
+// medians, the issue's goals checked against them, and the Markdown table.
+
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
+import { join } from 'node:path';
+
+/** One autocannon run of one target on one body case. */
+export interface RunResult {
+  /** 1-based; warm-up runs are not recorded. */
+  readonly round: number;
+  readonly case: string;
+  readonly target: string;
+  /** Place of this target in its round's order, 0-based. */
+  readonly position: number;
+  readonly durationSeconds: number;
+  /** Completed requests per second: total responses / duration. */
+  readonly rps: number;
+  readonly requests: number;
+  /** Response bytes per second as autocannon counted them. */
+  readonly bytesPerSecond: number;
+  /** Milliseconds, as autocannon reports them (whole ms below 1 s). */
+  readonly latency: { readonly p50: number; readonly p90: number; readonly p99: number; readonly mean: number; readonly max: number };
+  /** Connection errors (resets, refusals), timeouts and answers outside 2xx. */
+  readonly errors: number;
+  readonly timeouts: number;
+  readonly non2xx: number;
+  /** RSS of the target's process tree right after the run; 0 when unknown. */
+  readonly rssBytes: number;
+}
+
+/** Medians over rounds for one target on one case. */
+export interface TargetSummary {
+  readonly target: string;
+  readonly label: string;
+  readonly rps: number;
+  readonly p50: number;
+  readonly p90: number;
+  readonly p99: number;
+  readonly errors: number;
+  readonly timeouts: number;
+  readonly non2xx: number;
+  readonly rssBytes: number;
+  /** rps of each round, in round order. */
+  readonly rpsByRound: readonly number[];
+}
+
+/** The subject against one other target: per-round quotients and their median. */
+export interface Ratio {
+  readonly target: string;
+  /** Median over rounds of subject rps / target rps. */
+  readonly rps: number;
+  readonly rpsByRound: readonly number[];
+  /** Median over rounds of subject p99 / target p99; below 1 is better. */
+  readonly p99: number;
+  readonly p99ByRound: readonly number[];
+}
+
+export interface CaseReport {
+  readonly id: string;
+  readonly path: string;
+  readonly bodyBytes: number;
+  readonly targets: readonly TargetSummary[];
+  /** The subject against every other target of this case. */
+  readonly ratios: readonly Ratio[];
+}
+
+/** One of the issue's performance goals as this run measured it. */
+export interface GoalCheck {
+  readonly case: string;
+  readonly goal: string;
+  readonly measured: number;
+  readonly bound: number;
+  /** null: a target it needs was not run. */
+  readonly met: boolean | null;
+}
+
+export interface MachineInfo {
+  readonly nproc: number;
+  readonly cpuModel: string;
+  readonly memoryBytes: number;
+  readonly kernel: string;
+  readonly node: string;
+  /** Load average (1, 5, 15 min) when the run started: anything else running skews it. */
+  readonly loadavg: readonly number[];
+  readonly packages: Readonly<Record<string, string>>;
+  readonly commit: string;
+}
+
+export interface Settings {
+  readonly rounds: number;
+  readonly durationSeconds: number;
+  readonly warmupSeconds: number;
+  readonly connections: number;
+  readonly pipelining: number;
+  readonly subject: string;
+  readonly targets: readonly { readonly id: string; readonly label: string; readonly description: string }[];
+  readonly cases: readonly { readonly id: string; readonly path: string; readonly bodyBytes: number }[];
+}
+
+export interface Report {
+  readonly schema: 'tandem-bench/1';
+  readonly startedAt: string;
+  readonly finishedAt: string;
+  readonly settings: Settings;
+  readonly machine: MachineInfo;
+  readonly runs: readonly RunResult[];
+  readonly cases: readonly CaseReport[];
+  readonly goals: readonly GoalCheck[];
+}
+
+/** The median; the mean of the middle two for an even count; NaN for none. */
+export function median(values: readonly number[]): number {
+  const finite = values.filter((v) => Number.isFinite(v));
+  if (finite.length === 0) return Number.NaN;
+  const s = [...finite].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 === 1 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+/** Medians per target and the subject's ratios, for every case of the settings. */
+export function summarize(settings: Settings, runs: readonly RunResult[]): CaseReport[] {
+  return settings.cases.map((c) => {
+    const ofCase = runs.filter((r) => r.case === c.id);
+    const targets = settings.targets.map((t): TargetSummary => {
+      const mine = ofCase.filter((r) => r.target === t.id).sort((a, b) => a.round - b.round);
+      return {
+        target: t.id,
+        label: t.label,
+        rps: median(mine.map((r) => r.rps)),
+        p50: median(mine.map((r) => r.latency.p50)),
+        p90: median(mine.map((r) => r.latency.p90)),
+        p99: median(mine.map((r) => r.latency.p99)),
+        errors: sum(mine.map((r) => r.errors)),
+        timeouts: sum(mine.map((r) => r.timeouts)),
+        non2xx: sum(mine.map((r) => r.non2xx)),
+        rssBytes: Math.max(0, ...mine.map((r) => r.rssBytes)),
+        rpsByRound: mine.map((r) => r.rps),
+      };
+    });
+    const ratios: Ratio[] = [];
+    if (settings.targets.some((t) => t.id === settings.subject)) {
+      for (const t of settings.targets) {
+        if (t.id === settings.subject) continue;
+        const rpsByRound: number[] = [];
+        const p99ByRound: number[] = [];
+        // Quotients are taken within a round, where both ran minutes apart at most, so
+        // a slow drift of the machine cancels out; the median drops one odd round.
+        for (let round = 1; round <= settings.rounds; round++) {
+          const s = ofCase.find((r) => r.round === round && r.target === settings.subject);
+          const o = ofCase.find((r) => r.round === round && r.target === t.id);
+          if (s === undefined || o === undefined) continue;
+          rpsByRound.push(s.rps / o.rps);
+          p99ByRound.push(s.latency.p99 / o.latency.p99);
+        }
+        ratios.push({ target: t.id, rps: median(rpsByRound), rpsByRound, p99: median(p99ByRound), p99ByRound });
+      }
+    }
+    return { id: c.id, path: c.path, bodyBytes: c.bodyBytes, targets, ratios };
+  });
+}
+
+/** The issue's targets, as ratios measured in the same run. */
+export function checkGoals(cases: readonly CaseReport[]): GoalCheck[] {
+  const out: GoalCheck[] = [];
+  for (const c of cases) {
+    const ratio = (id: string) => c.ratios.find((r) => r.target === id);
+    const atLeast = (id: string, bound: number, goal: string) => {
+      const r = ratio(id);
+      out.push({ case: c.id, goal, bound, measured: r?.rps ?? Number.NaN, met: r === undefined ? null : r.rps >= bound });
+    };
+    const p99NoWorse = (id: string, goal: string) => {
+      const r = ratio(id);
+      out.push({ case: c.id, goal, bound: 1, measured: r?.p99 ?? Number.NaN, met: r === undefined ? null : r.p99 <= 1 });
+    };
+    atLeast('http-proxy-3', 2.2, 'req/s ≥ 2.2 × http-proxy-3');
+    atLeast('fastify-http-proxy', 1.5, 'req/s ≥ 1.5 × @fastify/http-proxy');
+    atLeast('undici-floor', 0.9, 'req/s within 10% of the bare undici floor');
+    atLeast('tandem-bare', 0.9, 'features on within 10% of features off');
+    p99NoWorse('http-proxy-3', 'p99 no worse than http-proxy-3');
+    p99NoWorse('fastify-http-proxy', 'p99 no worse than @fastify/http-proxy');
+  }
+  return out;
+}
+
+function sum(values: readonly number[]): number {
+  let s = 0;
+  for (const v of values) s += v;
+  return s;
+}
+
+const PACKAGES = ['autocannon', 'undici', 'http-proxy-3', 'fastify', '@fastify/http-proxy', '@fastify/reply-from', 'prom-client'];
+
+/** Where and with what this run happened. */
+export function machineInfo(root: string): MachineInfo {
+  const packages: Record<string, string> = {};
+  const version = (dir: string) => (JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { version: string }).version;
+  try {
+    packages.tandem = version(root);
+  } catch {
+    packages.tandem = 'unknown';
+  }
+  for (const p of PACKAGES) {
+    try {
+      packages[p] = version(join(root, 'node_modules', p));
+    } catch {
+      packages[p] = 'not installed';
+    }
+  }
+  // @fastify/reply-from brings its own undici major; say which one it ran on.
+  for (const dir of ['node_modules/@fastify/reply-from/node_modules/undici', 'node_modules/@fastify/http-proxy/node_modules/undici']) {
+    try {
+      packages['undici (of @fastify/reply-from)'] = version(join(root, dir));
+      break;
+    } catch {
+      // Not nested there: reply-from uses the top-level undici.
+    }
+  }
+  let cpuModel = cpus()[0]?.model ?? 'unknown';
+  try {
+    const m = readFileSync('/proc/cpuinfo', 'utf8').match(/^model name\s*:\s*(.+)$/m);
+    if (m !== null) cpuModel = m[1].trim();
+  } catch {
+    // Not Linux: os.cpus() is as good as it gets.
+  }
+  let commit = 'unknown';
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    // Not a git checkout.
+  }
+  return {
+    nproc: availableParallelism(),
+    cpuModel,
+    memoryBytes: totalmem(),
+    kernel: release(),
+    node: process.version,
+    loadavg: loadavg().map((v) => Math.round(v * 100) / 100),
+    packages,
+    commit,
+  };
+}
+
+const int = new Intl.NumberFormat('en-US', { maximumFractionDigits: 0 });
+
+function fmtRatio(v: number): string {
+  return Number.isFinite(v) ? `${v.toFixed(2)}×` : '–';
+}
+
+function fmtMs(v: number): string {
+  return Number.isFinite(v) ? String(Math.round(v * 10) / 10) : '–';
+}
+
+/** The report as Markdown: one table per body case, the goals, then machine and settings. */
+export function markdown(report: Report): string {
+  const s = report.settings;
+  const m = report.machine;
+  const subject = s.targets.find((t) => t.id === s.subject)?.label ?? s.subject;
+  const lines: string[] = [];
+  for (const c of report.cases) {
+    lines.push(`#### ${c.id}: \`GET ${c.path}\`, ${c.bodyBytes} B body`, '');
+    lines.push(`| target | req/s | p50 ms | p90 ms | p99 ms | errors | non-2xx | RSS MiB | ${subject} ÷ target, req/s | ${subject} ÷ target, p99 |`);
+    lines.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
+    for (const t of c.targets) {
+      const r = c.ratios.find((x) => x.target === t.target);
+      const errs = t.errors + t.timeouts;
+      lines.push(`| ${t.label} | ${Number.isFinite(t.rps) ? int.format(t.rps) : '–'} | ${fmtMs(t.p50)} | ${fmtMs(t.p90)} | ${fmtMs(t.p99)} | ${errs} | ${t.non2xx} | `
+        + `${t.rssBytes > 0 ? int.format(t.rssBytes / 1048576) : '–'} | ${r === undefined ? '' : fmtRatio(r.rps)} | ${r === undefined ? '' : fmtRatio(r.p99)} |`);
+    }
+    lines.push('');
+  }
+  if (report.goals.length > 0) {
+    lines.push(`#### Goals (issue 6), as measured in this run`, '');
+    lines.push('| case | goal | measured | met |', '|---|---|--:|:-:|');
+    for (const g of report.goals) {
+      lines.push(`| ${g.case} | ${g.goal} | ${fmtRatio(g.measured)} | ${g.met === null ? 'not run' : g.met ? 'yes' : 'no'} |`);
+    }
+    lines.push('');
+  }
+  lines.push(`Medians of ${s.rounds} round${s.rounds === 1 ? '' : 's'} of ${s.durationSeconds} s per target and case (after ${s.warmupSeconds} s of warm-up each), `
+    + `autocannon -c ${s.connections}, pipelining ${s.pipelining}, targets in a rotated order each round. `
+    + `Ratios are computed within each round, then the median is taken. Errors count connection errors and timeouts.`, '');
+  lines.push(`Machine: ${m.nproc} CPUs (nproc), ${m.cpuModel}, ${int.format(m.memoryBytes / 1048576)} MiB, Linux ${m.kernel}, `
+    + `load average at start ${m.loadavg.join(' / ')}.`, '');
+  lines.push(`Software: Node ${m.node}, tandem ${m.packages.tandem} (commit ${m.commit}), `
+    + Object.entries(m.packages).filter(([k]) => k !== 'tandem').map(([k, v]) => `${k} ${v}`).join(', ') + '.', '');
+  lines.push(`Run ${report.startedAt} – ${report.finishedAt}.`, '');
+  lines.push('Targets:', '');
+  for (const t of s.targets) lines.push(`- **${t.label}** (\`${t.id}\`): ${t.description}`);
+  lines.push('');
+  return lines.join('\n');
+}

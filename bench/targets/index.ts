@@ -1,0 +1,193 @@
+// What the benchmark measures: the origin alone, tandem with and without its features,
+// and the other ways of building a reverse proxy on Node. Every target but `direct` is
+// its own process, started here and stopped at the end of the run.
+
+import { writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { Backend } from '../backend.ts';
+import { spawnService, type Service } from './process.ts';
+
+const ROOT = resolve(import.meta.dirname, '../..');
+const CLI = join(ROOT, 'src/cli.ts');
+
+/** What a target needs to start: the origin, and a directory for its config files. */
+export interface TargetContext {
+  readonly backend: Backend;
+  readonly dir: string;
+}
+
+/** A started target. */
+export interface RunningTarget {
+  /** Base URL the load goes to, without a trailing slash. */
+  readonly url: string;
+  /** Process to read memory from; null when the target is the origin itself. */
+  readonly pid: number | null;
+  stop(): Promise<void>;
+}
+
+export interface TargetSpec {
+  readonly id: string;
+  /** Short name in tables and progress lines. */
+  readonly label: string;
+  readonly description: string;
+  /** Not run unless asked for by id. */
+  readonly optional: boolean;
+  start(ctx: TargetContext): Promise<RunningTarget>;
+}
+
+/** The target every ratio is computed for. */
+export const SUBJECT = 'tandem';
+
+function running(service: Service, port: number): RunningTarget {
+  return { url: `http://127.0.0.1:${port}`, pid: service.child.pid ?? null, stop: () => service.stop() };
+}
+
+/** A baseline script in this folder that takes upstream URLs and prints {"port":N}. */
+function script(file: string, ...args: string[]): Promise<Service> {
+  return spawnService([join(import.meta.dirname, file), ...args]);
+}
+
+/**
+ * The realistic config: a few routes (host, prefix, method and header matches before the
+ * catch-all the benchmark hits), two backends per pool, active health checks every 2 s,
+ * passive outlier detection, the admin API with metrics, no access log.
+ */
+export function tandemConfig(backends: readonly string[], workers: number): string {
+  const list = backends.map((url, i) => `      - { name: app${i + 1}, url: "${url}" }`).join('\n');
+  return `# Written by bench/targets/index.ts: tandem as the benchmark runs it.
+workers: ${workers}
+shutdownTimeout: 1s
+listeners:
+  - { name: web, address: 127.0.0.1:0 }
+routes:
+  - { name: api, match: { host: [api.example.com, "*.api.example.com"], pathPrefix: /api/, methods: [GET, POST] }, pool: api }
+  - { name: internal, match: { pathPrefix: /internal/, headers: { x-internal: "1" } }, pool: api }
+  - { name: assets, match: { pathPrefix: /assets/ }, pool: web }
+  - { name: site, match: { pathPrefix: / }, pool: web }
+pools:
+  web:
+    backends:
+${list}
+    healthCheck: { path: /healthz, interval: 2s, timeout: 1s }
+    outlier: {}
+  api:
+    balance: least-connections
+    backends:
+${list}
+    healthCheck: { path: /healthz, interval: 2s, timeout: 1s }
+    outlier: {}
+admin: { address: 127.0.0.1:0 }
+`;
+}
+
+/** The same routes and backends with every optional feature left out. */
+export function tandemBareConfig(backends: readonly string[]): string {
+  const list = backends.map((url, i) => `      - { name: app${i + 1}, url: "${url}" }`).join('\n');
+  return `# Written by bench/targets/index.ts: tandem with health checks, outlier detection and admin off.
+shutdownTimeout: 1s
+listeners:
+  - { name: web, address: 127.0.0.1:0 }
+routes:
+  - { name: api, match: { host: [api.example.com, "*.api.example.com"], pathPrefix: /api/, methods: [GET, POST] }, pool: api }
+  - { name: internal, match: { pathPrefix: /internal/, headers: { x-internal: "1" } }, pool: api }
+  - { name: assets, match: { pathPrefix: /assets/ }, pool: web }
+  - { name: site, match: { pathPrefix: / }, pool: web }
+pools:
+  web:
+    backends:
+${list}
+  api:
+    balance: least-connections
+    backends:
+${list}
+admin: false
+`;
+}
+
+/** `tandem run` exactly as users start it, on the realistic config. */
+async function startTandem(ctx: TargetContext, workers: number): Promise<RunningTarget> {
+  const file = join(ctx.dir, `tandem-${workers}w.yaml`);
+  writeFileSync(file, tandemConfig(ctx.backend.urls.slice(0, 2), workers));
+  // Port 0 everywhere; the bound address comes from the log line tests rely on too.
+  const service = await spawnService([CLI, 'run', '-c', file, '--workers', String(workers)], {
+    ready: /listener web on (\S+)[\s\S]*tandem: ready\b/,
+  });
+  const address = (service.info.match as string[])[0];
+  return running(service, Number(address.slice(address.lastIndexOf(':') + 1)));
+}
+
+export const TARGETS: readonly TargetSpec[] = [
+  {
+    id: 'direct',
+    label: 'origin (direct)',
+    description: 'the node:http origin without any proxy: the ceiling',
+    optional: false,
+    start: async (ctx) => ({ url: ctx.backend.urls[0], pid: ctx.backend.service.child.pid ?? null, stop: async () => {} }),
+  },
+  {
+    id: SUBJECT,
+    label: 'tandem',
+    description: 'tandem run --workers 1: 4 routes, 2 backends, health checks every 2s, outlier detection, metrics and admin on, access log off',
+    optional: false,
+    start: (ctx) => startTandem(ctx, 1),
+  },
+  {
+    id: 'tandem-bare',
+    label: 'tandem, features off',
+    description: 'the same data plane and routes without health checks, outlier detection, metrics or admin',
+    optional: false,
+    start: async (ctx) => {
+      const file = join(ctx.dir, 'tandem-bare.yaml');
+      writeFileSync(file, tandemBareConfig(ctx.backend.urls.slice(0, 2)));
+      const s = await script('tandem-bare.ts', file);
+      return running(s, s.info.port as number);
+    },
+  },
+  {
+    id: 'http-proxy-3',
+    label: 'http-proxy-3',
+    description: 'node:http + http-proxy-3 with a keep-alive http.Agent (maxSockets 128), xfwd on',
+    optional: false,
+    start: async (ctx) => {
+      const s = await script('http-proxy-3.ts', ctx.backend.urls[0]);
+      return running(s, s.info.port as number);
+    },
+  },
+  {
+    id: 'fastify-http-proxy',
+    label: '@fastify/http-proxy',
+    description: 'fastify + @fastify/http-proxy over undici (connections 128, pipelining 1), logger off',
+    optional: false,
+    start: async (ctx) => {
+      const s = await script('fastify-http-proxy.ts', ctx.backend.urls[0]);
+      return running(s, s.info.port as number);
+    },
+  },
+  {
+    id: 'undici-floor',
+    label: 'bare undici (floor)',
+    description: 'node:http + undici Pool.dispatch in ~60 lines, no features: what Node itself costs',
+    optional: false,
+    start: async (ctx) => {
+      const s = await script('undici-floor.ts', ctx.backend.urls[0]);
+      return running(s, s.info.port as number);
+    },
+  },
+  {
+    id: 'tandem-2w',
+    label: 'tandem, 2 workers',
+    description: 'tandem run --workers 2 on the realistic config (on 2 cores it competes with the load generator and the origin)',
+    optional: true,
+    start: (ctx) => startTandem(ctx, 2),
+  },
+];
+
+/** The targets for a list of ids (unknown ids throw), or the default set. */
+export function selectTargets(ids: readonly string[] | undefined): TargetSpec[] {
+  if (ids === undefined || ids.length === 0) return TARGETS.filter((t) => !t.optional);
+  return ids.map((id) => {
+    const t = TARGETS.find((x) => x.id === id);
+    if (t === undefined) throw new Error(`unknown target '${id}' (known: ${TARGETS.map((x) => x.id).join(', ')})`);
+    return t;
+  });
+}
