@@ -1,0 +1,595 @@
+// The embedded lease store: the nodes of `ha.nodes` talk directly, VRRP-like, over UDP.
+//
+// Every node sends, per watched key and renew interval, one advert to every other node:
+// the holder a `hold` advert (epoch, priority, lease left) on each renew, the others a
+// `cand` advert with their priority (0 when not competing). A receiver counts a holder's
+// lease from the moment the advert arrived, on its own monotonic clock; hosts never
+// compare clocks. When the lease runs out, or the holder releases it, or its process is
+// seen to die (heartbeat.ts), the best ready candidate (highest priority, then smallest
+// node id) takes it with epoch + 1.
+//
+// Split brain: nothing stops two partitioned nodes from both holding a key, as with VRRP.
+// When a holder hears another holder, the lower priority yields at once (then the lower
+// epoch, then the larger node id). The winner moves its epoch past both, which fences the
+// loser's epoch and makes the winner's elector re-run its MASTER hook (gratuitous ARP
+// again), so clients leave the loser's MAC without waiting. Partition safety needs a
+// quorum store (etcd); see docs/ha.md.
+
+import dgram from 'node:dgram';
+import type { HaNodeConfig } from '../../../config/types.ts';
+import { TandemError, errors } from '../../../errors.ts';
+import { freeLease, outranks, type Claim, type Lease, type LeaseStore } from '../../lease-store.ts';
+import { Heartbeats } from './heartbeat.ts';
+import { MAX_DATAGRAM, SenderGuard, open, seal, type Advert, type HoldAdvert } from './wire.ts';
+
+export interface PeerStoreOptions {
+  /** This node's id; it must be in `nodes`. */
+  readonly node: string;
+  readonly nodes: readonly HaNodeConfig[];
+  /** Shared secret of `ha.secret`; null only for a single node or tests (adverts then unauthenticated). */
+  readonly secret: string | null;
+  readonly leaseDuration: number;
+  readonly renewEvery: number;
+  /** How long a holder waits, in a planned handover, for the new holder to serve. */
+  readonly handoverTimeout: number;
+  readonly log?: (msg: string) => void;
+}
+
+/** Counters of received adverts; the admin API and tests read them. */
+export interface PeerStoreStats {
+  sent: number;
+  sendErrors: number;
+  received: number;
+  accepted: number;
+  badMac: number;
+  unknownNode: number;
+  replayed: number;
+  malformed: number;
+  /** Adverts from a boot whose process was seen to die. */
+  fromDead: number;
+}
+
+interface Candidacy {
+  priority: number;
+  at: number;
+}
+
+interface KeyState {
+  readonly key: string;
+  holder: string | null;
+  holderBoot: number;
+  epoch: number;
+  priority: number;
+  /** Local monotonic time the lease runs out. */
+  expiresAt: number;
+  serving: boolean;
+  offeredTo: string | null;
+  offerUntil: number;
+  /** Highest epoch heard for this key from anyone. */
+  maxEpoch: number;
+  /** Our own candidacy: priority and when acquire was last called (-Infinity: withdrawn). */
+  claimPriority: number;
+  claimAt: number;
+  /** Set while release() hands this key over. */
+  releasing: boolean;
+  readonly candidates: Map<string, Candidacy>;
+  /** `node:boot:epoch` of the last conflicting holder we won against; one re-announce per conflict. */
+  lastConflict: string;
+  takeSentAt: number;
+  expiryTimer: NodeJS.Timeout | null;
+  readonly listeners: Set<(lease: Lease) => void>;
+  /** Holder, epoch, serving and offer of the last view sent to listeners. */
+  lastSignature: string;
+  /** Wakes release() when the view changes. */
+  onChange: (() => void) | null;
+}
+
+interface PeerState {
+  readonly config: HaNodeConfig;
+  readonly guard: SenderGuard;
+  heardAt: number;
+  refusedAt: number;
+  /** When the peer's process was seen to die; -Infinity: not since it last proved alive. */
+  deadAt: number;
+}
+
+const now = (): number => performance.now();
+
+/** The `peer` lease store. */
+export class PeerStore implements LeaseStore {
+  private readonly opts: PeerStoreOptions;
+  private readonly self: HaNodeConfig;
+  private readonly key: Buffer;
+  private readonly boot: number;
+  private seq: number;
+  private readonly peers: Map<string, PeerState>;
+  private readonly keys: Map<string, KeyState>;
+  private readonly socket: dgram.Socket;
+  private readonly heartbeats: Heartbeats;
+  private ticker: NodeJS.Timeout | null;
+  private startedAt: number;
+  private closed: boolean;
+  readonly stats: PeerStoreStats;
+
+  constructor(opts: PeerStoreOptions) {
+    const self = opts.nodes.find((n) => n.id === opts.node);
+    if (self === undefined) throw new TandemError(errors.LEASE_STORE, `node ${opts.node} is not in ha.nodes`);
+    this.opts = opts;
+    this.self = self;
+    this.key = Buffer.from(opts.secret ?? '', 'utf8');
+    // Larger on every restart of this node (see wire.ts); the clock is only compared with itself.
+    this.boot = Date.now();
+    this.seq = 0;
+    this.peers = new Map();
+    for (const n of opts.nodes) {
+      if (n.id !== opts.node) this.peers.set(n.id, { config: n, guard: new SenderGuard(), heardAt: -Infinity, refusedAt: -Infinity, deadAt: -Infinity });
+    }
+    this.keys = new Map();
+    this.socket = dgram.createSocket({ type: net6(self.host) ? 'udp6' : 'udp4', reuseAddr: false });
+    this.heartbeats = new Heartbeats({
+      self,
+      peers: [...this.peers.values()].map((p) => p.config),
+      key: this.key,
+      boot: this.boot,
+      retryEvery: Math.min(opts.renewEvery, 250),
+    });
+    this.ticker = null;
+    this.startedAt = Infinity;
+    this.closed = false;
+    this.stats = { sent: 0, sendErrors: 0, received: 0, accepted: 0, badMac: 0, unknownNode: 0, replayed: 0, malformed: 0, fromDead: 0 };
+  }
+
+  /** Binds this node's HA address (UDP and TCP) and starts advertising. */
+  async start(): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      this.socket.once('error', reject);
+      this.socket.bind({ address: this.self.host, port: this.self.port, exclusive: true }, () => {
+        this.socket.off('error', reject);
+        resolve();
+      });
+    });
+    this.socket.on('message', (msg, rinfo) => this.onDatagram(msg, rinfo.size));
+    this.socket.on('error', (err) => this.opts.log?.(`ha peer store: udp: ${err.message}`));
+    this.heartbeats.on('alive', (node, boot) => this.onAlive(node, boot));
+    this.heartbeats.on('dead', (node, boot) => this.onDead(node, boot));
+    this.heartbeats.on('refused', (node) => {
+      const peer = this.peers.get(node);
+      if (peer !== undefined) peer.refusedAt = now();
+    });
+    try {
+      await this.heartbeats.start();
+    } catch (err) {
+      this.socket.close();
+      throw err;
+    }
+    this.startedAt = now();
+    this.ticker = setInterval(() => this.tick(), this.opts.renewEvery);
+  }
+
+  /** Stops advertising and closes the sockets; call release() for held keys first. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.ticker !== null) clearInterval(this.ticker);
+    for (const ks of this.keys.values()) {
+      if (ks.expiryTimer !== null) clearTimeout(ks.expiryTimer);
+      ks.listeners.clear();
+    }
+    await this.heartbeats.close();
+    await new Promise<void>((resolve) => this.socket.close(() => resolve()));
+  }
+
+  async acquire(key: string, claim: Claim): Promise<Lease> {
+    this.assertSelf(claim.node);
+    const ks = this.state(key);
+    const t = now();
+    const fresh = ks.claimAt === -Infinity;
+    ks.claimPriority = claim.priority;
+    ks.claimAt = t;
+    this.expireIfDue(ks, t);
+    if (ks.holder === this.self.id) return this.view(ks, t);
+    if (ks.holder === null) {
+      if (this.warm(ks, t) && this.bestCandidate(ks, t, claim.priority) === null) return this.take(ks, t, claim.priority);
+    } else if (ks.offeredTo === this.self.id) {
+      return this.take(ks, t, claim.priority);
+    } else if (claim.preempt && claim.priority > ks.priority && ks.serving && t - ks.takeSentAt >= this.opts.renewEvery) {
+      ks.takeSentAt = t;
+      await this.broadcast({ t: 'take', k: key, p: claim.priority, e: ks.epoch }).catch(() => {});
+    }
+    // A node that starts competing says so at once, so the others count it in.
+    if (fresh) await this.broadcast({ t: 'cand', k: key, p: claim.priority, e: ks.maxEpoch }).catch(() => {});
+    return this.view(ks, t);
+  }
+
+  async renew(key: string, node: string): Promise<Lease> {
+    this.assertSelf(node);
+    const ks = this.state(key);
+    const t = now();
+    this.expireIfDue(ks, t);
+    if (ks.holder !== this.self.id || ks.releasing) return this.view(ks, t);
+    ks.expiresAt = t + this.opts.leaseDuration;
+    ks.serving = true;
+    if (ks.offeredTo !== null && t > ks.offerUntil) ks.offeredTo = null;
+    this.armExpiry(ks, t);
+    await this.broadcast(this.holdAdvert(ks));
+    this.changed(ks);
+    return this.view(ks, now());
+  }
+
+  async release(key: string, node: string): Promise<void> {
+    this.assertSelf(node);
+    const ks = this.state(key);
+    ks.claimAt = -Infinity;
+    const t = now();
+    this.expireIfDue(ks, t);
+    if (ks.holder !== this.self.id) {
+      await this.broadcast({ t: 'cand', k: key, p: 0, e: ks.maxEpoch }).catch(() => {});
+      return;
+    }
+    const heir = ks.serving ? this.bestCandidate(ks, t, 0) : null;
+    if (heir !== null) {
+      ks.releasing = true;
+      ks.offeredTo = heir;
+      ks.offerUntil = t + this.opts.handoverTimeout;
+      ks.expiresAt = t + this.opts.leaseDuration;
+      this.armExpiry(ks, t);
+      this.changed(ks);
+      await this.broadcast(this.holdAdvert(ks)).catch(() => {});
+      await this.handedOver(ks);
+      ks.releasing = false;
+      if (ks.holder !== this.self.id) return;
+    }
+    // Stop advertising first: the holder state goes before the release is sent, so no
+    // advert can follow the release and make the others wait a lease.
+    const epoch = ks.epoch;
+    this.clearLease(ks);
+    this.changed(ks);
+    const rel: Advert = { t: 'rel', k: key, e: epoch };
+    // Two copies: a lost datagram here costs the others a whole lease.
+    await this.broadcast(rel).catch(() => {});
+    await this.broadcast(rel).catch(() => {});
+  }
+
+  watch(key: string, listener: (lease: Lease) => void): () => void {
+    const ks = this.state(key);
+    ks.listeners.add(listener);
+    queueMicrotask(() => {
+      if (ks.listeners.has(listener)) listener(this.view(ks, now()));
+    });
+    return () => void ks.listeners.delete(listener);
+  }
+
+  // ---- internals ----
+
+  private assertSelf(node: string): void {
+    if (node !== this.self.id) throw new TandemError(errors.LEASE_STORE, `this peer store speaks for ${this.self.id}, not ${node}`);
+    if (this.closed) throw new TandemError(errors.LEASE_STORE, 'the peer store is closed');
+  }
+
+  private state(key: string): KeyState {
+    let ks = this.keys.get(key);
+    if (ks === undefined) {
+      ks = {
+        key, holder: null, holderBoot: -1, epoch: 0, priority: 0, expiresAt: 0, serving: false, offeredTo: null, offerUntil: 0,
+        maxEpoch: 0, claimPriority: 0, claimAt: -Infinity, releasing: false, candidates: new Map(), lastConflict: '',
+        takeSentAt: -Infinity, expiryTimer: null, listeners: new Set(), lastSignature: '', onChange: null,
+      };
+      this.keys.set(key, ks);
+    }
+    return ks;
+  }
+
+  private view(ks: KeyState, t: number): Lease {
+    if (ks.holder === null) return freeLease(ks.key, ks.epoch);
+    return {
+      key: ks.key,
+      holder: ks.holder,
+      epoch: ks.epoch,
+      priority: ks.priority,
+      remaining: Math.max(0, Math.round(ks.expiresAt - t)),
+      serving: ks.serving,
+      offeredTo: ks.offeredTo,
+    };
+  }
+
+  /** Tells listeners about a change of holder, epoch, serving or offer (not of time left). */
+  private changed(ks: KeyState): void {
+    const signature = `${ks.holder}|${ks.epoch}|${ks.serving}|${ks.offeredTo}`;
+    if (signature === ks.lastSignature) return;
+    ks.lastSignature = signature;
+    ks.onChange?.();
+    if (ks.listeners.size === 0) return;
+    const lease = this.view(ks, now());
+    // Delivered after the current step, so a listener that calls back into the store
+    // never sees it half-updated.
+    queueMicrotask(() => {
+      for (const l of ks.listeners) l(lease);
+    });
+  }
+
+  private take(ks: KeyState, t: number, priority: number): Promise<Lease> {
+    ks.holder = this.self.id;
+    ks.holderBoot = this.boot;
+    ks.epoch = Math.max(ks.epoch, ks.maxEpoch) + 1;
+    ks.maxEpoch = ks.epoch;
+    ks.priority = priority;
+    ks.serving = false;
+    ks.offeredTo = null;
+    // Kept alive by tick() until the elector confirms with its first renew.
+    ks.expiresAt = t + this.opts.handoverTimeout;
+    this.armExpiry(ks, t);
+    this.changed(ks);
+    return this.broadcast(this.holdAdvert(ks)).then(
+      () => this.view(ks, now()),
+      (err: Error) => {
+        // Nobody heard us take it: do not keep a lease the others cannot know about.
+        this.clearLease(ks);
+        this.changed(ks);
+        throw err;
+      },
+    );
+  }
+
+  private clearLease(ks: KeyState): void {
+    ks.holder = null;
+    ks.holderBoot = -1;
+    ks.priority = 0;
+    ks.serving = false;
+    ks.offeredTo = null;
+    ks.expiresAt = 0;
+    if (ks.expiryTimer !== null) clearTimeout(ks.expiryTimer);
+    ks.expiryTimer = null;
+  }
+
+  private holdAdvert(ks: KeyState): HoldAdvert {
+    return { t: 'hold', k: ks.key, e: ks.epoch, p: ks.priority, r: this.opts.leaseDuration, sv: ks.serving, o: ks.offeredTo };
+  }
+
+  /** Resolves when a handed-over lease serves at its new holder, or the offer ran out. */
+  private handedOver(ks: KeyState): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        ks.onChange = null;
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(done, this.opts.handoverTimeout);
+      ks.onChange = () => {
+        if (ks.holder !== this.self.id && (ks.holder === null || ks.serving)) done();
+      };
+    });
+  }
+
+  /**
+   * Before the first lease duration has passed, a node may take a free key only once
+   * it has heard from (or failed to reach) every peer: else a node that just started
+   * would take a key that a peer holds but has not advertised to it yet.
+   */
+  private warm(ks: KeyState, t: number): boolean {
+    if (t - this.startedAt >= this.opts.leaseDuration) return true;
+    for (const [id, peer] of this.peers) {
+      const heard = ks.candidates.get(id);
+      if (heard !== undefined && t - heard.at < this.opts.leaseDuration) continue;
+      if (t - peer.refusedAt < this.opts.leaseDuration || peer.deadAt > -Infinity) continue;
+      return false;
+    }
+    return true;
+  }
+
+  /** The live, ready peer that outranks (priority, own id), or null. */
+  private bestCandidate(ks: KeyState, t: number, priority: number): string | null {
+    let best: string | null = null;
+    let bestPriority = priority;
+    for (const [id, c] of ks.candidates) {
+      if (c.priority <= 0 || t - c.at >= this.opts.leaseDuration) continue;
+      const peer = this.peers.get(id);
+      if (peer === undefined || peer.deadAt > -Infinity) continue;
+      if (best === null ? outranks(c.priority, id, priority, this.self.id) : outranks(c.priority, id, bestPriority, best)) {
+        best = id;
+        bestPriority = c.priority;
+      }
+    }
+    return best;
+  }
+
+  private expireIfDue(ks: KeyState, t: number): void {
+    if (ks.holder !== null && t >= ks.expiresAt) {
+      this.clearLease(ks);
+      this.changed(ks);
+    }
+  }
+
+  private armExpiry(ks: KeyState, t: number): void {
+    if (ks.expiryTimer !== null) clearTimeout(ks.expiryTimer);
+    // Its own timer rather than the next tick: a dead host must cost the lease, not the
+    // lease plus up to a renew interval.
+    ks.expiryTimer = setTimeout(() => {
+      ks.expiryTimer = null;
+      this.expireIfDue(ks, now());
+    }, Math.max(0, ks.expiresAt - t) + 1);
+  }
+
+  private tick(): void {
+    const t = now();
+    for (const ks of this.keys.values()) {
+      this.expireIfDue(ks, t);
+      if (ks.holder === this.self.id && ks.offeredTo !== null && !ks.releasing && t > ks.offerUntil) {
+        ks.offeredTo = null;
+        this.changed(ks);
+      }
+      if (ks.holder === this.self.id) {
+        // A serving holder advertises on renew only, so an elector that stopped renewing
+        // stops the adverts; a pending or handing-over lease is kept alive from here.
+        if (ks.releasing) {
+          ks.expiresAt = t + this.opts.leaseDuration;
+          this.armExpiry(ks, t);
+        }
+        if (!ks.serving || ks.releasing) void this.broadcast(this.holdAdvert(ks)).catch(() => {});
+      } else {
+        const competing = t - ks.claimAt < this.opts.leaseDuration;
+        void this.broadcast({ t: 'cand', k: ks.key, p: competing ? ks.claimPriority : 0, e: ks.maxEpoch }).catch(() => {});
+      }
+    }
+  }
+
+  /** Sends to every peer; rejects when not one send succeeded (no peers: resolves). */
+  private broadcast(advert: Advert): Promise<void> {
+    if (this.closed || this.peers.size === 0) return Promise.resolve();
+    const datagram = seal(this.key, { n: this.self.id, b: this.boot, s: ++this.seq, a: advert });
+    return new Promise<void>((resolve, reject) => {
+      let pending = this.peers.size;
+      let ok = 0;
+      let lastError: Error | null = null;
+      for (const peer of this.peers.values()) {
+        this.socket.send(datagram, peer.config.port, peer.config.host, (err) => {
+          if (err) {
+            this.stats.sendErrors++;
+            lastError = err;
+          } else {
+            this.stats.sent++;
+            ok++;
+          }
+          if (--pending === 0) {
+            if (ok > 0) resolve();
+            else reject(new TandemError(errors.LEASE_STORE, `no peer reachable: ${lastError?.message}`, { cause: lastError }));
+          }
+        });
+      }
+    });
+  }
+
+  private onDatagram(msg: Buffer, size: number): void {
+    if (this.closed) return;
+    this.stats.received++;
+    if (size > MAX_DATAGRAM) return void this.stats.malformed++;
+    const opened = open(this.key, msg);
+    if (!opened.ok) {
+      this.stats[opened.reason]++;
+      return;
+    }
+    const { n, b, s, a } = opened.envelope;
+    const peer = this.peers.get(n);
+    if (peer === undefined) return void this.stats.unknownNode++;
+    const verdict = peer.guard.admit(b, s);
+    if (verdict === 'replay') return void this.stats.replayed++;
+    if (verdict === 'dead') return void this.stats.fromDead++;
+    this.stats.accepted++;
+    const t = now();
+    peer.heardAt = t;
+    const ks = this.state(a.k);
+    this.expireIfDue(ks, t);
+    // A holder that restarted forgot its lease: whatever its old boot held is void.
+    if (ks.holder === n && ks.holderBoot !== b) {
+      this.clearLease(ks);
+      this.changed(ks);
+    }
+    if (a.e > ks.maxEpoch) ks.maxEpoch = a.e;
+    switch (a.t) {
+      case 'hold':
+        ks.candidates.set(n, { priority: a.p, at: t });
+        this.onHold(ks, n, b, a, t);
+        break;
+      case 'cand':
+        ks.candidates.set(n, { priority: a.p, at: t });
+        // It says it does not hold the key: its release advert must have been lost.
+        if (ks.holder === n) {
+          this.clearLease(ks);
+          this.changed(ks);
+        }
+        break;
+      case 'rel':
+        ks.candidates.delete(n);
+        if (ks.holder === n && ks.epoch === a.e) {
+          this.clearLease(ks);
+          this.changed(ks);
+        }
+        break;
+      case 'take':
+        if (ks.holder === this.self.id && ks.serving && !ks.releasing && ks.offeredTo === null && a.p > ks.priority && a.e === ks.epoch) {
+          ks.offeredTo = n;
+          ks.offerUntil = t + this.opts.handoverTimeout;
+          this.changed(ks);
+          void this.broadcast(this.holdAdvert(ks)).catch(() => {});
+        }
+        break;
+    }
+  }
+
+  private onHold(ks: KeyState, n: string, boot: number, a: HoldAdvert, t: number): void {
+    // A predecessor still offering the lease to its successor, who already took it with a
+    // newer epoch: it has not heard the successor yet and will step aside when it does.
+    if (ks.holder !== null && a.o === ks.holder && a.e < ks.epoch) return;
+    if (ks.holder === this.self.id) {
+      if (n === ks.offeredTo && a.e > ks.epoch) {
+        this.adopt(ks, n, boot, a, t); // the handover was taken
+        return;
+      }
+      if (beats(a.p, a.e, n, ks.priority, ks.epoch, this.self.id)) {
+        this.opts.log?.(`ha: ${ks.key}: ${n} also holds it (priority ${a.p}, epoch ${a.e}); yielding`);
+        this.adopt(ks, n, boot, a, t);
+        return;
+      }
+      const conflict = `${n}:${boot}:${a.e}`;
+      if (conflict !== ks.lastConflict) {
+        ks.lastConflict = conflict;
+        // Move past both epochs: fences the loser and makes our elector announce again.
+        ks.epoch = Math.max(ks.epoch, ks.maxEpoch) + 1;
+        ks.maxEpoch = ks.epoch;
+        this.opts.log?.(`ha: ${ks.key}: ${n} also holds it (priority ${a.p}, epoch ${a.e}); keeping it at epoch ${ks.epoch}`);
+        this.changed(ks);
+      }
+      void this.broadcast(this.holdAdvert(ks)).catch(() => {});
+      return;
+    }
+    const current = ks.holder;
+    // The successor of a handover we saw offered wins even at a lower priority.
+    const successor = ks.offeredTo === n && a.e > ks.epoch;
+    if (current === null || current === n || successor || beats(a.p, a.e, n, ks.priority, ks.epoch, current)) this.adopt(ks, n, boot, a, t);
+  }
+
+  private adopt(ks: KeyState, n: string, boot: number, a: HoldAdvert, t: number): void {
+    ks.holder = n;
+    ks.holderBoot = boot;
+    ks.epoch = a.e;
+    ks.priority = a.p;
+    ks.serving = a.sv;
+    ks.offeredTo = a.o;
+    ks.expiresAt = t + a.r;
+    this.armExpiry(ks, t);
+    this.changed(ks);
+  }
+
+  private onAlive(node: string, boot: number): void {
+    const peer = this.peers.get(node);
+    if (peer === undefined) return;
+    peer.guard.provenBoot = boot;
+    if (peer.guard.deadBoot === boot) peer.guard.deadBoot = -1;
+    peer.deadAt = -Infinity;
+  }
+
+  private onDead(node: string, boot: number): void {
+    const peer = this.peers.get(node);
+    if (peer === undefined) return;
+    peer.guard.deadBoot = boot;
+    peer.deadAt = now();
+    for (const ks of this.keys.values()) {
+      ks.candidates.delete(node);
+      if (ks.holder === node && ks.holderBoot === boot) {
+        this.opts.log?.(`ha: ${ks.key}: holder ${node} died; its lease is void`);
+        this.clearLease(ks);
+        this.changed(ks);
+      }
+    }
+  }
+}
+
+/** Split-brain order: higher priority, then higher epoch, then the smaller node id wins. */
+function beats(p1: number, e1: number, n1: string, p2: number, e2: number, n2: string): boolean {
+  if (p1 !== p2) return p1 > p2;
+  if (e1 !== e2) return e1 > e2;
+  return n1 < n2;
+}
+
+function net6(host: string): boolean {
+  return host.includes(':');
+}
