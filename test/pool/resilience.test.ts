@@ -116,11 +116,16 @@ describe('resilience through a real tandem process', () => {
     backends.push(b1, b2);
     const t = await startTandem(singlePool(
       [{ name: 's1', url: b1.url, weight: 20 }, { name: 's2', url: b2.url, weight: 20 }],
-      { slowStart: '2s', healthCheck: { path: '/healthz', interval: '100ms', timeout: '80ms', rise: 1, fall: 1 } },
+      // Generous check timeouts and fall 3: on a loaded runner a tight timeout can flap s1
+      // into a slow start of its own, which would make the split say nothing about s2.
+      { slowStart: '2s', healthCheck: { path: '/healthz', interval: '100ms', timeout: '90ms', rise: 1, fall: 3 } },
     ));
     procs.push(t);
     await b2.stop();
-    await new Promise((r) => setTimeout(r, 400));
+    const downBy = Date.now() + 3000;
+    while (Date.now() < downBy && (await adminStatus(t)).pools[0].backends.find((b) => b.name === 's2')?.state !== 'down') {
+      await new Promise((r) => setTimeout(r, 20));
+    }
     await b2.restart();
     // Wait for the check that brings it back.
     const agent = new Agent({ connections: 4 });
