@@ -39,24 +39,34 @@ export class LeastConnections implements Balancer {
   /** The weighted cycle for pools above EXACT_SCAN_LIMIT; null for exact scans. */
   private readonly schedule: SmoothSchedule | null;
   private seed: number;
+  /** The sampled path's cycle needs laying out again before the next pick. */
+  private stale: boolean;
 
   constructor(backends: readonly Backend[]) {
     this.backends = backends;
     this.current = new Float64Array(backends.length);
     this.schedule = backends.length > EXACT_SCAN_LIMIT ? new SmoothSchedule() : null;
     this.seed = SEED;
-    this.rebuild();
+    this.schedule?.build(backends);
+    this.stale = false;
   }
 
   pick(): Backend | null {
-    return this.schedule === null ? this.pickExact() : this.pickSampled(this.schedule);
+    const schedule = this.schedule;
+    if (schedule === null) return this.pickExact();
+    if (this.stale) {
+      // Deferred to the first pick after a burst of changes, as in SmoothWeightedRoundRobin.
+      this.stale = false;
+      schedule.build(this.backends);
+    }
+    return this.pickSampled(schedule);
   }
 
   rebuild(): void {
     // The exact scan reads availability and weights live and keeps its tie state by
     // backend, which survives availability changes as nginx's does; only the sampled
     // path has something to recompute.
-    this.schedule?.build(this.backends);
+    if (this.schedule !== null) this.stale = true;
   }
 
   private pickExact(): Backend | null {

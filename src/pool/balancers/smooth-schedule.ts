@@ -5,10 +5,17 @@ import type { Backend } from '../backend.ts';
 // algorithm live (O(n) per pick); the sequence it produces is periodic with period
 // sum(weights) once the weights are integers, so one period is all pick() needs.
 
+/**
+ * Up to this many backends the cycle is nginx's exact order, which costs
+ * O(cycle × backends) to lay out. Bigger pools get a deadline order, nearly as smooth, in
+ * O(cycle × log backends), since a pool rebuilds on every health or weight change and
+ * nginx's loop would take milliseconds per rebuild at a thousand backends.
+ */
+const NGINX_ORDER_LIMIT = 64;
 /** Longest cycle kept; a longer one is scaled down (weights keep their ratio to ~1/65536). */
 const MAX_CYCLE = 65_536;
-/** Bound on build work (cycle length × backends), so a rebuild stays around a millisecond. */
-const BUILD_WORK = 1 << 22;
+/** Bound on the work of nginx's order (cycle × backends): about a millisecond. */
+const NGINX_WORK = 1 << 20;
 /** Fractional effective weights (slow start may produce them) are kept to 1/1000. */
 const FRACTION_SCALE = 1000;
 
@@ -25,8 +32,9 @@ const FRACTION_SCALE = 1000;
  * new cycle at the position whose own deficits are closest to those; what cannot be
  * matched is carried to the next build. A backend that drops out keeps its deficit
  * for when it returns. Between builds nothing is tracked per pick: the deficit at any
- * cursor follows from the cycle itself. In tests this keeps every backend within about
- * one request of its share through thousands of rebuilds; restarting drifts by dozens.
+ * cursor follows from the cycle itself. In tests this keeps every backend within one to
+ * three requests of its share through thousands of rebuilds, where restarting the
+ * cycle drifts by hundreds.
  */
 export class SmoothSchedule {
   /** Backends available at the last build; `order` holds indexes into this. */
@@ -166,24 +174,36 @@ function closestPosition(order: Uint32Array, shares: Float64Array, deficit: Floa
   return best;
 }
 
-/** nginx's smooth weighted round-robin order for these weights, one full cycle. */
+/**
+ * One full smooth cycle for these weights: nginx's order (5,1,1 → a,a,b,a,c,a,a) for up
+ * to NGINX_ORDER_LIMIT backends, the deadline order beyond. Either way each backend
+ * appears exactly its (reduced) weight times per cycle, spread evenly over it.
+ */
 export function smoothOrder(weights: readonly number[]): Uint32Array {
   const n = weights.length;
   if (n === 0) return new Uint32Array(0);
-  const w = integerWeights(weights, maxCycle(n));
+  const exact = n <= NGINX_ORDER_LIMIT;
+  const limit = Math.max(n, exact ? Math.min(MAX_CYCLE, Math.floor(NGINX_WORK / n)) : MAX_CYCLE);
+  const w = integerWeights(weights, limit);
   let total = 0;
   let allEqual = true;
   for (let i = 0; i < n; i++) {
     total += w[i];
     if (w[i] !== w[0]) allEqual = false;
   }
-  const order = new Uint32Array(total);
   if (allEqual) {
     // Reduced by their gcd, equal weights are all 1: the smooth order is plain order.
-    // Worth the shortcut because the general loop is quadratic for big equal pools.
+    const order = new Uint32Array(n);
     for (let i = 0; i < n; i++) order[i] = i;
     return order;
   }
+  return exact ? nginxOrder(w, total) : deadlineOrder(w, total);
+}
+
+/** nginx's rule, step by step: add each weight to its running value, take the largest, subtract the total from it. */
+function nginxOrder(w: readonly number[], total: number): Uint32Array {
+  const n = w.length;
+  const order = new Uint32Array(total);
   const current = new Float64Array(n);
   for (let t = 0; t < total; t++) {
     let best = 0;
@@ -203,8 +223,62 @@ export function smoothOrder(weights: readonly number[]): Uint32Array {
   return order;
 }
 
-function maxCycle(n: number): number {
-  return Math.max(n, Math.min(MAX_CYCLE, Math.floor(BUILD_WORK / n)));
+/**
+ * Slots in order of their ideal time in the cycle: backend i's k-th slot belongs at
+ * (k + φ_i)/w_i, evenly spaced. The phase φ_i = (i + ½)/n staggers backends of equal
+ * weight, which would otherwise all fall due at the same moment and come in a burst
+ * (a,b,c,d… of weight 1 next to one of weight 1000). A heap of backends keyed by their
+ * next slot gives O(total × log n); ties go to the lower index.
+ */
+function deadlineOrder(w: readonly number[], total: number): Uint32Array {
+  const n = w.length;
+  const order = new Uint32Array(total);
+  const taken = new Float64Array(n);
+  const key = new Float64Array(n);
+  const heap = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    heap[i] = i;
+    key[i] = phase(i, n) / w[i];
+  }
+  let size = n;
+  for (let i = (size >> 1) - 1; i >= 0; i--) siftDown(heap, size, i, key);
+  for (let t = 0; t < total; t++) {
+    const i = heap[0];
+    order[t] = i;
+    const k = ++taken[i];
+    if (k === w[i]) heap[0] = heap[--size];
+    else key[i] = (k + phase(i, n)) / w[i];
+    siftDown(heap, size, 0, key);
+  }
+  return order;
+}
+
+function phase(i: number, n: number): number {
+  return (i + 0.5) / n;
+}
+
+function siftDown(heap: Int32Array, size: number, at: number, key: Float64Array): void {
+  const item = heap[at];
+  const itemKey = key[item];
+  for (;;) {
+    let child = 2 * at + 1;
+    if (child >= size) break;
+    let c = heap[child];
+    let ck = key[c];
+    if (child + 1 < size) {
+      const r = heap[child + 1];
+      const rk = key[r];
+      if (rk < ck || (rk === ck && r < c)) {
+        child++;
+        c = r;
+        ck = rk;
+      }
+    }
+    if (ck > itemKey || (ck === itemKey && c > item)) break;
+    heap[at] = c;
+    at = child;
+  }
+  heap[at] = item;
 }
 
 /** Positive integer weights with the same ratios, reduced by their gcd, summing to about `limit` at most. */

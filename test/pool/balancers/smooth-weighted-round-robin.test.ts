@@ -37,6 +37,28 @@ describe('smooth weighted round-robin', () => {
     assert.deepEqual(Array.from(smoothOrder([10, 5, 5])), [0, 1, 2, 0]);
   });
 
+  test('keeps every backend within about one pick of its share at every point of the cycle, in small and big pools', () => {
+    const cases = [
+      [5, 1, 1],
+      Array.from({ length: 40 }, (_, i) => 1 + (i % 9)),
+      Array.from({ length: 200 }, (_, i) => 1 + (i % 13)),
+      // One heavy backend and many light ones: the light ones must not come in a burst.
+      [1000, ...Array.from({ length: 99 }, () => 1)],
+    ];
+    for (const weights of cases) {
+      const h = make(weights);
+      const total = weights.reduce((s, w) => s + w, 0);
+      const got = new Map(h.backends.map((b) => [b, 0]));
+      let worst = 0;
+      for (let p = 1; p <= total; p++) {
+        const b = h.balancer.pick()!;
+        got.set(b, got.get(b)! + 1);
+        h.backends.forEach((x, i) => { worst = Math.max(worst, Math.abs(got.get(x)! - (p * weights[i]) / total)); });
+      }
+      assert.ok(worst < 1.5, `${weights.length} backends: a backend strayed ${worst.toFixed(2)} picks from its share`);
+    }
+  });
+
   test('never sends two requests in a row to a backend whose weight is at most half the total', () => {
     const h = make([3, 3, 2]);
     const seq = h.sequence(800);
@@ -74,7 +96,7 @@ describe('smooth weighted round-robin', () => {
     }
   });
 
-  test('stays within about one request of every backend\'s share through thousands of random rebuilds', () => {
+  test('stays within a few requests of every backend\'s share through thousands of random rebuilds', () => {
     let seed = 12345;
     const random = (): number => {
       seed ^= seed << 13;
@@ -82,12 +104,15 @@ describe('smooth weighted round-robin', () => {
       seed ^= seed << 5;
       return (seed >>> 0) / 2 ** 32;
     };
-    for (const n of [3, 10]) {
+    // 80 backends take the deadline layout instead of nginx's. The bound grows a little
+    // with the pool (one cycle position has to match more deficits at once) but not
+    // with time; restarting the cycle at each rebuild drifts to ~90 (10) and ~600 (80) here.
+    for (const [n, rounds, bound] of [[3, 3000, 2], [10, 3000, 2], [80, 800, 3]]) {
       const h = make(Array.from({ length: n }, () => 10));
       const share = new Map(h.backends.map((b) => [b, 0]));
       const got = new Map(h.backends.map((b) => [b, 0]));
       let worst = 0;
-      for (let round = 0; round < 3000; round++) {
+      for (let round = 0; round < rounds; round++) {
         const b = h.backends[Math.floor(random() * n)];
         if (random() < 0.1 && b.healthy) b.setHealthy(false, 'test');
         else if (!b.healthy) b.setHealthy(true, 'test');
@@ -102,8 +127,7 @@ describe('smooth weighted round-robin', () => {
         }
         for (const x of h.backends) worst = Math.max(worst, Math.abs(got.get(x)! - share.get(x)!));
       }
-      // Restarting the cycle at each rebuild drifts to 30 (n=3) and 160 (n=10) here.
-      assert.ok(worst <= 2, `${n} backends: worst deviation ${worst.toFixed(2)}`);
+      assert.ok(worst <= bound, `${n} backends: worst deviation ${worst.toFixed(2)}`);
     }
   });
 
