@@ -68,6 +68,9 @@ export class Pool {
   private changed(backend: Backend, reason: string): void {
     this.primary.rebuild();
     this.backup.rebuild();
+    // The panic balancer reads effective weights too (slow start changes them).
+    // rebuild() only marks it stale, so this costs nothing until panic needs it.
+    this.everyone.rebuild();
     this.bus?.publish({ type: 'backend', pool: this.name, backend: backend.name, state: backend.state(), reason });
   }
 
