@@ -4,10 +4,12 @@ import { SmoothSchedule } from './smooth-schedule.ts';
 
 /**
  * Pools up to this size get the exact least-connections scan; bigger ones the sampled
- * choice. 32 backends scan in well under 100 ns, about what one allocation-free
- * sample costs with its bookkeeping, so below this an exact answer is free.
+ * choice. Measured with bench/micro/pick.ts: 16 backends scan in ~120 ns, a sample
+ * takes ~35 ns at any size. Small pools are where the exact answer matters most (a
+ * random challenger in a pool of three is often the candidate itself), and 0.1 µs is
+ * still nothing next to a proxied request; past this the scan would keep growing.
  */
-export const EXACT_SCAN_LIMIT = 32;
+export const EXACT_SCAN_LIMIT = 16;
 
 // xorshift32 needs a non-zero seed; any will do, the draws only pick challengers.
 const SEED = 0x2545f491;

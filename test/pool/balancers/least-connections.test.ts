@@ -66,6 +66,14 @@ describe('least-connections', () => {
   });
 
   describe(`in a pool of more than ${EXACT_SCAN_LIMIT} backends (sampled choice)`, () => {
+    test('splits exactly by weight over a cycle when all backends carry the same load', () => {
+      const weights = Array.from({ length: 40 }, (_, i) => 1 + (i % 4));
+      const h = make(weights);
+      for (const b of h.backends) b.active = 3 * b.effectiveWeight;
+      const counts = h.counts(weights.reduce((s, w) => s + w, 0) * 5);
+      h.backends.forEach((b, i) => assert.equal(counts[b.name], weights[i] * 5, b.name));
+    });
+
     test('sends almost nothing to a backend that piles up requests', () => {
       const h = make(Array.from({ length: 100 }, () => 1));
       const slow = h.backends[17];
