@@ -28,6 +28,11 @@ export interface RunResult {
   readonly non2xx: number;
   /** RSS of the target's process tree right after the run; 0 when unknown. */
   readonly rssBytes: number;
+  /**
+   * CPU time the target's process tree used during the run per request served, in µs;
+   * NaN (null in JSON) when unknown. Other load on the machine moves it far less than rps.
+   */
+  readonly cpuMicrosPerRequest: number;
 }
 
 /** Medians over rounds for one target on one case. */
@@ -42,6 +47,7 @@ export interface TargetSummary {
   readonly timeouts: number;
   readonly non2xx: number;
   readonly rssBytes: number;
+  readonly cpuMicrosPerRequest: number;
   /** rps of each round, in round order. */
   readonly rpsByRound: readonly number[];
 }
@@ -55,6 +61,9 @@ export interface Ratio {
   /** Median over rounds of subject p99 / target p99; below 1 is better. */
   readonly p99: number;
   readonly p99ByRound: readonly number[];
+  /** Median over rounds of subject CPU per request / target CPU per request; below 1 is cheaper. */
+  readonly cpu: number;
+  readonly cpuByRound: readonly number[];
 }
 
 export interface CaseReport {
@@ -136,6 +145,7 @@ export function summarize(settings: Settings, runs: readonly RunResult[]): CaseR
         timeouts: sum(mine.map((r) => r.timeouts)),
         non2xx: sum(mine.map((r) => r.non2xx)),
         rssBytes: Math.max(0, ...mine.map((r) => r.rssBytes)),
+        cpuMicrosPerRequest: median(mine.map((r) => r.cpuMicrosPerRequest)),
         rpsByRound: mine.map((r) => r.rps),
       };
     });
@@ -145,6 +155,7 @@ export function summarize(settings: Settings, runs: readonly RunResult[]): CaseR
         if (t.id === settings.subject) continue;
         const rpsByRound: number[] = [];
         const p99ByRound: number[] = [];
+        const cpuByRound: number[] = [];
         // Quotients are taken within a round, where both ran minutes apart at most, so
         // a slow drift of the machine cancels out; the median drops one odd round.
         for (let round = 1; round <= settings.rounds; round++) {
@@ -153,8 +164,11 @@ export function summarize(settings: Settings, runs: readonly RunResult[]): CaseR
           if (s === undefined || o === undefined) continue;
           rpsByRound.push(s.rps / o.rps);
           p99ByRound.push(s.latency.p99 / o.latency.p99);
+          cpuByRound.push(s.cpuMicrosPerRequest / o.cpuMicrosPerRequest);
         }
-        ratios.push({ target: t.id, rps: median(rpsByRound), rpsByRound, p99: median(p99ByRound), p99ByRound });
+        ratios.push({
+          target: t.id, rps: median(rpsByRound), rpsByRound, p99: median(p99ByRound), p99ByRound, cpu: median(cpuByRound), cpuByRound,
+        });
       }
     }
     return { id: c.id, path: c.path, bodyBytes: c.bodyBytes, targets, ratios };
@@ -260,13 +274,14 @@ export function markdown(report: Report): string {
   const lines: string[] = [];
   for (const c of report.cases) {
     lines.push(`#### ${c.id}: \`GET ${c.path}\`, ${c.bodyBytes} B body`, '');
-    lines.push(`| target | req/s | p50 ms | p90 ms | p99 ms | errors | non-2xx | RSS MiB | ${subject} ÷ target, req/s | ${subject} ÷ target, p99 |`);
-    lines.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
+    lines.push(`| target | req/s | p50 ms | p90 ms | p99 ms | errors | non-2xx | CPU µs/req | RSS MiB | ${subject} ÷ target: req/s | p99 | CPU/req |`);
+    lines.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
     for (const t of c.targets) {
       const r = c.ratios.find((x) => x.target === t.target);
       const errs = t.errors + t.timeouts;
       lines.push(`| ${t.label} | ${Number.isFinite(t.rps) ? int.format(t.rps) : '–'} | ${fmtMs(t.p50)} | ${fmtMs(t.p90)} | ${fmtMs(t.p99)} | ${errs} | ${t.non2xx} | `
-        + `${t.rssBytes > 0 ? int.format(t.rssBytes / 1048576) : '–'} | ${r === undefined ? '' : fmtRatio(r.rps)} | ${r === undefined ? '' : fmtRatio(r.p99)} |`);
+        + `${Number.isFinite(t.cpuMicrosPerRequest) ? int.format(t.cpuMicrosPerRequest) : '–'} | ${t.rssBytes > 0 ? int.format(t.rssBytes / 1048576) : '–'} | `
+        + `${r === undefined ? '' : fmtRatio(r.rps)} | ${r === undefined ? '' : fmtRatio(r.p99)} | ${r === undefined ? '' : fmtRatio(r.cpu)} |`);
     }
     lines.push('');
   }
@@ -280,7 +295,9 @@ export function markdown(report: Report): string {
   }
   lines.push(`Medians of ${s.rounds} round${s.rounds === 1 ? '' : 's'} of ${s.durationSeconds} s per target and case (after ${s.warmupSeconds} s of warm-up each), `
     + `autocannon -c ${s.connections}, pipelining ${s.pipelining}, targets in a rotated order each round. `
-    + `Ratios are computed within each round, then the median is taken. Errors count connection errors and timeouts.`, '');
+    + `Ratios are computed within each round, then the median is taken. Errors count connection errors and timeouts. `
+    + `CPU µs/req is the CPU time of the target's processes during a run divided by the requests it served (for the origin: the origin's own); `
+    + `it is the figure other load on the machine disturbs least.`, '');
   lines.push(`Machine: ${m.nproc} CPUs (nproc), ${m.cpuModel}, ${int.format(m.memoryBytes / 1048576)} MiB, Linux ${m.kernel}, `
     + `load average at start ${m.loadavg.join(' / ')}.`, '');
   lines.push(`Software: Node ${m.node}, tandem ${m.packages.tandem} (commit ${m.commit}), `

@@ -16,14 +16,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { LARGE_PATH, LARGE_SIZE, SMALL_BODY, startBackend, type Backend } from './backend.ts';
 import { checkGoals, machineInfo, markdown, summarize, type Report, type RunResult, type Settings } from './report.ts';
 import { SUBJECT, selectTargets, type RunningTarget, type TargetSpec } from './targets/index.ts';
-import { treeRss } from './targets/process.ts';
+import { treeCpuSeconds, treeRss } from './targets/process.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 
 export interface BenchOptions {
-  /** Measured rounds (default 3; --quick: 2). */
+  /** Measured rounds (default 5; --quick: 2). */
   rounds?: number;
-  /** Seconds per measured run (default 7; --quick: 1). */
+  /** Seconds per measured run (default 4; --quick: 1). */
   duration?: number;
   /** autocannon connections (default 50). */
   connections?: number;
@@ -98,8 +98,10 @@ function positive(name: string, value: number | undefined, fallback: number, int
 export async function runBenchmark(opts: BenchOptions = {}): Promise<BenchOutcome> {
   const log = opts.log ?? ((line: string) => process.stdout.write(line + '\n'));
   const quick = opts.quick === true;
-  const rounds = positive('rounds', opts.rounds, quick ? 2 : 3, true);
-  const duration = positive('duration', opts.duration, quick ? 1 : 7, false);
+  // Many short rounds rather than few long ones: a burst of load from elsewhere on the
+  // machine then spoils one round of a target, which the median drops.
+  const rounds = positive('rounds', opts.rounds, quick ? 2 : 5, true);
+  const duration = positive('duration', opts.duration, quick ? 1 : 4, false);
   const connections = positive('connections', opts.connections, 50, true);
   const warmup = opts.warmup ?? (quick ? 0.5 : 3);
   const settle = quick ? QUICK_SETTLE_MS : SETTLE_MS;
@@ -182,7 +184,9 @@ export async function runBenchmark(opts: BenchOptions = {}): Promise<BenchOutcom
       for (const c of cases) {
         for (const [position, spec] of order.entries()) {
           const target = running.get(spec.id)!;
+          const cpuBefore = target.pid === null ? Number.NaN : treeCpuSeconds(target.pid);
           const r = await loader.run(target.url + c.path, connections, duration);
+          const cpu = target.pid === null ? Number.NaN : treeCpuSeconds(target.pid) - cpuBefore;
           const result: RunResult = {
             round,
             case: c.id,
@@ -190,12 +194,14 @@ export async function runBenchmark(opts: BenchOptions = {}): Promise<BenchOutcom
             position,
             ...r,
             rssBytes: target.pid === null ? 0 : treeRss(target.pid),
+            cpuMicrosPerRequest: r.requests > 0 && cpu > 0 ? (cpu * 1e6) / r.requests : Number.NaN,
           };
           runs.push(result);
           n++;
           log(`[${String(n).padStart(String(totalRuns).length)}/${totalRuns}] round ${round}  ${c.id.padEnd(5)} ${spec.label.padEnd(22)} `
             + `${fmtRps(result.rps)} req/s  p50 ${result.latency.p50} ms  p90 ${result.latency.p90} ms  p99 ${result.latency.p99} ms  `
-            + `errors ${result.errors + result.timeouts}  non-2xx ${result.non2xx}`);
+            + `errors ${result.errors + result.timeouts}  non-2xx ${result.non2xx}  CPU ${Number.isFinite(result.cpuMicrosPerRequest) ? Math.round(result.cpuMicrosPerRequest) : '-'} µs/req`);
+          if (result.requests === 0) log(`  ${spec.id} answered nothing for ${duration} s: stuck, or the machine is overloaded`);
           await sleep(settle);
         }
       }
@@ -247,7 +253,7 @@ function fmtRps(v: number): string {
 // The load generator: autocannon in a child process of its own, driven over IPC, so it
 // never shares an event loop with this process's bookkeeping or with a target.
 
-type Measured = Omit<RunResult, 'round' | 'case' | 'target' | 'position' | 'rssBytes'>;
+type Measured = Omit<RunResult, 'round' | 'case' | 'target' | 'position' | 'rssBytes' | 'cpuMicrosPerRequest'>;
 
 interface LoadRequest {
   readonly id: number;

@@ -3,7 +3,7 @@
 // generator. A service announces itself with one JSON line on stdout, `{"port": N}` or
 // `{"ports": [...]}`; tandem itself is recognised by its log lines instead.
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 
 /** A running child process of the benchmark. */
@@ -95,15 +95,44 @@ function readiness(out: string, ready: RegExp | undefined): Record<string, unkno
 
 /** Resident memory of a process and all its descendants, in bytes; 0 where /proc is not readable. */
 export function treeRss(pid: number): number {
+  return sumTree(pid, (p) => {
+    const m = readFileSync(`/proc/${p}/status`, 'utf8').match(/^VmRSS:\s+(\d+) kB/m);
+    return m === null ? 0 : Number(m[1]) * 1024;
+  });
+}
+
+let ticksPerSecond = 0;
+
+/**
+ * CPU time (user + system) a process and its living descendants have used so far, in
+ * seconds; 0 where /proc is not readable. The difference over a run, divided by the
+ * requests served, is a cost per request that hardly moves when other work on the
+ * machine takes cores away, unlike requests per second.
+ */
+export function treeCpuSeconds(pid: number): number {
+  if (ticksPerSecond === 0) {
+    try {
+      ticksPerSecond = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    } catch {
+      ticksPerSecond = 100;
+    }
+  }
+  return sumTree(pid, (p) => {
+    const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+    // Fields after the command name, which may itself hold spaces and parentheses.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / ticksPerSecond;
+  });
+}
+
+function sumTree(pid: number, read: (pid: number) => number): number {
   let total = 0;
   try {
-    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const m = status.match(/^VmRSS:\s+(\d+) kB/m);
-    if (m !== null) total += Number(m[1]) * 1024;
+    total += read(pid);
     for (const tid of readdirSync(`/proc/${pid}/task`)) {
       const children = readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim();
       if (children === '') continue;
-      for (const c of children.split(/\s+/)) total += treeRss(Number(c));
+      for (const c of children.split(/\s+/)) total += sumTree(Number(c), read);
     }
   } catch {
     // The process is gone, or this is not Linux.

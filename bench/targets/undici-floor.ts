@@ -46,19 +46,31 @@ class Forward implements Dispatcher.DispatchHandler {
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
-    if (this.res.headersSent) this.res.destroy(err);
+    if (this.res.headersSent || this.res.destroyed) this.res.destroy(err);
     else this.res.writeHead(502).end();
   }
 }
+
+const kForward = Symbol('forward');
+type Res = ServerResponse & { [kForward]: Forward };
 
 function resume(this: Forward): void {
   this.controller?.resume();
 }
 
+// A client that leaves mid-response (every load generator does at the end of a run)
+// must free the upstream connection, or a paused one stays taken for good.
+function onClose(this: Res): void {
+  const c = this[kForward].controller;
+  if (!this.writableFinished && c !== null && !c.aborted) c.abort(new Error('client went away'));
+}
+
 function onRequest(req: IncomingMessage, res: ServerResponse): void {
   const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
-  upstream.dispatch({ path: req.url ?? '/', method: req.method ?? 'GET', headers: req.rawHeaders, body: hasBody ? req : null },
-    new Forward(res));
+  const forward = new Forward(res);
+  (res as Res)[kForward] = forward;
+  res.on('close', onClose);
+  upstream.dispatch({ path: req.url ?? '/', method: req.method ?? 'GET', headers: req.rawHeaders, body: hasBody ? req : null }, forward);
 }
 
 const server = createServer(onRequest);

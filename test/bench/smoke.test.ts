@@ -37,6 +37,8 @@ test('a one-round run of the origin and tandem writes a JSON report and a Markdo
       assert.ok(r.requests > 0, `${r.target} ${r.case} served no request`);
       for (const k of ['rps', 'bytesPerSecond', 'durationSeconds', 'rssBytes'] as const) assert.equal(typeof r[k], 'number', k);
       for (const k of ['p50', 'p90', 'p99', 'mean', 'max'] as const) assert.equal(typeof r.latency[k], 'number', k);
+      // null (NaN in memory) only where /proc cannot be read.
+      assert.ok(r.cpuMicrosPerRequest === null || r.cpuMicrosPerRequest > 0, 'cpuMicrosPerRequest');
       assert.equal(r.errors + r.timeouts + r.non2xx, 0, `${r.target} ${r.case} had failed requests`);
     }
 
@@ -48,12 +50,13 @@ test('a one-round run of the origin and tandem writes a JSON report and a Markdo
       assert.equal(c.ratios[0].target, 'direct');
       assert.equal(c.ratios[0].rpsByRound.length, 1);
       assert.ok(c.ratios[0].rps > 0);
+      assert.equal(typeof c.ratios[0].p99, 'number');
     }
     // Goals whose baselines did not run say so rather than pass or fail.
     assert.ok(report.goals.length > 0 && report.goals.every((g) => g.met === null));
 
     const table = readFileSync(markdownFile, 'utf8');
-    assert.match(table, /\| target \| req\/s \| p50 ms \| p90 ms \| p99 ms \|/);
+    assert.match(table, /\| target \| req\/s \| p50 ms \| p90 ms \| p99 ms \| errors \| non-2xx \| CPU µs\/req \|/);
     assert.match(table, /\| tandem \| [\d,]+ \|/);
     assert.match(table, /Node v\d+/);
     // A progress line per measured run.
