@@ -355,7 +355,7 @@ export class PeerStore implements LeaseStore {
       };
       const timer = setTimeout(done, this.opts.handoverTimeout);
       ks.onChange = () => {
-        if (ks.holder !== this.self.id && (ks.holder === null || ks.serving)) done();
+        if (ks.holder !== this.self.id ? ks.holder === null || ks.serving : ks.offeredTo === null) done();
       };
     });
   }
@@ -491,6 +491,7 @@ export class PeerStore implements LeaseStore {
         break;
       case 'cand':
         ks.candidates.set(n, { priority: a.p, at: t });
+        if (a.p === 0 && ks.holder === this.self.id && ks.offeredTo === n) this.withdrawOffer(ks);
         // It says it does not hold the key: its release advert must have been lost.
         if (ks.holder === n) {
           this.clearLease(ks);
@@ -559,6 +560,12 @@ export class PeerStore implements LeaseStore {
     this.changed(ks);
   }
 
+  /** The node we offered the lease to stopped competing or died: the offer is off. */
+  private withdrawOffer(ks: KeyState): void {
+    ks.offeredTo = null;
+    this.changed(ks);
+  }
+
   private onAlive(node: string, boot: number): void {
     const peer = this.peers.get(node);
     if (peer === undefined) return;
@@ -574,6 +581,7 @@ export class PeerStore implements LeaseStore {
     peer.deadAt = now();
     for (const ks of this.keys.values()) {
       ks.candidates.delete(node);
+      if (ks.holder === this.self.id && ks.offeredTo === node) this.withdrawOffer(ks);
       if (ks.holder === node && ks.holderBoot === boot) {
         this.opts.log?.(`ha: ${ks.key}: holder ${node} died; its lease is void`);
         this.clearLease(ks);

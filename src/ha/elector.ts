@@ -1,0 +1,467 @@
+// One elector per VIP: competes for the VIP's lease in a LeaseStore, renews it, gives it
+// up, and turns every change into a hook run and a VipEvent. Kept apart as in kube-vip:
+// the store knows leases, the hook knows addresses, the elector knows neither's
+// internals and only applies policy:
+//
+// * priority and preemption: a node asks a lower-priority holder for the VIP only after
+//   it has been ready for the VIP's preempt delay;
+// * health: a node whose `ready()` turns false goes to FAULT and hands its leases over;
+//   it competes again once ready;
+// * make-before-break: a node that took a lease confirms it (first renew) only after its
+//   MASTER hook succeeded, and a node that lost a lease to a successor keeps the VIP until
+//   the successor serves;
+// * doubt: leader-only work runs under an AbortSignal that aborts as soon as a renewal
+//   has not been confirmed for half a lease, long before the lease can expire elsewhere.
+
+import type { VipConfig } from '../config/types.ts';
+import type { EventBus, VipEvent } from '../events.ts';
+import type { HookRunner, HookState } from './hook.ts';
+import { freeLease, type Lease, type LeaseStore } from './lease-store.ts';
+
+/** One VIP as the admin API and status page show it. */
+export interface VipStatus {
+  readonly name: string;
+  readonly address: string;
+  readonly interface: string;
+  readonly state: HookState;
+  readonly holder: string | null;
+  readonly epoch: number;
+  /** Lease left on the holder, as this node counts it; 0 when free. */
+  readonly leaseRemainingMs: number;
+  readonly leaseDuration: number;
+  /** This node's priority for the VIP (0: never holds it). */
+  readonly priority: number;
+  /** Renewals of this node's lease that failed since start. */
+  readonly renewFailures: number;
+  /** Wall-clock time (ms) of the last change of state. */
+  readonly since: number;
+}
+
+export interface ElectorOptions {
+  readonly vip: VipConfig;
+  readonly node: string;
+  readonly store: LeaseStore;
+  readonly hook: HookRunner;
+  readonly bus: EventBus;
+  /** True when this node can serve the VIP (listeners bound, a backend available). */
+  readonly ready: () => boolean;
+  readonly leaseDuration: number;
+  readonly renewEvery: number;
+  /** How long a node that lost its lease to a successor keeps the VIP waiting for it to serve. */
+  readonly handoverTimeout: number;
+  /** Time in FAULT after a failed MASTER hook before competing again (default 2 leases). */
+  readonly faultHold?: number;
+  readonly log: (msg: string) => void;
+  /** Called on every failed renewal (for `tandem_lease_renew_failures_total`). */
+  readonly renewFailed?: () => void;
+  /**
+   * Leader-only work, started once this node serves the VIP. `signal` aborts the moment
+   * the lease is lost or in doubt, before it can expire on another node.
+   */
+  readonly lead?: (signal: AbortSignal, lease: Lease) => void;
+}
+
+type Phase = 'init' | 'backup' | 'acquiring' | 'master' | 'handing' | 'releasing' | 'fault' | 'stopped';
+
+const now = (): number => performance.now();
+
+/** Leadership of one VIP. */
+export class Elector {
+  private readonly opts: ElectorOptions;
+  private readonly key: string;
+  private readonly priority: number;
+  private phase: Phase;
+  private view: Lease;
+  /** Epoch of the lease this node holds (or held last). */
+  private epoch: number;
+  private readySince: number | null;
+  private faultUntil: number;
+  private handingUntil: number;
+  /** When the lease is in doubt unless a renewal succeeds first. */
+  private doubtAt: number;
+  private doubtTimer: NodeJS.Timeout | null;
+  private ticker: NodeJS.Timeout | null;
+  private unwatch: (() => void) | null;
+  private leader: AbortController | null;
+  /** Set while a stepped-down lease is still being released in the background. */
+  private settling: Promise<void> | null;
+  private chain: Promise<void>;
+  private queued: boolean;
+  private wantTick: boolean;
+  private renewFailures: number;
+  private since: number;
+  private lastPublished: string;
+
+  constructor(opts: ElectorOptions) {
+    this.opts = opts;
+    this.key = opts.vip.name;
+    this.priority = opts.vip.priority[opts.node] ?? 0;
+    this.phase = 'init';
+    this.view = freeLease(this.key, 0);
+    this.epoch = 0;
+    this.readySince = null;
+    this.faultUntil = 0;
+    this.handingUntil = 0;
+    this.doubtAt = Infinity;
+    this.doubtTimer = null;
+    this.ticker = null;
+    this.unwatch = null;
+    this.leader = null;
+    this.settling = null;
+    this.chain = Promise.resolve();
+    this.queued = false;
+    this.wantTick = false;
+    this.renewFailures = 0;
+    this.since = Date.now();
+    this.lastPublished = '';
+  }
+
+  /** Removes the VIP defensively (BACKUP hook), then starts competing. */
+  async start(): Promise<void> {
+    // After a crash the VIP may still sit on this host's interface; it must go before
+    // this node competes, or two hosts would answer for it.
+    await this.opts.hook.run('BACKUP', 0);
+    this.phase = 'backup';
+    this.publishIfChanged();
+    this.unwatch = this.opts.store.watch(this.key, (lease) => {
+      this.view = lease;
+      this.schedule(false);
+    });
+    this.ticker = setInterval(() => this.schedule(true), this.opts.renewEvery);
+    this.schedule(true);
+  }
+
+  /** A planned handover of a held VIP; false when this node does not hold it. */
+  release(): Promise<boolean> {
+    return this.exclusive(async () => {
+      if (this.phase !== 'master') return false;
+      await this.giveUp('BACKUP');
+      // Preemption waits for the full delay again, or the VIP would bounce straight back.
+      this.readySince = null;
+      return true;
+    });
+  }
+
+  /** Hands a held VIP over (or withdraws), runs the STOP hook and stops competing. */
+  stop(): Promise<void> {
+    if (this.ticker !== null) clearInterval(this.ticker);
+    this.ticker = null;
+    return this.exclusive(async () => {
+      if (this.phase === 'stopped') return;
+      if (this.phase === 'master' || this.phase === 'acquiring' || this.phase === 'handing') {
+        await this.giveUp('STOP');
+      } else {
+        await this.opts.store.release(this.key, this.opts.node).catch(() => {});
+        await this.enter('stopped');
+      }
+      await this.settling;
+      this.phase = 'stopped';
+      this.clearDoubt();
+      this.unwatch?.();
+      this.unwatch = null;
+    });
+  }
+
+  status(): VipStatus {
+    const v = this.opts.vip;
+    const held = this.phase === 'master' || this.phase === 'handing' || this.phase === 'releasing';
+    return {
+      name: v.name,
+      address: v.address,
+      interface: v.interface,
+      state: this.hookState(),
+      holder: this.view.holder,
+      epoch: held ? Math.max(this.epoch, this.view.epoch) : this.view.epoch,
+      leaseRemainingMs: this.view.holder === null ? 0 : this.view.remaining,
+      leaseDuration: this.opts.leaseDuration,
+      priority: this.priority,
+      renewFailures: this.renewFailures,
+      since: this.since,
+    };
+  }
+
+  // ---- the loop ----
+
+  /** Runs `fn` after everything queued before it; steps, release and stop never overlap. */
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.chain.then(fn);
+    this.chain = result.then(
+      () => {},
+      (err: Error) => this.opts.log(`ha: ${this.key}: ${err.message}`),
+    );
+    return result;
+  }
+
+  /** Queues one step; steps requested while one waits are merged into it. */
+  private schedule(tick: boolean): void {
+    if (tick) this.wantTick = true;
+    if (this.queued || this.phase === 'stopped') return;
+    this.queued = true;
+    void this.exclusive(async () => {
+      this.queued = false;
+      const isTick = this.wantTick;
+      this.wantTick = false;
+      await this.step(isTick);
+    });
+  }
+
+  private async step(tick: boolean): Promise<void> {
+    const t = now();
+    const ready = this.opts.ready();
+    if (!ready) this.readySince = null;
+    else if (this.readySince === null) this.readySince = t;
+    const view = this.view;
+    const node = this.opts.node;
+    switch (this.phase) {
+      case 'backup': {
+        if (!ready) {
+          void this.enter('fault');
+          await this.opts.store.release(this.key, node).catch(() => {});
+          return;
+        }
+        if (this.settling !== null || this.priority <= 0) {
+          this.publishIfChanged();
+          return;
+        }
+        if (!tick && view.holder !== null && view.offeredTo !== node) {
+          this.publishIfChanged();
+          return;
+        }
+        const preempt = this.opts.vip.preempt && t - (this.readySince ?? t) >= this.opts.vip.preemptDelay;
+        let lease: Lease;
+        try {
+          lease = await this.opts.store.acquire(this.key, { node, priority: this.priority, preempt });
+        } catch (err) {
+          this.opts.log(`ha: ${this.key}: acquire failed: ${(err as Error).message}`);
+          return;
+        }
+        if (lease.holder === node && lease.serving) {
+          // A lease we stepped down from without the store hearing of it (doubt): not
+          // ours to serve again; release it (again) and wait for it to end.
+          await this.opts.store.release(this.key, node).catch(() => {});
+        } else if (lease.holder === node) {
+          await this.becomeMaster(lease);
+        } else {
+          this.publishIfChanged();
+        }
+        return;
+      }
+      case 'master': {
+        if (view.holder !== node) return this.lost(view);
+        if (!ready) {
+          this.opts.log(`ha: ${this.key}: not ready (no listener or no available backend): handing the VIP over`);
+          return this.giveUp('FAULT');
+        }
+        if (t >= this.doubtAt) return this.doubt();
+        if (view.epoch !== this.epoch) this.reannounce(view.epoch);
+        if (tick) await this.renew();
+        return;
+      }
+      case 'handing': {
+        if (view.holder === node) {
+          // The successor never confirmed and the lease came back to us: we still serve.
+          this.phase = 'master';
+          return;
+        }
+        if (view.holder === null || view.serving || t >= this.handingUntil) {
+          void this.enter('backup');
+          this.schedule(true);
+        }
+        return;
+      }
+      case 'fault': {
+        if (ready && t >= this.faultUntil) {
+          void this.enter('backup');
+          this.schedule(true);
+        }
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  private async becomeMaster(lease: Lease): Promise<void> {
+    const node = this.opts.node;
+    this.phase = 'acquiring';
+    this.epoch = lease.epoch;
+    const outcome = await this.opts.hook.run('MASTER', lease.epoch);
+    if (this.phase !== 'acquiring') return;
+    if (outcome !== 'ok') {
+      this.opts.log(`ha: ${this.key}: MASTER hook failed: giving the lease up (FAULT)`);
+      this.faultUntil = now() + (this.opts.faultHold ?? 2 * this.opts.leaseDuration);
+      await this.opts.store.release(this.key, node).catch(() => {});
+      void this.enter('fault');
+      return;
+    }
+    if (this.view.holder !== node && this.view.epoch >= lease.epoch) {
+      // Lost while the hook ran (another holder won a conflict): undo.
+      void this.enter('backup');
+      return;
+    }
+    const t0 = now();
+    let renewed: Lease;
+    try {
+      renewed = await this.opts.store.renew(this.key, node);
+    } catch (err) {
+      this.countRenewFailure(err as Error);
+      await this.opts.store.release(this.key, node).catch(() => {});
+      void this.enter('backup');
+      return;
+    }
+    if (renewed.holder !== node) {
+      void this.enter('backup');
+      return;
+    }
+    this.view = renewed;
+    this.epoch = renewed.epoch;
+    this.armDoubt(t0, renewed.remaining);
+    this.phase = 'master';
+    this.leader = new AbortController();
+    void this.enter('master');
+    try {
+      this.opts.lead?.(this.leader.signal, renewed);
+    } catch (err) {
+      this.opts.log(`ha: ${this.key}: leader work failed to start: ${(err as Error).message}`);
+    }
+  }
+
+  private async renew(): Promise<void> {
+    const t0 = now();
+    let lease: Lease;
+    try {
+      lease = await this.opts.store.renew(this.key, this.opts.node);
+    } catch (err) {
+      this.countRenewFailure(err as Error);
+      return;
+    }
+    if (this.phase !== 'master') return;
+    if (lease.holder !== this.opts.node) return this.lost(lease);
+    this.armDoubt(t0, lease.remaining);
+  }
+
+  /** The lease went to someone else (split brain lost, or a handover we granted). */
+  private lost(view: Lease): void {
+    this.abortLeader();
+    this.clearDoubt();
+    if (view.holder !== null && !view.serving) {
+      // Make-before-break: keep the VIP until the successor has it up.
+      this.phase = 'handing';
+      this.handingUntil = now() + this.opts.handoverTimeout;
+      return;
+    }
+    void this.enter('backup');
+  }
+
+  /** Renewals stopped being confirmed: step down before the lease can expire elsewhere. */
+  private doubt(): void {
+    this.opts.log(`ha: ${this.key}: lease renewal not confirmed for half a lease: stepping down`);
+    this.abortLeader();
+    this.clearDoubt();
+    void this.enter('backup');
+    this.settling = this.opts.store.release(this.key, this.opts.node).catch(() => {}).then(() => {
+      this.settling = null;
+    });
+  }
+
+  /** A planned release: hand over (the successor serves first), then run `state`'s hook. */
+  private async giveUp(state: 'BACKUP' | 'FAULT' | 'STOP'): Promise<void> {
+    this.abortLeader();
+    this.clearDoubt();
+    this.phase = 'releasing';
+    await this.opts.store.release(this.key, this.opts.node).catch((err: Error) => this.opts.log(`ha: ${this.key}: release failed: ${err.message}`));
+    // Awaited: after a release or stop, the VIP is off this host when the caller goes on.
+    await this.enter(state === 'BACKUP' ? 'backup' : state === 'FAULT' ? 'fault' : 'stopped');
+  }
+
+  /** Split brain won (or the store moved our epoch): announce the VIP again. */
+  private reannounce(epoch: number): void {
+    this.epoch = epoch;
+    this.opts.log(`ha: ${this.key}: epoch moved to ${epoch} while holding: announcing again`);
+    void this.opts.hook.run('MASTER', epoch).then((outcome) => {
+      if (outcome === 'failed') this.schedule(false);
+    });
+    this.publishIfChanged();
+  }
+
+  /**
+   * Changes phase, runs the hook of the new state and publishes it. The returned promise
+   * is the hook's; the loop does not wait for it, so a slow hook never delays the next
+   * renewal or competition (the runner keeps hooks of one VIP in order).
+   */
+  private enter(phase: 'backup' | 'master' | 'fault' | 'stopped'): Promise<void> {
+    const before = this.hookState();
+    this.phase = phase;
+    const state = this.hookState();
+    let hook = Promise.resolve();
+    if (state !== before || phase === 'master') this.since = Date.now();
+    // The MASTER hook already ran in becomeMaster.
+    if (phase !== 'master' && state !== before) {
+      hook = this.opts.hook.run(state, this.epoch).then((outcome) => {
+        if (outcome === 'failed') this.opts.log(`ha: ${this.key}: ${state} hook failed (the VIP may still be on this host)`);
+      });
+    }
+    this.publishIfChanged();
+    return hook;
+  }
+
+  private hookState(): HookState {
+    switch (this.phase) {
+      case 'acquiring':
+      case 'master':
+      case 'handing':
+      case 'releasing':
+        return 'MASTER';
+      case 'fault':
+        return 'FAULT';
+      case 'stopped':
+        return 'STOP';
+      default:
+        return 'BACKUP';
+    }
+  }
+
+  /** Publishes a VipEvent when state, holder or epoch changed since the last one. */
+  private publishIfChanged(): void {
+    const s = this.status();
+    const signature = `${s.state}|${s.holder}|${s.epoch}`;
+    if (signature === this.lastPublished) return;
+    this.lastPublished = signature;
+    const event: VipEvent = {
+      type: 'vip',
+      vip: s.name,
+      state: s.state,
+      node: this.opts.node,
+      holder: s.holder,
+      epoch: s.epoch,
+      address: s.address,
+      interface: s.interface,
+      leaseRemaining: s.leaseRemainingMs,
+    };
+    this.opts.bus.publish(event);
+  }
+
+  private armDoubt(renewStarted: number, remaining: number): void {
+    // Measured from when the renewal was sent, so the time the answer took counts too.
+    this.doubtAt = renewStarted + remaining / 2;
+    if (this.doubtTimer !== null) clearTimeout(this.doubtTimer);
+    this.doubtTimer = setTimeout(() => this.schedule(false), Math.max(0, this.doubtAt - now()) + 1);
+  }
+
+  private clearDoubt(): void {
+    this.doubtAt = Infinity;
+    if (this.doubtTimer !== null) clearTimeout(this.doubtTimer);
+    this.doubtTimer = null;
+  }
+
+  private abortLeader(): void {
+    this.leader?.abort(new Error(`lease of ${this.key} lost or in doubt`));
+    this.leader = null;
+  }
+
+  private countRenewFailure(err: Error): void {
+    this.renewFailures++;
+    this.opts.renewFailed?.();
+    this.opts.log(`ha: ${this.key}: renewal failed: ${err.message}`);
+  }
+}
