@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# tandem's VIP hook: puts a virtual IP on an interface and announces it, or takes it off.
+#
+#   vip-hook.sh STATE VIP_NAME ADDRESS/PREFIX INTERFACE
+#
+# STATE is MASTER (add the address, announce it), or BACKUP, FAULT or STOP (stop any
+# announcer, remove the address). Every run is idempotent: tandem runs it again after any
+# doubt. Environment (set by tandem and by `tandem vip-agent`):
+#   TANDEM_NODE, TANDEM_VIP, TANDEM_EPOCH   who runs it, for which VIP, at which epoch
+#   TANDEM_GARP_COUNT      gratuitous ARPs (IPv6: unsolicited NAs) sent on MASTER (default 3)
+#   TANDEM_GARP_INTERVAL   milliseconds between them (default 200)
+#   TANDEM_GARP_REFRESH    milliseconds between re-announcements while holding; 0: none (default 60000)
+#   TANDEM_RUN_DIR         where announcer pid files live (default /run/tandem, else $TMPDIR)
+#
+# The announcer runs in the background in its own session, so the hook returns at once:
+# iputils arping sends its packet immediately but then lingers about a second, and no
+# state change may wait for that. On any other state the announcer's whole process group
+# is killed first, so a lingering arping cannot flip clients back to this host's MAC.
+set -u
+
+log() { echo "vip-hook: $*" >&2; }
+
+if [ $# -ne 4 ]; then
+  log "usage: $0 MASTER|BACKUP|FAULT|STOP VIP_NAME ADDRESS/PREFIX INTERFACE"
+  exit 2
+fi
+state=$1 vip=$2 cidr=$3 dev=$4
+ip=${cidr%/*}
+count=${TANDEM_GARP_COUNT:-3}
+interval=${TANDEM_GARP_INTERVAL:-200}
+refresh=${TANDEM_GARP_REFRESH:-60000}
+node=${TANDEM_NODE:-node}
+
+case $ip in
+  *:*) family=-6 ;;
+  *) family=-4 ;;
+esac
+
+rundir=${TANDEM_RUN_DIR:-/run/tandem}
+if ! mkdir -p "$rundir" 2>/dev/null || [ ! -w "$rundir" ]; then
+  rundir=${TMPDIR:-/tmp}/tandem-$(id -u)
+  mkdir -p "$rundir" || exit 1
+fi
+# Per node and VIP: several nodes (network namespaces, tests) may share one host.
+pidfile=$rundir/$node.$vip.announcer.pid
+
+# Milliseconds to the seconds `sleep` takes.
+seconds() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); }
+
+has_address() {
+  ip -o "$family" addr show dev "$dev" 2>/dev/null | grep -qF " $cidr "
+}
+
+stop_announcer() {
+  [ -f "$pidfile" ] || return 0
+  local pid
+  pid=$(cat "$pidfile" 2>/dev/null)
+  # Only a group we started: a stale pid file must never kill an unrelated process.
+  if [ -n "$pid" ] && grep -qa 'tandem-announce' "/proc/$pid/cmdline" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null
+  fi
+  rm -f "$pidfile"
+}
+
+start_announcer() {
+  local sender
+  if [ "$family" = -4 ]; then
+    if ! command -v arping >/dev/null 2>&1; then
+      log "arping not found: $ip is up but not announced (install iputils-arping)"
+      return 0
+    fi
+    sender="arping -U -c 1 -I $dev $ip"
+  else
+    if ! command -v ndsend >/dev/null 2>&1; then
+      log "ndsend not found: $ip is up but no unsolicited neighbour advertisement is sent"
+      return 0
+    fi
+    sender="ndsend $ip $dev"
+  fi
+  # Each packet from its own background sender: a lingering arping never delays the next.
+  setsid bash -c '
+    send() { '"$sender"' >/dev/null 2>&1 & }
+    count=$1 gap=$2 refresh=$3
+    i=0
+    while [ "$i" -lt "$count" ]; do
+      send
+      i=$((i + 1))
+      [ "$i" -lt "$count" ] && sleep "$gap"
+    done
+    [ "$refresh" = 0.000 ] && { wait; exit 0; }
+    while :; do sleep "$refresh"; send; done
+  ' tandem-announce "$count" "$(seconds "$interval")" "$(seconds "$refresh")" </dev/null >/dev/null 2>&1 &
+  echo $! > "$pidfile"
+  # Give the first packet time to leave before tandem confirms the lease, so the old
+  # holder never removes the address before clients have heard of the new one.
+  sleep 0.05
+}
+
+case $state in
+  MASTER)
+    stop_announcer
+    if ! has_address; then
+      if [ "$family" = -6 ]; then
+        ip -6 addr add "$cidr" dev "$dev" nodad || exit 1
+      else
+        ip -4 addr add "$cidr" dev "$dev" || exit 1
+      fi
+    fi
+    start_announcer
+    ;;
+  BACKUP | FAULT | STOP)
+    stop_announcer
+    if has_address; then
+      ip "$family" addr del "$cidr" dev "$dev" || exit 1
+    fi
+    ;;
+  *)
+    log "unknown state $state (MASTER, BACKUP, FAULT or STOP)"
+    exit 2
+    ;;
+esac
+exit 0

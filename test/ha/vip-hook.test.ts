@@ -1,0 +1,132 @@
+// scripts/vip-hook.sh in network namespaces: a node and a client on a private bridge.
+// The client's neighbour table is what matters: a gratuitous ARP must move the client's
+// entry for the VIP to the node's MAC, and after demotion nothing may move it back.
+
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Lab, netnsUnavailable, run } from '../helpers/netns.ts';
+import { sleep } from './support.ts';
+
+const HOOK = new URL('../../scripts/vip-hook.sh', import.meta.url).pathname;
+// Addresses of their own: other test files may run arping at the same time (pids are shared).
+const VIP = '10.213.7.100';
+const FAKE_MAC = '02:00:00:00:00:99';
+const skip = netnsUnavailable() ?? ((await run('sh', ['-c', 'command -v arping'])).code !== 0 ? 'arping is not installed (apt-get install iputils-arping)' : null);
+
+describe('vip-hook.sh', { skip: skip ?? false }, () => {
+  let lab: Lab;
+  let node = '';
+  let client = '';
+  let nodeMac = '';
+  let runDir = '';
+
+  before(async () => {
+    lab = await Lab.create();
+    node = await lab.host('n1', '10.213.7.11/24');
+    client = await lab.host('c', '10.213.7.2/24');
+    nodeMac = await lab.mac(node);
+    runDir = mkdtempSync(join(tmpdir(), 'tandem-hook-'));
+  });
+  after(async () => {
+    await lab?.destroy();
+    if (runDir) rmSync(runDir, { recursive: true, force: true });
+  });
+
+  const hook = (state: string, env: Record<string, string> = {}) =>
+    new Promise<{ code: number; ms: number; stderr: string }>((resolve) => {
+      const t0 = performance.now();
+      const child = lab.spawn(node, [HOOK, state, 'vip-a', `${VIP}/24`, 'eth0'], {
+        env: { ...process.env, TANDEM_NODE: 'lb1', TANDEM_VIP: 'vip-a', TANDEM_EPOCH: '1', TANDEM_RUN_DIR: runDir, TANDEM_GARP_COUNT: '2', TANDEM_GARP_INTERVAL: '100', TANDEM_GARP_REFRESH: '0', ...env },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+      child.once('exit', (code) => resolve({ code: code ?? -1, ms: performance.now() - t0, stderr }));
+    });
+  const hasVip = async () => (await lab.must(node, ['ip', '-o', '-4', 'addr', 'show', 'dev', 'eth0'])).includes(` ${VIP}/24 `);
+  const clientEntry = async () => {
+    const out = await lab.must(client, ['ip', 'neigh', 'show', VIP, 'dev', 'eth0']);
+    return /lladdr ([0-9a-f:]+)/.exec(out)?.[1] ?? null;
+  };
+  /** Points the client's entry for the VIP at a MAC nobody has, as a stale cache would. */
+  const poison = () => lab.must(client, ['ip', 'neigh', 'replace', VIP, 'lladdr', FAKE_MAC, 'dev', 'eth0', 'nud', 'stale']);
+  /** Live (not zombie) processes whose command line names the VIP: announcers and arpings. */
+  const senders = async (): Promise<string[]> => {
+    const ps = await run('ps', ['-eo', 'stat=,args=']);
+    return ps.stdout.split('\n').filter((l) => l.includes(VIP) && !/^\s*Z/.test(l) && /tandem-announce|arping/.test(l) && !l.includes('ps -eo'));
+  };
+
+  async function until(what: string, test: () => Promise<boolean>, ms: number): Promise<number> {
+    const t0 = performance.now();
+    while (!(await test())) {
+      if (performance.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
+      await sleep(10);
+    }
+    return performance.now() - t0;
+  }
+
+  test('MASTER adds the address, returns without waiting for arping, and the gratuitous ARP moves the client to this MAC', async () => {
+    await poison();
+    const r = await hook('MASTER');
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(r.ms < 700, `the hook returned after ${Math.round(r.ms)} ms, not after arping's linger`);
+    assert.ok(await hasVip());
+    const took = await until('the client to learn the new MAC', async () => (await clientEntry()) === nodeMac, 1000);
+    assert.ok(took < 500, `client updated after ${Math.round(took)} ms`);
+  });
+
+  test('MASTER and BACKUP are idempotent', async () => {
+    assert.equal((await hook('MASTER')).code, 0);
+    assert.equal((await hook('MASTER')).code, 0);
+    assert.ok(await hasVip());
+    assert.equal((await hook('BACKUP')).code, 0);
+    assert.equal((await hook('BACKUP')).code, 0);
+    assert.equal((await hook('STOP')).code, 0);
+    assert.equal(await hasVip(), false);
+  });
+
+  test('while holding, the announcer refreshes the client entry periodically; demotion kills it and nothing flips the client back', async () => {
+    const env = { TANDEM_GARP_COUNT: '1', TANDEM_GARP_REFRESH: '300' };
+    assert.equal((await hook('MASTER', env)).code, 0);
+    await until('first announcement', async () => (await clientEntry()) === nodeMac, 1000);
+    await poison();
+    await until('a refresh announcement', async () => (await clientEntry()) === nodeMac, 1500);
+    assert.ok((await senders()).some((l) => l.includes('tandem-announce')), 'an announcer runs while holding');
+    assert.equal((await hook('FAULT', env)).code, 0);
+    assert.equal(await hasVip(), false);
+    assert.deepEqual(await senders(), [], 'no announcer (nor lingering arping) survives demotion');
+    await poison();
+    await sleep(700);
+    assert.equal(await clientEntry(), FAKE_MAC, 'nothing announced the VIP after demotion');
+  });
+
+  test('an interface that does not exist fails MASTER (the node goes to FAULT) but not BACKUP', async () => {
+    const child = (state: string) =>
+      new Promise<number>((resolve) => {
+        const c = lab.spawn(node, [HOOK, state, 'vip-x', '10.213.7.101/24', 'nosuch0'], { env: { ...process.env, TANDEM_NODE: 'lb1', TANDEM_RUN_DIR: runDir }, stdio: 'ignore' });
+        c.once('exit', (code) => resolve(code ?? -1));
+      });
+    assert.notEqual(await child('MASTER'), 0);
+    assert.equal(await child('BACKUP'), 0);
+  });
+
+  test('an IPv6 VIP is added without duplicate address detection and removed again', async () => {
+    const c = (state: string) =>
+      new Promise<{ code: number; stderr: string }>((resolve) => {
+        const p = lab.spawn(node, [HOOK, state, 'vip-6', 'fd00:213::100/64', 'eth0'], { env: { ...process.env, TANDEM_NODE: 'lb1', TANDEM_RUN_DIR: runDir, TANDEM_GARP_REFRESH: '0' }, stdio: ['ignore', 'ignore', 'pipe'] });
+        let stderr = '';
+        p.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+        p.once('exit', (code) => resolve({ code: code ?? -1, stderr }));
+      });
+    const up = await c('MASTER');
+    assert.equal(up.code, 0, up.stderr);
+    const addrs = await lab.must(node, ['ip', '-o', '-6', 'addr', 'show', 'dev', 'eth0']);
+    assert.match(addrs, /fd00:213::100\/64/);
+    assert.doesNotMatch(addrs, /fd00:213::100\/64.*tentative/);
+    assert.equal((await c('BACKUP')).code, 0);
+    assert.doesNotMatch(await lab.must(node, ['ip', '-o', '-6', 'addr', 'show', 'dev', 'eth0']), /fd00:213::100/);
+  });
+});
