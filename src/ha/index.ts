@@ -1,0 +1,114 @@
+// High availability for one instance: a lease store, and per VIP an elector with its
+// hook. `tandem run` calls startHa once the listeners are bound; the admin API reads
+// status() and calls release(); shutdown calls stop() before the listeners close, so the
+// VIPs move to the peer while this node still serves.
+
+import type { HaConfig, VipConfig } from '../config/types.ts';
+import { TandemError, errors } from '../errors.ts';
+import type { EventBus } from '../events.ts';
+import { Elector, type VipStatus } from './elector.ts';
+import { VipHook } from './hook.ts';
+import { PeerStore } from './stores/peer/store.ts';
+
+export type { VipStatus } from './elector.ts';
+
+export interface HaOptions {
+  readonly config: HaConfig;
+  /** Which of `config.nodes` this instance is. */
+  readonly node: string;
+  readonly bus: EventBus;
+  /** True when this instance can serve `vip` (listeners bound, an available backend in its pools). */
+  readonly ready: (vip: VipConfig) => boolean;
+  readonly log: (msg: string) => void;
+  /** Called on each failed lease renewal, for `tandem_lease_renew_failures_total{vip}`. */
+  readonly leaseRenewFailed?: (vip: string) => void;
+}
+
+export interface HaHandle {
+  /** Every VIP: state, holder, epoch, lease left. */
+  status(): VipStatus[];
+  /** Planned handover of a VIP this node holds; false only for an unknown VIP. */
+  release(vip: string): Promise<boolean>;
+  /** Hands over or releases every VIP (STOP hook), then closes the store. */
+  stop(): Promise<void>;
+}
+
+/** Starts HA: removes this node's VIPs defensively, then competes for each. */
+export async function startHa(opts: HaOptions): Promise<HaHandle> {
+  const { config, node, log } = opts;
+  if (config.store === 'etcd') {
+    throw new TandemError(errors.LEASE_STORE, 'the etcd lease store is not available in this version (use store: peer)');
+  }
+  if (!config.nodes.some((n) => n.id === node)) {
+    throw new TandemError(errors.LEASE_STORE, `node ${node} is not one of ha.nodes (${config.nodes.map((n) => n.id).join(', ')})`);
+  }
+  if (config.secret === null && config.nodes.length > 1) log('ha: no ha.secret: peer adverts are not authenticated');
+  // A handover waits for the successor's MASTER hook, which may take up to its timeout.
+  const handoverTimeout = config.leaseDuration + config.hookTimeout;
+  const store = new PeerStore({
+    node,
+    nodes: config.nodes,
+    secret: config.secret,
+    leaseDuration: config.leaseDuration,
+    renewEvery: config.renewEvery,
+    handoverTimeout,
+    log,
+  });
+  try {
+    await store.start();
+  } catch (err) {
+    const self = config.nodes.find((n) => n.id === node);
+    throw new TandemError(errors.LEASE_STORE, `cannot bind the HA address ${self?.host}:${self?.port}: ${(err as Error).message}`, { cause: err });
+  }
+  const electors = new Map<string, Elector>();
+  for (const vip of config.vips) {
+    const hook = new VipHook({
+      path: config.hook,
+      node,
+      vip: vip.name,
+      address: vip.address,
+      interface: vip.interface,
+      timeout: config.hookTimeout,
+      garpCount: config.garpCount,
+      garpInterval: config.garpInterval,
+      garpRefresh: config.garpRefresh,
+      log,
+    });
+    electors.set(vip.name, new Elector({
+      vip,
+      node,
+      store,
+      hook,
+      bus: opts.bus,
+      ready: () => opts.ready(vip),
+      leaseDuration: config.leaseDuration,
+      renewEvery: config.renewEvery,
+      handoverTimeout,
+      log,
+      renewFailed: opts.leaseRenewFailed === undefined ? undefined : () => opts.leaseRenewFailed?.(vip.name),
+    }));
+  }
+  // Every elector runs its BACKUP hook (the defensive removal) before it competes.
+  await Promise.all([...electors.values()].map((e) => e.start()));
+  log(`ha: node ${node} competing for ${[...electors.keys()].join(', ')} (lease ${config.leaseDuration} ms, renew every ${config.renewEvery} ms)`);
+
+  let stopping: Promise<void> | null = null;
+  return {
+    status: () => [...electors.values()].map((e) => e.status()),
+    release: async (name) => {
+      const e = electors.get(name);
+      if (e === undefined) return false;
+      const released = await e.release();
+      log(released ? `ha: ${name} released` : `ha: ${name} release asked, but this node does not hold it`);
+      return true;
+    },
+    stop: () => {
+      stopping ??= (async () => {
+        await Promise.all([...electors.values()].map((e) => e.stop()));
+        await store.close();
+        log('ha: stopped');
+      })();
+      return stopping;
+    },
+  };
+}
