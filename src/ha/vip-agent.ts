@@ -1,0 +1,233 @@
+// `tandem vip-agent`: the sidecar for deployments where the proxy stays unprivileged. It
+// follows the proxy's admin event stream and runs the VIP hook (with NET_ADMIN) for
+// every VIP event, with the same serialised, coalescing runner tandem uses in-process.
+//
+// Fail safe, never two holders: when the stream closes (the proxy died) the agent removes
+// every VIP at once, and when it stays silent for longer than a lease (the proxy hangs, or
+// the admin address is cut off) likewise; by then the peer may hold the lease. On
+// (re)connect the server first sends every VIP's current state, so the agent reconciles:
+// a VIP this node does not hold is removed, one it holds is added and announced.
+
+import type { VipEvent } from '../events.ts';
+import { VipHook, type HookState } from './hook.ts';
+
+export interface VipAgentOptions {
+  /** Base URL of the proxy's admin API, e.g. http://127.0.0.1:9901. */
+  readonly admin: string;
+  /** Hook executable (scripts/vip-hook.sh). */
+  readonly hook: string;
+  readonly token?: string | null;
+  /** Lease duration in ms; default: read from GET /api/v1/status, else 3 s. */
+  readonly leaseDuration?: number;
+  readonly hookTimeout?: number;
+  /** Gratuitous ARP settings passed to the hook; default from TANDEM_GARP_* or 3, 200 ms, 60 s. */
+  readonly garpCount?: number;
+  readonly garpInterval?: number;
+  readonly garpRefresh?: number;
+  /** Pause between connection attempts (default 200 ms). */
+  readonly reconnectEvery?: number;
+  readonly log?: (msg: string) => void;
+  /** Stops the agent (then every VIP is removed); default: SIGTERM or SIGINT. */
+  readonly signal?: AbortSignal;
+}
+
+interface VipState {
+  readonly hook: VipHook;
+  state: HookState | null;
+  epoch: number;
+}
+
+/** Lease assumed until the proxy tells us its own. */
+const DEFAULT_LEASE = 3000;
+
+/** Runs the agent until stopped; resolves with the exit code. */
+export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
+  const log = opts.log ?? ((msg: string) => process.stderr.write(`${new Date().toISOString()} tandem vip-agent: ${msg}\n`));
+  const base = opts.admin.replace(/\/+$/, '');
+  const headers: Record<string, string> = { accept: 'text/event-stream' };
+  if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+  const reconnectEvery = opts.reconnectEvery ?? 200;
+  const vips = new Map<string, VipState>();
+
+  const stop = new AbortController();
+  let onSignal: (() => void) | null = null;
+  if (opts.signal !== undefined) {
+    if (opts.signal.aborted) stop.abort();
+    else opts.signal.addEventListener('abort', () => stop.abort(), { once: true });
+  } else {
+    onSignal = () => stop.abort();
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+  }
+
+  const apply = (event: VipEvent): Promise<unknown> => {
+    let v = vips.get(event.vip);
+    if (v === undefined) {
+      v = {
+        hook: new VipHook({
+          path: opts.hook,
+          node: event.node,
+          vip: event.vip,
+          address: event.address,
+          interface: event.interface,
+          timeout: opts.hookTimeout ?? 5000,
+          garpCount: opts.garpCount ?? envInt('TANDEM_GARP_COUNT', 3),
+          garpInterval: opts.garpInterval ?? envInt('TANDEM_GARP_INTERVAL', 200),
+          garpRefresh: opts.garpRefresh ?? envInt('TANDEM_GARP_REFRESH', 60_000),
+          log,
+        }),
+        state: null,
+        epoch: -1,
+      };
+      vips.set(event.vip, v);
+    }
+    // A new epoch while MASTER is a won split brain: announce again.
+    if (v.state === event.state && (event.state !== 'MASTER' || v.epoch === event.epoch)) return Promise.resolve();
+    v.state = event.state;
+    v.epoch = event.epoch;
+    return v.hook.run(event.state, event.epoch);
+  };
+
+  /** The proxy is gone or silent: nothing may stay up. */
+  const removeAll = (why: string): Promise<unknown> => {
+    const held = [...vips.entries()].filter(([, v]) => v.state !== 'FAULT' && v.state !== 'STOP' && v.state !== 'BACKUP');
+    if (held.length > 0) log(`${why}: removing ${held.map(([name]) => name).join(', ')}`);
+    return Promise.all(held.map(([, v]) => {
+      v.state = 'FAULT';
+      return v.hook.run('FAULT', v.epoch);
+    }));
+  };
+
+  let lease = opts.leaseDuration ?? null;
+  let connectedOnce = false;
+  let lastError = '';
+  while (!stop.signal.aborted) {
+    if (opts.leaseDuration === undefined) lease = (await readLease(base, opts.token ?? null, stop.signal)) ?? lease;
+    const silence = lease ?? DEFAULT_LEASE;
+    const conn = new AbortController();
+    const onStop = () => conn.abort();
+    stop.signal.addEventListener('abort', onStop, { once: true });
+    let timer: NodeJS.Timeout | null = null;
+    let silent = false;
+    const arm = () => {
+      if (timer !== null) clearTimeout(timer);
+      timer = setTimeout(() => {
+        silent = true;
+        conn.abort();
+      }, silence);
+    };
+    try {
+      arm();
+      const res = await fetch(`${base}/api/v1/events`, { headers, signal: conn.signal });
+      if (!res.ok || res.body === null) throw new Error(`GET /api/v1/events answered ${res.status}`);
+      if (!connectedOnce || lastError !== '') log(`following ${base}/api/v1/events (lease ${silence} ms)`);
+      connectedOnce = true;
+      lastError = '';
+      await readEvents(res.body, (type, data) => {
+        arm();
+        if (type !== 'vip') return;
+        let event: VipEvent;
+        try {
+          event = JSON.parse(data) as VipEvent;
+        } catch {
+          return;
+        }
+        if (typeof event.vip === 'string' && typeof event.address === 'string' && typeof event.interface === 'string') void apply(event);
+      });
+      if (!stop.signal.aborted) await removeAll('the proxy closed the event stream');
+    } catch (err) {
+      if (!stop.signal.aborted) {
+        const why = silent ? `no event for ${silence} ms` : `event stream: ${(err as Error).message}`;
+        if (why !== lastError) log(why);
+        lastError = why;
+        await removeAll(silent ? `the proxy was silent for ${silence} ms` : 'the proxy cannot be reached');
+      }
+    } finally {
+      if (timer !== null) clearTimeout(timer);
+      stop.signal.removeEventListener('abort', onStop);
+    }
+    if (!stop.signal.aborted) await pause(reconnectEvery, stop.signal);
+  }
+  if (onSignal !== null) {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+  }
+  // Stopping the agent leaves no VIP behind: without it nobody would remove one later.
+  await Promise.all([...vips.values()].map((v) => (v.state === 'STOP' ? null : v.hook.run('STOP', v.epoch))));
+  log('stopped');
+  return 0;
+}
+
+/** Reads `text/event-stream` and calls `onEvent(type, data)` per dispatched event. */
+async function readEvents(body: ReadableStream<Uint8Array>, onEvent: (type: string, data: string) => void): Promise<void> {
+  const decoder = new TextDecoder();
+  let buffered = '';
+  let type = '';
+  let data: string[] = [];
+  for await (const chunk of body) {
+    buffered += decoder.decode(chunk, { stream: true });
+    let nl: number;
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      let line = buffered.slice(0, nl);
+      buffered = buffered.slice(nl + 1);
+      if (line.endsWith('\r')) line = line.slice(0, -1);
+      if (line === '') {
+        // Any frame, even an id-only one, is a sign of life.
+        onEvent(type || (data.length > 0 ? 'message' : ''), data.join('\n'));
+        type = '';
+        data = [];
+        continue;
+      }
+      if (line.startsWith(':')) continue;
+      const colon = line.indexOf(':');
+      const field = colon < 0 ? line : line.slice(0, colon);
+      const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+      if (field === 'event') type = value;
+      else if (field === 'data') data.push(value);
+    }
+  }
+}
+
+/** The lease duration the proxy reports in GET /api/v1/status, or null. */
+async function readLease(base: string, token: string | null, signal: AbortSignal): Promise<number | null> {
+  try {
+    const res = await fetch(`${base}/api/v1/status`, {
+      headers: token ? { authorization: `Bearer ${token}` } : {},
+      signal: AbortSignal.any([signal, AbortSignal.timeout(1000)]),
+    });
+    if (!res.ok) return null;
+    return findLease(await res.json());
+  } catch {
+    return null;
+  }
+}
+
+/** The first positive `leaseDuration` (or `leaseDurationMs`) anywhere in a status document. */
+export function findLease(doc: unknown, depth = 0): number | null {
+  if (typeof doc !== 'object' || doc === null || depth > 4) return null;
+  for (const [k, v] of Object.entries(doc as Record<string, unknown>)) {
+    if ((k === 'leaseDuration' || k === 'leaseDurationMs') && typeof v === 'number' && v > 0) return v;
+  }
+  for (const v of Object.values(doc as Record<string, unknown>)) {
+    const found = findLease(v, depth + 1);
+    if (found !== null) return found;
+  }
+  return null;
+}
+
+function envInt(name: string, fallback: number): number {
+  const v = Number(process.env[name]);
+  return Number.isInteger(v) && v >= 0 ? v : fallback;
+}
+
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

@@ -1,0 +1,170 @@
+// The sidecar against an admin server that speaks the event stream contract (a real HTTP
+// server on port 0 sending `id:`/`event:`/`data:` frames, the current state of every VIP
+// first, pings in between), with the recording hook. What matters: the hook follows the
+// events, and the VIP is removed at once when the stream closes and after a lease of
+// silence.
+
+import { after, afterEach, beforeEach, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { VipEvent } from '../../src/events.ts';
+import { findLease, runVipAgent } from '../../src/ha/vip-agent.ts';
+import { sleep } from './support.ts';
+
+const HOOK = new URL('./fixtures/record-hook.sh', import.meta.url).pathname;
+const LEASE = 500;
+
+const vipEvent = (state: VipEvent['state'], epoch: number, holder: string | null = state === 'MASTER' ? 'lb1' : 'lb2'): VipEvent => ({
+  type: 'vip', vip: 'vip-a', state, node: 'lb1', holder, epoch, address: '10.213.0.100/24', interface: 'eth0', leaseRemaining: 0,
+});
+
+/** An admin stand-in: the event stream and a status document with the lease. */
+class FakeAdmin {
+  readonly server: http.Server;
+  readonly clients = new Set<http.ServerResponse>();
+  snapshot: VipEvent[] = [vipEvent('BACKUP', 1)];
+  pings = true;
+  private id = 0;
+  private pinger: NodeJS.Timeout;
+  connections = 0;
+
+  constructor() {
+    this.server = http.createServer((req, res) => {
+      if (req.url === '/api/v1/status') return void res.end(JSON.stringify({ node: 'lb1', vips: [{ name: 'vip-a', leaseDuration: LEASE }] }));
+      if (req.url !== '/api/v1/events') return void res.writeHead(404).end();
+      this.connections++;
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('retry: 1000\n\n');
+      for (const e of this.snapshot) res.write(`event: vip\ndata: ${JSON.stringify(e)}\n\n`);
+      this.clients.add(res);
+      res.on('close', () => this.clients.delete(res));
+    });
+    this.pinger = setInterval(() => {
+      if (this.pings) for (const c of this.clients) c.write(`event: ping\ndata: {"time":${Date.now()}}\n\n`);
+    }, LEASE / 3);
+  }
+
+  async listen(): Promise<string> {
+    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', () => r()));
+    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+
+  send(e: VipEvent): void {
+    this.snapshot = [e];
+    for (const c of this.clients) c.write(`id: ${++this.id}\nevent: vip\ndata: ${JSON.stringify(e)}\n\n`);
+  }
+
+  /** Ends every stream, as the proxy's death would. */
+  drop(): void {
+    for (const c of this.clients) c.destroy();
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.pinger);
+    this.drop();
+    this.server.closeAllConnections();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+}
+
+describe('vip-agent', () => {
+  let dir = '';
+  let hookLog = '';
+  let admin: FakeAdmin;
+  let url = '';
+  let stopAgent: AbortController;
+  let agent: Promise<number>;
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'tandem-agent-'));
+    hookLog = join(dir, 'hooks.log');
+    writeFileSync(hookLog, '');
+    process.env.HOOK_LOG = hookLog;
+    admin = new FakeAdmin();
+    url = await admin.listen();
+    stopAgent = new AbortController();
+  });
+  afterEach(async () => {
+    stopAgent.abort();
+    await agent;
+    await admin.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  after(() => {
+    delete process.env.HOOK_LOG;
+  });
+
+  const runs = () => readFileSync(hookLog, 'utf8').split('\n').filter((l) => l.includes(' end ')).map((l) => {
+    const [at, , state, , , epoch] = l.split(' ');
+    return { at: Number(BigInt(at) / 1_000_000n), state, epoch: Number(epoch) };
+  });
+  const start = () => {
+    agent = runVipAgent({ admin: url, hook: HOOK, signal: stopAgent.signal, reconnectEvery: 50, log: () => {} });
+  };
+  async function until(what: string, test: () => boolean, ms = 3000): Promise<number> {
+    const t0 = performance.now();
+    while (!test()) {
+      if (performance.now() - t0 > ms) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(runs())}`);
+      await sleep(5);
+    }
+    return performance.now() - t0;
+  }
+
+  test('reconciles at start, then runs the hook for every VIP event, and announces again when the epoch moves', async () => {
+    start();
+    await until('the reconciling BACKUP', () => runs().some((r) => r.state === 'BACKUP'));
+    admin.send(vipEvent('MASTER', 2));
+    await until('MASTER', () => runs().at(-1)?.state === 'MASTER');
+    admin.send(vipEvent('MASTER', 2));
+    admin.send(vipEvent('MASTER', 4));
+    await until('MASTER again at epoch 4', () => runs().at(-1)?.epoch === 4);
+    admin.send(vipEvent('BACKUP', 5));
+    await until('BACKUP', () => runs().at(-1)?.state === 'BACKUP');
+    assert.deepEqual(runs().map((r) => `${r.state}@${r.epoch}`), ['BACKUP@1', 'MASTER@2', 'MASTER@4', 'BACKUP@5']);
+  });
+
+  test('removes the VIP at once when the stream closes, and adds it back when the proxy is back and holds it', async () => {
+    admin.snapshot = [vipEvent('MASTER', 3)];
+    start();
+    await until('MASTER', () => runs().at(-1)?.state === 'MASTER');
+    const t0 = Date.now();
+    admin.drop();
+    await until('FAULT', () => runs().at(-1)?.state === 'FAULT');
+    const removedAfter = runs().at(-1)!.at - t0;
+    assert.ok(removedAfter < 200, `removed ${removedAfter} ms after the stream closed`);
+    await until('MASTER again after reconnecting', () => runs().at(-1)?.state === 'MASTER');
+    assert.ok(admin.connections >= 2);
+  });
+
+  test('removes the VIP when the stream stays silent for a lease', async () => {
+    admin.snapshot = [vipEvent('MASTER', 3)];
+    start();
+    await until('MASTER', () => runs().at(-1)?.state === 'MASTER');
+    await sleep(2 * LEASE);
+    assert.equal(runs().at(-1)?.state, 'MASTER', 'pings keep it up');
+    const t0 = Date.now();
+    admin.pings = false;
+    await until('FAULT', () => runs().at(-1)?.state === 'FAULT', 3 * LEASE);
+    const after = runs().at(-1)!.at - t0;
+    assert.ok(after >= LEASE - LEASE / 3 - 50 && after <= LEASE + 300, `removed ${after} ms after the last ping (lease ${LEASE})`);
+  });
+
+  test('stopping the agent removes the VIP', async () => {
+    admin.snapshot = [vipEvent('MASTER', 3)];
+    start();
+    await until('MASTER', () => runs().at(-1)?.state === 'MASTER');
+    stopAgent.abort();
+    assert.equal(await agent, 0);
+    assert.equal(runs().at(-1)?.state, 'STOP');
+  });
+
+  test('finds the lease duration in a status document', () => {
+    assert.equal(findLease({ node: 'lb1', vips: [{ name: 'a', leaseDuration: 800 }] }), 800);
+    assert.equal(findLease({ ha: { leaseDurationMs: 1200 } }), 1200);
+    assert.equal(findLease({ vips: [] }), null);
+  });
+});
