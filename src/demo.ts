@@ -12,6 +12,8 @@ import { stringify } from 'yaml';
 // real pair does; what differs between them (their listen and admin addresses, since
 // both live on one host here) comes from the environment.
 
+const RESTART_DELAY = 5000;
+
 const NODES = [
   { id: 'lb1', listen: '127.0.0.1:8080', admin: '127.0.0.1:9901', peer: '127.0.0.1:7946' },
   { id: 'lb2', listen: '127.0.0.1:8081', admin: '127.0.0.1:9902', peer: '127.0.0.1:7947' },
@@ -66,6 +68,7 @@ export async function demo(): Promise<number> {
   writeFileSync(file, demoConfig(backends));
   const cli = resolve(import.meta.dirname, 'cli.ts');
   const children = new Map<string, ChildProcess>();
+  let stopping = false;
   const start = (n: (typeof NODES)[number]) => {
     const child = spawn(process.execPath, [cli, 'run', '-c', file, '--node', n.id], {
       env: { ...process.env, TANDEM_DEMO_LISTEN: n.listen, TANDEM_DEMO_ADMIN: n.admin },
@@ -76,7 +79,13 @@ export async function demo(): Promise<number> {
     };
     child.stdout!.on('data', prefix);
     child.stderr!.on('data', prefix);
-    child.on('exit', (code, signal) => process.stdout.write(`[${n.id}] exited (${signal ?? code})\n`));
+    child.on('exit', (code, signal) => {
+      process.stdout.write(`[${n.id}] exited (${signal ?? code})\n`);
+      if (stopping) return;
+      // Bring a stopped node back, so the demo shows failback after the preempt delay too.
+      process.stdout.write(`[demo] restarting ${n.id} in ${RESTART_DELAY / 1000} s\n`);
+      setTimeout(() => { if (!stopping) start(n); }, RESTART_DELAY).unref();
+    });
     children.set(n.id, child);
   };
   for (const n of NODES) start(n);
@@ -86,13 +95,13 @@ export async function demo(): Promise<number> {
   lb1           http://${NODES[0].listen}/   admin http://${NODES[0].admin}/status
   lb2           http://${NODES[1].listen}/   admin http://${NODES[1].admin}/status
   VIPs          vip-a (prefers lb1), vip-b (prefers lb2); the hook is log-only here
-Try:  curl http://${NODES[0].listen}/   ·   stop lb1 with: kill <lb1 pid below>; Ctrl-C stops everything
-      watch lb2 take vip-a in the log below, then see it come back to lb1 after the preempt delay.
+Try:  curl http://${NODES[0].listen}/
+      kill ${children.get('lb1')!.pid}      (stops lb1: lb2 takes vip-a; the demo restarts lb1, which takes it back)
+      Ctrl-C stops everything.
+
 `);
-  process.stdout.write(`  pids          lb1 ${children.get('lb1')!.pid}, lb2 ${children.get('lb2')!.pid}\n\n`);
 
   return new Promise<number>((resolveExit) => {
-    let stopping = false;
     const stop = () => {
       if (stopping) return;
       stopping = true;
