@@ -95,6 +95,8 @@ export interface MachineInfo {
   readonly loadavg: readonly number[];
   readonly packages: Readonly<Record<string, string>>;
   readonly commit: string;
+  /** Files under src/ differ from the commit: the run measured a working tree. */
+  readonly srcModified: boolean;
 }
 
 export interface Settings {
@@ -239,8 +241,11 @@ export function machineInfo(root: string): MachineInfo {
     // Not Linux: os.cpus() is as good as it gets.
   }
   let commit = 'unknown';
+  let srcModified = false;
   try {
-    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    const git = (...args: string[]) => execFileSync('git', args, { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    commit = git('rev-parse', '--short', 'HEAD');
+    srcModified = git('status', '--porcelain', '--', 'src') !== '';
   } catch {
     // Not a git checkout.
   }
@@ -253,6 +258,7 @@ export function machineInfo(root: string): MachineInfo {
     loadavg: loadavg().map((v) => Math.round(v * 100) / 100),
     packages,
     commit,
+    srcModified,
   };
 }
 
@@ -300,7 +306,7 @@ export function markdown(report: Report): string {
     + `it is the figure other load on the machine disturbs least.`, '');
   lines.push(`Machine: ${m.nproc} CPUs (nproc), ${m.cpuModel}, ${int.format(m.memoryBytes / 1048576)} MiB, Linux ${m.kernel}, `
     + `load average at start ${m.loadavg.join(' / ')}.`, '');
-  lines.push(`Software: Node ${m.node}, tandem ${m.packages.tandem} (commit ${m.commit}), `
+  lines.push(`Software: Node ${m.node}, tandem ${m.packages.tandem} (commit ${m.commit}${m.srcModified ? ' with uncommitted changes in src/' : ''}), `
     + Object.entries(m.packages).filter(([k]) => k !== 'tandem').map(([k, v]) => `${k} ${v}`).join(', ') + '.', '');
   lines.push(`Run ${report.startedAt} – ${report.finishedAt}.`, '');
   lines.push('Targets:', '');

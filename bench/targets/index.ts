@@ -104,10 +104,11 @@ admin: false
 `;
 }
 
-/** `tandem run` exactly as users start it, on the realistic config. */
-async function startTandem(ctx: TargetContext, workers: number): Promise<RunningTarget> {
-  const file = join(ctx.dir, `tandem-${workers}w.yaml`);
-  writeFileSync(file, tandemConfig(ctx.backend.urls.slice(0, 2), workers));
+/** `tandem run` exactly as users start it, on `config` (the realistic one by default). */
+async function startTandem(ctx: TargetContext, workers: number, config: 'realistic' | 'minimal' = 'realistic'): Promise<RunningTarget> {
+  const file = join(ctx.dir, `tandem-${config}-${workers}w.yaml`);
+  const backends = ctx.backend.urls.slice(0, 2);
+  writeFileSync(file, config === 'realistic' ? tandemConfig(backends, workers) : tandemBareConfig(backends));
   // Port 0 everywhere; the bound address comes from the log line tests rely on too.
   const service = await spawnService([CLI, 'run', '-c', file, '--workers', String(workers)], {
     ready: /listener web on (\S+)[\s\S]*tandem: ready\b/,
@@ -172,6 +173,13 @@ export const TARGETS: readonly TargetSpec[] = [
       const s = await script('undici-floor.ts', ctx.backend.urls[0]);
       return running(s, s.info.port as number);
     },
+  },
+  {
+    id: 'tandem-min',
+    label: 'tandem run, minimal',
+    description: 'tandem run --workers 1 without health checks, outlier detection or admin (request metrics are still counted): between tandem and tandem-bare, it separates the cost of the process model from that of the features',
+    optional: true,
+    start: (ctx) => startTandem(ctx, 1, 'minimal'),
   },
   {
     id: 'tandem-2w',
