@@ -3,7 +3,7 @@ import type { Dispatcher } from 'undici';
 import { errors, type ErrorSpec } from '../errors.ts';
 import type { Backend } from '../pool/backend.ts';
 import type { PoolRuntime, RouteRuntime } from './generation.ts';
-import { stripResponseHeaders, upstreamHeaders, type ForwardContext } from './headers.ts';
+import { responseHeaders, upstreamHeaders, type ForwardContext } from './headers.ts';
 
 // The hot path. One ProxyRequest per proxied request is the only allocation that is not
 // node's or undici's own: it is undici's dispatch handler, and the response stream's
@@ -143,14 +143,14 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange {
     const backend = this.backend!;
     this.status = statusCode;
     this.responded = true;
-    stripResponseHeaders(headers);
-    if (this.stickyCookie !== null) appendHeader(headers, 'set-cookie', this.stickyCookie);
-    if (this.pool.config.debugHeaders) headers['x-tandem-backend'] = backend.name;
-    if (this.shutdown) headers.connection = 'close';
+    const out = responseHeaders(headers);
+    if (this.stickyCookie !== null) out.push('set-cookie', this.stickyCookie);
+    if (this.pool.config.debugHeaders) out.push('x-tandem-backend', backend.name);
+    if (this.shutdown) out.push('connection', 'close');
     const res = this.res;
     if (statusCode >= 500 && this.pool.outlier !== null) this.pool.outlier.onFailure(backend, '5xx');
     try {
-      res.writeHead(statusCode, statusMessage || undefined, headers as Record<string, string | string[]>);
+      res.writeHead(statusCode, statusMessage || undefined, out);
     } catch {
       // A header value the client side cannot carry: an invalid response.
       this.responded = false;
@@ -279,13 +279,6 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange {
     if (this.status === 0) this.status = 499;
     this.observer.finished(this);
   }
-}
-
-function appendHeader(headers: Record<string, string | string[] | undefined>, name: string, value: string): void {
-  const old = headers[name];
-  if (old === undefined) headers[name] = value;
-  else if (Array.isArray(old)) old.push(value);
-  else headers[name] = [old, value];
 }
 
 function onResponseClose(this: ResponseWithProxy): void {
