@@ -514,6 +514,17 @@ export class PeerStore implements LeaseStore {
         }
         break;
     }
+    if (ks.holder === this.self.id && ks.maxEpoch > ks.epoch) {
+      // Someone held this key at a newer epoch while we did not hear them (a partition,
+      // now healed) and has already stepped aside. Clients may still point at them, so
+      // announce again, and move past their epoch to fence it; waiting for their holder
+      // advert to arrive first would depend on the order of the adverts.
+      ks.epoch = ks.maxEpoch + 1;
+      ks.maxEpoch = ks.epoch;
+      this.opts.log?.(`ha: ${ks.key}: ${n} held it at a newer epoch meanwhile; keeping it at epoch ${ks.epoch}`);
+      this.changed(ks);
+      void this.broadcast(this.holdAdvert(ks)).catch(() => {});
+    }
   }
 
   private onHold(ks: KeyState, n: string, boot: number, a: HoldAdvert, t: number): void {

@@ -1,0 +1,435 @@
+// The HA test bed: a private bridge with a client, two tandem nodes and a backend host
+// (two backend servers), each in its own network namespace, all on 10.213.0.0/24.
+//
+//   client 10.213.0.2   lb1 10.213.0.11   lb2 10.213.0.12   backends 10.213.0.21, .22
+//   VIPs   10.213.0.100 (vip-a, lb1 preferred)   10.213.0.101 (vip-b, lb2 preferred)
+//
+// Nodes run the real CLI (`tandem run -c FILE --node lbX`), with the VIP hook either
+// in-process (scripts/vip-hook.sh as `ha.hook`) or in a `tandem vip-agent` sidecar.
+// The client probes a VIP with a new TCP connection every 10 ms; a watcher follows
+// `ip monitor address` in both node namespaces and records every moment both held a VIP.
+
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { stringify } from 'yaml';
+import { Lab } from '../helpers/netns.ts';
+import { sleep } from './support.ts';
+
+const ROOT = resolve(import.meta.dirname, '../..');
+const CLI = join(ROOT, 'src/cli.ts');
+const HOOK = join(ROOT, 'scripts/vip-hook.sh');
+const NODE = process.execPath;
+
+export const NODE_ADDR: Record<string, string> = { lb1: '10.213.0.11', lb2: '10.213.0.12' };
+export const VIP_ADDR: Record<string, string> = { 'vip-a': '10.213.0.100', 'vip-b': '10.213.0.101' };
+const HA_PORT = 7946;
+const LISTEN_PORT = 8080;
+export const SECRET = 'netns-test-secret-0123456789';
+
+export interface LabOptions {
+  /** VIPs to configure (default: vip-a only, active-passive). */
+  readonly vips?: readonly ('vip-a' | 'vip-b')[];
+  readonly lease?: number;
+  readonly renewEvery?: number;
+  readonly preemptDelay?: number;
+  /** Run the hook in a vip-agent sidecar instead of in-process. */
+  readonly sidecar?: boolean;
+}
+
+export interface NodeProcess {
+  readonly id: string;
+  readonly proxy: ChildProcess;
+  readonly agent: ChildProcess | null;
+  output(): string;
+}
+
+/** One outage: consecutive probes that failed (or took longer than 100 ms). */
+export interface Outage {
+  readonly from: number;
+  readonly to: number;
+  readonly ms: number;
+  readonly failed: number;
+}
+
+export class HaLab {
+  readonly lab: Lab;
+  readonly opts: Required<LabOptions>;
+  readonly ns: Record<string, string>;
+  readonly macs: Record<string, string>;
+  readonly dir: string;
+  readonly configFile: string;
+  readonly nodes: Map<string, NodeProcess>;
+  private backends: ChildProcess | null;
+  readonly watcher: Watcher;
+
+  private constructor(lab: Lab, opts: Required<LabOptions>, ns: Record<string, string>, macs: Record<string, string>, dir: string) {
+    this.lab = lab;
+    this.opts = opts;
+    this.ns = ns;
+    this.macs = macs;
+    this.dir = dir;
+    this.configFile = join(dir, 'tandem.yaml');
+    this.nodes = new Map();
+    this.backends = null;
+    this.watcher = new Watcher(this);
+  }
+
+  static async create(options: LabOptions = {}): Promise<HaLab> {
+    const opts: Required<LabOptions> = {
+      vips: options.vips ?? ['vip-a'],
+      lease: options.lease ?? 1000,
+      renewEvery: options.renewEvery ?? 200,
+      preemptDelay: options.preemptDelay ?? 1000,
+      sidecar: options.sidecar ?? false,
+    };
+    const lab = await Lab.create();
+    try {
+      const ns: Record<string, string> = {
+        client: await lab.host('c', '10.213.0.2/24'),
+        lb1: await lab.host('lb1', `${NODE_ADDR.lb1}/24`),
+        lb2: await lab.host('lb2', `${NODE_ADDR.lb2}/24`),
+        backends: await lab.host('be', '10.213.0.21/24'),
+      };
+      await lab.must(ns.backends, ['ip', 'addr', 'add', '10.213.0.22/24', 'dev', 'eth0']);
+      const macs = { lb1: await lab.mac(ns.lb1), lb2: await lab.mac(ns.lb2) };
+      const h = new HaLab(lab, opts, ns, macs, mkdtempSync(join(tmpdir(), 'tandem-halab-')));
+      writeFileSync(h.configFile, h.config());
+      await h.startBackends();
+      return h;
+    } catch (err) {
+      await lab.destroy();
+      throw err;
+    }
+  }
+
+  /** The config both nodes share. */
+  config(): string {
+    const o = this.opts;
+    const vips = o.vips.map((name) => ({
+      name,
+      address: `${VIP_ADDR[name]}/24`,
+      interface: 'eth0',
+      priority: name === 'vip-a' ? { lb1: 150, lb2: 100 } : { lb1: 100, lb2: 150 },
+      preempt: { delay: `${o.preemptDelay}ms` },
+    }));
+    return stringify({
+      listeners: [{ name: 'web', address: `0.0.0.0:${LISTEN_PORT}` }],
+      routes: [{ name: 'all', match: { pathPrefix: '/' }, pool: 'web' }],
+      pools: {
+        web: {
+          backends: [
+            { name: 'b1', url: `http://10.213.0.21:${LISTEN_PORT}` },
+            { name: 'b2', url: `http://10.213.0.22:${LISTEN_PORT}` },
+          ],
+          healthCheck: { path: '/', interval: '500ms', timeout: '300ms' },
+        },
+      },
+      admin: { address: '127.0.0.1:9901' },
+      shutdownTimeout: '2s',
+      ha: {
+        store: 'peer',
+        nodes: { lb1: { address: `${NODE_ADDR.lb1}:${HA_PORT}` }, lb2: { address: `${NODE_ADDR.lb2}:${HA_PORT}` } },
+        secret: SECRET,
+        lease: { duration: `${o.lease}ms`, renewEvery: `${o.renewEvery}ms` },
+        ...(o.sidecar ? {} : { hook: HOOK }),
+        hookTimeout: '3s',
+        garp: { count: 3, interval: '100ms', refresh: '60s' },
+        vips,
+      },
+    });
+  }
+
+  private async startBackends(): Promise<void> {
+    const script = `
+      const http = require('node:http');
+      for (const host of ['10.213.0.21', '10.213.0.22']) {
+        http.createServer((req, res) => res.end('backend ' + host + '\\n')).listen(${LISTEN_PORT}, host);
+      }`;
+    this.backends = this.lab.spawn(this.ns.backends, [NODE, '-e', script]);
+    for (let i = 0; i < 100; i++) {
+      const r = await this.lab.exec(this.ns.client, ['bash', '-c', `exec 3<>/dev/tcp/10.213.0.22/${LISTEN_PORT}`]);
+      if (r.code === 0) return;
+      await sleep(30);
+    }
+    throw new Error('backends did not come up');
+  }
+
+  /** Starts tandem (and its sidecar) on node `id`; resolves once HA competes. */
+  async start(id: string): Promise<NodeProcess> {
+    const env = { ...process.env, TANDEM_RUN_DIR: join(this.dir, 'run'), NODE_OPTIONS: '' };
+    let out = '';
+    const proxy = this.lab.spawn(this.ns[id], [NODE, CLI, 'run', '-c', this.configFile, '--node', id], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    proxy.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+    proxy.stderr!.on('data', (c: Buffer) => (out += c.toString()));
+    let agent: ChildProcess | null = null;
+    if (this.opts.sidecar) {
+      agent = this.lab.spawn(this.ns[id], [NODE, CLI, 'vip-agent', '--admin', 'http://127.0.0.1:9901', '--hook', HOOK], {
+        env: { ...env, TANDEM_GARP_COUNT: '3', TANDEM_GARP_INTERVAL: '100' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      agent.stdout!.on('data', (c: Buffer) => (out += `[agent] ${c}`));
+      agent.stderr!.on('data', (c: Buffer) => (out += `[agent] ${c}`));
+    }
+    const node: NodeProcess = { id, proxy, agent, output: () => out };
+    this.nodes.set(id, node);
+    const t0 = performance.now();
+    while (!/ha: node \S+ competing/.test(out)) {
+      if (proxy.exitCode !== null) throw new Error(`tandem ${id} exited with ${proxy.exitCode}:\n${out}`);
+      if (performance.now() - t0 > 15_000) throw new Error(`tandem ${id} did not start HA:\n${out}`);
+      await sleep(20);
+    }
+    return node;
+  }
+
+  /** Signals a node's proxy (and, with `agent`, its sidecar); resolves when the proxy exited. */
+  async signal(id: string, signal: NodeJS.Signals, opts: { agent?: boolean } = {}): Promise<void> {
+    const n = this.nodes.get(id);
+    if (n === undefined) return;
+    const gone = n.proxy.exitCode !== null || n.proxy.signalCode !== null;
+    const exited = gone ? Promise.resolve() : new Promise<void>((r) => n.proxy.once('exit', () => r()));
+    // `ip netns exec` execs the command, so the child's pid is tandem's own.
+    n.proxy.kill(signal);
+    if (opts.agent && n.agent !== null) n.agent.kill(signal);
+    await exited;
+  }
+
+  /** Nodes whose eth0 holds `vip` right now, read from `ip addr`. */
+  async holders(vip: string): Promise<string[]> {
+    const out: string[] = [];
+    for (const id of ['lb1', 'lb2']) {
+      const r = await this.lab.exec(this.ns[id], ['ip', '-o', '-4', 'addr', 'show', 'dev', 'eth0']);
+      if (r.stdout.includes(` ${VIP_ADDR[vip]}/24 `)) out.push(id);
+    }
+    return out;
+  }
+
+  /** The MAC the client's neighbour table has for `vip`, or null. */
+  async clientMac(vip: string): Promise<string | null> {
+    const r = await this.lab.exec(this.ns.client, ['ip', 'neigh', 'show', VIP_ADDR[vip], 'dev', 'eth0']);
+    return /lladdr ([0-9a-f:]+)/.exec(r.stdout)?.[1] ?? null;
+  }
+
+  /** Which node's tandem answers an HTTP request to `vip` (by its MAC), and the body. */
+  async get(vip: string): Promise<{ status: number; body: string }> {
+    const r = await this.lab.exec(this.ns.client, ['curl', '-s', '-m', '2', '-o', '-', '-w', '\\n%{http_code}', `http://${VIP_ADDR[vip]}:${LISTEN_PORT}/`]);
+    const lines = r.stdout.trimEnd().split('\n');
+    return { status: Number(lines.pop()), body: lines.join('\n') };
+  }
+
+  /** Waits until exactly `id` has `vip` on its interface and the client's ARP entry points at it. */
+  async settle(vip: string, id: string, ms = 15_000): Promise<number> {
+    const t0 = performance.now();
+    for (;;) {
+      const h = await this.holders(vip);
+      if (h.length === 1 && h[0] === id) return performance.now() - t0;
+      if (performance.now() - t0 > ms) throw new Error(`${vip} did not settle on ${id} (holders: ${h.join(',') || 'none'})\n${this.logs()}`);
+      await sleep(50);
+    }
+  }
+
+  /** Starts the client's probe loop against `vip`. */
+  probe(vip: string): Prober {
+    return new Prober(this, vip);
+  }
+
+  /** Cuts (or restores) a node's link at the bridge. */
+  async link(id: string, up: boolean): Promise<void> {
+    const port = await this.lab.bridgePort(this.ns[id]);
+    await this.lab.must(this.lab.bridgeNs, ['ip', 'link', 'set', port, up ? 'up' : 'down']);
+    this.watcher.linkUp.set(id, up);
+  }
+
+  /** Drops (or lets through again) the HA adverts between the nodes: a partition of the lease protocol only. */
+  async partition(on: boolean): Promise<void> {
+    for (const id of ['lb1', 'lb2']) {
+      if (on) {
+        await this.lab.must(this.ns[id], ['nft', 'add table inet tndpart']);
+        await this.lab.must(this.ns[id], ['nft', 'add chain inet tndpart in { type filter hook input priority 0 ; }']);
+        await this.lab.must(this.ns[id], ['nft', `add rule inet tndpart in udp dport ${HA_PORT} drop`]);
+      } else {
+        await this.lab.must(this.ns[id], ['nft', 'delete table inet tndpart']);
+      }
+    }
+  }
+
+  logs(): string {
+    return [...this.nodes.values()].map((n) => `---- ${n.id} ----\n${n.output()}`).join('\n');
+  }
+
+  async destroy(): Promise<void> {
+    this.watcher.stop();
+    for (const n of this.nodes.values()) {
+      n.proxy.kill('SIGKILL');
+      n.agent?.kill('SIGKILL');
+    }
+    this.backends?.kill('SIGKILL');
+    await this.lab.destroy();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Follows `ip monitor address` in both node namespaces and records every span during
+ * which both nodes whose link is up had the same VIP.
+ */
+export class Watcher {
+  private readonly h: HaLab;
+  private monitors: ChildProcess[];
+  /** vip -> node -> has it */
+  private readonly has: Map<string, Map<string, boolean>>;
+  private readonly bothSince: Map<string, number>;
+  readonly overlaps: { vip: string; ms: number; at: number }[];
+  readonly linkUp: Map<string, boolean>;
+
+  constructor(h: HaLab) {
+    this.h = h;
+    this.monitors = [];
+    this.has = new Map();
+    this.bothSince = new Map();
+    this.overlaps = [];
+    this.linkUp = new Map([['lb1', true], ['lb2', true]]);
+  }
+
+  async start(): Promise<void> {
+    for (const id of ['lb1', 'lb2']) {
+      const m = this.h.lab.spawn(this.h.ns[id], ['ip', '-o', 'monitor', 'address']);
+      let buf = '';
+      m.stdout!.on('data', (c: Buffer) => {
+        buf += c.toString();
+        let nl: number;
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          for (const [vip, addr] of Object.entries(VIP_ADDR)) {
+            if (line.includes(` ${addr}/24 `)) this.set(vip, id, !line.startsWith('Deleted'));
+          }
+        }
+      });
+      this.monitors.push(m);
+    }
+    await sleep(100);
+    for (const vip of Object.keys(VIP_ADDR)) {
+      const holders = await this.h.holders(vip);
+      for (const id of ['lb1', 'lb2']) this.set(vip, id, holders.includes(id));
+    }
+  }
+
+  private set(vip: string, id: string, value: boolean): void {
+    let m = this.has.get(vip);
+    if (m === undefined) this.has.set(vip, (m = new Map()));
+    m.set(id, value);
+    const both = m.get('lb1') === true && m.get('lb2') === true && this.linkUp.get('lb1') !== false && this.linkUp.get('lb2') !== false;
+    const since = this.bothSince.get(vip);
+    if (both && since === undefined) this.bothSince.set(vip, performance.now());
+    if (!both && since !== undefined) {
+      this.overlaps.push({ vip, ms: performance.now() - since, at: since });
+      this.bothSince.delete(vip);
+    }
+  }
+
+  /** The longest time both nodes held one VIP, an ongoing overlap included. */
+  longest(): number {
+    let max = 0;
+    for (const o of this.overlaps) max = Math.max(max, o.ms);
+    for (const since of this.bothSince.values()) max = Math.max(max, performance.now() - since);
+    return max;
+  }
+
+  stop(): void {
+    for (const m of this.monitors) m.kill('SIGKILL');
+    this.monitors = [];
+  }
+}
+
+/** A probe result: start time (performance clock of the test), ok, and how long it took. */
+interface ProbeResult {
+  readonly at: number;
+  readonly ok: boolean;
+  readonly ms: number;
+}
+
+/** New TCP connections to a VIP from the client, one every 10 ms, each given up after 1 s. */
+export class Prober {
+  private readonly child: ChildProcess;
+  readonly results: ProbeResult[];
+  private readonly offset: number;
+  private readonly done: Promise<void>;
+
+  constructor(h: HaLab, vip: string) {
+    this.results = [];
+    // The child reports times on the wall clock's epoch in ms with sub-ms precision; map them to ours.
+    this.offset = performance.timeOrigin;
+    const script = `
+      const net = require('node:net');
+      const now = () => performance.timeOrigin + performance.now();
+      const tick = () => {
+        const at = now();
+        const s = net.connect({ host: ${JSON.stringify(VIP_ADDR[vip])}, port: ${LISTEN_PORT} });
+        let done = false;
+        const end = (ok) => {
+          if (done) return;
+          done = true;
+          clearTimeout(t);
+          s.destroy();
+          process.stdout.write(at.toFixed(2) + ' ' + (ok ? 1 : 0) + ' ' + (now() - at).toFixed(2) + '\\n');
+        };
+        const t = setTimeout(() => end(false), 1000);
+        s.once('connect', () => end(true));
+        s.once('error', () => end(false));
+      };
+      setInterval(tick, 10);
+      process.on('SIGTERM', () => setTimeout(() => process.exit(0), 1100));
+    `;
+    this.child = h.lab.spawn(h.ns.client, [NODE, '-e', script]);
+    let buf = '';
+    this.child.stdout!.on('data', (c: Buffer) => {
+      buf += c.toString();
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const [at, ok, ms] = buf.slice(0, nl).split(' ');
+        buf = buf.slice(nl + 1);
+        this.results.push({ at: Number(at) - this.offset, ok: ok === '1', ms: Number(ms) });
+      }
+    });
+    this.done = new Promise((r) => this.child.once('exit', () => r()));
+  }
+
+  /** Stops probing; resolves once every probe in flight has reported. */
+  async stop(): Promise<void> {
+    this.child.kill('SIGTERM');
+    await this.done;
+    this.results.sort((a, b) => a.at - b.at);
+  }
+
+  /** Probes that failed or took longer than 100 ms. */
+  failures(): ProbeResult[] {
+    return this.results.filter((r) => !r.ok || r.ms > 100);
+  }
+
+  /** Outage windows: from the first bad probe to the next good one after the last bad one. */
+  outages(): Outage[] {
+    const out: Outage[] = [];
+    let start: ProbeResult | null = null;
+    let failed = 0;
+    for (const r of this.results) {
+      const bad = !r.ok || r.ms > 100;
+      if (bad) {
+        if (start === null) start = r;
+        failed++;
+      } else if (start !== null) {
+        out.push({ from: start.at, to: r.at, ms: r.at - start.at, failed });
+        start = null;
+        failed = 0;
+      }
+    }
+    if (start !== null) out.push({ from: start.at, to: Infinity, ms: Infinity, failed });
+    return out;
+  }
+
+  /** Probes that succeeded. */
+  successes(): number {
+    return this.results.filter((r) => r.ok && r.ms <= 100).length;
+  }
+}
