@@ -197,7 +197,7 @@ describe('VIP failover in network namespaces', { skip: skip ?? false, concurrenc
     await h.start('lb2');
     await h.settle('vip-a', 'lb1');
     assert.equal((await h.get('vip-a')).status, 200);
-    const statusOf = async (id: string) => JSON.parse(await h.lab.must(h.ns[id], ['curl', '-s', 'http://127.0.0.1:9901/api/v1/status'])) as { vips: { name: string; holder: string; epoch: number }[] };
+    const statusOf = async (id: string) => JSON.parse((await h.fetchIn(h.ns[id], 'http://127.0.0.1:9901/api/v1/status')).body) as { vips: { name: string; holder: string; epoch: number }[] };
     let before = (await statusOf('lb2')).vips[0];
     for (let i = 0; i < 50 && before.holder !== 'lb1'; i++) {
       await sleep(50);

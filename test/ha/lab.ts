@@ -211,11 +211,17 @@ export class HaLab {
     return /lladdr ([0-9a-f:]+)/.exec(r.stdout)?.[1] ?? null;
   }
 
-  /** Which node's tandem answers an HTTP request to `vip` (by its MAC), and the body. */
+  /** An HTTP GET from the client to `vip`: status and body. */
   async get(vip: string): Promise<{ status: number; body: string }> {
-    const r = await this.lab.exec(this.ns.client, ['curl', '-s', '-m', '2', '-o', '-', '-w', '\\n%{http_code}', `http://${VIP_ADDR[vip]}:${LISTEN_PORT}/`]);
-    const lines = r.stdout.trimEnd().split('\n');
-    return { status: Number(lines.pop()), body: lines.join('\n') };
+    const r = await this.fetchIn(this.ns.client, `http://${VIP_ADDR[vip]}:${LISTEN_PORT}/`);
+    return r;
+  }
+
+  /** GET `url` from inside `ns` (with Node's fetch: no curl needed). */
+  async fetchIn(ns: string, url: string): Promise<{ status: number; body: string }> {
+    const script = `fetch(${JSON.stringify(url)}, { signal: AbortSignal.timeout(2000) }).then(async (r) => process.stdout.write(JSON.stringify({ status: r.status, body: await r.text() })), (e) => process.stdout.write(JSON.stringify({ status: 0, body: String(e) })))`;
+    const r = await this.lab.exec(ns, [NODE, '-e', script]);
+    return JSON.parse(r.stdout || '{"status":0,"body":""}') as { status: number; body: string };
   }
 
   /** Waits until exactly `id` has `vip` on its interface and the client's ARP entry points at it. */
