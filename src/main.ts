@@ -1,5 +1,4 @@
 import type { Config } from './config/types.ts';
-import { loadConfigFile } from './config/load.ts';
 import { TandemError, errors } from './errors.ts';
 import { EventBus } from './events.ts';
 import { Pool } from './pool/pool.ts';
@@ -18,6 +17,22 @@ export interface InstanceOptions {
   /** Request metrics; null turns them off (benchmarks of the bare data plane). */
   metrics: RequestMetrics | null;
   log: (msg: string) => void;
+  /** Starts each pool's health; default startPoolHealth (active checks in this process).
+   *  Cluster workers follow their primary's checks instead. */
+  health?: (pool: Pool) => PoolHealth;
+  /** False: bind no listeners and keep no access log; a cluster primary checks health
+   *  and answers the admin API while its workers serve. Default true. */
+  serve?: boolean;
+  /** Bind listeners with SO_REUSEPORT beside other processes (cluster workers); default false. */
+  reusePort?: boolean;
+}
+
+/** A reload that has bound its new listeners and waits to be committed or aborted. */
+export interface PreparedConfig {
+  readonly config: Config;
+  readonly added: readonly Listener[];
+  /** Names of listeners that stay bound as they are. */
+  readonly keep: ReadonlySet<string>;
 }
 
 interface PoolEntry {
@@ -53,6 +68,9 @@ export class Instance implements AdminRuntime, DataPlane {
   private readonly listenerMap: Map<string, Listener>;
   private accessLog: AccessLog | null;
   private readonly metrics: RequestMetrics | null;
+  private readonly startHealth: (pool: Pool) => PoolHealth;
+  private readonly serve: boolean;
+  private readonly reusePort: boolean;
   private reloading: Promise<ReloadOutcome> | null;
 
   private constructor(config: Config, opts: InstanceOptions) {
@@ -61,13 +79,16 @@ export class Instance implements AdminRuntime, DataPlane {
     this.log = opts.log;
     this.bus = new EventBus();
     this.metrics = opts.metrics;
+    this.startHealth = opts.health ?? startPoolHealth;
+    this.serve = opts.serve ?? true;
+    this.reusePort = opts.reusePort ?? false;
     this.current = config;
     this.shuttingDown = false;
     this.ha = null;
     this.reloading = null;
     this.entries = new Map();
     this.listenerMap = new Map();
-    this.accessLog = config.accessLog === null ? null : new AccessLog(config.accessLog.path);
+    this.accessLog = this.openAccessLog(config);
     this.trusted = new TrustedProxies(config.trustedProxies);
     this.observer = new Telemetry(this.metrics, this.accessLog, config.listeners.map((l) => l.name));
     this.entries = this.buildPools(config, new Map());
@@ -76,14 +97,21 @@ export class Instance implements AdminRuntime, DataPlane {
 
   /** Loads the config and binds every listener; throws TandemError on bad config or a busy port. */
   static async start(opts: InstanceOptions): Promise<Instance> {
-    const result = await loadConfigFile(opts.file, { env: process.env, node: opts.node });
+    const result = await loadConfig(opts.file, opts.node);
     if (!result.ok) throw new TandemError(errors.CONFIG_INVALID, '\n' + result.errors.join('\n'));
-    const instance = new Instance(result.config, opts);
+    return Instance.fromConfig(result.config, opts);
+  }
+
+  /** Runs an already validated config (a cluster worker gets it from its primary); throws TandemError on a busy port. */
+  static async fromConfig(config: Config, opts: InstanceOptions): Promise<Instance> {
+    const instance = new Instance(config, opts);
     try {
-      for (const [i, lc] of result.config.listeners.entries()) {
-        const l = new Listener(lc, i, instance);
-        instance.listenerMap.set(lc.name, l);
-        await l.listen();
+      if (instance.serve) {
+        for (const [i, lc] of config.listeners.entries()) {
+          const l = new Listener(lc, i, instance);
+          instance.listenerMap.set(lc.name, l);
+          await l.listen(instance.reusePort);
+        }
       }
     } catch (err) {
       await instance.close(0);
@@ -139,7 +167,7 @@ export class Instance implements AdminRuntime, DataPlane {
   reload(): Promise<ReloadOutcome> {
     // Reloads queue behind each other: two at once would race on listeners.
     const run = async (): Promise<ReloadOutcome> => {
-      const result = await loadConfigFile(this.file, { env: process.env, node: this.node });
+      const result = await loadConfig(this.file, this.node);
       if (!result.ok) {
         this.bus.publish({ type: 'reload', result: 'failure', errors: result.errors });
         return { ok: false, errors: result.errors };
@@ -159,11 +187,19 @@ export class Instance implements AdminRuntime, DataPlane {
     return next;
   }
 
-  private async apply(config: Config): Promise<void> {
-    const before = this.current;
-    // New listeners are bound first: if one cannot bind, nothing has changed yet.
+  /** Swaps in a validated config: binds its new listeners first (nothing changes when one cannot bind), then swaps everything else. */
+  async apply(config: Config): Promise<void> {
+    await this.commit(await this.prepare(config));
+  }
+
+  /**
+   * First half of apply: binds the listeners the config adds or moves. Nothing else
+   * changes, so a cluster can prepare every worker and commit only when all succeeded.
+   */
+  async prepare(config: Config): Promise<PreparedConfig> {
     const added: Listener[] = [];
     const keep = new Set<string>();
+    if (!this.serve) return { config, added, keep };
     for (const [i, lc] of config.listeners.entries()) {
       const old = this.listenerMap.get(lc.name);
       if (old !== undefined && old.config.host === lc.host && old.config.port === lc.port
@@ -171,15 +207,29 @@ export class Instance implements AdminRuntime, DataPlane {
         keep.add(lc.name);
         continue;
       }
-      const l = new Listener(lc, i, this);
       try {
-        await l.listen();
+        // Inside the try: a TLS file that does not parse throws here, and the listeners
+        // bound so far must be let go then too.
+        const l = new Listener(lc, i, this);
+        await l.listen(this.reusePort);
+        added.push(l);
       } catch (err) {
         for (const a of added) await a.stopAccepting();
         throw err;
       }
-      added.push(l);
     }
+    return { config, added, keep };
+  }
+
+  /** Unbinds what prepare() bound; the running config was never touched. */
+  async abort(prepared: PreparedConfig): Promise<void> {
+    for (const l of prepared.added) await l.stopAccepting();
+  }
+
+  /** Second half of apply: swaps config, pools, generation and listeners. */
+  async commit(prepared: PreparedConfig): Promise<void> {
+    const { config, added, keep } = prepared;
+    const before = this.current;
     const oldEntries = this.entries;
     const entries = this.buildPools(config, oldEntries);
     const generation = this.buildGeneration(config, entries);
@@ -198,7 +248,7 @@ export class Instance implements AdminRuntime, DataPlane {
     for (const l of added) this.listenerMap.set(l.config.name, l);
     if (JSON.stringify(config.accessLog) !== JSON.stringify(before.accessLog)) {
       const old = this.accessLog;
-      this.accessLog = config.accessLog === null ? null : new AccessLog(config.accessLog.path);
+      this.accessLog = this.openAccessLog(config);
       this.observer = new Telemetry(this.metrics, this.accessLog, config.listeners.map((l) => l.name));
       void old?.close();
     }
@@ -218,11 +268,15 @@ export class Instance implements AdminRuntime, DataPlane {
     for (const [name, pc] of config.pools) {
       const prev = old.get(name);
       const pool = new Pool(pc, this.bus, prev?.pool.byName);
-      const health = startPoolHealth(pool);
+      const health = this.startHealth(pool);
       const sticky = pc.sticky === null ? null : new Sticky(pool);
       entries.set(name, { pool, health, runtime: poolRuntime(pool, health.outlier, sticky) });
     }
     return entries;
+  }
+
+  private openAccessLog(config: Config): AccessLog | null {
+    return this.serve && config.accessLog !== null ? new AccessLog(config.accessLog.path) : null;
   }
 
   private buildGeneration(config: Config, entries: ReadonlyMap<string, PoolEntry>): Generation {
@@ -261,4 +315,11 @@ export class Instance implements AdminRuntime, DataPlane {
     }
     await this.accessLog?.close();
   }
+}
+
+// Loaded on first use: a cluster worker gets its config compiled from the primary and
+// never needs the YAML parser and schema (about 20 MB of its memory).
+async function loadConfig(file: string, node: string | null) {
+  const { loadConfigFile } = await import('./config/load.ts');
+  return loadConfigFile(file, { env: process.env, node });
 }

@@ -73,11 +73,16 @@ export class Listener {
     this.server.keepAliveTimeout = config.keepAliveTimeout;
   }
 
-  listen(): Promise<void> {
+  /**
+   * Binds the address. With `reusePort` the socket is this process's own, bound with
+   * SO_REUSEPORT beside those of the other workers of a cluster (the kernel spreads
+   * connections over them); otherwise a cluster worker binds through node:cluster.
+   */
+  listen(reusePort = false): Promise<void> {
     return new Promise((resolve, reject) => {
       const onError = (err: Error) => reject(err);
       this.server.once('error', onError);
-      this.server.listen({ host: this.config.host, port: this.config.port, exclusive: false }, () => {
+      this.server.listen({ host: this.config.host, port: this.config.port, exclusive: reusePort, reusePort }, () => {
         this.server.off('error', onError);
         resolve();
       });
