@@ -8,9 +8,10 @@ import { TandemError, errors } from '../errors.ts';
 import type { EventBus } from '../events.ts';
 import { Elector, type VipStatus } from './elector.ts';
 import { VipHook } from './hook.ts';
-import { PeerStore } from './stores/peer/store.ts';
+import { PeerStore, type PeerStoreStats } from './stores/peer/store.ts';
 
 export type { VipStatus } from './elector.ts';
+export type { PeerStoreStats } from './stores/peer/store.ts';
 
 export interface HaOptions {
   readonly config: HaConfig;
@@ -31,6 +32,8 @@ export interface HaHandle {
   release(vip: string): Promise<boolean>;
   /** Hands over or releases every VIP (STOP hook), then closes the store. */
   stop(): Promise<void>;
+  /** Counters of the peer store: adverts sent, accepted, and dropped by reason (bad MAC, unknown node, replay...). */
+  storeStats(): PeerStoreStats;
 }
 
 /** Starts HA: removes this node's VIPs defensively, then competes for each. */
@@ -95,6 +98,7 @@ export async function startHa(opts: HaOptions): Promise<HaHandle> {
   let stopping: Promise<void> | null = null;
   return {
     status: () => [...electors.values()].map((e) => e.status()),
+    storeStats: () => ({ ...store.stats }),
     release: async (name) => {
       const e = electors.get(name);
       if (e === undefined) return false;

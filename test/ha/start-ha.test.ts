@@ -79,6 +79,8 @@ test('active-active: each node holds its preferred VIP, takes both when the othe
   await until('lb1 gives vip-b up', () => holders(a)['vip-b'] === 'BACKUP');
   assert.equal(holders(a)['vip-a'], 'MASTER');
 
+  const stats = a.storeStats();
+  assert.ok(stats.accepted > 0 && stats.badMac === 0 && stats.replayed === 0, JSON.stringify(stats));
   assert.equal(await a.release('no-such-vip'), false);
   assert.equal(await a.release('vip-a'), true);
   assert.equal(holders(b)['vip-a'], 'MASTER');
