@@ -1,7 +1,9 @@
-import type { Config, VipConfig } from './config/types.ts';
-import { Instance } from './main.ts';
+import type { VipConfig } from './config/types.ts';
 import { createMetrics } from './admin/metrics.ts';
-import { startAdmin } from './admin/server.ts';
+import { RequestCounters } from './admin/request-counter.ts';
+import { startAdmin, type AdminServer } from './admin/server.ts';
+import { ClusterPrimary } from './cluster/primary.ts';
+import { GatheringRegistry } from './cluster/registry.ts';
 
 export interface RunOptions {
   file: string;
@@ -16,34 +18,52 @@ export function log(msg: string): void {
 }
 
 /**
- * `tandem run`: one instance with its admin API and HA, until SIGTERM or SIGINT.
- * Resolves with the exit code after a graceful stop.
+ * `tandem run`: this process is the control plane (config, health checks, admin API,
+ * HA) and forks the workers that serve the listeners (src/cluster/). Runs until
+ * SIGTERM or SIGINT; resolves with the exit code after a graceful stop.
  */
 export async function run(opts: RunOptions): Promise<number> {
-  const metrics = createMetrics();
-  const instance = await Instance.start({ file: opts.file, node: opts.node, metrics, log });
+  const counters = new RequestCounters();
+  let primary: ClusterPrimary | null = null;
+  // Every scrape first gathers the workers' counts into `counters`.
+  const registry = new GatheringRegistry(() => primary?.gather() ?? Promise.resolve());
+  const metrics = createMetrics({ registry, counters });
+  primary = await ClusterPrimary.start({ file: opts.file, node: opts.node, workers: opts.workers, log, counters });
+  const instance = primary;
   metrics.observe(instance);
-  const config: Config = instance.config();
-  const admin = config.admin === null ? null : await startAdmin(instance, metrics, config.admin);
+  const config = instance.config();
+  let admin: AdminServer | null = null;
+  try {
+    if (config.admin !== null) admin = await startAdmin(instance, metrics, config.admin);
+  } catch (err) {
+    await instance.close(0);
+    throw err;
+  }
   for (const l of instance.listeners()) log(`listener ${l.name} on ${l.address}`);
   if (admin !== null) log(`admin on http://${admin.address}`);
   if (config.ha !== null) {
     if (opts.node === null) {
       log('ha is configured but no --node (or TANDEM_NODE) was given: running without VIPs');
     } else {
-      const { startHa } = await import('./ha/index.ts');
-      instance.ha = await startHa({
-        config: config.ha,
-        node: opts.node,
-        bus: instance.bus,
-        ready: (vip: VipConfig) => instance.ready(vip.pools),
-        log,
-        leaseRenewFailed: (vip: string) => metrics.leaseRenewFailed(vip),
-      });
+      try {
+        const { startHa } = await import('./ha/index.ts');
+        instance.ha = await startHa({
+          config: config.ha,
+          node: opts.node,
+          bus: instance.bus,
+          ready: (vip: VipConfig) => instance.ready(vip.pools),
+          log,
+          leaseRenewFailed: (vip: string) => metrics.leaseRenewFailed(vip),
+        });
+      } catch (err) {
+        // The workers would keep this process alive: stop them before giving up.
+        await instance.close(0);
+        await admin?.close();
+        throw err;
+      }
     }
   }
 
-  log('ready');
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: string) => {
@@ -65,5 +85,8 @@ export async function run(opts: RunOptions): Promise<number> {
         else log(`reload rejected, running config kept:\n${r.errors.join('\n')}`);
       });
     });
+    // Only now: whoever waits for `ready` may signal at once, and the default action of
+    // SIGHUP would end the process.
+    log('ready');
   });
 }
