@@ -6,6 +6,7 @@
 //   await fetch(`${t.url}/`);          // the first listener
 //   await t.reload(newYamlText);       // rewrites the file and sends SIGHUP
 //   await t.stop();                    // SIGTERM, waits for exit
+//   t.workerPids();                    // pids of the live worker processes (the data plane)
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
@@ -29,6 +30,10 @@ export interface TandemProcess {
   readonly admin: string | null;
   /** Everything written to stderr and stdout so far. */
   output(): string;
+  /** Pids of the live worker processes, oldest first, as the primary logged them. */
+  workerPids(): number[];
+  /** Resolves with the first match of `re` in the output after offset `from` (default: from now on). */
+  waitForLog(re: RegExp, opts?: { from?: number; timeoutMs?: number }): Promise<RegExpMatchArray>;
   /** Rewrites the config file and sends SIGHUP; resolves when the reload was logged. */
   reload(yaml: string): Promise<string>;
   /** SIGTERM (or `signal`) and wait for the exit code. */
@@ -95,6 +100,8 @@ export async function startTandem(yaml: string, opts: StartOptions = {}): Promis
     url: `http://${first}`,
     admin: adminMatch ? adminMatch[1] : null,
     output: () => out,
+    workerPids: () => workerPids(out),
+    waitForLog: (re: RegExp, o: { from?: number; timeoutMs?: number } = {}) => waitFor(re, o.from ?? out.length, o.timeoutMs ?? timeout),
     exited,
     async reload(text: string) {
       writeFileSync(file, text);
@@ -109,4 +116,13 @@ export async function startTandem(yaml: string, opts: StartOptions = {}): Promis
       return exited;
     },
   };
+}
+
+/** Workers the primary logged as started (`worker N pid P`) and not yet as exited or stopping. */
+function workerPids(out: string): number[] {
+  const gone = new Set<string>();
+  for (const m of out.matchAll(/tandem: worker (\d+) pid \d+ (exited|stopping)/g)) gone.add(m[1]);
+  const pids: number[] = [];
+  for (const m of out.matchAll(/tandem: worker (\d+) pid (\d+)$/gm)) if (!gone.has(m[1])) pids.push(Number(m[2]));
+  return pids;
 }

@@ -1,0 +1,286 @@
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { singlePool } from '../helpers/config.ts';
+import { startBackend } from '../helpers/backends.ts';
+import { NODE, startTandem, type TandemProcess } from '../helpers/tandem.ts';
+import { getFresh, getMany, requestsTotal, servedBy, startPeerBackend, until, type Answer, type PeerBackend } from './support.ts';
+
+const WORKER_MODULE = fileURLToPath(new URL('../../src/cluster/worker.ts', import.meta.url));
+const procs: TandemProcess[] = [];
+const backends: PeerBackend[] = [];
+after(async () => {
+  await Promise.all(procs.map((p) => p.stop('SIGKILL')));
+  await Promise.all(backends.map((b) => b.close()));
+});
+
+async function twoBackends(): Promise<[PeerBackend, PeerBackend]> {
+  const pair = await Promise.all([startPeerBackend('b1'), startPeerBackend('b2')]);
+  backends.push(...pair);
+  return pair;
+}
+
+async function start(yaml: string, args: string[] = []): Promise<TandemProcess> {
+  const t = await startTandem(yaml, { args });
+  procs.push(t);
+  return t;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('cluster workers', () => {
+  test('two workers share one listener port and both serve requests', async () => {
+    const [b1, b2] = await twoBackends();
+    const t = await start(singlePool([{ name: 'b1', url: b1.url }, { name: 'b2', url: b2.url }], {}, { workers: 2 }));
+    const pids = t.workerPids();
+    assert.equal(pids.length, 2, t.output());
+    assert.ok(!pids.includes(t.child.pid!), 'the primary serves nothing itself');
+    assert.equal(t.listeners.size, 1);
+
+    const answers = await getMany(t.url, 40);
+    assert.ok(answers.every((a) => a.status === 200));
+    const by = servedBy(pids, answers, [b1, b2]);
+    const perWorker = pids.map((pid) => by.filter((p) => p === pid).length);
+    assert.equal(perWorker[0] + perWorker[1], 40, `every request was served by a worker: ${by}`);
+    assert.ok(perWorker[0] > 0 && perWorker[1] > 0, `both workers got requests: ${perWorker}`);
+    await t.stop();
+  });
+
+  test('a second tandem on an address the first one serves fails to start rather than sharing the port', async () => {
+    const [b1] = await twoBackends();
+    const first = await start(singlePool([{ name: 'b1', url: b1.url }], {}, { workers: 2 }));
+    const taken = first.listeners.get('web')!;
+    await assert.rejects(
+      start(singlePool([{ name: 'b1', url: b1.url }], {}, { workers: 2, listeners: [{ name: 'web', address: taken }] })),
+      /exited with 2[^]*TANDEM_ERR_LISTEN[^]*EADDRINUSE/,
+    );
+    assert.equal((await getFresh(first.url)).status, 200);
+    await first.stop();
+  });
+
+  test('--workers overrides the config, and every worker logs its pid', async () => {
+    const [b1] = await twoBackends();
+    const t = await start(singlePool([{ name: 'b1', url: b1.url }], {}, { workers: 1 }), ['--workers', '3']);
+    assert.equal(t.workerPids().length, 3);
+    assert.match(t.output(), /tandem: worker 1 pid \d+\n[^]*tandem: worker 3 pid \d+\n/);
+    for (const pid of t.workerPids()) assert.ok(alive(pid));
+    await t.stop();
+  });
+
+  test('a worker killed with SIGKILL is replaced, and the listener never refuses a connection', async () => {
+    const [b1, b2] = await twoBackends();
+    const t = await start(singlePool([{ name: 'b1', url: b1.url }, { name: 'b2', url: b2.url }], {}, { workers: 2 }));
+    const [victim, survivor] = t.workerPids();
+
+    let running = true;
+    let ok = 0;
+    const refused: string[] = [];
+    const failedTwice: string[] = [];
+    // Clients retry a request that was in flight on the killed worker (reset), once; a
+    // refused connection would mean the listening socket closed, and is not retried.
+    const client = async () => {
+      while (running) {
+        let answer: Answer | null = null;
+        for (let attempt = 0; attempt < 2 && answer === null; attempt++) {
+          try {
+            answer = await getFresh(t.url);
+          } catch (err) {
+            const code = (err as { code?: string }).code ?? String(err);
+            if (code === 'ECONNREFUSED') {
+              refused.push(code);
+              break;
+            }
+            if (attempt === 1) failedTwice.push(code);
+          }
+        }
+        if (answer !== null && answer.status === 200) ok++;
+      }
+    };
+    const load = Promise.all([client(), client(), client(), client()]);
+
+    let replacement = 0;
+    try {
+      await until(() => ok > 20, 10_000, 'traffic before the kill');
+      const from = t.output().length;
+      process.kill(victim, 'SIGKILL');
+      const exited = await t.waitForLog(/worker \d+ pid (\d+) exited \(signal SIGKILL\); starting a replacement/, { from });
+      assert.equal(Number(exited[1]), victim);
+      const replaced = await t.waitForLog(/tandem: worker \d+ pid (\d+)$/m, { from });
+      replacement = Number(replaced[1]);
+      const before = ok;
+      await until(() => ok > before + 40, 10_000, 'traffic after the replacement');
+    } finally {
+      running = false;
+      await load;
+    }
+
+    assert.deepEqual(refused, [], 'no connection was refused');
+    assert.deepEqual(failedTwice, [], 'no request failed after one retry');
+    assert.deepEqual(t.workerPids().sort(), [survivor, replacement].sort());
+    assert.ok(!alive(victim));
+    // The replacement serves on the same port as before.
+    await until(async () => {
+      const by = servedBy(t.workerPids(), await getMany(t.url, 6), [b1, b2]);
+      return by.includes(replacement);
+    }, 10_000, 'the replacement to serve');
+    assert.equal(await t.stop(), 0);
+  });
+
+  test('with one worker, a killed worker is replaced on the same port', async () => {
+    const [b1] = await twoBackends();
+    const t = await start(singlePool([{ name: 'b1', url: b1.url }], {}, { workers: 1 }));
+    const [victim] = t.workerPids();
+    assert.equal((await getFresh(t.url)).status, 200);
+    const from = t.output().length;
+    process.kill(victim, 'SIGKILL');
+    const replaced = await t.waitForLog(/tandem: worker \d+ pid (\d+)$/m, { from });
+    // The one documented gap: until the replacement has bound the port, connections are refused.
+    await until(async () => {
+      try {
+        return (await getFresh(t.url)).status === 200;
+      } catch {
+        return false;
+      }
+    }, 10_000, 'the replacement to listen');
+    assert.deepEqual(t.workerPids(), [Number(replaced[1])]);
+    await t.stop();
+  });
+
+  test('after N proxied requests spread over two workers, one scrape sums tandem_requests_total to exactly N', async () => {
+    const [b1, b2] = await twoBackends();
+    const t = await start(singlePool([{ name: 'b1', url: b1.url }, { name: 'b2', url: b2.url }], {}, { workers: 2 }));
+    const N = 61;
+    const answers = await getMany(t.url, N);
+    const by = servedBy(t.workerPids(), answers, [b1, b2]);
+    assert.ok(new Set(by).size === 2, 'both workers served');
+    const text = await (await fetch(`${t.admin}/metrics`)).text();
+    assert.equal(requestsTotal(text), N);
+    const b1Count = answers.filter((a) => a.backend === 'b1').length;
+    assert.match(text, new RegExp(`tandem_requests_total\\{listener="web",route="all",pool="web",backend="b1",code="200"\\} ${b1Count}\\n`));
+    assert.match(text, new RegExp(`tandem_request_duration_seconds_count\\{listener="web",route="all",pool="web",backend="b2"\\} ${N - b1Count}\\n`));
+
+    // The status API shows the totals too.
+    const status = await (await fetch(`${t.admin}/api/v1/status`)).json() as { pools: { backends: { name: string; requests: number }[] }[] };
+    const requests = Object.fromEntries(status.pools[0].backends.map((b) => [b.name, b.requests]));
+    assert.deepEqual(requests, { b1: b1Count, b2: N - b1Count });
+    await t.stop();
+  });
+
+  test('counts of a worker that died stay in the totals', async () => {
+    const [b1] = await twoBackends();
+    const t = await start(singlePool([{ name: 'b1', url: b1.url }], {}, { workers: 2 }));
+    await getMany(t.url, 20);
+    // Pushed copies arrive once a second; wait for one from each worker, then kill one.
+    await new Promise((r) => setTimeout(r, 1300));
+    const from = t.output().length;
+    process.kill(t.workerPids()[0], 'SIGKILL');
+    await t.waitForLog(/tandem: worker \d+ pid \d+$/m, { from });
+    await getMany(t.url, 5);
+    const text = await (await fetch(`${t.admin}/metrics`)).text();
+    assert.equal(requestsTotal(text), 25);
+    await t.stop();
+  });
+
+  test('health checks run once in the primary, not once per worker', async () => {
+    const [b1] = await twoBackends();
+    const t = await start(singlePool([{ name: 'b1', url: b1.url }], { healthCheck: { path: '/healthz', interval: '200ms', timeout: '150ms' } }, { workers: 2 }));
+    const start0 = b1.healthChecks;
+    await new Promise((r) => setTimeout(r, 2000));
+    const checks = b1.healthChecks - start0;
+    // One checker makes about ten checks in 2 s; one per worker would make twenty or thirty.
+    assert.ok(checks >= 5 && checks <= 14, `${checks} health checks in 2 s at a 200 ms interval`);
+    await t.stop();
+  });
+
+  test('a backend the primary finds down gets no traffic from any worker, and comes back to all of them', async () => {
+    const [b1, b2] = await twoBackends();
+    const t = await start(singlePool([{ name: 'b1', url: b1.url }, { name: 'b2', url: b2.url }],
+      { healthCheck: { path: '/healthz', interval: '100ms', timeout: '50ms', rise: 1, fall: 1 } }, { workers: 2 }));
+    b2.healthStatus = 500;
+    await until(async () => {
+      const s = await (await fetch(`${t.admin}/api/v1/status`)).json() as { pools: { backends: { name: string; state: string }[] }[] };
+      return s.pools[0].backends.find((b) => b.name === 'b2')?.state === 'down';
+    }, 5000, 'b2 to be marked down');
+    const down = await getMany(t.url, 30);
+    assert.deepEqual([...new Set(down.map((a) => a.backend))], ['b1']);
+    assert.equal(new Set(servedBy(t.workerPids(), down, [b1, b2])).size, 2, 'both workers served');
+
+    b2.healthStatus = 200;
+    await until(async () => (await getMany(t.url, 4)).some((a) => a.backend === 'b2'), 5000, 'b2 to get traffic again');
+    const up = await getMany(t.url, 40);
+    const byWorker = servedBy(t.workerPids(), up, [b1, b2]);
+    for (const pid of t.workerPids()) {
+      const mine = up.filter((_, i) => byWorker[i] === pid).map((a) => a.backend);
+      assert.ok(mine.includes('b2'), `worker ${pid} sends to b2 again: ${mine}`);
+    }
+    await t.stop();
+  });
+
+  test('a worker\'s passive ejection shows in the primary\'s status and metrics until it ends', async () => {
+    const [b1] = await twoBackends();
+    const bad = await startBackend({ name: 'bad' });
+    bad.mode = 'reset';
+    try {
+      const t = await start(singlePool([{ name: 'b1', url: b1.url }, { name: 'bad', url: bad.url }],
+        { outlier: { consecutiveFailures: 1, ejectFor: '1500ms' }, retries: 1 }, { workers: 1 }));
+      const state = async () => {
+        const s = await (await fetch(`${t.admin}/api/v1/status`)).json() as { pools: { backends: { name: string; state: string }[] }[] };
+        return s.pools[0].backends.find((b) => b.name === 'bad')!.state;
+      };
+      // The worker retries the reset request on b1, and ejects `bad`.
+      const answers = await getMany(t.url, 4);
+      assert.ok(answers.every((a) => a.status === 200 && a.backend === 'b1'));
+      await until(async () => (await state()) === 'ejected', 3000, 'the primary to show the ejection');
+      assert.match(await (await fetch(`${t.admin}/metrics`)).text(), /tandem_backend_up\{pool="web",backend="bad"\} 0/);
+      await until(async () => (await state()) === 'up', 5000, 'the ejection to end');
+      await t.stop();
+    } finally {
+      await bad.close();
+    }
+  });
+
+  test('a drain through the admin API reaches every worker', async () => {
+    const [b1, b2] = await twoBackends();
+    const t = await start(singlePool([{ name: 'b1', url: b1.url }, { name: 'b2', url: b2.url }], {}, { workers: 2 }));
+    const res = await fetch(`${t.admin}/api/v1/pools/web/backends/b1/drain`, { method: 'POST' });
+    assert.equal(res.status, 200);
+    const answers = await getMany(t.url, 30);
+    assert.deepEqual([...new Set(answers.map((a) => a.backend))], ['b2']);
+    assert.equal(new Set(servedBy(t.workerPids(), answers, [b1, b2])).size, 2, 'both workers served');
+    await t.stop();
+  });
+
+  test('the worker entry loads neither fastify nor prom-client', () => {
+    // Module hooks record every module the worker's entry pulls in, without running it.
+    const script = `
+      import { registerHooks } from 'node:module';
+      const seen = [];
+      registerHooks({ resolve(specifier, context, next) { const r = next(specifier, context); seen.push(r.url); return r; } });
+      await import(${JSON.stringify(WORKER_MODULE)});
+      process.stdout.write(JSON.stringify(seen));
+    `;
+    const out = execFileSync(NODE, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+    const urls = JSON.parse(out) as string[];
+    assert.ok(urls.some((u) => u.includes('/node_modules/undici/')), 'the data plane is there');
+    assert.deepEqual(urls.filter((u) => /fastify|prom-client|\/yaml\//.test(u)), []);
+  });
+
+  test('a worker stays small after serving', async () => {
+    const [b1] = await twoBackends();
+    const t = await start(singlePool([{ name: 'b1', url: b1.url }], {}, { workers: 1 }));
+    const [pid] = t.workerPids();
+    await getMany(t.url, 50);
+    const peak = Number(readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmHWM:\s+(\d+) kB/)![1]);
+    assert.ok(peak < 150 * 1024, `worker peak RSS ${peak} kB`);
+    await t.stop();
+  });
+});
