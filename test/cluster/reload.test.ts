@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { request } from 'undici';
 import { singlePool } from '../helpers/config.ts';
 import { startTandem, type TandemProcess } from '../helpers/tandem.ts';
-import { connectionsTo, getMany, requestsTotal, servedBy, startPeerBackend, type PeerBackend } from './support.ts';
+import { connectionsTo, getMany, getRetrying, requestsTotal, servedBy, startPeerBackend, until, type PeerBackend } from './support.ts';
 
 const procs: TandemProcess[] = [];
 const backends: PeerBackend[] = [];
@@ -22,6 +22,15 @@ async function twoBackends(): Promise<[PeerBackend, PeerBackend]> {
   const pair = await Promise.all([startPeerBackend('b1'), startPeerBackend('b2')]);
   backends.push(...pair);
   return pair;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** A port that was free a moment ago. */
@@ -134,6 +143,28 @@ describe('cluster reload and shutdown', () => {
     assert.match(t.output(), /SIGTERM: stopping/);
     for (const pid of pids) assert.throws(() => process.kill(pid, 0), 'the worker exited too');
     await assert.rejects(request(`${t.url}/`), 'nothing listens any more');
+  });
+
+  test('a reload that changes workers forks or stops workers to match, without dropping a request', async () => {
+    const [b1, b2] = await twoBackends();
+    const t = await startTandem(weighted(b1, b2, 1, 1));
+    procs.push(t);
+    assert.equal(t.workerPids().length, 2);
+    let from = t.output().length;
+    assert.equal(await t.reload(weighted(b1, b2, 1, 1, { workers: 3 })), 'reloaded');
+    await t.waitForLog(/tandem: worker 3 pid \d+$/m, { from });
+    await until(async () => new Set(servedBy(t.workerPids(), await getMany(t.url, 12), [b1, b2])).size === 3, 10_000, 'three workers serving');
+
+    from = t.output().length;
+    assert.equal(await t.reload(weighted(b1, b2, 1, 1, { workers: 1 })), 'reloaded');
+    await t.waitForLog(/worker \d+ pid \d+ stopping: workers is 1 now[^]*worker \d+ pid \d+ stopping: workers is 1 now/, { from });
+    // Connections the kernel had queued on a stopping worker's socket are reset (unless
+    // net.ipv4.tcp_migrate_req is on); a client retries those, and nothing else fails.
+    for (let i = 0; i < 10; i++) assert.equal((await getRetrying(t.url)).status, 200);
+    assert.equal(t.workerPids().length, 1);
+    const stopped = [...t.output().slice(from).matchAll(/worker \d+ pid (\d+) stopping/g)].map((m) => Number(m[1]));
+    await until(() => stopped.every((pid) => !alive(pid)), 10_000, 'the stopped workers to exit');
+    assert.equal(await t.stop(), 0);
   });
 
   test('counts survive a reload, and requests during it are all counted', async () => {

@@ -69,6 +69,20 @@ export async function getFresh(url: string): Promise<Answer> {
   return { status: res.statusCode, backend, peerPort: Number(res.headers['x-peer-port'] ?? 0) };
 }
 
+/**
+ * getFresh, once more when the connection was reset: what a client does for a request
+ * that was in flight (or waiting in a stopped worker's accept queue). A refused
+ * connection is not retried.
+ */
+export async function getRetrying(url: string): Promise<Answer> {
+  try {
+    return await getFresh(url);
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ECONNREFUSED') throw err;
+    return getFresh(url);
+  }
+}
+
 /** `count` requests one after another, each on its own connection. */
 export async function getMany(url: string, count: number): Promise<Answer[]> {
   const out: Answer[] = [];
