@@ -278,7 +278,7 @@ const workers = either<number | 'auto'>('an integer of at least 1, or auto', (_n
 /** The whole file. */
 export const configSchema = struct(
   {
-    workers: withDefault(workers, 1),
+    workers: withDefault(workers, 'auto' as const),
     shutdownTimeout: withDefault(duration(), 30_000),
     trustedProxies: withDefault(list(cidr, { expects: 'a list of IP addresses or CIDR blocks' }), []),
     accessLog: optional(accessLog),

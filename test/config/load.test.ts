@@ -43,7 +43,7 @@ test('a minimal file gets every default filled in', () => {
   const config = load(MINIMAL);
   assert.deepEqual(config, {
     file: '/srv/tandem/tandem.yaml',
-    workers: 1,
+    workers: availableParallelism(),
     shutdownTimeout: 30_000,
     trustedProxies: [],
     accessLog: null,

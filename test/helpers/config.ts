@@ -13,6 +13,8 @@ export function singlePool(backends: BackendSpec[], pool: Record<string, unknown
     pools: { web: { backends, ...pool } },
     admin: { address: '127.0.0.1:0' },
     shutdownTimeout: '5s',
+    // One worker unless a test asks for more: exact balancing splits need one balancer.
+    workers: 1,
     ...extra,
   });
 }
@@ -23,6 +25,7 @@ export function config(parts: Record<string, unknown>): string {
     listeners: [{ name: 'web', address: '127.0.0.1:0' }],
     admin: { address: '127.0.0.1:0' },
     shutdownTimeout: '5s',
+    workers: 1,
     ...parts,
   });
 }
