@@ -3,6 +3,7 @@ import type { Dispatcher } from 'undici';
 import { errors, type ErrorSpec } from '../errors.ts';
 import type { Backend } from '../pool/backend.ts';
 import type { PoolRuntime, RouteRuntime } from './generation.ts';
+import { bodyBytesMoved } from './gc-pacer.ts';
 import { responseHeaders, upstreamHeaders, type ForwardContext } from './headers.ts';
 
 // The hot path. One ProxyRequest per proxied request is the only allocation that is not
@@ -159,8 +160,13 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange {
     }
   }
 
+  onBodySent(chunk: Buffer | string): void {
+    bodyBytesMoved(chunk.length);
+  }
+
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     this.bytes += chunk.length;
+    bodyBytesMoved(chunk.length);
     if (!this.res.write(chunk)) {
       controller.pause();
       this.res.once('drain', onResponseDrain);

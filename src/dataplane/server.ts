@@ -1,5 +1,4 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
 import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -8,7 +7,6 @@ import { errors, type ErrorSpec } from '../errors.ts';
 import { errorBody, ProxyRequest, type RequestObserver } from './forward.ts';
 import type { Generation } from './generation.ts';
 import { clientAddressOf, TrustedProxies, type ForwardContext } from './headers.ts';
-import { proxyUpgrade } from './websocket.ts';
 
 const kListener = Symbol('tandem.listener');
 const kContext = Symbol('tandem.context');
@@ -55,7 +53,8 @@ export class Listener {
     };
     this.server = config.tls === null
       ? createHttpServer(options)
-      : createHttpsServer({ ...options, cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) });
+      // node:https (and with it tls) is loaded only where a listener terminates TLS.
+      : process.getBuiltinModule('node:https').createServer({ ...options, cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) });
     (this.server as TandemServer)[kListener] = this;
     this.server.on('request', onRequest);
     this.server.on('connection', onConnection);
@@ -189,8 +188,13 @@ function onUpgrade(this: TandemServer, req: IncomingMessage, socket: Duplex, hea
     return;
   }
   const ctx = (req.socket as TandemSocket)[kContext]!;
-  proxyUpgrade(req, socket, head, rt.pool, backend, ctx);
+  // http-proxy-3 is loaded on the first upgrade: a data plane that never sees one keeps
+  // its memory (a worker's whole budget is tight: it must stream 1 GiB under 150 MB).
+  websocket ??= import('./websocket.ts');
+  websocket.then((ws) => ws.proxyUpgrade(req, socket, head, rt.pool, backend, ctx), () => socket.destroy());
 }
+
+let websocket: Promise<typeof import('./websocket.ts')> | null = null;
 
 /** Writes one of tandem's own answers on a raw socket and closes it. */
 export function writeRaw(socket: Duplex, spec: ErrorSpec, pool: string): void {

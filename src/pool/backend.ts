@@ -1,4 +1,4 @@
-import { Pool as UndiciPool } from 'undici';
+import { Pool as UndiciPool } from './undici.ts';
 import type { BackendConfig, PoolConfig } from '../config/types.ts';
 import type { BackendState } from '../events.ts';
 

@@ -1,4 +1,11 @@
-import { Client } from 'undici';
+import { createRequire } from 'node:module';
+import type { Client } from 'undici';
+
+// undici's full entry (its request API) is loaded when the first checker is made, not at
+// import: data-plane workers import this module's siblings but never check, and the
+// entry would cost each of them ~12 MB (see src/pool/undici.ts).
+const require = createRequire(import.meta.url);
+let ClientClass: typeof Client | null = null;
 import type { HealthCheckConfig } from '../../config/types.ts';
 import type { Backend } from '../backend.ts';
 import type { Pool } from '../pool.ts';
@@ -147,7 +154,8 @@ function makeTarget(backend: Backend, cfg: HealthCheckConfig): Target {
   const origin = new URL(backend.config.origin);
   const host = cfg.host ?? origin.host;
   if (cfg.port !== null) origin.port = String(cfg.port);
-  const client = new Client(origin.origin, {
+  ClientClass ??= (require('undici') as typeof import('undici')).Client;
+  const client = new ClientClass(origin.origin, {
     connectTimeout: cfg.timeout,
     headersTimeout: cfg.timeout,
     bodyTimeout: cfg.timeout,
