@@ -36,12 +36,9 @@ import { WorkerSet, type WorkerSlot } from './workers.ts';
 
 /**
  * Node flags for worker processes, added to the primary's own (which workers inherit,
- * as they inherit NODE_OPTIONS). Measured on 2 cores, one worker: with
- * `--max-semi-space-size=1` a worker streaming 1 GiB each way peaked at 133-145 MB RSS
- * instead of 173-195 MB, but small proxied requests cost 2-11% more worker CPU each
- * (about 8% in the median of five alternating runs). Throughput comes first, so none
- * is set; deployments that mostly stream large bodies can set
- * NODE_OPTIONS=--max-semi-space-size=1.
+ * as they inherit NODE_OPTIONS). None: `--max-semi-space-size=1` bounded a streaming
+ * worker's RSS but cost 12-35% more CPU per small request; the GC pacer in
+ * src/dataplane/gc-pacer.ts bounds it (126-133 MB for 1 GiB each way) without that cost.
  */
 export const WORKER_FLAGS: readonly string[] = [];
 
