@@ -23,6 +23,7 @@ export const errors = Object.freeze({
   BACKEND_INVALID_RESPONSE: spec('TANDEM_ERR_BACKEND_INVALID_RESPONSE', 502, 'backend sent an invalid response'),
   BACKEND_RESET: spec('TANDEM_ERR_BACKEND_RESET', 502, 'backend closed the connection before answering'),
   NO_BACKEND: spec('TANDEM_ERR_NO_BACKEND', 503, 'no available backend'),
+  LISTENER_REMOVED: spec('TANDEM_ERR_LISTENER_REMOVED', 503, 'this listener was removed by a reload; reconnect'),
   CONNECT_TIMEOUT: spec('TANDEM_ERR_CONNECT_TIMEOUT', 504, 'timed out connecting to the backend'),
   RESPONSE_TIMEOUT: spec('TANDEM_ERR_RESPONSE_TIMEOUT', 504, 'backend did not answer in time'),
   UPGRADE_FAILED: spec('TANDEM_ERR_UPGRADE_FAILED', 502, 'backend refused the protocol upgrade'),

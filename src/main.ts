@@ -62,6 +62,8 @@ export class Instance implements AdminRuntime, DataPlane {
   trusted: TrustedProxies;
   observer: Telemetry;
   shuttingDown: boolean;
+  /** Proxied requests in flight (the data plane counts them in and out). */
+  active: number;
   ha: VipControl | null;
   private current: Config;
   private entries: Map<string, PoolEntry>;
@@ -84,6 +86,7 @@ export class Instance implements AdminRuntime, DataPlane {
     this.reusePort = opts.reusePort ?? false;
     this.current = config;
     this.shuttingDown = false;
+    this.active = 0;
     this.ha = null;
     this.reloading = null;
     this.entries = new Map();
@@ -249,7 +252,7 @@ export class Instance implements AdminRuntime, DataPlane {
     if (JSON.stringify(config.accessLog) !== JSON.stringify(before.accessLog)) {
       const old = this.accessLog;
       this.accessLog = this.openAccessLog(config);
-      this.observer = new Telemetry(this.metrics, this.accessLog, config.listeners.map((l) => l.name));
+      this.observer.setAccessLog(this.accessLog);
       void old?.close();
     }
 
@@ -260,7 +263,15 @@ export class Instance implements AdminRuntime, DataPlane {
       await e.health.stop();
       void e.pool.close(reused);
     }
-    for (const l of removed) void l.stopAccepting().then(() => l.destroyAll());
+    // A removed listener's busy keep-alive connections must not be routed with the new
+    // config's listener indexes: they are retired (answered with Connection: close) and
+    // cut once the shutdown timeout has passed.
+    for (const l of removed) {
+      l.retire();
+      const cut = setTimeout(() => l.destroyAll(), config.shutdownTimeout);
+      cut.unref();
+      void l.stopAccepting().then(() => clearTimeout(cut));
+    }
   }
 
   private buildPools(config: Config, old: ReadonlyMap<string, PoolEntry>): Map<string, PoolEntry> {
@@ -276,7 +287,7 @@ export class Instance implements AdminRuntime, DataPlane {
   }
 
   private openAccessLog(config: Config): AccessLog | null {
-    return this.serve && config.accessLog !== null ? new AccessLog(config.accessLog.path) : null;
+    return this.serve && config.accessLog !== null ? new AccessLog(config.accessLog.path, this.log) : null;
   }
 
   private buildGeneration(config: Config, entries: ReadonlyMap<string, PoolEntry>): Generation {
@@ -285,11 +296,9 @@ export class Instance implements AdminRuntime, DataPlane {
     return new Generation(config, runtimes);
   }
 
-  /** Requests in flight over every pool. */
+  /** Proxied requests in flight, whichever config generation they started under. */
   inFlight(): number {
-    let n = 0;
-    for (const e of this.entries.values()) n += e.runtime.activeRequests;
-    return n;
+    return this.active;
   }
 
   /**

@@ -64,6 +64,7 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange {
   retrying: boolean;
   /** finish() has run; later callbacks (undici's error after our own abort) do nothing. */
   reported: boolean;
+  drainHooked: boolean;
 
   constructor(req: IncomingMessage, res: ServerResponse, route: RouteRuntime, pool: PoolRuntime,
     ctx: ForwardContext, observer: RequestObserver, start: number, shutdown: boolean) {
@@ -90,10 +91,12 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange {
     this.shutdown = shutdown;
     this.retrying = false;
     this.reported = false;
+    this.drainHooked = false;
   }
 
   /** Picks a backend and sends the request to it; answers 503 itself when there is none. */
   run(): void {
+    this.ctx.plane.active++;
     const pool = this.pool;
     let backend: Backend | null = null;
     if (pool.sticky !== null) {
@@ -153,10 +156,11 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange {
     try {
       res.writeHead(statusCode, statusMessage || undefined, out);
     } catch {
-      // A header value the client side cannot carry: an invalid response.
+      // A header value the client side cannot carry: an invalid response, answered as
+      // such (not retried: the backend did answer), and the upstream request dropped.
       this.responded = false;
+      this.fail(errors.BACKEND_INVALID_RESPONSE);
       controller.abort(new Error('invalid response header'));
-      return;
     }
   }
 
@@ -169,7 +173,11 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange {
     bodyBytesMoved(chunk.length);
     if (!this.res.write(chunk)) {
       controller.pause();
-      this.res.once('drain', onResponseDrain);
+      // One listener for the life of the response, added the first time it is needed.
+      if (!this.drainHooked) {
+        this.drainHooked = true;
+        this.res.on('drain', onResponseDrain);
+      }
     }
   }
 
@@ -206,6 +214,8 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange {
         this.retrying = true;
         this.pool.retriesInFlight++;
         this.controller = null;
+        // The cookie must name the backend that answers, not the one that failed.
+        if (this.stickyCookie !== null) this.stickyCookie = this.pool.sticky!.setCookie(next, this.ctx.proto === 'https');
         this.dispatch(next);
         return;
       }
@@ -279,6 +289,7 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange {
     if (this.reported) return;
     this.reported = true;
     this.done = true;
+    this.ctx.plane.active--;
     this.release();
     if (this.backend !== null) this.backend.requests++;
     // 499: the client closed the connection before any status was decided (nginx's code).

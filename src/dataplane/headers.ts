@@ -56,6 +56,8 @@ export interface ForwardContext {
   readonly proto: 'http' | 'https';
   /** Index of the listener in the current config, for per-listener metrics. */
   readonly listener: number;
+  /** Where requests in flight are counted, across reloads (graceful stop waits on it). */
+  readonly plane: { active: number };
 }
 
 /**
@@ -127,6 +129,8 @@ export function responseHeaders(headers: Record<string, string | string[] | unde
 }
 
 function listedTokens(value: string): Set<string> | null {
+  // Almost every message says just this: no Set, no split.
+  if (value === 'keep-alive' || value === 'close' || value === 'Keep-Alive') return null;
   let tokens: Set<string> | null = null;
   for (const t of value.split(',')) {
     const name = t.trim().toLowerCase();

@@ -20,6 +20,8 @@ export interface DataPlane {
   trusted: TrustedProxies;
   observer: RequestObserver;
   shuttingDown: boolean;
+  /** Proxied requests in flight, across config generations. */
+  active: number;
 }
 
 /**
@@ -33,15 +35,15 @@ export class Listener {
   readonly server: Server;
   readonly plane: DataPlane;
   readonly connections: Set<Socket>;
-  /** Requests in flight on this listener. */
-  inFlight: number;
+  /** Removed by a reload: its remaining connections get Connection: close answers. */
+  retired: boolean;
 
   constructor(config: ListenerConfig, index: number, plane: DataPlane) {
     this.config = config;
     this.index = index;
     this.plane = plane;
     this.connections = new Set();
-    this.inFlight = 0;
+    this.retired = false;
     const options = {
       headersTimeout: config.headersTimeout,
       requestTimeout: config.requestTimeout,
@@ -77,6 +79,12 @@ export class Listener {
    * SO_REUSEPORT beside those of the other workers of a cluster (the kernel spreads
    * connections over them); otherwise a cluster worker binds through node:cluster.
    */
+  /** Taken out of the config by a reload; its open connections are wound down. */
+  retire(): void {
+    this.retired = true;
+    this.server.closeIdleConnections();
+  }
+
   listen(reusePort = false): Promise<void> {
     return new Promise((resolve, reject) => {
       const onError = (err: Error) => reject(err);
@@ -120,6 +128,7 @@ function onConnection(this: TandemServer, socket: TandemSocket): void {
     trusted: plane.trusted.trusts(address),
     proto: listener.config.tls === null ? 'http' : 'https',
     listener: listener.index,
+    plane,
   };
   listener.connections.add(socket);
   socket.once('close', onSocketClose);
@@ -135,6 +144,11 @@ function onRequest(this: TandemServer, req: IncomingMessage, res: ServerResponse
   const plane = listener.plane;
   const start = performance.now();
   const ctx = (req.socket as TandemSocket)[kContext]!;
+  if (listener.retired) {
+    res.shouldKeepAlive = false;
+    answer(res, errors.LISTENER_REMOVED, '', true);
+    return;
+  }
   const gen = plane.generation;
   const route = gen.router.match(listener.index, req.headers.host, req.url ?? '/', req.method ?? 'GET', req.headers);
   if (plane.shuttingDown) res.shouldKeepAlive = false;
@@ -174,7 +188,14 @@ function onClientError(this: TandemServer, err: Error & { code?: string }, socke
 }
 
 function onUpgrade(this: TandemServer, req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  // Node takes its own error handler off a socket it hands over for an upgrade: without
+  // one, a client resetting the connection would be an uncaught exception.
+  socket.on('error', destroyOnError);
   const listener = this[kListener];
+  if (listener.retired) {
+    writeRaw(socket, errors.LISTENER_REMOVED, '');
+    return;
+  }
   const gen = listener.plane.generation;
   const route = gen.router.match(listener.index, req.headers.host, req.url ?? '/', req.method ?? 'GET', req.headers);
   if (route === null) {
@@ -182,7 +203,8 @@ function onUpgrade(this: TandemServer, req: IncomingMessage, socket: Duplex, hea
     return;
   }
   const rt = gen.route(route);
-  const backend = rt.pool.pool.pick();
+  const sticky = rt.pool.sticky;
+  const backend = (sticky === null ? null : sticky.lookup(req.headers.cookie)) ?? rt.pool.pool.pick();
   if (backend === null) {
     writeRaw(socket, errors.NO_BACKEND, rt.pool.name);
     return;
@@ -195,6 +217,10 @@ function onUpgrade(this: TandemServer, req: IncomingMessage, socket: Duplex, hea
 }
 
 let websocket: Promise<typeof import('./websocket.ts')> | null = null;
+
+function destroyOnError(this: Duplex): void {
+  this.destroy();
+}
 
 /** Writes one of tandem's own answers on a raw socket and closes it. */
 export function writeRaw(socket: Duplex, spec: ErrorSpec, pool: string): void {

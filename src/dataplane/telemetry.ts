@@ -20,7 +20,7 @@ export interface RequestMetrics {
  */
 export class Telemetry implements RequestObserver {
   private readonly metrics: RequestMetrics | null;
-  private readonly accessLog: AccessLog | null;
+  private accessLog: AccessLog | null;
   private listeners: readonly string[];
   private readonly byRoute: WeakMap<RouteRuntime, Map<Backend | null, RequestHandle>[]>;
   private readonly noRoute: RequestHandle[];
@@ -31,6 +31,14 @@ export class Telemetry implements RequestObserver {
     this.listeners = listeners;
     this.byRoute = new WeakMap();
     this.noRoute = [];
+  }
+
+  /**
+   * A reload changed the access log. Requests in flight keep this Telemetry, so their
+   * lines go to the new log; the old one is closed by the caller.
+   */
+  setAccessLog(log: AccessLog | null): void {
+    this.accessLog = log;
   }
 
   /** A reload renamed or reordered listeners. */
@@ -72,13 +80,24 @@ export class AccessLog {
   private buffer: string;
   private scheduled: boolean;
 
-  constructor(path: string) {
+  private failed: boolean;
+
+  constructor(path: string, log: (msg: string) => void = () => {}) {
     this.out = path === 'stdout' ? process.stdout : createWriteStream(path, { flags: 'a' });
     this.buffer = '';
     this.scheduled = false;
+    this.failed = false;
+    // A log that cannot be written (folder gone, disk full, stdout closed) must never
+    // take the data plane down: say so once and drop lines from then on.
+    (this.out as NodeJS.EventEmitter).on('error', (err: Error) => {
+      if (!this.failed) log(`access log ${path}: ${err.message}; dropping access log lines`);
+      this.failed = true;
+      this.buffer = '';
+    });
   }
 
   write(e: Exchange, seconds: number): void {
+    if (this.failed) return;
     const req = e.req;
     const url = req.url ?? '/';
     const q = url.indexOf('?');
@@ -105,13 +124,14 @@ export class AccessLog {
 
   flush(): void {
     this.scheduled = false;
-    if (this.buffer === '') return;
+    if (this.buffer === '' || this.failed) return;
     this.out.write(this.buffer);
     this.buffer = '';
   }
 
   close(): Promise<void> {
     this.flush();
+    this.failed = true;
     if (this.out === process.stdout) return Promise.resolve();
     return new Promise((resolve) => (this.out as WriteStream).end(resolve));
   }

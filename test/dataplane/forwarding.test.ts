@@ -212,3 +212,31 @@ describe('aborts', () => {
     assert.equal(b.sockets.size, 0);
   });
 });
+
+describe('upgrades that go nowhere', () => {
+  test('upgrade requests reset by the client right away, to no route and to an empty pool, crash nothing', async () => {
+    const b = await serve((_req, res) => res.end('still here'));
+    const t = await tandem(config({
+      routes: [
+        { name: 'empty', match: { pathPrefix: '/empty' }, pool: 'sick' },
+        { name: 'api', match: { pathPrefix: '/api' }, pool: 'web' },
+      ],
+      pools: {
+        web: { backends: [{ name: 'b', url: b.url }] },
+        sick: { backends: [{ name: 'gone', url: 'http://127.0.0.1:1' }], healthCheck: { path: '/', interval: '1s', timeout: '500ms', startUnhealthy: true } },
+      },
+    }));
+    const workers = t.workerPids();
+    const port = Number(new URL(t.url).port);
+    for (let i = 0; i < 40; i++) {
+      const socket = connect(port, '127.0.0.1');
+      await once(socket, 'connect');
+      socket.write(`GET ${i % 2 ? '/nowhere' : '/empty'} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+      socket.resetAndDestroy();
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    const r = await request(`${t.url}/api`);
+    assert.equal(await r.body.text(), 'still here');
+    assert.deepEqual(t.workerPids(), workers, 'no worker died');
+  });
+});

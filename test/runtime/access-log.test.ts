@@ -34,3 +34,17 @@ test('the access log writes one JSON line per request with the fields operators 
   assert.equal(first.backend, 'logged');
   assert.equal(first.client, '127.0.0.1');
 });
+
+test('an access log that cannot be written is reported once and traffic goes on', async () => {
+  const b = await startBackend({ name: 'plain' });
+  const t2 = await startTandem(singlePool([{ name: 'plain', url: b.url }], {}, { accessLog: { path: '/nonexistent-tandem-dir/access.log' } }));
+  try {
+    const workers = t2.workerPids();
+    for (let i = 0; i < 20; i++) assert.equal((await request(`${t2.url}/`)).statusCode, 200);
+    assert.deepEqual(t2.workerPids(), workers, 'no worker died');
+    assert.match(t2.output(), /access log \/nonexistent-tandem-dir\/access\.log: .*dropping access log lines/);
+  } finally {
+    await t2.stop();
+    await b.close();
+  }
+});

@@ -1,9 +1,12 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import autocannon from 'autocannon';
+import { createServer } from 'node:http';
+import { once } from 'node:events';
+import { connect, type AddressInfo } from 'node:net';
 import { request } from 'undici';
 import { startBackend, type TestBackend } from '../helpers/backends.ts';
-import { singlePool } from '../helpers/config.ts';
+import { config, singlePool } from '../helpers/config.ts';
 import { startTandem, type TandemProcess } from '../helpers/tandem.ts';
 
 const backends: TestBackend[] = [];
@@ -64,5 +67,79 @@ describe('hot reload', () => {
       const body = await api.json() as { errors: string[] };
       assert.match(body.errors.join('\n'), /tandem\.yaml:\d+:\d+: pools\.web\.backends\[0\]/);
     }
+  });
+});
+
+describe('reload and connections that outlive their config', () => {
+  test('a keep-alive connection of a listener removed by a reload is answered 503 and closed, not routed by another listener', async () => {
+    // The public backend answers its first request slowly, so the client's connection is
+    // busy (not idle, not closed) while the reload removes its listener.
+    let first = true;
+    const pub = createServer((_req, res) => {
+      const delay = first ? 800 : 0;
+      first = false;
+      setTimeout(() => res.end('pub'), delay);
+    });
+    pub.listen(0, '127.0.0.1');
+    await once(pub, 'listening');
+    const i = await startBackend({ name: 'int' });
+    backends.push(i);
+    const pubUrl = `http://127.0.0.1:${(pub.address() as AddressInfo).port}`;
+    const both = config({
+      listeners: [{ name: 'public', address: '127.0.0.1:0' }, { name: 'internal', address: '127.0.0.1:0' }],
+      routes: [
+        { name: 'pub', listeners: ['public'], match: { pathPrefix: '/' }, pool: 'pub' },
+        { name: 'int', listeners: ['internal'], match: { pathPrefix: '/' }, pool: 'int' },
+      ],
+      pools: { pub: { backends: [{ name: 'pub', url: pubUrl }] }, int: { backends: [{ name: 'int', url: i.url }] } },
+    });
+    const t = await startTandem(both);
+    procs.push(t);
+    const [host, port] = t.listeners.get('public')!.split(':');
+    const socket = connect(Number(port), host);
+    await once(socket, 'connect');
+    let text = '';
+    socket.on('data', (d) => { text += d.toString(); });
+    socket.write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n');
+    await new Promise((r) => setTimeout(r, 200));
+    const onlyInternal = config({
+      listeners: [{ name: 'internal', address: '127.0.0.1:0' }],
+      routes: [{ name: 'int', match: { pathPrefix: '/' }, pool: 'int' }],
+      pools: { int: { backends: [{ name: 'int', url: i.url }] } },
+    });
+    assert.equal(await t.reload(onlyInternal), 'reloaded');
+    // The slow request finishes; the next one on the same connection meets the retired listener.
+    const deadline = Date.now() + 3000;
+    while (!text.endsWith('pub') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    socket.write('GET /next HTTP/1.1\r\nHost: x\r\n\r\n');
+    await once(socket, 'close');
+    const second = text.slice(text.indexOf('pub') + 3);
+    assert.match(second, /^HTTP\/1\.1 503/);
+    assert.match(second, /connection: close/i);
+    assert.match(second, /TANDEM_ERR_LISTENER_REMOVED/);
+    assert.equal(i.requests, 0, 'nothing reached the other listener\'s pool');
+    pub.closeAllConnections();
+    pub.close();
+  });
+
+  test('a download started before a reload still completes when SIGTERM follows', async () => {
+    const slow = createServer((_req, res) => {
+      res.writeHead(200, { 'content-length': '20' });
+      res.write('0123456789');
+      setTimeout(() => res.end('abcdefghij'), 1500);
+    });
+    slow.listen(0, '127.0.0.1');
+    await once(slow, 'listening');
+    const url = `http://127.0.0.1:${(slow.address() as AddressInfo).port}`;
+    const t = await startTandem(singlePool([{ name: 's', url }]));
+    procs.push(t);
+    const pending = request(`${t.url}/`).then(async (r) => r.body.text());
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(await t.reload(singlePool([{ name: 's', url, weight: 2 }])), 'reloaded');
+    const code = t.stop('SIGTERM');
+    assert.equal(await pending, '0123456789abcdefghij');
+    assert.equal(await code, 0);
+    slow.closeAllConnections();
+    slow.close();
   });
 });
