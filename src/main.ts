@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type { Config } from './config/types.ts';
 import { TandemError, errors } from './errors.ts';
 import { EventBus } from './events.ts';
@@ -207,6 +208,11 @@ export class Instance implements AdminRuntime, DataPlane {
       const old = this.listenerMap.get(lc.name);
       if (old !== undefined && old.config.host === lc.host && old.config.port === lc.port
         && JSON.stringify(old.config.tls) === JSON.stringify(lc.tls)) {
+        // A kept TLS listener reloads its certificate at commit (renewed in place); a
+        // file that does not parse must reject the reload here, before anything changes.
+        if (lc.tls !== null) {
+          process.getBuiltinModule('node:tls').createSecureContext({ cert: readFileSync(lc.tls.cert), key: readFileSync(lc.tls.key) });
+        }
         keep.add(lc.name);
         continue;
       }

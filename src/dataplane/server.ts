@@ -72,6 +72,11 @@ export class Listener {
     this.server.headersTimeout = config.headersTimeout;
     this.server.requestTimeout = config.requestTimeout;
     this.server.keepAliveTimeout = config.keepAliveTimeout;
+    // Certificates renewed in place (same paths) are read again: new handshakes use them,
+    // established connections keep theirs.
+    if (config.tls !== null) {
+      (this.server as import('node:https').Server).setSecureContext({ cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) });
+    }
   }
 
   /**
