@@ -237,17 +237,29 @@ export class ClusterWorker {
 /** Entry of a worker process: follows the primary's messages until told to stop. */
 export function runWorker(): void {
   const worker = new ClusterWorker(cluster.worker?.id ?? 0);
+  // Signals. `systemctl stop` (KillMode=control-group, the default), Ctrl-C, a terminal
+  // hang-up and `docker stop` under an init that forwards to the group signal every
+  // process, workers included. A worker that stopped on its own would stop accepting
+  // while the primary is still handing the VIPs over (up to lease + hookTimeout), and
+  // connections would be refused. So while the primary is there, workers ignore
+  // SIGTERM, SIGINT and SIGHUP and wait for its `stop`, which comes after the VIPs are
+  // released. KillMode=mixed is not needed (it would SIGTERM only the primary, which
+  // does the same), and systemd's final SIGKILL after TimeoutStopSec still ends
+  // everything. To stop one worker, SIGKILL it: the primary starts a replacement.
+  const onSignal = () => {
+    if (!process.connected) void worker.stop(null, 0);
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGHUP', onSignal);
+  // The primary is gone: nobody will check health or replace us, and nobody will send
+  // `stop`. Finish the requests in flight and exit. node:cluster would exit at once on
+  // an unasked disconnect, cutting those requests, unless exitedAfterDisconnect is set.
+  if (cluster.worker !== undefined) cluster.worker.exitedAfterDisconnect = true;
+  process.on('disconnect', () => void worker.stop(null, 0));
   process.on('message', (msg: unknown) => {
     if (isToWorker(msg)) worker.handle(msg);
   });
   // Messages sent before this listener existed would have been dropped: ask for `start` now.
   worker.hello();
-  // Ctrl-C and a terminal hang-up reach the whole process group; the primary decides
-  // what they mean and tells the workers.
-  process.on('SIGINT', () => {});
-  process.on('SIGHUP', () => {});
-  // SIGTERM sent to a worker alone (or to every process, as systemd does): stop gracefully.
-  process.on('SIGTERM', () => void worker.stop(null, 0));
-  // The primary is gone: nobody will check health or replace us. Stop, do not linger.
-  process.on('disconnect', () => void worker.stop(null, 0));
 }

@@ -1,12 +1,17 @@
 // Helpers for the cluster tests: a backend that tells which upstream connection each
 // request came on, and a way to find which worker process owns that connection (from
-// /proc), so a test can say which worker served a request without tandem saying so.
+// /proc), so a test can say which worker served a request without tandem saying so;
+// and a tandem in a process group of its own, for signals sent to the whole group.
 
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import { once } from 'node:events';
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { request } from 'undici';
+import { CLI, NODE } from '../helpers/tandem.ts';
 
 /** A backend answering its name, with `x-peer-port`: the port tandem's connection came from. */
 export class PeerBackend {
@@ -157,4 +162,77 @@ export function connectionsTo(pid: number, remotePort: number): number {
     }
   }
   return n;
+}
+
+/** A tandem that leads its own process group, as a service manager or a shell starts it. */
+export interface GroupedTandem {
+  readonly child: ChildProcess;
+  /** Its process group id (the primary's pid). */
+  readonly pgid: number;
+  readonly dir: string;
+  /** `http://host:port` of the first listener. */
+  readonly url: string;
+  output(): string;
+  /** Every worker pid the primary logged, live or gone. */
+  everyWorkerPid(): number[];
+  /** Resolves with the first match of `re` in the output from offset `from`. */
+  waitForLog(re: RegExp, from?: number, ms?: number): Promise<RegExpMatchArray>;
+  /** Sends `signal` to every process of the group, as `systemctl stop` or Ctrl-C do. */
+  signalGroup(signal: NodeJS.Signals): void;
+  exited: Promise<number | null>;
+}
+
+/**
+ * Starts `tandem run` (with `args`) on `yaml` in a fresh process group, after `setup`
+ * has written whatever else it needs into the config's directory; resolves once ready.
+ */
+export async function startGrouped(yaml: string, opts: { args?: string[]; setup?: (dir: string) => void } = {}): Promise<GroupedTandem> {
+  const dir = mkdtempSync(join(tmpdir(), 'tandem-group-'));
+  opts.setup?.(dir);
+  const file = join(dir, 'tandem.yaml');
+  writeFileSync(file, yaml);
+  const child = spawn(NODE, [CLI, 'run', '-c', file, ...(opts.args ?? [])], { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
+  const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
+  let gone = false;
+  void exited.then(() => (gone = true));
+  const waitForLog = async (re: RegExp, from = 0, ms = 15_000) => {
+    await until(() => gone || re.test(out.slice(from)), ms, `tandem to log ${re}; output:\n${out}`);
+    const m = out.slice(from).match(re);
+    if (m === null) throw new Error(`tandem exited before logging ${re}; output:\n${out}`);
+    return m;
+  };
+  await waitForLog(/tandem: ready\b/);
+  const listener = out.match(/listener \S+ on (\S+)/)![1];
+  return {
+    child,
+    pgid: child.pid!,
+    dir,
+    url: `http://${listener}`,
+    output: () => out,
+    everyWorkerPid: () => [...out.matchAll(/tandem: worker \d+ pid (\d+)$/gm)].map((m) => Number(m[1])),
+    waitForLog,
+    signalGroup: (signal) => process.kill(-child.pid!, signal),
+    exited,
+  };
+}
+
+/** Pids of the live (not zombie) processes in process group `pgid`. */
+export function groupMembers(pgid: number): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue;
+    }
+    // Fields after the command (which may hold spaces): state, ppid, pgrp, ...
+    const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(pgrp) === pgid && state !== 'Z') out.push(Number(entry));
+  }
+  return out;
 }
