@@ -49,6 +49,7 @@ describe('elector', () => {
     process.env.HOOK_LOG = hookLog;
     delete process.env.HOOK_DELAY;
     delete process.env.HOOK_FAIL;
+    delete process.env.HOOK_FAIL_TIMES;
   });
   afterEach(async () => {
     await Promise.all(running.splice(0).map((n) => n.elector.stop().catch(() => {})));
@@ -77,7 +78,7 @@ describe('elector', () => {
     ];
   }
 
-  async function startNode(id: string, nodes: HaNodeConfig[], vip: VipConfig, opts: { wrap?: (s: LeaseStore) => LeaseStore } = {}): Promise<Node> {
+  async function startNode(id: string, nodes: HaNodeConfig[], vip: VipConfig, opts: { wrap?: (s: LeaseStore) => LeaseStore; stopRetryFor?: number } = {}): Promise<Node> {
     const store = new PeerStore({ node: id, nodes, secret: 'elector-test-secret', leaseDuration: LEASE, renewEvery: RENEW, handoverTimeout: LEASE + 2000 });
     await store.start();
     stores.push(store);
@@ -94,7 +95,7 @@ describe('elector', () => {
     });
     const elector = new Elector({
       vip, node: id, store: opts.wrap ? opts.wrap(store) : store, hook, bus, ready: () => readyFlag.ready,
-      leaseDuration: LEASE, renewEvery: RENEW, handoverTimeout: LEASE + 2000, log: () => {},
+      leaseDuration: LEASE, renewEvery: RENEW, handoverTimeout: LEASE + 2000, stopRetryFor: opts.stopRetryFor, log: () => {},
       lead: (signal) => signal.addEventListener('abort', () => aborts.push(performance.now())),
     });
     const node: Node = { id, store, elector, events, readyFlag, aborts };
@@ -113,6 +114,8 @@ describe('elector', () => {
   }
 
   const stateOf = (n: Node) => n.elector.status().state;
+  /** Hook lines of one node and state after the defensive removal at start (epoch 0). */
+  const runsOf = (node: string, state: string) => hooks().filter((l) => l.node === node && l.state === state && l.epoch > 0);
 
   test('the higher priority becomes MASTER, the other BACKUP, and every transition is published', async () => {
     const nodes = await cluster();
@@ -246,5 +249,72 @@ describe('elector', () => {
     assert.ok(a.aborts[0] - t0 <= LEASE / 2 + RENEW, `aborted ${Math.round(a.aborts[0] - t0)} ms after renewals failed`);
     assert.ok(a.elector.status().renewFailures > 0);
     assert.notEqual(stateOf(a), 'MASTER');
+  });
+  test('a BACKUP hook that fails after a handover runs again with growing pauses until the VIP is off this host', async () => {
+    const nodes = await cluster();
+    const vip = vipOf({ preemptDelay: 60_000 });
+    const a = await startNode('lb1', nodes, vip);
+    const b = await startNode('lb2', nodes, vip);
+    await until('lb1 MASTER', () => stateOf(a) === 'MASTER', 3000);
+    await until('lb2 to see lb1 hold', () => b.elector.status().holder === 'lb1');
+    await sleep(2 * RENEW);
+    process.env.HOOK_FAIL = 'BACKUP@lb1';
+    process.env.HOOK_FAIL_TIMES = '3';
+    assert.equal(await a.elector.release(), true);
+    assert.equal(stateOf(b), 'MASTER');
+    await until('the BACKUP hook to succeed on lb1', () => runsOf('lb1', 'BACKUP').some((l) => l.phase === 'end'), 4000);
+    const runs = runsOf('lb1', 'BACKUP');
+    assert.deepEqual(runs.filter((l) => l.phase !== 'start').map((l) => l.phase), ['fail', 'fail', 'fail', 'end']);
+    const starts = runs.filter((l) => l.phase === 'start').map((l) => Number(l.at / 1_000_000n));
+    const pauses = starts.slice(1).map((t, i) => t - starts[i]);
+    assert.ok(pauses.every((p) => p >= 90), `pauses between runs: ${pauses.join(', ')} ms`);
+    assert.ok(pauses[2] > pauses[0], `pauses grow: ${pauses.join(', ')} ms`);
+    assert.equal(stateOf(a), 'BACKUP');
+  });
+
+  test('a BACKUP hook that keeps failing is no longer run once the node holds the VIP again', async () => {
+    const nodes = await cluster();
+    const vip = vipOf({ preemptDelay: 60_000 });
+    const a = await startNode('lb1', nodes, vip);
+    const b = await startNode('lb2', nodes, vip);
+    await until('lb1 MASTER', () => stateOf(a) === 'MASTER', 3000);
+    await until('lb2 to see lb1 hold', () => b.elector.status().holder === 'lb1');
+    await sleep(2 * RENEW);
+    process.env.HOOK_FAIL = 'BACKUP@lb1';
+    assert.equal(await a.elector.release(), true);
+    await until('a retry of the BACKUP hook', () => runsOf('lb1', 'BACKUP').filter((l) => l.phase === 'fail').length >= 2, 2000);
+    await b.elector.stop();
+    await until('lb1 MASTER again', () => stateOf(a) === 'MASTER', 3000);
+    const masterAgain = runsOf('lb1', 'MASTER').filter((l) => l.phase === 'start').at(-1)!;
+    await sleep(1500);
+    const later = runsOf('lb1', 'BACKUP').filter((l) => l.phase === 'start' && l.at > masterAgain.at);
+    assert.deepEqual(later, [], 'no BACKUP run after the node became MASTER again');
+    assert.equal(stateOf(a), 'MASTER');
+  });
+
+  test('stop runs a failed STOP hook again and returns only once it succeeded', async () => {
+    const nodes = await cluster();
+    const a = await startNode('lb1', nodes, vipOf());
+    await until('lb1 MASTER', () => stateOf(a) === 'MASTER', 3000);
+    process.env.HOOK_FAIL = 'STOP@lb1';
+    process.env.HOOK_FAIL_TIMES = '2';
+    await a.elector.stop();
+    assert.deepEqual(runsOf('lb1', 'STOP').filter((l) => l.phase !== 'start').map((l) => l.phase), ['fail', 'fail', 'end']);
+    assert.equal(stateOf(a), 'STOP');
+  });
+
+  test('stop gives up on a STOP hook that keeps failing once its retry time has passed', async () => {
+    const nodes = await cluster();
+    const a = await startNode('lb1', nodes, vipOf(), { stopRetryFor: 500 });
+    await until('lb1 MASTER', () => stateOf(a) === 'MASTER', 3000);
+    process.env.HOOK_FAIL = 'STOP@lb1';
+    const t0 = performance.now();
+    await a.elector.stop();
+    const took = performance.now() - t0;
+    const runs = runsOf('lb1', 'STOP').filter((l) => l.phase === 'start').length;
+    assert.ok(runs >= 3, `the STOP hook ran ${runs} times`);
+    assert.ok(took < 500 + 1500, `stop returned after ${Math.round(took)} ms`);
+    await sleep(800);
+    assert.equal(runsOf('lb1', 'STOP').filter((l) => l.phase === 'start').length, runs, 'no STOP run after stop returned');
   });
 });
