@@ -47,8 +47,18 @@ pidfile=$rundir/$node.$vip.announcer.pid
 # Milliseconds to the seconds `sleep` takes.
 seconds() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); }
 
+# The VIP's entries on the interface as `ip` prints them (ADDRESS/PREFIX, one a line).
+# Asked by address, not by text: `ip` prints the canonical form (fd00::100, never
+# fd00:0::100), so comparing with the argument as written would miss a VIP that is up.
+held_addresses() {
+  local _idx _dev _fam addr _rest
+  ip -o "$family" addr show dev "$dev" to "$ip" 2>/dev/null | while read -r _idx _dev _fam addr _rest; do
+    echo "$addr"
+  done
+}
+
 has_address() {
-  ip -o "$family" addr show dev "$dev" 2>/dev/null | grep -qF " $cidr "
+  [ -n "$(held_addresses)" ]
 }
 
 stop_announcer() {
@@ -110,9 +120,11 @@ case $state in
     ;;
   BACKUP | FAULT | STOP)
     stop_announcer
-    if has_address; then
-      ip "$family" addr del "$cidr" dev "$dev" || exit 1
-    fi
+    # Each entry as the kernel holds it: deleting by the written form would fail when it
+    # is not canonical, or when the address is up with another prefix length.
+    for held in $(held_addresses); do
+      ip "$family" addr del "$held" dev "$dev" || exit 1
+    done
     ;;
   *)
     log "unknown state $state (MASTER, BACKUP, FAULT or STOP)"

@@ -2,7 +2,7 @@
 // VIP addresses. Each returns `{ value }` or one message saying what is wrong and what
 // would be valid, ready to be placed after the key path.
 
-import { isIP, isIPv4, isIPv6 } from 'node:net';
+import { isIP, isIPv4, isIPv6, SocketAddress } from 'node:net';
 
 export type Parsed<T> = { readonly value: T } | string;
 
@@ -94,7 +94,11 @@ export function parseCidr(text: string): Parsed<string> {
   return { value: `${ip.toLowerCase()}/${prefix}` };
 }
 
-/** A VIP: an address with its prefix length, `10.0.0.100/24` or `fd00::100/64`. */
+/**
+ * A VIP: an address with its prefix length, `10.0.0.100/24` or `fd00::100/64`. The
+ * address comes back in the canonical form `ip` prints (`FD00:0::100` → `fd00::100`), so
+ * the hook, the events and duplicate checks all compare the same text.
+ */
 export function parseVipAddress(text: string): Parsed<{ readonly ip: string; readonly prefix: number; readonly family: 4 | 6 }> {
   const valid = 'must be an IPv4 or IPv6 address with a prefix length, e.g. 10.0.0.100/24';
   const slash = text.indexOf('/');
@@ -102,11 +106,17 @@ export function parseVipAddress(text: string): Parsed<{ readonly ip: string; rea
   const ip = text.slice(0, slash);
   const family = isIP(ip);
   if (family === 0) return `"${ip}" is not an IP address (${valid})`;
+  if (ip.includes('%')) return `"${ip}" has a zone index; a VIP names its interface separately (${valid})`;
   const bits = family === 4 ? 32 : 128;
   const prefixText = text.slice(slash + 1);
   const prefix = Number(prefixText);
   if (!/^\d{1,3}$/.test(prefixText) || prefix < 1 || prefix > bits) return `prefix /${prefixText} is out of range (${valid}, prefix 1 to ${bits})`;
-  return { value: { ip: ip.toLowerCase(), prefix, family: family as 4 | 6 } };
+  return { value: { ip: canonicalIp(ip, family), prefix, family: family as 4 | 6 } };
+}
+
+/** The canonical text of a valid IP address (RFC 5952 for IPv6: lower case, longest zero run as ::), as inet_ntop and `ip` write it. */
+export function canonicalIp(ip: string, family: number = isIP(ip)): string {
+  return new SocketAddress({ address: ip, family: family === 6 ? 'ipv6' : 'ipv4' }).address;
 }
 
 /** True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost). */

@@ -129,4 +129,33 @@ describe('vip-hook.sh', { skip: skip ?? false }, () => {
     assert.equal((await c('BACKUP')).code, 0);
     assert.doesNotMatch(await lab.must(node, ['ip', '-o', '-6', 'addr', 'show', 'dev', 'eth0']), /fd00:213::100/);
   });
+  /** Runs the hook for any VIP on eth0 of the node; resolves with its exit code and stderr. */
+  const hookFor = (state: string, vip: string, cidr: string) =>
+    new Promise<{ code: number; stderr: string }>((resolve) => {
+      const p = lab.spawn(node, [HOOK, state, vip, cidr, 'eth0'], { env: { ...process.env, TANDEM_NODE: 'lb1', TANDEM_RUN_DIR: runDir, TANDEM_GARP_REFRESH: '0' }, stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      p.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+      p.once('exit', (code) => resolve({ code: code ?? -1, stderr }));
+    });
+
+  test('an IPv6 VIP written in a non-canonical form is found again: a second MASTER succeeds and BACKUP removes it', async () => {
+    const written = 'FD00:213:0:0::0200/64';
+    const first = await hookFor('MASTER', 'vip-6c', written);
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(await lab.must(node, ['ip', '-o', '-6', 'addr', 'show', 'dev', 'eth0']), / fd00:213::200\/64 /);
+    const again = await hookFor('MASTER', 'vip-6c', written);
+    assert.equal(again.code, 0, again.stderr);
+    const down = await hookFor('BACKUP', 'vip-6c', written);
+    assert.equal(down.code, 0, down.stderr);
+    assert.doesNotMatch(await lab.must(node, ['ip', '-o', '-6', 'addr', 'show', 'dev', 'eth0']), /fd00:213::200/);
+  });
+
+  test('BACKUP removes the VIP address even when it is up with another prefix length, and leaves the subnet alone', async () => {
+    await lab.must(node, ['ip', 'addr', 'add', '10.213.7.102/32', 'dev', 'eth0']);
+    const down = await hookFor('BACKUP', 'vip-p', '10.213.7.102/24');
+    assert.equal(down.code, 0, down.stderr);
+    const addrs = await lab.must(node, ['ip', '-o', '-4', 'addr', 'show', 'dev', 'eth0']);
+    assert.doesNotMatch(addrs, /10\.213\.7\.102\//);
+    assert.match(addrs, / 10\.213\.7\.11\/24 /, "the node's own address in the same subnet stays");
+  });
 });
