@@ -19,7 +19,9 @@
 //   throughout. With one worker there is a gap: nothing listens until the replacement
 //   has bound the port again (about half a second), and connections are refused.
 // * Shutdown: VIPs are released first, then every worker stops accepting and finishes
-//   its requests within shutdownTimeout, then health checks stop.
+//   its requests within shutdownTimeout, then health checks stop. Workers ignore the
+//   signals a whole process group gets and wait for this order (src/cluster/worker.ts).
+//   A reload under way gives up at its next step, and no worker is forked any more.
 
 import { errors, TandemError } from '../errors.ts';
 import type { Config } from '../config/types.ts';
@@ -91,7 +93,9 @@ export class ClusterPrimary implements AdminRuntime {
   /** Listener name -> bound address, as the workers last reported. */
   private addresses: Map<string, string>;
   private reloading: Promise<ReloadOutcome> | null;
+  /** close() was called: no reload goes on past its next step, and no worker is forked. */
   private stopping: boolean;
+  private closing: Promise<void> | null;
   /** Start-up is over: from now on a worker that dies is replaced. */
   private serving: boolean;
   /** Workers in a row that died young. */
@@ -113,6 +117,7 @@ export class ClusterPrimary implements AdminRuntime {
     this.addresses = new Map();
     this.reloading = null;
     this.stopping = false;
+    this.closing = null;
     this.serving = false;
     this.crashes = 0;
     this.onEvent = (event) => {
@@ -152,7 +157,7 @@ export class ClusterPrimary implements AdminRuntime {
     });
     const primary = new ClusterPrimary(control, workers, pins, resolved.config, opts);
     const count = opts.workers ?? result.config.workers;
-    const starting = Array.from({ length: count }, () => primary.spawn().ready);
+    const starting = Array.from({ length: count }, () => primary.spawn()!.ready);
     try {
       const bound = await Promise.all(starting.map((p) => withTimeout(p, START_TIMEOUT_MS, 'a worker did not bind its listeners in time')));
       primary.remember(bound[0]);
@@ -164,7 +169,9 @@ export class ClusterPrimary implements AdminRuntime {
     return primary;
   }
 
-  private spawn(): { slot: WorkerSlot; ready: Promise<readonly BoundListener[]> } {
+  /** Forks a worker; null once stopping, since close() may already have stopped the ones it knew of. */
+  private spawn(): { slot: WorkerSlot; ready: Promise<readonly BoundListener[]> } | null {
+    if (this.stopping) return null;
     const started = this.workers.spawn(() => this.startMessage());
     this.log(`worker ${started.slot.id} pid ${started.slot.pid}`);
     return started;
@@ -202,8 +209,9 @@ export class ClusterPrimary implements AdminRuntime {
     const delay = this.crashes <= 1 ? 0 : Math.min(MAX_BACKOFF_MS, 100 * 2 ** this.crashes);
     this.log(`worker ${slot.id} pid ${slot.pid} exited (${how}); starting a replacement${delay > 0 ? ` in ${delay} ms` : ''}`);
     const replace = () => {
-      if (this.stopping) return;
-      const { slot: next, ready } = this.spawn();
+      const started = this.spawn();
+      if (started === null) return;
+      const { slot: next, ready } = started;
       ready.then(
         (bound) => this.remember(bound),
         (err: Error) => {
@@ -283,9 +291,13 @@ export class ClusterPrimary implements AdminRuntime {
     return next;
   }
 
+  // A stop may begin at any await below: `stopping` is checked after each one, so that a
+  // reload never commits to workers that are stopping, nor forks new ones after close()
+  // has stopped the workers it knew of (they would keep the primary alive for ever).
   private async reloadNow(): Promise<ReloadOutcome> {
-    if (this.stopping) return this.rejected([`${this.file}: shutting down`]);
+    if (this.stopping) return this.shuttingDown();
     const result = await loadConfigFile(this.file, { env: process.env, node: this.node });
+    if (this.stopping) return this.shuttingDown();
     if (!result.ok) return this.rejected(result.errors);
     let resolved;
     try {
@@ -293,11 +305,16 @@ export class ClusterPrimary implements AdminRuntime {
     } catch (err) {
       return this.rejected([`${this.file}: ${(err as Error).message}`]);
     }
+    if (this.stopping) return this.shuttingDown();
 
     // Phase one: every worker binds the listeners the new config adds.
     const id = this.workers.newId();
     const slots = this.workers.list().filter((s) => s.started && !s.stopping);
     const answers = await Promise.all(slots.map((s) => this.workers.request(s, id, { t: 'prepare', id, config: resolved.config }, RELOAD_TIMEOUT_MS)));
+    if (this.stopping) {
+      this.workers.broadcast({ t: 'abort', id });
+      return this.shuttingDown();
+    }
     const problems: string[] = [];
     answers.forEach((a, i) => {
       // A worker that died meanwhile is replaced with whatever config is in force then.
@@ -311,11 +328,17 @@ export class ClusterPrimary implements AdminRuntime {
 
     // Phase two: the primary's pools and health, then every worker.
     await this.control.apply(result.config);
+    if (this.stopping) {
+      this.workers.broadcast({ t: 'abort', id });
+      return this.shuttingDown();
+    }
     this.pins.keep(resolved.pins);
     this.workerConfig = resolved.config;
     const commit: ToWorker = { t: 'commit', id, config: resolved.config, states: this.states() };
     const committing = this.workers.list().filter((s) => s.started);
     const done = await Promise.all(committing.map((s) => this.workers.request(s, id, commit, RELOAD_TIMEOUT_MS)));
+    // Workers that are stopping answer nothing; there is nothing to replace or resize then.
+    if (this.stopping) return this.shuttingDown();
     done.forEach((a, i) => {
       if (a === null || a.t !== 'committed') return;
       if (a.error === null) this.remember(a.listeners);
@@ -326,6 +349,10 @@ export class ClusterPrimary implements AdminRuntime {
     this.resize();
     this.bus.publish({ type: 'reload', result: 'success', errors: [] });
     return { ok: true, errors: [] };
+  }
+
+  private shuttingDown(): ReloadOutcome {
+    return this.rejected([`${this.file}: shutting down`]);
   }
 
   private rejected(errs: string[]): ReloadOutcome {
@@ -339,7 +366,7 @@ export class ClusterPrimary implements AdminRuntime {
     const wanted = this.control.config().workers;
     const live = this.workers.list().filter((s) => !s.stopping);
     for (let n = live.length; n < wanted; n++) {
-      this.spawn().ready.then((bound) => this.remember(bound), () => {});
+      this.spawn()?.ready.then((bound) => this.remember(bound), () => {});
     }
     for (const slot of live.slice(wanted).reverse()) {
       this.log(`worker ${slot.id} pid ${slot.pid} stopping: workers is ${wanted} now`);
@@ -351,11 +378,25 @@ export class ClusterPrimary implements AdminRuntime {
    * Graceful stop: VIPs are released first, then every worker stops accepting and
    * finishes its requests within `timeout` ms, then health checks stop.
    */
-  async close(timeout: number = this.control.config().shutdownTimeout): Promise<void> {
-    if (this.stopping) return;
-    this.stopping = true;
+  close(timeout: number = this.control.config().shutdownTimeout): Promise<void> {
+    if (this.closing === null) {
+      this.stopping = true;
+      this.closing = this.closeNow(timeout);
+    }
+    return this.closing;
+  }
+
+  private async closeNow(timeout: number): Promise<void> {
     if (this.ha !== null) await this.ha.stop().catch((err) => this.log(`ha stop: ${(err as Error).message}`));
-    await Promise.all(this.workers.list().map((s) => this.workers.stop(s, timeout, STOP_GRACE_MS)));
+    // No worker is forked once stopping; the loop is for one forked before that whose
+    // slot a list taken earlier would miss. Each round ends within timeout + grace.
+    for (let left = this.workers.list(); left.length > 0; left = this.workers.list()) {
+      await Promise.all(left.map((s) => this.workers.stop(s, timeout, STOP_GRACE_MS)));
+    }
+    // A reload under way ends at its next step now (its workers are gone, so it waits for
+    // none of them); wait for it, or its apply could restart health checks after the
+    // close below, and their timers would keep this process alive.
+    await this.reloading?.then(() => {}, (err: Error) => this.log(`reload during stop: ${err.message}`));
     this.bus.off('event', this.onEvent);
     await this.control.close(0);
   }

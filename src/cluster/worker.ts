@@ -213,6 +213,11 @@ export class ClusterWorker {
     const instance = this.instance;
     if (instance !== null) {
       await this.queue;
+      // A reload prepared but not committed (the stop overtook it) has listeners bound:
+      // let them go before the drain, or they would take connections nobody serves.
+      const p = this.pending;
+      this.pending = null;
+      if (p !== null) await instance.abort(p.prepared).catch((err: Error) => this.log(`stop: ${err.message}`));
       await instance.close(timeout ?? instance.config().shutdownTimeout).catch((err: Error) => this.log(`stop: ${err.message}`));
       this.send({ t: 'stats', id: 0, stats: this.stats() }, () => process.exit(code));
       // The channel may be gone (the primary died): do not wait for the send forever.

@@ -1,5 +1,5 @@
 // Signals as service managers and terminals send them: to the whole process group, so
-// workers get them too.
+// workers get them too, and overlapping (a reload, then a stop).
 
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -103,5 +103,37 @@ describe('cluster signals', () => {
     t.child.kill('SIGKILL');
     for (const r of await inFlight) assert.deepEqual([r.status, r.body], [200, 'b1']);
     await until(() => groupMembers(t.pgid).length === 0, 5000, 'the orphaned worker to exit');
+  });
+
+  /** Two workers, health checks in the primary, and a reload waiting in the file that wants three workers. */
+  async function reloadPending(): Promise<GroupedTandem> {
+    const b1 = await backend();
+    const yaml = (workers: number) => singlePool([{ name: 'b1', url: b1.url }], { healthCheck: { path: '/healthz', interval: '100ms', timeout: '50ms' } }, { workers, shutdownTimeout: '4s' });
+    const t = await grouped(yaml(2));
+    writeFileSync(join(t.dir, 'tandem.yaml'), yaml(3));
+    return t;
+  }
+
+  /** Exit 0 within the 4 s shutdownTimeout, and no process of the group left behind. */
+  async function exitsCleanly(t: GroupedTandem): Promise<void> {
+    const late = new Promise<'late'>((r) => setTimeout(r, 4000, 'late').unref());
+    assert.equal(await Promise.race([t.exited, late]), 0, `the primary exits 0 within shutdownTimeout; output:\n${t.output()}`);
+    await until(() => groupMembers(t.pgid).length === 0, 3000, `no process of the group left (workers ${t.everyWorkerPid()})`);
+  }
+
+  test('SIGTERM right after SIGHUP, with a reload that changes workers: exit 0 within shutdownTimeout, no worker left', async () => {
+    const t = await reloadPending();
+    t.child.kill('SIGHUP');
+    t.child.kill('SIGTERM');
+    await exitsCleanly(t);
+  });
+
+  test('SIGTERM while a worker the reload forked is still starting: exit 0 within shutdownTimeout, no worker left', async () => {
+    const t = await reloadPending();
+    const from = t.output().length;
+    t.child.kill('SIGHUP');
+    await t.waitForLog(/tandem: worker 3 pid \d+$/m, from);
+    t.child.kill('SIGTERM');
+    await exitsCleanly(t);
   });
 });
