@@ -26,6 +26,26 @@ if [ $# -ne 4 ]; then
 fi
 state=$1 vip=$2 cidr=$3 dev=$4
 ip=${cidr%/*}
+
+# Arguments may come from the admin event stream (vip-agent): an interface name outside
+# Linux's rules (and a leading -, which tools read as an option), or a name that could
+# leave the run directory, is refused before it reaches any command line or path.
+case $dev in
+  '' | . | .. | -* | *[!A-Za-z0-9_.@:-]*)
+    log "invalid interface name '$dev' (1 to 15 of letters, digits, _ . @ : -)"
+    exit 2
+    ;;
+esac
+if [ "${#dev}" -gt 15 ]; then
+  log "invalid interface name '$dev' (at most 15 characters)"
+  exit 2
+fi
+case $vip/${TANDEM_NODE:-node} in
+  */*/*)
+    log "invalid VIP or node name '$vip' / '${TANDEM_NODE:-}' (no /)"
+    exit 2
+    ;;
+esac
 count=${TANDEM_GARP_COUNT:-3}
 interval=${TANDEM_GARP_INTERVAL:-200}
 refresh=${TANDEM_GARP_REFRESH:-60000}
@@ -73,24 +93,27 @@ stop_announcer() {
 }
 
 start_announcer() {
-  local sender
   if [ "$family" = -4 ]; then
     if ! command -v arping >/dev/null 2>&1; then
       log "arping not found: $ip is up but not announced (install iputils-arping)"
       return 0
     fi
-    sender="arping -U -c 1 -I $dev $ip"
-  else
-    if ! command -v ndsend >/dev/null 2>&1; then
-      log "ndsend not found: $ip is up but no unsolicited neighbour advertisement is sent"
-      return 0
-    fi
-    sender="ndsend $ip $dev"
+  elif ! command -v ndsend >/dev/null 2>&1; then
+    log "ndsend not found: $ip is up but no unsolicited neighbour advertisement is sent"
+    return 0
   fi
+  # The script is a constant; interface and address reach it only as arguments, so no
+  # value can ever be parsed as shell code.
   # Each packet from its own background sender: a lingering arping never delays the next.
   setsid bash -c '
-    send() { '"$sender"' >/dev/null 2>&1 & }
-    count=$1 gap=$2 refresh=$3
+    family=$1 dev=$2 ip=$3 count=$4 gap=$5 refresh=$6
+    send() {
+      if [ "$family" = -4 ]; then
+        arping -U -c 1 -I "$dev" "$ip" >/dev/null 2>&1 &
+      else
+        ndsend "$ip" "$dev" >/dev/null 2>&1 &
+      fi
+    }
     i=0
     while [ "$i" -lt "$count" ]; do
       send
@@ -99,7 +122,7 @@ start_announcer() {
     done
     [ "$refresh" = 0.000 ] && { wait; exit 0; }
     while :; do sleep "$refresh"; send; done
-  ' tandem-announce "$count" "$(seconds "$interval")" "$(seconds "$refresh")" </dev/null >/dev/null 2>&1 &
+  ' tandem-announce "$family" "$dev" "$ip" "$count" "$(seconds "$interval")" "$(seconds "$refresh")" </dev/null >/dev/null 2>&1 &
   echo $! > "$pidfile"
   # Give the first packet time to leave before tandem confirms the lease, so the old
   # holder never removes the address before clients have heard of the new one.

@@ -93,8 +93,16 @@ const hostHeader = str('preserve, backend, or a host name such as example.com', 
   return `"${s}" is not preserve, backend, or a host name (must be one of those, e.g. api.internal:8080)`;
 });
 
+/**
+ * Linux's rules for an interface name, in the alphabet names really use, and no leading
+ * "-" (ip, arping and ndsend would read it as an option). The name reaches the hook's
+ * command lines, so "$(...)", ";" and quotes must never pass.
+ */
+const IFNAME = /^[A-Za-z0-9_.@:][A-Za-z0-9_.@:-]{0,14}$/;
 const interfaceName = str('a network interface name such as eth0', (s) =>
-  /^[^\s/]{1,15}$/.test(s) && s !== '.' && s !== '..' ? null : `"${s}" is not a network interface name (1 to 15 characters, no spaces or /)`,
+  IFNAME.test(s) && s !== '.' && s !== '..'
+    ? null
+    : `"${s}" is not a network interface name (must be 1 to 15 of letters, digits, "_", ".", "@", ":" and "-", not starting with "-", and not "." or "..", e.g. eth0 or bond0.10)`,
 );
 
 const secret = str('a shared secret of at least 16 characters', (s) =>

@@ -271,3 +271,32 @@ pools:
   const result = loadConfigText(pools, 'x.yaml', { env: {} });
   assert.deepEqual(result, { ok: false, errors: ['x.yaml:3:29: routes[0].pool: no pool named "web3" (pools: web1, web2)'] });
 });
+
+test('an interface name outside what Linux allows is refused at its position, so nothing like $(...) reaches the hook', () => {
+  const config = (iface: string) => `listeners:
+  - { name: web, address: 127.0.0.1:8080 }
+routes:
+  - { name: all, pool: web }
+pools:
+  web:
+    backends:
+      - { name: a, url: "http://127.0.0.1:9001" }
+ha:
+  nodes: { lb1: { address: 127.0.0.1:7946 } }
+  vips:
+    - name: vip
+      address: 10.0.0.100/24
+      interface: ${JSON.stringify(iface)}
+`;
+  for (const bad of ['eth0$(reboot)', 'eth0;id', 'eth`id`', "eth'0", 'eth 0', 'a/b', '-eth0', '.', '..', 'a-name-of-16-chr', '']) {
+    const result = loadConfigText(config(bad), 'x.yaml', { env: {} });
+    assert.equal(result.ok, false, `${JSON.stringify(bad)} was accepted`);
+    const line = result.ok ? '' : result.errors[0];
+    assert.ok(line.startsWith('x.yaml:14:18: ha.vips[0].interface: '), line);
+    if (bad !== '') assert.ok(line.includes('is not a network interface name (must be 1 to 15 of letters, digits'), line);
+  }
+  for (const good of ['eth0', 'bond0.10', 'veth_a-b', 'eth0:1', 'vlan@x', 'a-name-of-15-ch']) {
+    const result = loadConfigText(config(good), 'x.yaml', { env: {} });
+    assert.ok(result.ok, result.ok ? '' : result.errors.join('\n'));
+  }
+});

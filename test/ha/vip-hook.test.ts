@@ -4,7 +4,7 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lab, netnsUnavailable, run } from '../helpers/netns.ts';
@@ -157,5 +157,27 @@ describe('vip-hook.sh', { skip: skip ?? false }, () => {
     const addrs = await lab.must(node, ['ip', '-o', '-4', 'addr', 'show', 'dev', 'eth0']);
     assert.doesNotMatch(addrs, /10\.213\.7\.102\//);
     assert.match(addrs, / 10\.213\.7\.11\/24 /, "the node's own address in the same subnet stays");
+  });
+  test('an interface name that is shell code is refused and never run, even when such an interface exists', async () => {
+    // Linux accepts this name; pasted into a shell script it creates the file "p".
+    const evil = 'v$(>p)';
+    await lab.must(node, ['ip', 'link', 'add', evil, 'type', 'veth', 'peer', 'name', 'vpeer']);
+    await lab.must(node, ['ip', 'link', 'set', evil, 'up']);
+    const cwd = mkdtempSync(join(tmpdir(), 'tandem-evil-'));
+    try {
+      for (const state of ['MASTER', 'BACKUP']) {
+        const code = await new Promise<number>((resolve) => {
+          const c = lab.spawn(node, [HOOK, state, 'vip-e', '10.213.9.100/24', evil], { cwd, env: { ...process.env, TANDEM_NODE: 'lb1', TANDEM_RUN_DIR: runDir }, stdio: 'ignore' });
+          c.once('exit', (code) => resolve(code ?? -1));
+        });
+        assert.equal(code, 2, `${state} refused the name`);
+      }
+      await sleep(300);
+      assert.equal(existsSync(join(cwd, 'p')), false, 'nothing in the name was run');
+      assert.doesNotMatch(await lab.must(node, ['ip', '-o', 'addr', 'show']), /10\.213\.9\.100/);
+    } finally {
+      rmSync(cwd, { recursive: true, force: true });
+      await lab.exec(node, ['ip', 'link', 'del', evil]);
+    }
   });
 });
