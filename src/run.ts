@@ -83,7 +83,7 @@ export async function run(opts: RunOptions): Promise<number> {
       instance.reload().then((r) => {
         if (r.ok) log('reloaded');
         else log(`reload rejected, running config kept:\n${r.errors.join('\n')}`);
-      });
+      }, (err: Error) => log(`reload failed, running config kept: ${err.message}`));
     });
     // Only now: whoever waits for `ready` may signal at once, and the default action of
     // SIGHUP would end the process.
