@@ -15,7 +15,9 @@
 # The announcer runs in the background in its own session, so the hook returns at once:
 # iputils arping sends its packet immediately but then lingers about a second, and no
 # state change may wait for that. On any other state the announcer's whole process group
-# is killed first, so a lingering arping cannot flip clients back to this host's MAC.
+# is killed first, so a lingering arping cannot flip clients back to this host's MAC; an
+# announcer records its own pid, so none escapes that even when tandem kills the hook
+# at its timeout midway.
 set -u
 
 log() { echo "vip-hook: $*" >&2; }
@@ -61,8 +63,10 @@ if ! mkdir -p "$rundir" 2>/dev/null || [ ! -w "$rundir" ]; then
   rundir=${TMPDIR:-/tmp}/tandem-$(id -u)
   mkdir -p "$rundir" || exit 1
 fi
-# Per node and VIP: several nodes (network namespaces, tests) may share one host.
-pidfile=$rundir/$node.$vip.announcer.pid
+# Per node and VIP: several nodes (network namespaces, tests) may share one host. Each
+# announcer records itself in $announcer.PID.pid; $announcer.want names the one launch
+# that may run (see start_announcer).
+announcer=$rundir/$node.$vip.announcer
 
 # Milliseconds to the seconds `sleep` takes.
 seconds() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); }
@@ -82,14 +86,24 @@ has_address() {
 }
 
 stop_announcer() {
-  [ -f "$pidfile" ] || return 0
-  local pid
-  pid=$(cat "$pidfile" 2>/dev/null)
-  # Only a group we started: a stale pid file must never kill an unrelated process.
-  if [ -n "$pid" ] && grep -qa 'tandem-announce' "/proc/$pid/cmdline" 2>/dev/null; then
-    kill -TERM -- "-$pid" 2>/dev/null
-  fi
-  rm -f "$pidfile"
+  # Withdraw the wish first, then look for pid files: an announcer that has not recorded
+  # itself yet checks the wish only after recording, so it either shows up below or
+  # finds the wish gone and exits without sending anything.
+  rm -f "$announcer.want"
+  local file pid
+  for file in "$announcer".*.pid; do
+    [ -f "$file" ] || continue
+    pid=${file#"$announcer".}
+    pid=${pid%.pid}
+    # Only a group we started for this VIP: a stale pid file must never kill an
+    # unrelated process that reused the pid.
+    if [ -n "$pid" ] && grep -qaF -- "$announcer" "/proc/$pid/cmdline" 2>/dev/null; then
+      kill -TERM -- "-$pid" 2>/dev/null
+    fi
+    rm -f "$file"
+  done
+  # Left by the hook before announcers recorded themselves.
+  rm -f "$announcer.pid"
 }
 
 start_announcer() {
@@ -102,11 +116,21 @@ start_announcer() {
     log "ndsend not found: $ip is up but no unsolicited neighbour advertisement is sent"
     return 0
   fi
+  # A hook killed at its timeout may die after the announcer left its process group but
+  # before anything recorded the announcer's pid, so the announcer records itself, then
+  # checks that its launch is still the wanted one (stop_announcer withdraws it first).
+  local token=$$.${EPOCHREALTIME:-$RANDOM$RANDOM}
+  printf '%s\n' "$token" > "$announcer.want.$$" && mv -f "$announcer.want.$$" "$announcer.want" || return 1
   # The script is a constant; interface and address reach it only as arguments, so no
   # value can ever be parsed as shell code.
   # Each packet from its own background sender: a lingering arping never delays the next.
   setsid bash -c '
-    family=$1 dev=$2 ip=$3 count=$4 gap=$5 refresh=$6
+    announcer=$1 token=$2 family=$3 dev=$4 ip=$5 count=$6 gap=$7 refresh=$8
+    mine=$announcer.$$.pid
+    echo $$ > "$mine"
+    want=
+    read -r want < "$announcer.want" 2>/dev/null
+    if [ "$want" != "$token" ]; then rm -f "$mine"; exit 0; fi
     send() {
       if [ "$family" = -4 ]; then
         arping -U -c 1 -I "$dev" "$ip" >/dev/null 2>&1 &
@@ -120,10 +144,9 @@ start_announcer() {
       i=$((i + 1))
       [ "$i" -lt "$count" ] && sleep "$gap"
     done
-    [ "$refresh" = 0.000 ] && { wait; exit 0; }
+    [ "$refresh" = 0.000 ] && { wait; rm -f "$mine"; exit 0; }
     while :; do sleep "$refresh"; send; done
-  ' tandem-announce "$family" "$dev" "$ip" "$count" "$(seconds "$interval")" "$(seconds "$refresh")" </dev/null >/dev/null 2>&1 &
-  echo $! > "$pidfile"
+  ' tandem-announce "$announcer" "$token" "$family" "$dev" "$ip" "$count" "$(seconds "$interval")" "$(seconds "$refresh")" </dev/null >/dev/null 2>&1 &
   # Give the first packet time to leave before tandem confirms the lease, so the old
   # holder never removes the address before clients have heard of the new one.
   sleep 0.05

@@ -4,7 +4,7 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lab, netnsUnavailable, run } from '../helpers/netns.ts';
@@ -101,6 +101,55 @@ describe('vip-hook.sh', { skip: skip ?? false }, () => {
     await poison();
     await sleep(700);
     assert.equal(await clientEntry(), FAKE_MAC, 'nothing announced the VIP after demotion');
+  });
+
+  test('a MASTER hook killed at any point of its run (as at its timeout) leaves no announcer once the VIP is demoted', async () => {
+    // tandem SIGKILLs a hook that overruns its timeout; whatever the hook had started by
+    // then, the next BACKUP must find and stop it, or it would keep announcing this MAC.
+    const env = { TANDEM_GARP_COUNT: '1', TANDEM_GARP_REFRESH: '200' };
+    for (let delay = 0; delay <= 60; delay += 10) {
+      const child = lab.spawn(node, [HOOK, 'MASTER', 'vip-a', `${VIP}/24`, 'eth0'], {
+        env: { ...process.env, TANDEM_NODE: 'lb1', TANDEM_VIP: 'vip-a', TANDEM_EPOCH: '1', TANDEM_RUN_DIR: runDir, TANDEM_GARP_INTERVAL: '100', ...env },
+        stdio: 'ignore',
+      });
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      await sleep(delay);
+      child.kill('SIGKILL');
+      await exited;
+      const down = await hook('BACKUP', env);
+      assert.equal(down.code, 0, down.stderr);
+      assert.equal(await hasVip(), false);
+      // An announcer forked just before the kill may not have recorded itself yet when
+      // BACKUP ran; it must then see that it is no longer wanted and exit unheard.
+      await sleep(50);
+      assert.deepEqual(await senders(), [], `no announcer survives a hook killed after ${delay} ms`);
+    }
+    await poison();
+    await sleep(600);
+    assert.equal(await clientEntry(), FAKE_MAC, 'nothing announced the VIP after demotion');
+  });
+
+  test('a MASTER hook killed right after it forked the announcer, before anything recorded it, leaves none once demoted', async () => {
+    // The narrowest case of the one above, made certain: a setsid first on PATH kills the
+    // hook that called it, then starts the announcer as the real one would.
+    const realSetsid = (await run('sh', ['-c', 'command -v setsid'])).stdout.trim();
+    const bin = mkdtempSync(join(tmpdir(), 'tandem-setsid-'));
+    writeFileSync(join(bin, 'setsid'), `#!/bin/sh\nkill -KILL $PPID\nexec ${realSetsid} "$@"\n`, { mode: 0o755 });
+    try {
+      const env = { TANDEM_GARP_COUNT: '1', TANDEM_GARP_REFRESH: '200' };
+      const killed = await hook('MASTER', { ...env, PATH: `${bin}:${process.env.PATH}` });
+      assert.equal(killed.code, -1, 'the hook was killed');
+      await until('the orphaned announcer to announce', async () => (await senders()).length > 0, 1000);
+      const down = await hook('BACKUP', env);
+      assert.equal(down.code, 0, down.stderr);
+      await sleep(50);
+      assert.deepEqual(await senders(), [], 'BACKUP found and stopped the orphaned announcer');
+      await poison();
+      await sleep(600);
+      assert.equal(await clientEntry(), FAKE_MAC, 'nothing announced the VIP after demotion');
+    } finally {
+      rmSync(bin, { recursive: true, force: true });
+    }
   });
 
   test('an interface that does not exist fails MASTER (the node goes to FAULT) but not BACKUP', async () => {
