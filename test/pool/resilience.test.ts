@@ -62,6 +62,10 @@ describe('resilience through a real tandem process', () => {
       assert.equal(r.statusCode, 200);
       assert.equal(await r.body.text(), 'r2');
     }
+    // Each GET reached r2 exactly once; those that were first sent to r1 were retried, and
+    // the balancer did send some there first, so retries really happened.
+    assert.equal(b2.requests, 6, 'r2 served every GET once');
+    assert.ok(b1.requests > 0 && b1.requests <= 6, `GETs first sent to the resetting r1: ${b1.requests}`);
     const before = { r1: b1.requests, r2: b2.requests };
     let resets = 0;
     for (let i = 0; i < 6; i++) {
