@@ -5,7 +5,12 @@
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import type { BalancerFactory } from '../../../src/pool/balancer.ts';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { Harness } from './fixtures.ts';
+
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
 
 /** Registers the shared balancer tests for `factory` under `name`. */
 export function balancerContract(name: string, factory: BalancerFactory): void {
@@ -125,6 +130,33 @@ export function balancerContract(name: string, factory: BalancerFactory): void {
       assert.deepEqual(h.counts(100), { a: 50, b: 50 });
       h.get('a').setEffectiveWeight(3, 'slow start done');
       assert.deepEqual(h.counts(400), { a: 300, b: 100 });
+    });
+
+    test('allocates nothing per pick, with 3 backends as with 1000', () => {
+      // Heap growth between a forced collection and the end of 20,000 picks: an object
+      // per pick would be at least 16 bytes each, and this few stay in the young
+      // generation, so no collection can hide them. Not a timing: bytes only.
+      for (const n of [3, 1000]) {
+        const h = make(Array.from({ length: n }, (_, i) => 1 + (i % 4)));
+        h.backends.forEach((b, i) => { b.active = i % 5; });
+        const picks = (count: number): unknown => {
+          let last = null;
+          for (let i = 0; i < count; i++) last = h.balancer.pick();
+          return last;
+        };
+        for (let i = 0; i < 5; i++) picks(50_000);
+        // The least of three runs: V8 may install optimized code during any one of them,
+        // which is heap too, while an allocating pick grows the heap in every run.
+        let grown = Infinity;
+        for (let run = 0; run < 3; run++) {
+          gc();
+          const before = process.memoryUsage().heapUsed;
+          const last = picks(20_000);
+          grown = Math.min(grown, process.memoryUsage().heapUsed - before);
+          assert.notEqual(last, null);
+        }
+        assert.ok(grown < 20_000, `${n} backends: the heap grew ${grown} bytes over 20,000 picks`);
+      }
     });
   });
 }
