@@ -130,6 +130,62 @@ describe('VIP failover in network namespaces', { skip: skip ?? false, concurrenc
     await done(h);
   });
 
+  test('link of the holder down, its tandem alive: the peer takes over within the lease plus 200 ms; once the link is back one node holds the VIP within an ARP retry and the client reaches it', async (t) => {
+    const h = await lab({ preemptDelay: 500 });
+    await h.start('lb1');
+    await h.start('lb2');
+    // While the link was down, lb1's neighbour entries for lb2 and the backends went
+    // INCOMPLETE; the kernel retries them only every retrans_time_ms, and until then
+    // nothing lb1 sends to lb2 (adverts, heartbeats) leaves. That, not tandem, bounds
+    // how long both may hold the VIP after the link returns.
+    const arpRetry = Number((await h.lab.must(h.ns.lb1, ['cat', '/proc/sys/net/ipv4/neigh/eth0/retrans_time_ms'])).trim());
+    const windows: number[] = [];
+    const resolved: number[] = [];
+    for (let i = 0; i < RUNS; i++) {
+      // After the previous run lb1 takes its VIP back once it is healthy and the preempt delay has passed.
+      await h.settle('vip-a', 'lb1');
+      await sleep(300);
+      const p = h.probe('vip-a');
+      await sleep(300);
+      await h.link('lb1', false);
+      // lb1 cannot know: it keeps the address until its health checks fail; only lb2's counts.
+      const t0 = performance.now();
+      while (!(await h.holders('vip-a')).includes('lb2')) {
+        if (performance.now() - t0 > 3 * LEASE) throw new Error(`lb2 did not take over\n${h.logs()}`);
+        await sleep(20);
+      }
+      await sleep(300);
+      await p.stop();
+      windows.push(worst(p));
+      // Back up: either lb1 already went to FAULT (its backends were out of reach), or the
+      // two hear each other and the lower priority yields.
+      await h.link('lb1', true);
+      const t1 = performance.now();
+      let holders = await h.holders('vip-a');
+      while (holders.length !== 1) {
+        if (performance.now() - t1 > 3000) throw new Error(`no single holder after the link came back (${holders.join(',')})\n${h.logs()}`);
+        await sleep(20);
+        holders = await h.holders('vip-a');
+      }
+      resolved.push(performance.now() - t1);
+      // The winner may still be finding its backends again (their ARP entries too); the
+      // client must be served through the VIP within a few health check rounds.
+      let status = 0;
+      while ((status = (await h.get('vip-a')).status) !== 200) {
+        if (performance.now() - t1 > 5000) throw new Error(`the client still gets ${status} through the VIP\n${h.logs()}`);
+        await sleep(100);
+      }
+    }
+    report(t, 'link of the holder down, its process alive', windows);
+    t.diagnostic(`one holder after the link came back: ${resolved.map(Math.round).join(', ')} ms (ARP retry ${arpRetry} ms)`);
+    process.stdout.write(`# link back: one holder after ${resolved.map(Math.round).join(', ')} ms (ARP retry ${arpRetry} ms)\n`);
+    assert.ok(median(windows) < LEASE + 200, `median outage ${Math.round(median(windows))} ms`);
+    const overlap = h.watcher.longest();
+    assert.ok(overlap <= arpRetry + OVERLAP_ALLOWED, `both nodes held the VIP for ${Math.round(overlap)} ms after the link came back`);
+    labs.splice(labs.indexOf(h), 1);
+    await h.destroy();
+  });
+
   test('planned handover by SIGTERM, then failback after the preempt delay: not one failed probe', async (t) => {
     const h = await lab({ preemptDelay: 1000 });
     await h.start('lb1');

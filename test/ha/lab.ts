@@ -244,7 +244,7 @@ export class HaLab {
   async link(id: string, up: boolean): Promise<void> {
     const port = await this.lab.bridgePort(this.ns[id]);
     await this.lab.must(this.lab.bridgeNs, ['ip', 'link', 'set', port, up ? 'up' : 'down']);
-    this.watcher.linkUp.set(id, up);
+    this.watcher.setLink(id, up);
   }
 
   /** Drops (or lets through again) the HA adverts between the nodes: a partition of the lease protocol only. */
@@ -320,6 +320,16 @@ export class Watcher {
       const holders = await this.h.holders(vip);
       for (const id of ['lb1', 'lb2']) this.set(vip, id, holders.includes(id));
     }
+  }
+
+  /**
+   * Records a node's link state. Both holders count again from the moment a link comes
+   * back, since only then can clients reach both, so a node that keeps a VIP it should
+   * give up after a link returns is caught.
+   */
+  setLink(id: string, up: boolean): void {
+    this.linkUp.set(id, up);
+    for (const [vip, m] of this.has) this.set(vip, id, m.get(id) === true);
   }
 
   private set(vip: string, id: string, value: boolean): void {
