@@ -19,4 +19,6 @@ export interface AdminRuntime {
   releaseVip(name: string): Promise<boolean>;   // false: unknown VIP
   node: string | null;
   leaseDurationMs: number | null;
+  /** Brings per-backend counts up to date before a read (a cluster primary asks its workers); optional. */
+  gather?(): Promise<void>;
 }

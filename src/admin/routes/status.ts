@@ -66,5 +66,10 @@ function backendView(b: Backend) {
 }
 
 export function statusRoutes(app: FastifyInstance, ctx: AdminContext): void {
-  app.get('/api/v1/status', async () => statusView(ctx.runtime));
+  app.get('/api/v1/status', async () => {
+    // Active requests are counted in the workers; without this the view is up to a push
+    // interval old, and a drain would show no request in flight that still is.
+    if (ctx.runtime.gather !== undefined) await ctx.runtime.gather();
+    return statusView(ctx.runtime);
+  });
 }
