@@ -47,6 +47,8 @@ export class TestBackend {
   healthBody = 'ok';
   healthPath = '/healthz';
   mode: BackendMode = 'normal';
+  /** Ordinary requests are answered this many ms after they arrive (health checks at once). */
+  delayMs = 0;
   /** Requests answered or swallowed, health path excluded. */
   requests = 0;
   /** Requests to the health path. */
@@ -134,12 +136,16 @@ export class TestBackend {
     const body = health ? this.healthBody : this.name;
     const hs = this.healthStatus;
     const status = !health ? this.status : typeof hs === 'number' ? hs : hs(this.healthChecks);
-    res.writeHead(status, {
-      'content-type': 'text/plain',
-      'content-length': Buffer.byteLength(body),
-      'x-backend': this.name,
-    });
-    res.end(body);
+    const answer = () => {
+      res.writeHead(status, {
+        'content-type': 'text/plain',
+        'content-length': Buffer.byteLength(body),
+        'x-backend': this.name,
+      });
+      res.end(body);
+    };
+    if (!health && this.delayMs > 0) setTimeout(answer, this.delayMs);
+    else answer();
   }
 }
 
