@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import { once } from 'node:events';
+import { spawn } from 'node:child_process';
 import { request } from 'undici';
 import { config, singlePool } from '../helpers/config.ts';
 import { startTandem, type TandemProcess } from '../helpers/tandem.ts';
@@ -185,6 +186,72 @@ describe('hostile and malformed input', () => {
     const res = await raw(t.url, 'GET / HTTP/1.1\r\nHost: x\r\n', 3000);
     assert.ok(res.closed, 'slow client disconnected');
     assert.match(res.text, /^HTTP\/1\.1 408/);
+  });
+
+  test('a client that sends its body too slowly is cut off after requestTimeout, and the upstream request is dropped', async () => {
+    let upstreamAborted = false;
+    const b = await serve((req, res) => {
+      req.on('aborted', () => { upstreamAborted = true; });
+      req.on('close', () => { if (!req.complete) upstreamAborted = true; });
+      req.on('end', () => res.end('got it'));
+      req.resume();
+    });
+    const t = await tandem(singlePool([{ name: 'b', url: b.url }], { retries: 0 }, { listeners: [{ name: 'web', address: '127.0.0.1:0', timeouts: { headers: '300ms', request: '600ms' } }] }));
+    const started = Date.now();
+    const res = await raw(t.url, 'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly a part', 4000);
+    assert.ok(res.closed, 'the slow client was disconnected');
+    assert.ok(Date.now() - started < 3000, `closed after ${Date.now() - started} ms`);
+    assert.doesNotMatch(res.text, /got it/);
+    const t0 = Date.now();
+    while (!upstreamAborted && Date.now() - t0 < 1000) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(upstreamAborted, 'the backend saw its request dropped, not left waiting for the rest of the body');
+  });
+
+  test('an idle keep-alive client connection is closed after the listener\'s keepAlive timeout', async () => {
+    const b = await serve((_req, res) => res.end('fine'));
+    const t = await tandem(singlePool([{ name: 'b', url: b.url }], {}, { listeners: [{ name: 'web', address: '127.0.0.1:0', timeouts: { keepAlive: '300ms' } }] }));
+    const started = Date.now();
+    const res = await raw(t.url, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n', 4000);
+    assert.match(res.text, /^HTTP\/1\.1 200[\s\S]*fine$/);
+    assert.ok(res.closed, 'tandem closed the idle connection');
+    assert.ok(Date.now() - started < 2500, `closed after ${Date.now() - started} ms (keepAlive 300ms; the default is 5s)`);
+  });
+
+  test('a backend that never completes the TCP handshake gives a 504 after the connect timeout', async () => {
+    // A listener that never accepts, its one-slot queue filled: later SYNs are dropped,
+    // as from a host that is up but overloaded or behind a black-holing firewall.
+    const py = spawn('python3', ['-c', 'import socket,sys,time\ns=socket.socket()\ns.bind(("127.0.0.1",0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(60)'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      const [chunk] = await once(py.stdout!, 'data') as [Buffer];
+      const port = Number(chunk.toString().trim());
+      const fillers: Socket[] = [];
+      for (let i = 0; i < 3; i++) fillers.push(connect(port, '127.0.0.1').on('error', () => {}));
+      await new Promise((r) => setTimeout(r, 200));
+      const t = await tandem(singlePool([{ name: 'hung', url: `http://127.0.0.1:${port}` }], { timeouts: { connect: '300ms' }, retries: 0 }));
+      const started = Date.now();
+      const r = await request(`${t.url}/`);
+      const elapsed = Date.now() - started;
+      assert.equal(r.statusCode, 504);
+      assert.deepEqual(await r.body.json(), { error: 'TANDEM_ERR_CONNECT_TIMEOUT', message: 'timed out connecting to the backend', pool: 'web' });
+      assert.ok(elapsed < 1500, `answered after ${elapsed} ms (connect timeout 300ms; the default is 2s)`);
+      for (const f of fillers) f.destroy();
+    } finally {
+      py.kill('SIGKILL');
+    }
+  });
+
+  test('a backend that stalls mid-body is cut after the idle timeout, and so is the client connection', async () => {
+    const b = await serve((_req, res) => {
+      res.writeHead(200, { 'content-length': '1000' });
+      res.write('x'.repeat(100));
+    });
+    const t = await tandem(singlePool([{ name: 'stalls', url: b.url }], { timeouts: { idle: '400ms' }, retries: 0 }));
+    const started = Date.now();
+    const res = await raw(t.url, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n', 5000);
+    assert.match(res.text, /^HTTP\/1\.1 200/);
+    assert.ok(res.text.endsWith('x'.repeat(100)), 'the part that arrived was passed on');
+    assert.ok(res.closed, 'the client connection was closed, so the short body cannot pass as complete');
+    assert.ok(Date.now() - started < 3000, `closed after ${Date.now() - started} ms`);
   });
 });
 
