@@ -112,6 +112,10 @@ export class VipHook implements HookRunner {
           TANDEM_GARP_REFRESH: String(o.garpRefresh),
         },
         stdio: ['ignore', 'pipe', 'pipe'],
+        // Its own process group, so a timeout kills what the hook started too: an `ip addr
+        // add` left running could add the VIP after this node had given it up. (The
+        // announcer of scripts/vip-hook.sh runs in a session of its own and is not hit.)
+        detached: true,
       });
       const collect = (chunk: Buffer) => {
         if (output.length < OUTPUT_LIMIT) output += chunk.toString('utf8').slice(0, OUTPUT_LIMIT - output.length);
@@ -119,7 +123,11 @@ export class VipHook implements HookRunner {
       child.stdout.on('data', collect);
       child.stderr.on('data', collect);
       const timer = setTimeout(() => {
-        child.kill('SIGKILL');
+        try {
+          process.kill(-(child.pid as number), 'SIGKILL');
+        } catch {
+          child.kill('SIGKILL');
+        }
         finish('failed', `timed out (${o.timeout} ms)`);
       }, o.timeout);
       child.once('error', (err) => finish('failed', `could not start: ${err.message}`));
