@@ -6,6 +6,11 @@ FROM node:24-slim
 ENV NODE_ENV=production
 WORKDIR /app
 
+# For the sidecar's hook (scripts/vip-hook.sh): `ip addr` and gratuitous ARP.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends iproute2 iputils-arping \
+ && rm -rf /var/lib/apt/lists/*
+
 COPY package.json package-lock.json ./
 # The `node` devDependency pins Node for development; the image already has Node 24.
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
