@@ -193,7 +193,9 @@ export function checkGoals(cases: readonly CaseReport[]): GoalCheck[] {
     atLeast('http-proxy-3', 2.2, 'req/s ≥ 2.2 × http-proxy-3');
     atLeast('fastify-http-proxy', 1.5, 'req/s ≥ 1.5 × @fastify/http-proxy');
     atLeast('undici-floor', 0.9, 'req/s within 10% of the bare undici floor');
-    atLeast('tandem-bare', 0.9, 'features on within 10% of features off');
+    // Features off through the same `tandem run` process model, so the check measures the
+    // features and not the primary/worker split as well (tandem-bare drops both).
+    atLeast('tandem-min', 0.9, 'features on within 10% of features off');
     p99NoWorse('http-proxy-3', 'p99 no worse than http-proxy-3');
     p99NoWorse('fastify-http-proxy', 'p99 no worse than @fastify/http-proxy');
   }

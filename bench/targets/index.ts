@@ -134,8 +134,8 @@ export const TARGETS: readonly TargetSpec[] = [
   },
   {
     id: 'tandem-bare',
-    label: 'tandem, features off',
-    description: 'the same data plane and routes without health checks, outlier detection, metrics or admin',
+    label: 'data plane alone',
+    description: 'the same data plane and routes in one process, without the primary/worker split, health checks, outlier detection, metrics or admin',
     optional: false,
     start: async (ctx) => {
       const file = join(ctx.dir, 'tandem-bare.yaml');
@@ -176,9 +176,9 @@ export const TARGETS: readonly TargetSpec[] = [
   },
   {
     id: 'tandem-min',
-    label: 'tandem run, minimal',
-    description: 'tandem run --workers 1 without health checks, outlier detection or admin (request metrics are still counted): between tandem and tandem-bare, it separates the cost of the process model from that of the features',
-    optional: true,
+    label: 'tandem, features off',
+    description: 'tandem run --workers 1 without health checks, outlier detection or admin (request metrics are still counted): the same process model as tandem, so tandem ÷ this is what the features cost',
+    optional: false,
     start: (ctx) => startTandem(ctx, 1, 'minimal'),
   },
   {
