@@ -142,11 +142,22 @@ describe('VIP failover in network namespaces', { skip: skip ?? false, concurrenc
     const windows: number[] = [];
     const resolved: number[] = [];
     for (let i = 0; i < RUNS; i++) {
-      // After the previous run lb1 takes its VIP back once it is healthy and the preempt delay has passed.
-      await h.settle('vip-a', 'lb1');
-      await sleep(300);
+      // After the previous run lb1 takes its VIP back once it is healthy and the preempt
+      // delay has passed. It may also win the VIP back at once when the link returns and
+      // then lose it to FAULT when its health checks, unable to reach the backends until
+      // ARP resolves, catch up: so wait until it has held the VIP for longer than a
+      // health check's fall, or the cut below would measure nothing.
+      for (;;) {
+        await h.settle('vip-a', 'lb1');
+        await sleep(2000);
+        const held = await h.holders('vip-a');
+        const mac = await h.clientMac('vip-a');
+        // No entry yet is fine: the client's first ARP request is answered by the holder.
+        if (held.length === 1 && held[0] === 'lb1' && mac !== h.macs.lb2) break;
+      }
       const p = h.probe('vip-a');
       await sleep(300);
+      assert.deepEqual(await h.holders('vip-a'), ['lb1'], 'lb1 holds the VIP when its link is cut');
       await h.link('lb1', false);
       // lb1 cannot know: it keeps the address until its health checks fail; only lb2's counts.
       const t0 = performance.now();
@@ -156,6 +167,7 @@ describe('VIP failover in network namespaces', { skip: skip ?? false, concurrenc
       }
       await sleep(300);
       await p.stop();
+      assert.ok(p.successes() > 40, 'the client got through before and after');
       windows.push(worst(p));
       // Back up: either lb1 already went to FAULT (its backends were out of reach), or the
       // two hear each other and the lower priority yields.
