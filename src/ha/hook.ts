@@ -123,11 +123,10 @@ export class VipHook implements HookRunner {
       child.stdout.on('data', collect);
       child.stderr.on('data', collect);
       const timer = setTimeout(() => {
+        // The group, not just the hook; ESRCH means everything in it has already exited.
         try {
-          process.kill(-(child.pid as number), 'SIGKILL');
-        } catch {
-          child.kill('SIGKILL');
-        }
+          if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+        } catch {}
         finish('failed', `timed out (${o.timeout} ms)`);
       }, o.timeout);
       child.once('error', (err) => finish('failed', `could not start: ${err.message}`));

@@ -224,6 +224,16 @@ export class HaLab {
     return JSON.parse(r.stdout || '{"status":0,"body":""}') as { status: number; body: string };
   }
 
+  /** Waits until `id` has `vip` on its interface, whoever else still has it; resolves with the ms it took. */
+  async taken(vip: string, id: string, ms: number): Promise<number> {
+    const t0 = performance.now();
+    while (!(await this.holders(vip)).includes(id)) {
+      if (performance.now() - t0 > ms) throw new Error(`${id} did not take ${vip}\n${this.logs()}`);
+      await sleep(20);
+    }
+    return performance.now() - t0;
+  }
+
   /** Waits until exactly `id` has `vip` on its interface and the client's ARP entry points at it. */
   async settle(vip: string, id: string, ms = 15_000): Promise<number> {
     const t0 = performance.now();

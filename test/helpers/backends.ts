@@ -47,8 +47,8 @@ export class TestBackend {
   healthBody = 'ok';
   healthPath = '/healthz';
   mode: BackendMode = 'normal';
-  /** Ordinary requests are answered this many ms after they arrive (health checks at once). */
-  delayMs = 0;
+  /** Ordinary requests are answered this many ms after they arrive (health checks at once); a function gets the path. */
+  delayMs: number | ((path: string) => number) = 0;
   /** Requests answered or swallowed, health path excluded. */
   requests = 0;
   /** Requests to the health path. */
@@ -144,7 +144,8 @@ export class TestBackend {
       });
       res.end(body);
     };
-    if (!health && this.delayMs > 0) setTimeout(answer, this.delayMs);
+    const delay = health ? 0 : typeof this.delayMs === 'number' ? this.delayMs : this.delayMs(req.url ?? '/');
+    if (delay > 0) setTimeout(answer, delay);
     else answer();
   }
 }

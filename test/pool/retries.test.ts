@@ -4,6 +4,7 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'undici';
+import { until } from '../cluster/support.ts';
 import { startBackend, type TestBackend } from '../helpers/backends.ts';
 import { singlePool } from '../helpers/config.ts';
 import { startTandem, type TandemProcess } from '../helpers/tandem.ts';
@@ -74,15 +75,10 @@ describe('retries and all-down behaviour through a real tandem process', () => {
     s1.healthStatus = 503;
     s2.healthStatus = 503;
     const strict = await tandem(s1, s2, { healthCheck: hc });
-    const allDown = async (t: TandemProcess) => {
-      const t0 = Date.now();
-      for (;;) {
-        const s = await (await fetch(`${t.admin}/api/v1/status`)).json() as { pools: { backends: { state: string }[] }[] };
-        if (s.pools[0].backends.every((b) => b.state === 'down')) return;
-        if (Date.now() - t0 > 5000) throw new Error('backends did not go down');
-        await new Promise((r) => setTimeout(r, 25));
-      }
-    };
+    const allDown = (t: TandemProcess) => until(async () => {
+      const s = await (await fetch(`${t.admin}/api/v1/status`)).json() as { pools: { backends: { state: string }[] }[] };
+      return s.pools[0].backends.every((b) => b.state === 'down');
+    }, 5000, 'every backend to go down');
     await Promise.all([allDown(panicking), allDown(strict)]);
     const answers = [];
     for (let i = 0; i < 10; i++) answers.push(await get(panicking));

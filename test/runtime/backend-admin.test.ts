@@ -3,55 +3,25 @@
 
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { request } from 'undici';
+import { until } from '../cluster/support.ts';
+import { startBackend, type TestBackend } from '../helpers/backends.ts';
 import { singlePool } from '../helpers/config.ts';
 import { startTandem, type TandemProcess } from '../helpers/tandem.ts';
 
 const SLOW_MS = 800;
 
-interface SlowBackend {
-  readonly name: string;
-  readonly url: string;
-  readonly server: Server;
-  /** Ordinary requests received (health checks excluded). */
-  requests: number;
-  /** Health check answers: 200 while true, 503 otherwise. */
-  healthy: boolean;
-}
-
-/** A backend that answers `/slow` after SLOW_MS and everything else at once. */
-async function slowBackend(name: string): Promise<SlowBackend> {
-  const b: SlowBackend = { name, url: '', server: createServer(), requests: 0, healthy: true };
-  b.server.on('request', (req, res) => {
-    req.resume();
-    if (req.url === '/healthz') {
-      res.writeHead(b.healthy ? 200 : 503).end();
-      return;
-    }
-    b.requests++;
-    const answer = () => res.writeHead(200, { 'content-type': 'text/plain' }).end(name);
-    if (req.url === '/slow') setTimeout(answer, SLOW_MS);
-    else answer();
-  });
-  await new Promise<void>((resolve) => b.server.listen(0, '127.0.0.1', resolve));
-  (b as { url: string }).url = `http://127.0.0.1:${(b.server.address() as AddressInfo).port}`;
-  return b;
-}
-
-const backends: SlowBackend[] = [];
+const backends: TestBackend[] = [];
 const procs: TandemProcess[] = [];
 after(async () => {
   await Promise.all(procs.map((p) => p.stop()));
-  for (const b of backends) {
-    b.server.closeAllConnections();
-    b.server.close();
-  }
+  await Promise.all(backends.map((b) => b.close()));
 });
 
-async function pair(pool: Record<string, unknown> = {}): Promise<{ t: TandemProcess; b1: SlowBackend; b2: SlowBackend }> {
-  const [b1, b2] = await Promise.all([slowBackend('b1'), slowBackend('b2')]);
+async function pair(pool: Record<string, unknown> = {}): Promise<{ t: TandemProcess; b1: TestBackend; b2: TestBackend }> {
+  const [b1, b2] = await Promise.all([startBackend({ name: 'b1' }), startBackend({ name: 'b2' })]);
+  // `/slow` is answered after SLOW_MS, everything else at once.
+  for (const b of [b1, b2]) b.delayMs = (path) => (path === '/slow' ? SLOW_MS : 0);
   backends.push(b1, b2);
   const t = await startTandem(singlePool([{ name: 'b1', url: b1.url }, { name: 'b2', url: b2.url }], { debugHeaders: true, ...pool }));
   procs.push(t);
@@ -74,14 +44,6 @@ interface BackendView { state: string; active: number; healthy: boolean }
 async function backendStatus(t: TandemProcess, name: string): Promise<BackendView> {
   const s = await (await fetch(`${t.admin}/api/v1/status`)).json() as { pools: { name: string; backends: ({ name: string } & BackendView)[] }[] };
   return s.pools.find((p) => p.name === 'web')!.backends.find((x) => x.name === name)!;
-}
-
-async function until(what: string, check: () => Promise<boolean>, ms = 5000): Promise<void> {
-  const t0 = Date.now();
-  while (!(await check())) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 describe('backend administration through a real tandem process', () => {
@@ -111,10 +73,10 @@ describe('backend administration through a real tandem process', () => {
     await admin(t, 'disable', 'b1');
     assert.equal((await backendStatus(t, 'b1')).state, 'disabled');
     // Down and up again by its checks: health alone must not bring a disabled backend back.
-    b1.healthy = false;
-    await until('b1 to fail its checks', async () => !(await backendStatus(t, 'b1')).healthy);
-    b1.healthy = true;
-    await until('b1 to pass its checks again', async () => (await backendStatus(t, 'b1')).healthy);
+    b1.healthStatus = 503;
+    await until(async () => !(await backendStatus(t, 'b1')).healthy, 5000, 'b1 to fail its checks');
+    b1.healthStatus = 200;
+    await until(async () => (await backendStatus(t, 'b1')).healthy, 5000, 'b1 to pass its checks again');
     assert.equal((await backendStatus(t, 'b1')).state, 'disabled');
     const before = b1.requests;
     const during = await Promise.all(Array.from({ length: 10 }, () => get(t, '/')));
