@@ -1,4 +1,4 @@
-#!/usr/bin/env bash
+#!/bin/bash
 # tandem's VIP hook: puts a virtual IP on an interface and announces it, or takes it off.
 #
 #   vip-hook.sh STATE VIP_NAME ADDRESS/PREFIX INTERFACE
@@ -11,6 +11,12 @@
 #   TANDEM_GARP_INTERVAL   milliseconds between them (default 200)
 #   TANDEM_GARP_REFRESH    milliseconds between re-announcements while holding; 0: none (default 60000)
 #   TANDEM_RUN_DIR         where announcer pid files live (default /run/tandem, else $TMPDIR)
+#
+# Until clients hear the gratuitous ARP they keep sending to the old holder's MAC, so on
+# MASTER the address and the first announcement come before anything else: no pid file,
+# directory or check stands in front of them. The first packet is a single-shot arping
+# the hook waits for only as long as it takes to leave; the repeats and refreshes come
+# from a background announcer started afterwards.
 #
 # The announcer runs in the background in its own session, so the hook returns at once:
 # iputils arping sends its packet immediately but then lingers about a second, and no
@@ -58,15 +64,19 @@ case $ip in
   *) family=-4 ;;
 esac
 
-rundir=${TANDEM_RUN_DIR:-/run/tandem}
-if ! mkdir -p "$rundir" 2>/dev/null || [ ! -w "$rundir" ]; then
-  rundir=${TMPDIR:-/tmp}/tandem-$(id -u)
-  mkdir -p "$rundir" || exit 1
-fi
 # Per node and VIP: several nodes (network namespaces, tests) may share one host. Each
 # announcer records itself in $announcer.PID.pid; $announcer.want names the one launch
-# that may run (see start_announcer).
-announcer=$rundir/$node.$vip.announcer
+# that may run (see start_announcer). The single-shot sender of a MASTER run does the
+# same with $first.PID and $first.want.
+use_rundir() {
+  rundir=${TANDEM_RUN_DIR:-/run/tandem}
+  if ! { [ -d "$rundir" ] || mkdir -p "$rundir" 2>/dev/null; } || [ ! -w "$rundir" ]; then
+    rundir=${TMPDIR:-/tmp}/tandem-$EUID
+    [ -d "$rundir" ] || mkdir -p "$rundir" || exit 1
+  fi
+  announcer=$rundir/$node.$vip.announcer
+  first=$rundir/$node.$vip.first
+}
 
 # Milliseconds to the seconds `sleep` takes.
 seconds() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); }
@@ -85,12 +95,33 @@ has_address() {
   [ -n "$(held_addresses)" ]
 }
 
+# Waits (at most about 200 ms) until the processes given are gone or zombies, so that
+# when a demotion returns nothing of this VIP can still send.
+wait_gone() {
+  local pid state _ i
+  for pid in "$@"; do
+    for ((i = 0; i < 40; i++)); do
+      { read -r _ _ state _ < "/proc/$pid/stat"; } 2>/dev/null || break
+      [ "$state" = Z ] && break
+      pause
+    done
+  done
+}
+
+# Sleeps 5 ms without starting a process (`sleep` is one: slow on a busy machine).
+pause() {
+  [ -n "${pause_fd:-}" ] || exec {pause_fd}<> <(:)
+  read -r -t 0.005 -u "$pause_fd" _
+}
+
+# Stops every sender of this VIP but the single-shot one given (the current MASTER run's).
 stop_announcer() {
+  local keep=${1:-} file pid killed=()
   # Withdraw the wish first, then look for pid files: an announcer that has not recorded
   # itself yet checks the wish only after recording, so it either shows up below or
   # finds the wish gone and exits without sending anything.
   rm -f "$announcer.want"
-  local file pid
+  [ -z "$keep" ] && rm -f "$first.want"
   for file in "$announcer".*.pid; do
     [ -f "$file" ] || continue
     pid=${file#"$announcer".}
@@ -98,24 +129,75 @@ stop_announcer() {
     # Only a group we started for this VIP: a stale pid file must never kill an
     # unrelated process that reused the pid.
     if [ -n "$pid" ] && grep -qaF -- "$announcer" "/proc/$pid/cmdline" 2>/dev/null; then
-      kill -TERM -- "-$pid" 2>/dev/null
+      kill -TERM -- "-$pid" 2>/dev/null && killed+=("$pid")
+    fi
+    rm -f "$file"
+  done
+  # Single-shot senders of earlier MASTER runs: one that has sent lingers silently, but
+  # one that has not must not send after the address is gone.
+  for file in "$first".*; do
+    [ -f "$file" ] || continue
+    pid=${file##*.}
+    case $pid in '' | *[!0-9]*) continue ;; esac
+    [ "$pid" = "$keep" ] && continue
+    if grep -qaF -- "$ip" "/proc/$pid/cmdline" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null && killed+=("$pid")
     fi
     rm -f "$file"
   done
   # Left by the hook before announcers recorded themselves.
   rm -f "$announcer.pid"
+  [ ${#killed[@]} -eq 0 ] || wait_gone "${killed[@]}"
+}
+
+# One unsolicited ARP (IPv6: neighbour advertisement), in the background: iputils arping
+# sends at once and then lingers for a second, which no state change may wait for. The
+# sender records itself and checks the wish before it execs, as the announcer does, so
+# a hook killed at its timeout leaves nothing a later BACKUP cannot find.
+send_first() {
+  sender=
+  : > "$first.want" || return 0
+  (
+    echo "$BASHPID" > "$first.$BASHPID"
+    [ -e "$first.want" ] || exit 0
+    if [ "$family" = -4 ]; then
+      exec arping -U -c 1 -I "$dev" "$ip"
+    else
+      exec ndsend "$ip" "$dev"
+    fi
+  ) </dev/null >/dev/null 2>&1 &
+  sender=$!
+}
+
+# True once the single-shot sender has sent: it then waits in poll() for replies that an
+# unsolicited ARP never gets (or has exited). Read from /proc, so no process is started.
+first_sent() {
+  local wchan=
+  { read -r wchan < "/proc/$1/wchan"; } 2>/dev/null || return 0
+  case $wchan in *poll*) return 0 ;; esac
+  return 1
+}
+
+add_address() {
+  local nodad=
+  [ "$family" = -6 ] && nodad=nodad
+  # Added first and checked after: `ip` fails with "File exists" when the VIP is up
+  # already (MASTER is idempotent), which one look at the interface then tells apart.
+  ip "$family" addr add "$cidr" dev "$dev" $nodad 2>/dev/null && return 0
+  has_address && return 0
+  ip "$family" addr add "$cidr" dev "$dev" $nodad
+}
+
+# The sender of announcements, or nothing (with a log line) when it is not installed.
+announce_tool() {
+  local tool=arping package=iputils-arping
+  [ "$family" = -6 ] && tool=ndsend package=ndisc6
+  command -v "$tool" >/dev/null 2>&1 && return 0
+  log "$tool not found: $ip is up but not announced (install $package)"
+  return 1
 }
 
 start_announcer() {
-  if [ "$family" = -4 ]; then
-    if ! command -v arping >/dev/null 2>&1; then
-      log "arping not found: $ip is up but not announced (install iputils-arping)"
-      return 0
-    fi
-  elif ! command -v ndsend >/dev/null 2>&1; then
-    log "ndsend not found: $ip is up but no unsolicited neighbour advertisement is sent"
-    return 0
-  fi
   # A hook killed at its timeout may die after the announcer left its process group but
   # before anything recorded the announcer's pid, so the announcer records itself, then
   # checks that its launch is still the wanted one (stop_announcer withdraws it first).
@@ -138,33 +220,39 @@ start_announcer() {
         ndsend "$ip" "$dev" >/dev/null 2>&1 &
       fi
     }
-    i=0
+    # The hook sent the first packet itself.
+    i=1
     while [ "$i" -lt "$count" ]; do
+      sleep "$gap"
       send
       i=$((i + 1))
-      [ "$i" -lt "$count" ] && sleep "$gap"
     done
     [ "$refresh" = 0.000 ] && { wait; rm -f "$mine"; exit 0; }
     while :; do sleep "$refresh"; send; done
   ' tandem-announce "$announcer" "$token" "$family" "$dev" "$ip" "$count" "$(seconds "$interval")" "$(seconds "$refresh")" </dev/null >/dev/null 2>&1 &
-  # Give the first packet time to leave before tandem confirms the lease, so the old
-  # holder never removes the address before clients have heard of the new one.
-  sleep 0.05
 }
 
 case $state in
   MASTER)
-    stop_announcer
-    if ! has_address; then
-      if [ "$family" = -6 ]; then
-        ip -6 addr add "$cidr" dev "$dev" nodad || exit 1
-      else
-        ip -4 addr add "$cidr" dev "$dev" || exit 1
-      fi
-    fi
-    start_announcer
+    # Cheap when it exists: tests for a directory, starts nothing.
+    use_rundir
+    add_address || exit 1
+    sender= tool=yes
+    announce_tool || tool=
+    [ -n "$tool" ] && [ "$count" -gt 0 ] && send_first
+    # Bookkeeping, after the announcement.
+    stop_announcer "$sender"
+    [ -n "$tool" ] && start_announcer
+    # Let the first packet leave before tandem confirms the lease, so the old holder
+    # never removes the address before clients have heard of the new one (at most 100 ms).
+    for ((i = 0; i < 20; i++)); do
+      [ -z "$sender" ] && break
+      first_sent "$sender" && break
+      pause
+    done
     ;;
   BACKUP | FAULT | STOP)
+    use_rundir
     stop_announcer
     # Each entry as the kernel holds it: deleting by the written form would fail when it
     # is not canonical, or when the address is up with another prefix length.

@@ -9,14 +9,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lab, netnsUnavailable, run } from '../helpers/netns.ts';
 import { sleep } from './support.ts';
+import { skipUnlessCi } from '../helpers/requirements.ts';
 
 const HOOK = new URL('../../scripts/vip-hook.sh', import.meta.url).pathname;
 // Addresses of their own: other test files may run arping at the same time (pids are shared).
 const VIP = '10.213.7.100';
 const FAKE_MAC = '02:00:00:00:00:99';
-const skip = netnsUnavailable() ?? ((await run('sh', ['-c', 'command -v arping'])).code !== 0 ? 'arping is not installed (apt-get install iputils-arping)' : null);
+const skip = skipUnlessCi(netnsUnavailable() ?? ((await run('sh', ['-c', 'command -v arping'])).code !== 0 ? 'arping is not installed (apt-get install iputils-arping)' : null));
 
-describe('vip-hook.sh', { skip: skip ?? false }, () => {
+describe('vip-hook.sh', { skip }, () => {
   let lab: Lab;
   let node = '';
   let client = '';
@@ -72,10 +73,11 @@ describe('vip-hook.sh', { skip: skip ?? false }, () => {
     await poison();
     const r = await hook('MASTER');
     assert.equal(r.code, 0, r.stderr);
-    assert.ok(r.ms < 700, `the hook returned after ${Math.round(r.ms)} ms, not after arping's linger`);
+    // arping lingers for a second after its packet; the hook returned while it still does.
+    assert.ok((await senders()).some((l) => /arping -U -c 1 /.test(l)), `the hook returned after ${Math.round(r.ms)} ms, not after arping's linger`);
     assert.ok(await hasVip());
-    const took = await until('the client to learn the new MAC', async () => (await clientEntry()) === nodeMac, 1000);
-    assert.ok(took < 500, `client updated after ${Math.round(took)} ms`);
+    // How fast is for `npm run bench:failover`; here only that the announcement arrives.
+    await until('the client to learn the new MAC', async () => (await clientEntry()) === nodeMac, 5000);
   });
 
   test('MASTER and BACKUP are idempotent', async () => {
@@ -91,9 +93,9 @@ describe('vip-hook.sh', { skip: skip ?? false }, () => {
   test('while holding, the announcer refreshes the client entry periodically; demotion kills it and nothing flips the client back', async () => {
     const env = { TANDEM_GARP_COUNT: '1', TANDEM_GARP_REFRESH: '300' };
     assert.equal((await hook('MASTER', env)).code, 0);
-    await until('first announcement', async () => (await clientEntry()) === nodeMac, 1000);
+    await until('first announcement', async () => (await clientEntry()) === nodeMac, 5000);
     await poison();
-    await until('a refresh announcement', async () => (await clientEntry()) === nodeMac, 1500);
+    await until('a refresh announcement', async () => (await clientEntry()) === nodeMac, 5000);
     assert.ok((await senders()).some((l) => l.includes('tandem-announce')), 'an announcer runs while holding');
     assert.equal((await hook('FAULT', env)).code, 0);
     assert.equal(await hasVip(), false);
@@ -137,9 +139,11 @@ describe('vip-hook.sh', { skip: skip ?? false }, () => {
     writeFileSync(join(bin, 'setsid'), `#!/bin/sh\nkill -KILL $PPID\nexec ${realSetsid} "$@"\n`, { mode: 0o755 });
     try {
       const env = { TANDEM_GARP_COUNT: '1', TANDEM_GARP_REFRESH: '200' };
+      // The hook may have returned already (it waits only for its first packet to leave);
+      // either way the announcer starts with nobody having recorded it.
       const killed = await hook('MASTER', { ...env, PATH: `${bin}:${process.env.PATH}` });
-      assert.equal(killed.code, -1, 'the hook was killed');
-      await until('the orphaned announcer to announce', async () => (await senders()).length > 0, 1000);
+      assert.ok(killed.code === -1 || killed.code === 0, `the hook was killed or had returned (${killed.code})`);
+      await until('the orphaned announcer to announce', async () => (await senders()).length > 0, 5000);
       const down = await hook('BACKUP', env);
       assert.equal(down.code, 0, down.stderr);
       await sleep(50);
