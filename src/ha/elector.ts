@@ -183,7 +183,8 @@ export class Elector {
       state: this.hookState(),
       holder: this.view.holder,
       epoch: held ? Math.max(this.epoch, this.view.epoch) : this.view.epoch,
-      leaseRemainingMs: this.view.holder === null ? 0 : this.view.remaining,
+      // This node's own lease only, as docs/admin-api.md says; a standby shows 0.
+      leaseRemainingMs: held && this.view.holder === this.opts.node ? this.view.remaining : 0,
       leaseDuration: this.opts.leaseDuration,
       priority: this.priority,
       renewFailures: this.renewFailures,

@@ -17,13 +17,14 @@ import type { PoolHealth } from '../../src/pool/health/index.ts';
 import { startBackends, stopAll } from '../helpers/backends.ts';
 import type { TestBackend } from '../helpers/backends.ts';
 import { poolConfig, quickChecks, TestRuntime } from './helpers.ts';
+import { skipUnlessCi } from '../helpers/requirements.ts';
 
 // Runs in the page; the project's type check knows no DOM.
 declare function getComputedStyle(element: unknown): { backgroundColor: string };
 declare const document: { querySelector(selector: string): { isConnected: boolean } | null };
 
 const CHROMIUM = '/usr/bin/chromium';
-const skip = existsSync(CHROMIUM) ? false : `${CHROMIUM} is missing: install Debian's chromium package (apt-get install -y chromium) to run the status page test`;
+const skip = skipUnlessCi(existsSync(CHROMIUM) ? null : `${CHROMIUM} is missing: install Debian's chromium package (apt-get install -y chromium) to run the status page test`);
 
 describe('status page in headless Chromium', { skip }, () => {
   let backends: TestBackend[];

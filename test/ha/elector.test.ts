@@ -125,6 +125,8 @@ describe('elector', () => {
     await sleep(3 * RENEW);
     assert.equal(stateOf(b), 'BACKUP');
     assert.equal(b.elector.status().holder, 'lb1');
+    assert.equal(b.elector.status().leaseRemainingMs, 0, 'a standby reports no lease of its own');
+    assert.ok(a.elector.status().leaseRemainingMs > 0, 'the holder reports its lease left');
     assert.deepEqual(a.events.map((e) => e.state), ['BACKUP', 'MASTER']);
     const master = a.events[1];
     assert.equal(master.holder, 'lb1');

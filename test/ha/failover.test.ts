@@ -8,18 +8,23 @@ import { after, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { netnsUnavailable, run } from '../helpers/netns.ts';
 import { seal } from '../../src/ha/stores/peer/wire.ts';
-import { HaLab, NODE_ADDR, type LabOptions, type Prober } from './lab.ts';
+import { HaLab, NODE_ADDR, SLOW_PROBE_MS, type LabOptions, type Prober } from './lab.ts';
 import { sleep } from './support.ts';
+import { skipUnlessCi } from '../helpers/requirements.ts';
 
 const LEASE = 1000;
 const RENEW = 200;
-/** Longest time both nodes may hold a VIP: one hook run (ip addr + starting the announcer) and an advert. */
+/**
+ * Longest time both nodes may hold a VIP on an idle machine: a hook run on each side and
+ * an advert. On a busy machine HaLab.overlapAllowed stretches it to the hook runs seen.
+ */
 const OVERLAP_ALLOWED = 400;
 const RUNS = Number(process.env.TANDEM_HA_RUNS ?? 5);
 
 const missing = async (tool: string) => (await run('sh', ['-c', `command -v ${tool}`])).code !== 0;
-const skip = netnsUnavailable() ?? ((await missing('arping')) ? 'arping is not installed (apt-get install iputils-arping)' : null);
-const skipPartition = skip ?? ((await missing('nft')) ? 'nft is not installed (apt-get install nftables)' : null);
+const missingTool = netnsUnavailable() ?? ((await missing('arping')) ? 'arping is not installed (apt-get install iputils-arping)' : null);
+const skip = skipUnlessCi(missingTool);
+const skipPartition = missingTool !== null ? skip : skipUnlessCi((await missing('nft')) ? 'nft is not installed (apt-get install nftables)' : null);
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
@@ -34,7 +39,7 @@ function worst(p: Prober): number {
   return Math.max(0, ...p.outages().map((o) => o.ms));
 }
 
-describe('VIP failover in network namespaces', { skip: skip ?? false, concurrency: false }, () => {
+describe('VIP failover in network namespaces', { skip, concurrency: false }, () => {
   const labs: HaLab[] = [];
   after(async () => {
     for (const h of labs) await h.destroy();
@@ -47,9 +52,10 @@ describe('VIP failover in network namespaces', { skip: skip ?? false, concurrenc
   };
   const done = async (h: HaLab) => {
     const overlap = h.watcher.longest();
+    const allowed = h.overlapAllowed(OVERLAP_ALLOWED);
     labs.splice(labs.indexOf(h), 1);
     await h.destroy();
-    assert.ok(overlap <= OVERLAP_ALLOWED, `both nodes held a VIP for ${Math.round(overlap)} ms`);
+    assert.ok(overlap <= allowed, `both nodes held a VIP for ${Math.round(overlap)} ms (allowed ${Math.round(allowed)} ms: two hook runs as slow as the slowest seen, and an advert)`);
   };
 
   test('active-passive: the preferred node holds the VIP and the client reaches the backends through it', async () => {
@@ -76,7 +82,7 @@ describe('VIP failover in network namespaces', { skip: skip ?? false, concurrenc
     await done(h);
   });
 
-  test('kill -9 of the holder process, its sidecar alive: the peer takes over in well under 100 ms', async (t) => {
+  test('kill -9 of the holder process, its sidecar alive: the peer learns of the death at once and takes over without waiting for the lease', async (t) => {
     const h = await lab({ sidecar: true, preemptDelay: 500 });
     await h.start('lb2');
     const windows: number[] = [];
@@ -86,17 +92,22 @@ describe('VIP failover in network namespaces', { skip: skip ?? false, concurrenc
       await sleep(300);
       const p = h.probe('vip-a');
       await sleep(300);
+      const killedAt = performance.now();
+      const deaths = h.deathsSeen('lb2');
       await h.signal('lb1', 'SIGKILL');
-      await h.settle('vip-a', 'lb2', 3000);
+      const settled = await h.settle('vip-a', 'lb2', 3000 + h.overlapAllowed(0));
       await sleep(300);
       await p.stop();
-      assert.ok(p.successes() > 40, 'the client got through before and after');
+      assert.ok(p.okBetween(0, killedAt) > 0 && p.okBetween(killedAt + settled, Infinity) > 0, 'the client got through before and after');
+      // Detection, not expiry: the standby heard the holder's process die.
+      assert.equal(h.deathsSeen('lb2'), deaths + 1, `lb2 learned of lb1's death from its heartbeat connection\n${h.logs()}`);
       windows.push(worst(p));
       // The sidecar outlives its proxy: stop it before the node's next incarnation starts its own.
       await h.signal('lb1', 'SIGTERM', { agent: true });
     }
     report(t, 'kill -9 of the holder process (sidecar alive)', windows);
-    assert.ok(median(windows) < 100, `median outage ${Math.round(median(windows))} ms`);
+    // Exact figures are `npm run bench:failover`'s; here only that the takeover did not wait for the lease.
+    assert.ok(median(windows) < LEASE, `median outage ${Math.round(median(windows))} ms, as long as a lease`);
     await done(h);
   });
 
@@ -113,7 +124,7 @@ describe('VIP failover in network namespaces', { skip: skip ?? false, concurrenc
       await h.link('lb1', false);
       await h.signal('lb1', 'SIGKILL');
       // The dead node's namespace still has the address; only lb2's counts now.
-      await h.taken('vip-a', 'lb2', 3 * LEASE);
+      await h.taken('vip-a', 'lb2', 3 * LEASE + h.overlapAllowed(0));
       await sleep(300);
       await p.stop();
       windows.push(worst(p));
@@ -126,7 +137,9 @@ describe('VIP failover in network namespaces', { skip: skip ?? false, concurrenc
       await h.lab.must(h.ns.lb1, ['ip', 'neigh', 'flush', 'dev', 'eth0']);
     }
     report(t, 'kill of the whole holder node', windows);
-    assert.ok(median(windows) < LEASE + 200, `median outage ${Math.round(median(windows))} ms`);
+    // Only the lease can tell a dead host: the outage is the lease, then one MASTER hook.
+    const bound = LEASE + RENEW + h.overlapAllowed(200);
+    assert.ok(median(windows) < bound, `median outage ${Math.round(median(windows))} ms (bound ${Math.round(bound)} ms)`);
     await done(h);
   });
 
@@ -160,10 +173,11 @@ describe('VIP failover in network namespaces', { skip: skip ?? false, concurrenc
       assert.deepEqual(await h.holders('vip-a'), ['lb1'], 'lb1 holds the VIP when its link is cut');
       await h.link('lb1', false);
       // lb1 cannot know: it keeps the address until its health checks fail; only lb2's counts.
-      await h.taken('vip-a', 'lb2', 3 * LEASE);
+      const cutAt = performance.now();
+      const took = await h.taken('vip-a', 'lb2', 3 * LEASE + h.overlapAllowed(0));
       await sleep(300);
       await p.stop();
-      assert.ok(p.successes() > 40, 'the client got through before and after');
+      assert.ok(p.okBetween(0, cutAt) > 0 && p.okBetween(cutAt + took, Infinity) > 0, 'the client got through before and after');
       windows.push(worst(p));
       // Back up: either lb1 already went to FAULT (its backends were out of reach), or the
       // two hear each other and the lower priority yields.
@@ -171,7 +185,7 @@ describe('VIP failover in network namespaces', { skip: skip ?? false, concurrenc
       const t1 = performance.now();
       let holders = await h.holders('vip-a');
       while (holders.length !== 1) {
-        if (performance.now() - t1 > 3000) throw new Error(`no single holder after the link came back (${holders.join(',')})\n${h.logs()}`);
+        if (performance.now() - t1 > 3000 + h.overlapAllowed(0)) throw new Error(`no single holder after the link came back (${holders.join(',')})\n${h.logs()}`);
         await sleep(20);
         holders = await h.holders('vip-a');
       }
@@ -180,16 +194,17 @@ describe('VIP failover in network namespaces', { skip: skip ?? false, concurrenc
       // client must be served through the VIP within a few health check rounds.
       let status = 0;
       while ((status = (await h.get('vip-a')).status) !== 200) {
-        if (performance.now() - t1 > 5000) throw new Error(`the client still gets ${status} through the VIP\n${h.logs()}`);
+        if (performance.now() - t1 > 5000 + h.overlapAllowed(0)) throw new Error(`the client still gets ${status} through the VIP\n${h.logs()}`);
         await sleep(100);
       }
     }
     report(t, 'link of the holder down, its process alive', windows);
     t.diagnostic(`one holder after the link came back: ${resolved.map(Math.round).join(', ')} ms (ARP retry ${arpRetry} ms)`);
     process.stdout.write(`# link back: one holder after ${resolved.map(Math.round).join(', ')} ms (ARP retry ${arpRetry} ms)\n`);
-    assert.ok(median(windows) < LEASE + 200, `median outage ${Math.round(median(windows))} ms`);
+    const bound = LEASE + RENEW + h.overlapAllowed(200);
+    assert.ok(median(windows) < bound, `median outage ${Math.round(median(windows))} ms (bound ${Math.round(bound)} ms)`);
     const overlap = h.watcher.longest();
-    assert.ok(overlap <= arpRetry + OVERLAP_ALLOWED, `both nodes held the VIP for ${Math.round(overlap)} ms after the link came back`);
+    assert.ok(overlap <= arpRetry + h.overlapAllowed(OVERLAP_ALLOWED), `both nodes held the VIP for ${Math.round(overlap)} ms after the link came back`);
     labs.splice(labs.indexOf(h), 1);
     await h.destroy();
   });
@@ -203,24 +218,24 @@ describe('VIP failover in network namespaces', { skip: skip ?? false, concurrenc
     const p = h.probe('vip-a');
     await sleep(300);
     await h.signal('lb1', 'SIGTERM');
-    await h.settle('vip-a', 'lb2', 3000);
+    await h.settle('vip-a', 'lb2', 3000 + h.overlapAllowed(0));
     assert.equal(await h.clientMac('vip-a'), h.macs.lb2);
     await sleep(300);
     const startedAt = performance.now();
     await h.start('lb1');
-    await h.settle('vip-a', 'lb1', 5000);
+    await h.settle('vip-a', 'lb1', 5000 + h.overlapAllowed(0));
     const preemptedAfter = performance.now() - startedAt;
     await sleep(300);
     await p.stop();
-    t.diagnostic(`handover and failback: ${p.results.length} probes, ${p.failures().length} failed; failback ${Math.round(preemptedAfter)} ms after lb1 started`);
-    process.stdout.write(`# handover and failback: ${p.results.length} probes, ${p.failures().length} failed\n`);
+    t.diagnostic(`handover and failback: ${p.results.length} probes, ${p.failures().length} failed, ${p.slow().length} slower than ${SLOW_PROBE_MS} ms; failback ${Math.round(preemptedAfter)} ms after lb1 started`);
+    process.stdout.write(`# handover and failback: ${p.results.length} probes, ${p.failures().length} failed, ${p.slow().length} slow\n`);
     assert.deepEqual(p.failures(), [], 'no probe failed');
     assert.ok(preemptedAfter >= 1000, 'lb1 took its VIP back only after the preempt delay');
     assert.equal(await h.clientMac('vip-a'), h.macs.lb1);
     await done(h);
   });
 
-  test('a partition of the adverts makes both hold the VIP; once healed, one holds it within an advert interval and the client points at it', { skip: skipPartition ?? false }, async (t) => {
+  test('a partition of the adverts makes both hold the VIP; once healed, one holds it within an advert interval and the client points at it', { skip: skipPartition }, async (t) => {
     const h = await lab();
     await h.start('lb1');
     await h.start('lb2');
@@ -240,13 +255,13 @@ describe('VIP failover in network namespaces', { skip: skip ?? false, concurrenc
     assert.equal(await h.clientMac('vip-a'), h.macs.lb2, 'the client followed the last gratuitous ARP (lb2)');
     await h.partition(false);
     const healedAt = performance.now();
-    const took = await h.settle('vip-a', 'lb1', 3000);
+    const took = await h.settle('vip-a', 'lb1', 3000 + h.overlapAllowed(0));
     t.diagnostic(`one holder ${Math.round(took)} ms after healing`);
     process.stdout.write(`# partition healed: one holder after ${Math.round(performance.now() - healedAt)} ms\n`);
-    assert.ok(took <= RENEW + OVERLAP_ALLOWED, `one holder after ${Math.round(took)} ms`);
+    assert.ok(took <= RENEW + h.overlapAllowed(OVERLAP_ALLOWED), `one holder after ${Math.round(took)} ms`);
     const t1 = performance.now();
     while ((await h.clientMac('vip-a')) !== h.macs.lb1) {
-      if (performance.now() - t1 > 1000) throw new Error('the client still points at the loser');
+      if (performance.now() - t1 > 1000 + h.overlapAllowed(0)) throw new Error('the client still points at the loser');
       await sleep(20);
     }
     assert.equal((await h.get('vip-a')).status, 200);
