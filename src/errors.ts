@@ -37,6 +37,7 @@ export const errors = Object.freeze({
   LISTEN: spec('TANDEM_ERR_LISTEN', 0, 'cannot bind a listener address'),
   ADMIN_UNAUTHORIZED: spec('TANDEM_ERR_ADMIN_UNAUTHORIZED', 401, 'missing or wrong bearer token'),
   ADMIN_NOT_FOUND: spec('TANDEM_ERR_ADMIN_NOT_FOUND', 404, 'no such pool, backend or VIP'),
+  ADMIN_BAD_REQUEST: spec('TANDEM_ERR_ADMIN_BAD_REQUEST', 400, 'the request body is not what this call takes'),
   RELOAD_FAILED: spec('TANDEM_ERR_RELOAD_FAILED', 400, 'reload rejected; the running config is kept'),
   HOOK_FAILED: spec('TANDEM_ERR_HOOK_FAILED', 0, 'the VIP hook failed'),
   LEASE_STORE: spec('TANDEM_ERR_LEASE_STORE', 0, 'the lease store failed'),

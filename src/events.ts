@@ -31,7 +31,22 @@ export interface VipEvent {
   readonly leaseRemaining: number;
 }
 
-export type TandemEvent = BackendEvent | ReloadEvent | VipEvent;
+/**
+ * A VIP hook run finished. The `vip-agent` sidecar reports its runs through the admin
+ * API (POST /api/v1/vips/:vip/hook); with `ha.agent`, the proxy confirms a lease only
+ * once the agent reported its MASTER run done.
+ */
+export interface HookEvent {
+  readonly type: 'hook';
+  readonly vip: string;
+  readonly state: 'MASTER' | 'BACKUP' | 'FAULT' | 'STOP';
+  readonly epoch: number;
+  readonly outcome: 'ok' | 'failed';
+  /** How long the run took, as its runner measured it. */
+  readonly ms: number;
+}
+
+export type TandemEvent = BackendEvent | ReloadEvent | VipEvent | HookEvent;
 
 /**
  * The one event bus of an instance: pools, health, reload and HA emit on it; the admin

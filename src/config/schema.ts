@@ -253,6 +253,14 @@ const vip = struct({
   pools: withDefault(list(ref('pool'), { expects: 'a list of pool names' }), []),
 }, 'a VIP { name, address, interface, priority }');
 
+const LINK_LOCAL_GROUP = /^224\.0\.0\.(25[0-5]|2[0-4]\d|1?\d?\d)$/;
+const multicastGroup = either<string | null>('an IPv4 link-local multicast group (224.0.0.0 to 224.0.0.255), or false', (_node, leaf) => {
+  if (leaf === false || leaf === 'off') return constant(null);
+  return str('an IPv4 link-local multicast group such as 224.0.0.18, or false', (s) =>
+    LINK_LOCAL_GROUP.test(s) ? null : `"${s}" is not a link-local multicast group (224.0.0.0 to 224.0.0.255; adverts must not leave the link)`,
+  );
+});
+
 const ha = struct({
   store: withDefault(oneOf(['peer', 'etcd']), 'peer'),
   etcd: optional(
@@ -263,11 +271,13 @@ const ha = struct({
   ),
   nodes: required(dict(struct({ address: required(hostPort(1)) }), { key: name, min: 1, expects: 'a mapping of node ids to { address: host:port }' })),
   secret: optional(secret),
+  multicast: withDefault(multicastGroup, '224.0.0.18' as string | null),
   lease: section({
     duration: withDefault(duration({ min: 1 }), 1_000),
     renewEvery: withDefault(duration({ min: 1 }), 200),
   }),
   hook: optional(filePath),
+  agent: withDefault(bool(), false),
   hookTimeout: withDefault(duration({ min: 1 }), 5_000),
   garp: section({
     count: withDefault(int(0, 100), 3),

@@ -145,10 +145,14 @@ export interface HaConfig {
   readonly etcd: EtcdStoreConfig | null;
   readonly nodes: readonly HaNodeConfig[];
   readonly secret: string | null;
+  /** Link-local multicast group that also carries the peer store's adverts; null: unicast only. */
+  readonly multicastGroup: string | null;
   readonly leaseDuration: number;
   readonly renewEvery: number;
-  /** Hook executable; null: log-only. */
+  /** Hook executable; null: log-only, or run by the vip-agent sidecar when `agent`. */
   readonly hook: string | null;
+  /** A `tandem vip-agent` sidecar moves the VIPs; a MASTER run waits for its report. */
+  readonly agent: boolean;
   readonly hookTimeout: number;
   /** Gratuitous ARP repeat count and interval passed to the hook, and the refresh period while holding. */
   readonly garpCount: number;

@@ -121,6 +121,7 @@ function checkHa(ha: RawHa, cx: Context, poolNames: Set<string> | null, node: st
     if (first !== undefined) cx.failAt(cx.at(n, 'address'), `${key} is already the address of node ${first} (each node needs its own address)`);
     else addresses.set(key, id);
   }
+  if (ha.agent && ha.hook !== null) cx.failAt(cx.at(ha, 'agent'), 'cannot be true with a hook: the VIPs are moved either by this process (hook) or by the vip-agent sidecar (agent: true), not both');
   const lease = ha.lease;
   // The holder must get at least three adverts into every lease, or one lost packet
   // would make the others take over from a healthy holder.

@@ -7,7 +7,8 @@ import type { HaConfig, VipConfig } from '../config/types.ts';
 import { TandemError, errors } from '../errors.ts';
 import type { EventBus } from '../events.ts';
 import { Elector, type VipStatus } from './elector.ts';
-import { VipHook } from './hook.ts';
+import { AgentHook } from './agent-hook.ts';
+import { VipHook, type HookRunner } from './hook.ts';
 import { PeerStore, type PeerStoreStats } from './stores/peer/store.ts';
 
 export type { VipStatus } from './elector.ts';
@@ -55,6 +56,7 @@ export async function startHa(opts: HaOptions): Promise<HaHandle> {
     leaseDuration: config.leaseDuration,
     renewEvery: config.renewEvery,
     handoverTimeout,
+    multicastGroup: config.multicastGroup,
     log,
   });
   try {
@@ -64,19 +66,10 @@ export async function startHa(opts: HaOptions): Promise<HaHandle> {
     throw new TandemError(errors.LEASE_STORE, `cannot bind the HA address ${self?.host}:${self?.port}: ${(err as Error).message}`, { cause: err });
   }
   const electors = new Map<string, Elector>();
+  const agentHooks: AgentHook[] = [];
   for (const vip of config.vips) {
-    const hook = new VipHook({
-      path: config.hook,
-      node,
-      vip: vip.name,
-      address: vip.address,
-      interface: vip.interface,
-      timeout: config.hookTimeout,
-      garpCount: config.garpCount,
-      garpInterval: config.garpInterval,
-      garpRefresh: config.garpRefresh,
-      log,
-    });
+    const hook = hookRunner(opts, vip);
+    if (hook instanceof AgentHook) agentHooks.push(hook);
     electors.set(vip.name, new Elector({
       vip,
       node,
@@ -109,10 +102,31 @@ export async function startHa(opts: HaOptions): Promise<HaHandle> {
     stop: () => {
       stopping ??= (async () => {
         await Promise.all([...electors.values()].map((e) => e.stop()));
+        for (const h of agentHooks) h.close();
         await store.close();
         log('ha: stopped');
       })();
       return stopping;
     },
   };
+}
+
+/** The hook runner of one VIP: in this process, or through the vip-agent sidecar. */
+function hookRunner(opts: HaOptions, vip: VipConfig): HookRunner {
+  const { config, node, log } = opts;
+  if (config.agent) {
+    return new AgentHook({ bus: opts.bus, node, vip: vip.name, address: vip.address, interface: vip.interface, timeout: config.hookTimeout, log });
+  }
+  return new VipHook({
+    path: config.hook,
+    node,
+    vip: vip.name,
+    address: vip.address,
+    interface: vip.interface,
+    timeout: config.hookTimeout,
+    garpCount: config.garpCount,
+    garpInterval: config.garpInterval,
+    garpRefresh: config.garpRefresh,
+    log,
+  });
 }

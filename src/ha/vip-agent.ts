@@ -7,6 +7,10 @@
 // the admin address is cut off) likewise; by then the peer may hold the lease. On
 // (re)connect the server first sends every VIP's current state, so the agent reconciles:
 // a VIP this node does not hold is removed, one it holds is added and announced.
+//
+// Every run is reported back (POST /api/v1/vips/:vip/hook): a proxy with `ha.agent: true`
+// confirms a lease only once the MASTER run is reported done, so a handover through the
+// sidecar stays make-before-break.
 
 import type { VipEvent } from '../events.ts';
 import { VipHook, type HookState } from './hook.ts';
@@ -85,7 +89,27 @@ export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
     if (v.state === event.state && (event.state !== 'MASTER' || v.epoch === event.epoch)) return Promise.resolve();
     v.state = event.state;
     v.epoch = event.epoch;
-    return v.hook.run(event.state, event.epoch);
+    const started = performance.now();
+    return v.hook.run(event.state, event.epoch).then((outcome) => {
+      if (outcome !== 'superseded') void report(event.vip, { state: event.state, epoch: event.epoch, outcome, ms: Math.round(performance.now() - started) });
+      return outcome;
+    });
+  };
+
+  /** Tells the proxy how a run ended; a proxy that is gone or does not wait loses nothing. */
+  const report = async (vip: string, body: { state: HookState; epoch: number; outcome: 'ok' | 'failed'; ms: number }): Promise<void> => {
+    try {
+      const res = await fetch(`${base}/api/v1/vips/${encodeURIComponent(vip)}/hook`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}) },
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(2000),
+      });
+      if (!res.ok) log(`reporting the ${body.state} run of ${vip} to the proxy: HTTP ${res.status}`);
+      await res.body?.cancel();
+    } catch (err) {
+      if (!stop.signal.aborted) log(`reporting the ${body.state} run of ${vip} to the proxy: ${(err as Error).message}`);
+    }
   };
 
   /** The proxy is gone or silent: nothing may stay up. */

@@ -135,9 +135,11 @@ ${HA}`);
       { id: 'lb2', host: '127.0.0.1', port: 7947 },
     ],
     secret: '0123456789abcdef',
+    multicastGroup: '224.0.0.18',
     leaseDuration: 1_000,
     renewEvery: 200,
     hook: null,
+    agent: false,
     hookTimeout: 5_000,
     garpCount: 3,
     garpInterval: 200,
@@ -195,6 +197,7 @@ ha:
   store: etcd
   etcd: { endpoints: ["http://127.0.0.1:2379", "https://etcd.internal:2379"], prefix: /lb }
   nodes: { lb1: { address: 10.0.0.11:7946 } }
+  multicast: 224.0.0.77
   lease: { duration: 3s, renewEvery: 1s }
   hook: /usr/local/bin/vip-hook
   hookTimeout: 2s
@@ -269,9 +272,11 @@ ha:
     etcd: { endpoints: ['http://127.0.0.1:2379', 'https://etcd.internal:2379'], prefix: '/lb' },
     nodes: [{ id: 'lb1', host: '10.0.0.11', port: 7946 }],
     secret: null,
+    multicastGroup: '224.0.0.77',
     leaseDuration: 3_000,
     renewEvery: 1_000,
     hook: '/usr/local/bin/vip-hook',
+    agent: false,
     hookTimeout: 2_000,
     garpCount: 0,
     garpInterval: 1_000,

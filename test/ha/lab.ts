@@ -134,13 +134,16 @@ export class HaLab {
         },
       },
       admin: { address: '127.0.0.1:9901' },
+      // One worker per node: these tests are about the lease path (the cluster tests cover
+      // workers), and four nodes' worth of processes slow every start on a busy machine.
+      workers: 1,
       shutdownTimeout: '2s',
       ha: {
         store: 'peer',
         nodes: { lb1: { address: `${NODE_ADDR.lb1}:${HA_PORT}` }, lb2: { address: `${NODE_ADDR.lb2}:${HA_PORT}` } },
         secret: SECRET,
         lease: { duration: `${o.lease}ms`, renewEvery: `${o.renewEvery}ms` },
-        ...(o.sidecar ? {} : { hook: HOOK }),
+        ...(o.sidecar ? { agent: true } : { hook: HOOK }),
         hookTimeout: '3s',
         garp: { count: 3, interval: '100ms', refresh: '60s' },
         vips,
@@ -184,7 +187,8 @@ export class HaLab {
     const t0 = performance.now();
     while (!/ha: node \S+ competing/.test(out)) {
       if (proxy.exitCode !== null) throw new Error(`tandem ${id} exited with ${proxy.exitCode}:\n${out}`);
-      if (performance.now() - t0 > 15_000) throw new Error(`tandem ${id} did not start HA:\n${out}`);
+      // A deadline, not a figure: a busy machine may take many seconds to start Node processes.
+      if (performance.now() - t0 > 90_000) throw new Error(`tandem ${id} did not start HA:\n${out}`);
       await sleep(20);
     }
     return node;
@@ -216,6 +220,16 @@ export class HaLab {
   async clientMac(vip: string): Promise<string | null> {
     const r = await this.lab.exec(this.ns.client, ['ip', 'neigh', 'show', VIP_ADDR[vip], 'dev', 'eth0']);
     return /lladdr ([0-9a-f:]+)/.exec(r.stdout)?.[1] ?? null;
+  }
+
+  /** Waits until the client's neighbour entry for `vip` has `id`'s MAC (its gratuitous ARP arrived). */
+  async clientPointsAt(vip: string, id: string, ms: number): Promise<void> {
+    const t0 = performance.now();
+    let mac: string | null = null;
+    while ((mac = await this.clientMac(vip)) !== this.macs[id]) {
+      if (performance.now() - t0 > ms) throw new Error(`the client still has ${mac} for ${vip}, not ${id}'s ${this.macs[id]}\n${this.logs()}`);
+      await sleep(20);
+    }
   }
 
   /** An HTTP GET from the client to `vip`: status and body. */
@@ -305,6 +319,19 @@ export class HaLab {
   /** How often `id` has logged that a peer holding a VIP died (crash detection, not lease expiry). */
   deathsSeen(id: string): number {
     return [...(this.nodes.get(id)?.output() ?? '').matchAll(/holder \S+ died; its lease is void/g)].length;
+  }
+
+  /** Drops the adverts sent to a node's own address only: what still arrives came by multicast. */
+  async dropUnicastAdverts(on: boolean): Promise<void> {
+    for (const id of ['lb1', 'lb2']) {
+      if (on) {
+        await this.lab.must(this.ns[id], ['nft', 'add table inet tnduni']);
+        await this.lab.must(this.ns[id], ['nft', 'add chain inet tnduni in { type filter hook input priority 0 ; }']);
+        await this.lab.must(this.ns[id], ['nft', `add rule inet tnduni in ip daddr ${NODE_ADDR[id]} udp dport ${HA_PORT} drop`]);
+      } else {
+        await this.lab.must(this.ns[id], ['nft', 'delete table inet tnduni']);
+      }
+    }
   }
 
   logs(): string {
@@ -494,6 +521,19 @@ export class Prober {
     }
     if (start !== null) out.push({ from: start.at, to: Infinity, ms: Infinity, failed });
     return out;
+  }
+
+  /**
+   * Resolves once a probe started at or after `from` (the test's performance clock)
+   * connected: the prober is a Node process that a busy machine may take a second to
+   * start, and "the client gets through" is an event to wait for, not a sleep.
+   */
+  async connectedSince(from: number, ms = 15_000): Promise<void> {
+    const t0 = performance.now();
+    while (!this.results.some((r) => r.ok && r.at >= from)) {
+      if (performance.now() - t0 > ms) throw new Error(`no probe connected in ${ms} ms (${this.results.length} probes so far)`);
+      await sleep(10);
+    }
   }
 
   /** Probes started in [from, to) (the test's performance clock) that connected. */

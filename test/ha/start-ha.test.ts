@@ -26,6 +26,8 @@ async function config(): Promise<HaConfig> {
       { id: 'lb2', host: '127.0.0.1', port: await freePort() },
     ],
     secret: 'start-ha-test-secret',
+    multicastGroup: null,
+    agent: false,
     leaseDuration: 600,
     renewEvery: 100,
     hook: null,

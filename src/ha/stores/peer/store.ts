@@ -15,11 +15,11 @@
 // again), so clients leave the loser's MAC without waiting. Partition safety needs a
 // quorum store (etcd); see docs/ha.md.
 
-import dgram from 'node:dgram';
 import type { HaNodeConfig } from '../../../config/types.ts';
 import { TandemError, errors } from '../../../errors.ts';
 import { freeLease, outranks, type Claim, type Lease, type LeaseStore } from '../../lease-store.ts';
 import { Heartbeats } from './heartbeat.ts';
+import { AdvertTransport } from './transport.ts';
 import { MAX_DATAGRAM, SenderGuard, open, seal, type Advert, type HoldAdvert } from './wire.ts';
 
 export interface PeerStoreOptions {
@@ -32,6 +32,8 @@ export interface PeerStoreOptions {
   readonly renewEvery: number;
   /** How long a holder waits, in a planned handover, for the new holder to serve. */
   readonly handoverTimeout: number;
+  /** Link-local multicast group for a second copy of every advert (see transport.ts); null: unicast only. */
+  readonly multicastGroup?: string | null;
   readonly log?: (msg: string) => void;
 }
 
@@ -39,6 +41,10 @@ export interface PeerStoreOptions {
 export interface PeerStoreStats {
   sent: number;
   sendErrors: number;
+  /** Copies of adverts sent to the multicast group. */
+  multicastSent: number;
+  /** The second copy of an advert (unicast and multicast both arrived): dropped, harmless. */
+  duplicates: number;
   received: number;
   accepted: number;
   badMac: number;
@@ -104,7 +110,7 @@ export class PeerStore implements LeaseStore {
   private seq: number;
   private readonly peers: Map<string, PeerState>;
   private readonly keys: Map<string, KeyState>;
-  private readonly socket: dgram.Socket;
+  private readonly transport: AdvertTransport;
   private readonly heartbeats: Heartbeats;
   private ticker: NodeJS.Timeout | null;
   private startedAt: number;
@@ -125,7 +131,13 @@ export class PeerStore implements LeaseStore {
       if (n.id !== opts.node) this.peers.set(n.id, { config: n, guard: new SenderGuard(), heardAt: -Infinity, refusedAt: -Infinity, deadAt: -Infinity });
     }
     this.keys = new Map();
-    this.socket = dgram.createSocket({ type: net6(self.host) ? 'udp6' : 'udp4', reuseAddr: false });
+    this.transport = new AdvertTransport({
+      self,
+      peers: [...this.peers.values()].map((p) => p.config),
+      group: opts.multicastGroup ?? null,
+      onDatagram: (msg, size) => this.onDatagram(msg, size),
+      log: opts.log,
+    });
     this.heartbeats = new Heartbeats({
       self,
       peers: [...this.peers.values()].map((p) => p.config),
@@ -136,20 +148,12 @@ export class PeerStore implements LeaseStore {
     this.ticker = null;
     this.startedAt = Infinity;
     this.closed = false;
-    this.stats = { sent: 0, sendErrors: 0, received: 0, accepted: 0, badMac: 0, unknownNode: 0, replayed: 0, malformed: 0, fromDead: 0 };
+    this.stats = { sent: 0, sendErrors: 0, multicastSent: 0, duplicates: 0, received: 0, accepted: 0, badMac: 0, unknownNode: 0, replayed: 0, malformed: 0, fromDead: 0 };
   }
 
   /** Binds this node's HA address (UDP and TCP) and starts advertising. */
   async start(): Promise<void> {
-    await new Promise<void>((resolve, reject) => {
-      this.socket.once('error', reject);
-      this.socket.bind({ address: this.self.host, port: this.self.port, exclusive: true }, () => {
-        this.socket.off('error', reject);
-        resolve();
-      });
-    });
-    this.socket.on('message', (msg, rinfo) => this.onDatagram(msg, rinfo.size));
-    this.socket.on('error', (err) => this.opts.log?.(`ha peer store: udp: ${err.message}`));
+    await this.transport.start();
     this.heartbeats.on('alive', (node, boot) => this.onAlive(node, boot));
     this.heartbeats.on('dead', (node, boot) => this.onDead(node, boot));
     this.heartbeats.on('refused', (node) => {
@@ -159,7 +163,7 @@ export class PeerStore implements LeaseStore {
     try {
       await this.heartbeats.start();
     } catch (err) {
-      this.socket.close();
+      await this.transport.close();
       throw err;
     }
     this.startedAt = now();
@@ -176,7 +180,7 @@ export class PeerStore implements LeaseStore {
       ks.listeners.clear();
     }
     await this.heartbeats.close();
-    await new Promise<void>((resolve) => this.socket.close(() => resolve()));
+    await this.transport.close();
   }
 
   async acquire(key: string, claim: Claim): Promise<Lease> {
@@ -436,26 +440,12 @@ export class PeerStore implements LeaseStore {
   private broadcast(advert: Advert): Promise<void> {
     if (this.closed || this.peers.size === 0) return Promise.resolve();
     const datagram = seal(this.key, { n: this.self.id, b: this.boot, s: ++this.seq, a: advert });
-    return new Promise<void>((resolve, reject) => {
-      let pending = this.peers.size;
-      let ok = 0;
-      let lastError: Error | null = null;
-      for (const peer of this.peers.values()) {
-        this.socket.send(datagram, peer.config.port, peer.config.host, (err) => {
-          if (err) {
-            this.stats.sendErrors++;
-            lastError = err;
-          } else {
-            this.stats.sent++;
-            ok++;
-          }
-          if (--pending === 0) {
-            if (ok > 0) resolve();
-            else reject(new TandemError(errors.LEASE_STORE, `no peer reachable: ${lastError?.message}`, { cause: lastError }));
-          }
-        });
-      }
-    });
+    const sent = this.transport.send(datagram);
+    const t = this.transport.stats;
+    this.stats.sent = t.sent;
+    this.stats.sendErrors = t.sendErrors;
+    this.stats.multicastSent = t.multicastSent;
+    return sent;
   }
 
   private onDatagram(msg: Buffer, size: number): void {
@@ -471,6 +461,7 @@ export class PeerStore implements LeaseStore {
     const peer = this.peers.get(n);
     if (peer === undefined) return void this.stats.unknownNode++;
     const verdict = peer.guard.admit(b, s);
+    if (verdict === 'duplicate') return void this.stats.duplicates++;
     if (verdict === 'replay') return void this.stats.replayed++;
     if (verdict === 'dead') return void this.stats.fromDead++;
     this.stats.accepted++;
@@ -607,8 +598,4 @@ function beats(p1: number, e1: number, n1: string, p2: number, e2: number, n2: s
   if (p1 !== p2) return p1 > p2;
   if (e1 !== e2) return e1 > e2;
   return n1 < n2;
-}
-
-function net6(host: string): boolean {
-  return host.includes(':');
 }

@@ -144,11 +144,15 @@ export class SenderGuard {
     this.deadBoot = -1;
   }
 
-  /** 'ok' (and remembers it), 'replay' or 'dead'. */
-  admit(boot: number, seq: number): 'ok' | 'replay' | 'dead' {
+  /**
+   * 'ok' (and remembers it), 'duplicate' (the last datagram again: its other copy, unicast
+   * or multicast, came first), 'replay' (older) or 'dead'.
+   */
+  admit(boot: number, seq: number): 'ok' | 'duplicate' | 'replay' | 'dead' {
     if (boot === this.deadBoot) return 'dead';
     if (boot === this.boot) {
-      if (seq <= this.seq) return 'replay';
+      if (seq === this.seq) return 'duplicate';
+      if (seq < this.seq) return 'replay';
     } else if (boot < this.boot && boot !== this.provenBoot) {
       return 'replay';
     }

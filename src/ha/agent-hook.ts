@@ -1,0 +1,87 @@
+// The hook runner of a proxy whose VIPs are moved by a `tandem vip-agent` sidecar
+// (`ha.agent: true`): the proxy has no privilege to touch addresses, so "running the
+// hook" is asking the agent over the event stream and, for MASTER, waiting for its
+// answer. The elector confirms a lease (serving) only after its MASTER hook succeeded;
+// here that means after the agent added the address and sent the first gratuitous ARP,
+// so a planned handover or failback through the sidecar stays make-before-break: the old
+// holder removes the VIP only once the new holder's agent has it up.
+//
+// BACKUP, FAULT and STOP are published and not waited for: nothing waits on a removal
+// to be safe, and an agent that is not connected removes every VIP anyway (it does so
+// whenever it loses the stream).
+
+import type { EventBus, HookEvent, TandemEvent } from '../events.ts';
+import type { HookOutcome, HookRunner, HookState } from './hook.ts';
+
+export interface AgentHookOptions {
+  readonly bus: EventBus;
+  readonly node: string;
+  readonly vip: string;
+  readonly address: string;
+  readonly interface: string;
+  /** How long a MASTER run waits for the agent's report before it counts as failed. */
+  readonly timeout: number;
+  readonly log: (msg: string) => void;
+}
+
+interface Waiting {
+  readonly epoch: number;
+  readonly resolve: (outcome: HookOutcome) => void;
+  readonly timer: NodeJS.Timeout;
+  readonly started: number;
+}
+
+/** Runs one VIP's hook through the sidecar. */
+export class AgentHook implements HookRunner {
+  private readonly opts: AgentHookOptions;
+  private waiting: Waiting | null;
+  private readonly onEvent: (event: TandemEvent) => void;
+
+  constructor(opts: AgentHookOptions) {
+    this.opts = opts;
+    this.waiting = null;
+    this.onEvent = (event) => {
+      if (event.type === 'hook' && event.vip === opts.vip) this.reported(event);
+    };
+    opts.bus.on('event', this.onEvent);
+  }
+
+  run(state: HookState, epoch: number): Promise<HookOutcome> {
+    const o = this.opts;
+    this.settle('superseded');
+    o.bus.publish({
+      type: 'vip', vip: o.vip, state, node: o.node, holder: state === 'MASTER' ? o.node : null,
+      epoch, address: o.address, interface: o.interface, leaseRemaining: 0,
+    });
+    if (state !== 'MASTER') return Promise.resolve('ok');
+    return new Promise<HookOutcome>((resolve) => {
+      const timer = setTimeout(() => {
+        o.log(`vip hook (agent): ${o.vip} MASTER (epoch ${epoch}) not reported done within ${o.timeout} ms: is the vip-agent running?`);
+        this.settle('failed');
+      }, o.timeout);
+      this.waiting = { epoch, resolve, timer, started: performance.now() };
+    });
+  }
+
+  /** Stops listening; a run still waiting counts as superseded. */
+  close(): void {
+    this.settle('superseded');
+    this.opts.bus.off('event', this.onEvent);
+  }
+
+  private reported(event: HookEvent): void {
+    const w = this.waiting;
+    if (w === null || event.state !== 'MASTER' || event.epoch !== w.epoch) return;
+    const o = this.opts;
+    o.log(`vip hook (agent): ${o.vip} MASTER (epoch ${event.epoch}) ${event.outcome === 'ok' ? 'done' : 'failed'} in ${event.ms} ms, confirmed after ${Math.round(performance.now() - w.started)} ms`);
+    this.settle(event.outcome);
+  }
+
+  private settle(outcome: HookOutcome): void {
+    const w = this.waiting;
+    if (w === null) return;
+    this.waiting = null;
+    clearTimeout(w.timer);
+    w.resolve(outcome);
+  }
+}
