@@ -1,0 +1,348 @@
+// `npm run bench:failover`: the HA scenarios of test/ha/failover.test.ts, run N times
+// each in network namespaces, with the exact figures the tests leave out: outage as a
+// client sees it (new TCP connections every 10 ms; a probe slower than 100 ms counts as
+// part of an outage), failed probes, the time from the moment the standby knew the
+// holder was gone to the moment the client's neighbour entry moved to the new holder's
+// MAC (its gratuitous ARP), and the MASTER hook's running time. Writes a Markdown table
+// of medians and ranges, with the machine, its load and the commit.
+//
+//   npm run bench:failover                 # every scenario, 5 runs each
+//   npm run bench:failover -- --runs 3 --only kill9,handover
+//
+// Needs root, `ip netns`, arping (and nft for nothing here). Run it on an idle machine
+// for figures to compare; the load average before and after is part of the report.
+
+import type { ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, release } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { HaLab, VIP_ADDR, type LabOptions, type Prober } from '../test/ha/lab.ts';
+import { netnsUnavailable } from '../test/helpers/netns.ts';
+
+const ROOT = resolve(import.meta.dirname, '..');
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** One run's figures; absent when a scenario does not measure it. */
+interface Sample {
+  outageMs: number;
+  failed: number;
+  slow: number;
+  probes: number;
+  /** From the kill (as this process sent it) to the client's neighbour entry moving. */
+  killToArpMs?: number;
+  detectToArpMs?: number;
+  hookMs?: number;
+  resets?: number;
+}
+
+interface Scenario {
+  readonly id: string;
+  readonly title: string;
+  readonly lab: LabOptions;
+  /** Runs once per sample after the lab is up; returns that run's figures. */
+  readonly run: (h: HaLab, i: number) => Promise<Sample>;
+  readonly setup?: (h: HaLab) => Promise<void>;
+}
+
+/** Follows the client's neighbour table: when did an entry for `ip` move to `mac`? */
+class NeighbourLog {
+  private readonly child: ChildProcess;
+  private readonly lines: { at: number; ip: string; mac: string }[] = [];
+
+  constructor(h: HaLab) {
+    this.child = h.lab.spawn(h.ns.client, ['ip', '-ts', 'monitor', 'neigh', 'dev', 'eth0'], { env: { ...process.env, TZ: 'UTC' }, stdio: ['ignore', 'pipe', 'ignore'] });
+    let buf = '';
+    this.child.stdout!.on('data', (c: Buffer) => {
+      buf += c.toString();
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        const m = /^\[(\S+)\] (\S+) .*lladdr ([0-9a-f:]+)/.exec(line);
+        if (m !== null) this.lines.push({ at: wallMs(m[1]), ip: m[2], mac: m[3] });
+      }
+    });
+  }
+
+  /** First moment at or after `from` (wall clock ms) that the entry for `ip` showed `mac`. */
+  movedAt(ip: string, mac: string, from: number): number | null {
+    return this.lines.find((l) => l.ip === ip && l.mac === mac && l.at >= from)?.at ?? null;
+  }
+
+  stop(): void {
+    this.child.kill('SIGKILL');
+  }
+}
+
+/** `2026-12-02T07:04:51.710378` (UTC, microseconds) to wall-clock ms with the fraction kept. */
+function wallMs(ts: string): number {
+  const m = /^(.*T\d\d:\d\d:\d\d)(\.\d+)?/.exec(ts);
+  if (m === null) return NaN;
+  return Date.parse(`${m[1]}Z`) + Number(m[2] ?? 0) * 1000;
+}
+
+/** Timestamped lines of a node's log that match `re`, wall-clock ms. */
+function logTimes(h: HaLab, id: string, re: RegExp): { at: number; m: RegExpExecArray }[] {
+  const out: { at: number; m: RegExpExecArray }[] = [];
+  for (const line of (h.nodes.get(id)?.output() ?? '').split('\n')) {
+    const m = re.exec(line);
+    if (m === null) continue;
+    // `2026-...Z tandem: msg` today; a JSON line with `time` works as well.
+    const iso = /^(?:\[agent\] )?(\d{4}-\d\d-\d\dT[\d:.]+Z) /.exec(line)?.[1];
+    const json = iso === undefined ? /"time":(\d+)/.exec(line)?.[1] : undefined;
+    const at = iso !== undefined ? Date.parse(iso) : json !== undefined ? Number(json) : NaN;
+    if (!Number.isNaN(at)) out.push({ at, m });
+  }
+  return out;
+}
+
+function worst(p: Prober): number {
+  return Math.max(0, ...p.outages().map((o) => o.ms));
+}
+
+function probeFigures(p: Prober): Pick<Sample, 'outageMs' | 'failed' | 'slow' | 'probes'> {
+  return { outageMs: worst(p), failed: p.failures().length, slow: p.slow().length, probes: p.results.length };
+}
+
+/** Wall-clock now, the clock tandem's log lines and `ip -ts` use. */
+const wall = () => performance.timeOrigin + performance.now();
+
+/** The holder dies (kill -9 of its tandem); the standby learns it from the closed heartbeat. */
+function killScenario(id: string, title: string, sidecar: boolean): Scenario {
+  return {
+    id,
+    title,
+    lab: { sidecar, preemptDelay: 500 },
+    setup: async (h) => {
+      await h.start('lb2');
+    },
+    run: async (h) => {
+      await h.start('lb1');
+      await h.settle('vip-a', 'lb1');
+      await sleep(300);
+      const neigh = new NeighbourLog(h);
+      const p = h.probe('vip-a');
+      await sleep(300);
+      const before = logTimes(h, 'lb2', /holder lb1 died/).length;
+      const killedAt = wall();
+      await h.signal('lb1', 'SIGKILL');
+      await h.taken('vip-a', 'lb2', 10_000);
+      await sleep(400);
+      await p.stop();
+      neigh.stop();
+      const detected = logTimes(h, 'lb2', /holder lb1 died/)[before]?.at ?? NaN;
+      if (Number.isNaN(detected)) process.stderr.write(`  lb2 logged no death of lb1 (lease expiry?):\n${h.nodes.get('lb2')?.output().split('\n').slice(-15).join('\n')}\n`);
+      const arp = neigh.movedAt(VIP_ADDR['vip-a'], h.macs.lb2, killedAt);
+      const hook = logTimes(h, 'lb2', /vip hook(?: \(agent\))?: vip-a MASTER .* done in (\d+) ms/).filter((l) => l.at >= killedAt).at(0);
+      if (sidecar) await h.signal('lb1', 'SIGTERM', { agent: true });
+      return {
+        ...probeFigures(p),
+        killToArpMs: arp === null ? undefined : arp - killedAt,
+        detectToArpMs: arp === null || Number.isNaN(detected) ? undefined : arp - detected,
+        hookMs: hook === undefined ? undefined : Number(hook.m[1]),
+      };
+    },
+  };
+}
+
+const scenarios: Scenario[] = [
+  killScenario('kill9', 'kill -9 of the holder, hook run by tandem (lease 1 s)', false),
+  killScenario('kill9-sidecar', 'kill -9 of the holder, VIP moved by `tandem vip-agent` (lease 1 s)', true),
+  {
+    id: 'link',
+    title: "holder's link down, lease 300 ms / renew 50 ms, sidecar",
+    lab: { sidecar: true, lease: 300, renewEvery: 50, preemptDelay: 500 },
+    setup: async (h) => {
+      await h.start('lb1');
+      await h.start('lb2');
+    },
+    run: async (h) => {
+      await h.settle('vip-a', 'lb1', 20_000);
+      await sleep(1500);
+      const p = h.probe('vip-a');
+      await sleep(300);
+      await h.link('lb1', false);
+      await h.taken('vip-a', 'lb2', 10_000);
+      await sleep(400);
+      await p.stop();
+      await h.link('lb1', true);
+      await h.lab.must(h.ns.lb1, ['ip', 'neigh', 'flush', 'dev', 'eth0']);
+      return probeFigures(p);
+    },
+  },
+  {
+    id: 'handover',
+    title: 'planned handover (SIGTERM) and failback after the preempt delay, hook run by tandem',
+    lab: { preemptDelay: 1000 },
+    setup: async (h) => {
+      await h.start('lb1');
+      await h.start('lb2');
+    },
+    run: async (h) => {
+      await h.settle('vip-a', 'lb1');
+      await sleep(500);
+      const p = h.probe('vip-a');
+      await sleep(300);
+      await h.signal('lb1', 'SIGTERM');
+      await h.settle('vip-a', 'lb2', 10_000);
+      await sleep(300);
+      await h.start('lb1');
+      await h.settle('vip-a', 'lb1', 10_000);
+      await sleep(300);
+      await p.stop();
+      return probeFigures(p);
+    },
+  },
+  {
+    id: 'failback-sidecar',
+    title: 'failback after kill -9, sidecar, lease 300 ms (probes from the restart of the dead node on)',
+    lab: { sidecar: true, lease: 300, renewEvery: 50, preemptDelay: 500 },
+    setup: async (h) => {
+      await h.start('lb1');
+      await h.start('lb2');
+    },
+    run: async (h) => {
+      await h.settle('vip-a', 'lb1', 20_000);
+      await h.signal('lb1', 'SIGKILL');
+      await h.settle('vip-a', 'lb2', 10_000);
+      await h.signal('lb1', 'SIGTERM', { agent: true });
+      await sleep(300);
+      const p = h.probe('vip-a');
+      await sleep(300);
+      await h.start('lb1');
+      await h.settle('vip-a', 'lb1', 10_000);
+      await sleep(400);
+      await p.stop();
+      return probeFigures(p);
+    },
+  },
+  {
+    id: 'active-active',
+    title: 'active-active: probes on vip-b while vip-a fails back to its restarted node',
+    lab: { vips: ['vip-a', 'vip-b'], preemptDelay: 500 },
+    setup: async (h) => {
+      await Promise.all([h.start('lb1'), h.start('lb2')]);
+    },
+    run: async (h) => {
+      await h.settle('vip-a', 'lb1', 20_000);
+      await h.settle('vip-b', 'lb2', 20_000);
+      await h.signal('lb1', 'SIGKILL');
+      await h.taken('vip-a', 'lb2', 10_000);
+      await sleep(300);
+      const p = h.probe('vip-b');
+      await sleep(300);
+      await h.start('lb1');
+      await h.settle('vip-a', 'lb1', 10_000);
+      await sleep(400);
+      await p.stop();
+      return probeFigures(p);
+    },
+  },
+];
+
+interface Result {
+  readonly scenario: Scenario;
+  readonly samples: Sample[];
+  readonly error: string | null;
+}
+
+async function runScenario(s: Scenario, runs: number): Promise<Result> {
+  const samples: Sample[] = [];
+  let h: HaLab | null = null;
+  try {
+    h = await HaLab.create(s.lab);
+    await s.setup?.(h);
+    for (let i = 0; i < runs; i++) {
+      const sample = await s.run(h, i);
+      samples.push(sample);
+      process.stderr.write(`  ${s.id} run ${i + 1}: ${JSON.stringify(sample)}\n`);
+    }
+    return { scenario: s, samples, error: null };
+  } catch (err) {
+    const msg = (err as Error).message.split('\n')[0];
+    process.stderr.write(`  ${s.id} failed: ${(err as Error).message}\n`);
+    return { scenario: s, samples, error: msg };
+  } finally {
+    await h?.destroy();
+  }
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+/** `median (min–max)` of the defined values, or a dash. */
+function cell(xs: (number | undefined)[], unit = ''): string {
+  const v = xs.filter((x): x is number => x !== undefined && Number.isFinite(x));
+  if (v.length === 0) return '—';
+  const r = (x: number) => (Math.abs(x) >= 10 ? Math.round(x).toString() : x.toFixed(1));
+  const min = Math.min(...v);
+  const max = Math.max(...v);
+  return min === max ? `${r(min)}${unit}` : `${r(median(v))}${unit} (${r(min)}–${r(max)})`;
+}
+
+function table(results: Result[]): string {
+  const rows = results.map(({ scenario: s, samples: x, error }) => {
+    const note = error === null ? '' : ` **(stopped: ${error})**`;
+    return `| ${s.title}${note} | ${x.length} | ${cell(x.map((r) => r.outageMs), ' ms')} | ${cell(x.map((r) => r.failed))} | ${cell(x.map((r) => r.slow))} | ${cell(x.map((r) => r.killToArpMs), ' ms')} | ${cell(x.map((r) => r.detectToArpMs), ' ms')} | ${cell(x.map((r) => r.hookMs), ' ms')} |`;
+  });
+  return [
+    '| scenario | runs | outage, median (range) | failed probes | probes > 100 ms | kill → client has new MAC | holder gone → client has new MAC | MASTER hook |',
+    '|---|--:|--:|--:|--:|--:|--:|--:|',
+    ...rows,
+  ].join('\n');
+}
+
+function commit(): string {
+  try {
+    const sha = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: ROOT, encoding: 'utf8' }).trim() !== '';
+    return dirty ? `${sha} with uncommitted changes` : sha;
+  } catch {
+    return 'unknown';
+  }
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: { runs: { type: 'string', default: '5' }, only: { type: 'string' }, out: { type: 'string', default: join(ROOT, 'bench/results') } },
+  });
+  const reason = netnsUnavailable();
+  if (reason !== null) {
+    process.stderr.write(`bench:failover: ${reason}\n`);
+    return 1;
+  }
+  const runs = Number(values.runs);
+  const only = values.only?.split(',');
+  const chosen = scenarios.filter((s) => only === undefined || only.includes(s.id));
+  const loadBefore = loadavg();
+  const started = new Date();
+  const results: Result[] = [];
+  for (const s of chosen) {
+    process.stderr.write(`${s.id}: ${s.title}\n`);
+    results.push(await runScenario(s, runs));
+  }
+  const loadAfter = loadavg();
+  const md = [
+    `# Failover benchmark, ${started.toISOString()}`,
+    '',
+    `Commit ${commit()}; ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, Linux ${release()}, Node ${process.version}; ` +
+      `load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')} before, ${loadAfter.map((l) => l.toFixed(2)).join(' ')} after. ` +
+      `${runs} runs per scenario. A client probes the VIP with a new TCP connection every 10 ms; an outage runs from the first ` +
+      'probe that failed or took over 100 ms to the next one that did not; "holder gone" is the standby\'s log line that the ' +
+      "holder's process died, and \"new MAC\" the client's neighbour entry moving to the new holder (`ip -ts monitor neigh`).",
+    '',
+    table(results),
+    '',
+  ].join('\n');
+  mkdirSync(values.out, { recursive: true });
+  const file = join(values.out, `failover-${started.toISOString().replace(/[:.]/g, '-')}.md`);
+  writeFileSync(file, md);
+  process.stdout.write(`${md}\nwritten to ${file}\n`);
+  return results.some((r) => r.error !== null) ? 2 : 0;
+}
+
+process.exitCode = await main();
