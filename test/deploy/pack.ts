@@ -6,7 +6,7 @@
 
 import { execFile } from 'node:child_process';
 import { cp, mkdir, readdir, symlink } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 
@@ -42,16 +42,20 @@ export async function must(cmd: string, args: readonly string[], opts: Parameter
   return r.stdout;
 }
 
-/** What `npm pack` reads: everything tracked except tests, benchmarks and local state. */
+/** What `npm pack` reads: everything except tests, benchmarks and local state. */
 const SKIP = new Set(['.git', 'node_modules', 'dist', 'test', 'bench', '.scratch']);
+const defaultKeep = (path: string) => !SKIP.has(path.split('/')[0]) && !path.endsWith('.tgz');
 
-/** Copies the tree to `dir/src-copy`, runs `npm pack` there (prepack builds dist/) and returns the tarball's path. */
-export async function packTandem(dir: string): Promise<string> {
+/**
+ * Copies the tree to `dir/src-copy` (the paths, relative to the checkout, that `keep`
+ * accepts), runs `npm pack` there (prepack builds dist/) and returns the tarball's path.
+ */
+export async function packTandem(dir: string, keep: (path: string) => boolean = defaultKeep): Promise<string> {
   const copy = join(dir, 'src-copy');
   await mkdir(copy, { recursive: true });
   for (const entry of await readdir(ROOT)) {
-    if (SKIP.has(entry) || entry.endsWith('.tgz')) continue;
-    await cp(join(ROOT, entry), join(copy, entry), { recursive: true });
+    if (entry === 'node_modules' || !keep(entry)) continue;
+    await cp(join(ROOT, entry), join(copy, entry), { recursive: true, filter: (src) => keep(relative(ROOT, src)) });
   }
   // The build's tsc comes from the checkout's dev dependencies.
   await symlink(join(ROOT, 'node_modules'), join(copy, 'node_modules'));
