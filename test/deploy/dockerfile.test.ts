@@ -16,7 +16,7 @@ import { parse } from 'yaml';
 import { Lab, netnsUnavailable } from '../helpers/netns.ts';
 import { imageConfig, ImageRoot, readStages, type ImageConfig, type SandboxRun } from './image.ts';
 import { missingCommand, skipUnless } from './needs.ts';
-import { must, NODE_DIR, packTandem, ROOT } from './pack.ts';
+import { copyTree, must, NODE_DIR, ROOT } from './pack.ts';
 
 // Docker's own matching rules for .dockerignore (the package declares an ES default export it does not have).
 const dockerignore = createRequire(import.meta.url)('@balena/dockerignore') as typeof import('@balena/dockerignore').default;
@@ -49,7 +49,8 @@ test('the Dockerfile has a build stage and the runtime, vip-agent and proxy targ
   assert.deepEqual(stages.map((s) => s.name), ['build', 'runtime', 'vip-agent', 'proxy']);
   assert.deepEqual(stages.map((s) => s.base), ['node:24-slim', 'node:24-slim', 'runtime', 'runtime']);
   const build = imageConfig(stages, 'build');
-  assert.equal(build.runs[0], 'npm ci --no-audit --no-fund');
+  assert.equal(build.workdir, '/src');
+  assert.equal(build.runs[0], 'npm ci --no-audit --no-fund', 'the test puts the checkout\'s node_modules in its place');
   assert.match(build.runs[1], /^npm run typecheck\s+&& mkdir \/pkg\s+&& npm pack --pack-destination \/pkg\s+&& mv \/pkg\/tandem-\*\.tgz \/pkg\/tandem\.tgz$/);
   assert.deepEqual(proxy.copies, [['build', '/pkg/tandem.tgz', '/tmp/tandem.tgz']], 'the runtime takes only the packed tarball from the build');
 });
@@ -87,9 +88,20 @@ describe('the image, run', { skip }, () => {
     }
     dir = await mkdtemp(join(tmpdir(), 'tandem-image-'));
     await chmod(dir, 0o755);
-    // The build stage's product: `npm pack` of the build context, as .dockerignore cuts it.
+    // The build stage: the context as .dockerignore cuts it in its WORKDIR, the
+    // checkout's node_modules standing for its `npm ci` (same lock file), then its other
+    // RUN lines as written: the type check and `npm pack` into /pkg.
+    const build = imageConfig(stages, 'build');
+    await mkdir(join(dir, 'build'));
+    const builder = await ImageRoot.create(join(dir, 'build'), { hosts: [], files: { [`${build.workdir}/node_modules`]: join(ROOT, 'node_modules') } });
     const ignore = dockerignore({ ignorecase: false }).add(await readFile(join(ROOT, '.dockerignore'), 'utf8'));
-    const tgz = await packTandem(dir, (path) => !ignore.ignores(path));
+    await copyTree(join(dir, 'build', build.workdir), (path) => !ignore.ignores(path));
+    for (const line of build.runs.slice(1)) {
+      const r = await builder.runLine(line, build);
+      assert.equal(r.code, 0, `RUN ${line}\n${r.stdout}\n${r.stderr}`);
+    }
+    const [[, built]] = proxy.copies;
+    const tgz = join(dir, 'build', built);
 
     lab = await Lab.create();
     lb1 = await lab.host('lb1', `${lb1Address}/24`);
@@ -105,7 +117,7 @@ describe('the image, run', { skip }, () => {
     root = await ImageRoot.create(join(dir, 'root'), { hosts, files: { '/etc/tandem/tandem.yaml': join(ROOT, 'deploy/tandem.yaml') } });
     await root.put(tgz, '/tmp/tandem.tgz');
     for (const line of proxy.runs) {
-      const r = await root.runLine(line, proxy.env);
+      const r = await root.runLine(line, proxy);
       assert.equal(r.code, 0, `RUN ${line}\n${r.stdout}\n${r.stderr}`);
     }
   });
@@ -135,7 +147,7 @@ describe('the image, run', { skip }, () => {
     }
   }
 
-  test('ENTRYPOINT and CMD as the image\'s user: tandem serves through the backends, the HEALTHCHECK exits 0, Prometheus can scrape', async () => {
+  test('ENTRYPOINT and CMD as the image\'s user: tandem serves through the backends, the HEALTHCHECK exits 0, Prometheus can scrape, SIGHUP reloads', async () => {
     proxyRun = root.start([...proxy.entrypoint, ...proxy.cmd], { netns: lb1, user: proxy.user, env: inImage(proxy, envOf('lb1')) });
     await until('tandem: ready', async () => proxyRun!.output().includes('tandem: ready'), 60_000);
     const pid = await proxyRun.pid;
@@ -161,6 +173,11 @@ describe('the image, run', { skip }, () => {
     const used = new Set([...dashboard.matchAll(/\b((?:tandem|process)_[a-z_]+?)(?:_bucket)?\b(?=[{\s)\[])/g)].map((m) => m[1]));
     assert.ok(used.size >= 8, `the dashboard queries only ${[...used].join(', ')}`);
     for (const name of used) assert.match(metrics, new RegExp(`^# TYPE ${name} `, 'm'), `${name} is not in tandem's /metrics`);
+
+    // docker kill -s HUP: tini, PID 1, passes it on and tandem reloads its config.
+    const from = proxyRun.output().length;
+    process.kill(pid, 'SIGHUP');
+    await until('the reload', async () => /tandem: reloaded/.test(proxyRun!.output().slice(from)), 15_000);
   });
 
   test('the vip-agent target beside it, as root with only NET_ADMIN and NET_RAW: both VIPs go up; SIGTERM to the proxy takes them down, and tini reaps the announcers', async () => {

@@ -41,6 +41,7 @@ export interface ImageConfig {
   readonly stages: readonly Stage[];
   readonly env: Record<string, string>;
   user: string;
+  workdir: string;
   readonly entrypoint: string[];
   readonly cmd: string[];
   healthcheck: string[] | null;
@@ -64,7 +65,7 @@ export function imageConfig(stages: readonly Stage[], target: string): ImageConf
     chain.unshift(stage);
     name = stages.some((s) => s.name === stage.base) ? stage.base : undefined;
   }
-  const image: ImageConfig = { stages: chain, env: { ...BASE_ENV }, user: '0:0', entrypoint: [], cmd: [], healthcheck: null, expose: [], apt: [], runs: [], copies: [] };
+  const image: ImageConfig = { stages: chain, env: { ...BASE_ENV }, user: '0:0', workdir: '/', entrypoint: [], cmd: [], healthcheck: null, expose: [], apt: [], runs: [], copies: [] };
   for (const stage of chain) {
     for (const i of stage.instructions) {
       const args = i.getArgumentsContent() ?? '';
@@ -74,6 +75,7 @@ export function imageConfig(stages: readonly Stage[], target: string): ImageConf
           for (const p of (i as unknown as { getProperties(): { getName(): string; getValue(): string | null }[] }).getProperties()) image.env[p.getName()] = p.getValue() ?? '';
           break;
         case 'USER': image.user = args.trim(); break;
+        case 'WORKDIR': image.workdir = args.trim(); break;
         case 'EXPOSE': image.expose.push(...args.trim().split(/\s+/).map((p) => Number(p.replace(/\/tcp$/, '')))); break;
         case 'ENTRYPOINT': image.entrypoint.splice(0, Infinity, ...json()); image.cmd.length = 0; break;
         case 'CMD': image.cmd.splice(0, Infinity, ...json()); break;
@@ -162,7 +164,7 @@ export class ImageRoot {
    * line), or as the image's USER on a read-only image with a fresh /tmp, in a pid
    * namespace of its own in which the command is PID 1, as in a container.
    */
-  private bwrap(opts: { user: string; writable: boolean; env: Record<string, string> }): string[] {
+  private bwrap(opts: { user: string; writable: boolean; env: Record<string, string>; workdir?: string }): string[] {
     const [uid, gid = uid] = opts.user.split(':');
     const root = uid === '0';
     const args: string[] = [];
@@ -179,13 +181,13 @@ export class ImageRoot {
     args.push('--clearenv');
     const home = root ? '/root' : '/home/node';
     for (const [k, v] of Object.entries({ HOME: home, ...opts.env })) args.push('--setenv', k, v);
-    args.push('--chdir', '/');
+    args.push('--chdir', opts.workdir ?? '/');
     return args;
   }
 
-  /** A RUN line in shell form, as root with the image writable and the host's network. */
-  runLine(line: string, env: Record<string, string>): Promise<Ran> {
-    const [cmd, ...args] = this.bwrap({ user: '0', writable: true, env });
+  /** A RUN line in shell form, as root in `workdir` with the image writable and the host's network. */
+  runLine(line: string, image: { env: Record<string, string>; workdir: string }): Promise<Ran> {
+    const [cmd, ...args] = this.bwrap({ user: '0', writable: true, env: image.env, workdir: image.workdir });
     return sh(cmd, [...args, '--', '/bin/sh', '-c', line], { timeoutMs: 300_000 });
   }
 

@@ -46,17 +46,19 @@ export async function must(cmd: string, args: readonly string[], opts: Parameter
 const SKIP = new Set(['.git', 'node_modules', 'dist', 'test', 'bench', '.scratch']);
 const defaultKeep = (path: string) => !SKIP.has(path.split('/')[0]) && !path.endsWith('.tgz');
 
-/**
- * Copies the tree to `dir/src-copy` (the paths, relative to the checkout, that `keep`
- * accepts), runs `npm pack` there (prepack builds dist/) and returns the tarball's path.
- */
-export async function packTandem(dir: string, keep: (path: string) => boolean = defaultKeep): Promise<string> {
-  const copy = join(dir, 'src-copy');
-  await mkdir(copy, { recursive: true });
+/** Copies the checkout to `dest`, node_modules aside: the paths (relative to the checkout) that `keep` accepts. */
+export async function copyTree(dest: string, keep: (path: string) => boolean): Promise<void> {
+  await mkdir(dest, { recursive: true });
   for (const entry of await readdir(ROOT)) {
     if (entry === 'node_modules' || !keep(entry)) continue;
-    await cp(join(ROOT, entry), join(copy, entry), { recursive: true, filter: (src) => keep(relative(ROOT, src)) });
+    await cp(join(ROOT, entry), join(dest, entry), { recursive: true, filter: (src) => keep(relative(ROOT, src)) });
   }
+}
+
+/** Copies the tree to `dir/src-copy`, runs `npm pack` there (prepack builds dist/) and returns the tarball's path. */
+export async function packTandem(dir: string): Promise<string> {
+  const copy = join(dir, 'src-copy');
+  await copyTree(copy, defaultKeep);
   // The build's tsc comes from the checkout's dev dependencies.
   await symlink(join(ROOT, 'node_modules'), join(copy, 'node_modules'));
   const out = await must('npm', ['pack', '--json', '--pack-destination', dir], { cwd: copy });
