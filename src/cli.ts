@@ -1,3 +1,4 @@
+import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { loadConfigFile } from './config/load.ts';
 import { TandemError } from './errors.ts';
@@ -13,9 +14,9 @@ Commands:
   check -c FILE [--node ID]        validate a config; prints FILE:LINE:COL lines for each mistake
   demo                             demo backends and a tandem pair on loopback
   vip-agent --admin URL --hook PATH  the VIP sidecar: follows the admin event stream, runs the hook
-  bench [options]                  autocannon benchmark against baselines
+  bench [options]                  autocannon benchmark against baselines (from the source tree)
 
-Run 'tandem <command> --help' for a command's options.
+Run 'tandem <command> --help' for a command's options; 'tandem --version' for the version.
 `;
 
 const HELP: Record<string, string> = {
@@ -45,6 +46,8 @@ state change. Removes the VIP when the stream is lost for longer than the lease.
   bench: `Usage: tandem bench [--rounds N] [--duration S] [--connections N] [--out DIR]
 
 Benchmarks tandem against the backend alone and other Node proxies, round by round.
+Runs from the source tree (git clone, npm ci, npm run bench): the benchmark and the
+proxies it compares with are development dependencies, not part of the installed package.
 `,
 };
 
@@ -63,9 +66,23 @@ const OPTIONS: ParseArgsConfig['options'] = {
   quick: { type: 'boolean' },
 };
 
+// The benchmark is in the source tree only: src/ or dist/ alike find it one level up.
+const BENCH = new URL('../bench/run.ts', import.meta.url);
+
+type Bench = (opts: { rounds?: number; duration?: number; connections?: number; out?: string; quick: boolean }) => Promise<number>;
+
+/** package.json's version; src/ and the packaged dist/ are both one level below it. */
+function version(): string {
+  return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+}
+
 /** Runs the CLI; resolves to the exit code for commands that end, never for `run`/`demo`. */
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  if (command === '--version' || command === '-V' || command === 'version') {
+    process.stdout.write(`tandem ${version()}\n`);
+    return 0;
+  }
   if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
     process.stdout.write(USAGE);
     return command === undefined ? EXIT_INVALID : 0;
@@ -124,7 +141,9 @@ export async function main(argv: string[]): Promise<number> {
         return await runVipAgent({ admin, hook, token: str('token') ?? process.env.TANDEM_ADMIN_TOKEN ?? null });
       }
       case 'bench': {
-        const { bench } = await import('../bench/run.ts');
+        if (!existsSync(BENCH)) return usageError(command, 'the benchmark runs from the source tree only');
+        // A computed specifier: the compiled package neither follows nor ships bench/.
+        const { bench } = (await import(BENCH.href)) as { bench: Bench };
         return await bench({
           rounds: str('rounds') === undefined ? undefined : Number(str('rounds')),
           duration: str('duration') === undefined ? undefined : Number(str('duration')),

@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:http';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { extname, join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { stringify } from 'yaml';
 
@@ -66,7 +66,8 @@ export async function demo(): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'tandem-demo-'));
   const file = join(dir, 'tandem.yaml');
   writeFileSync(file, demoConfig(backends));
-  const cli = resolve(import.meta.dirname, 'cli.ts');
+  // cli.ts in the source tree, cli.js in the compiled package (dist/).
+  const cli = resolve(import.meta.dirname, `cli${extname(import.meta.filename)}`);
   const children = new Map<string, ChildProcess>();
   let stopping = false;
   const start = (n: (typeof NODES)[number]) => {

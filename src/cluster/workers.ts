@@ -4,13 +4,15 @@
 
 import cluster, { type Worker } from 'node:cluster';
 import { EventEmitter } from 'node:events';
+import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Backend } from '../pool/backend.ts';
 import type { Reinstater } from '../pool/health/active.ts';
 import { isFromWorker, type BoundListener, type FromWorker, type ToWorker } from './protocol.ts';
 import { ClusterStats } from './stats.ts';
 
-const WORKER_ENTRY = fileURLToPath(new URL('./worker-entry.ts', import.meta.url));
+// worker-entry.ts in the source tree, worker-entry.js in the compiled package (dist/).
+const WORKER_ENTRY = fileURLToPath(new URL(`./worker-entry${extname(import.meta.url)}`, import.meta.url));
 
 /** One worker process as the primary tracks it. */
 export class WorkerSlot {

@@ -1,21 +1,44 @@
 import assert from 'node:assert/strict';
-import { readdir } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { parseAllDocuments } from 'yaml';
 import { loadConfigFile } from '../../src/config/load.ts';
 
 const confDir = join(import.meta.dirname, '../../conf');
+const deployDir = join(import.meta.dirname, '../../deploy');
 
 // The variables the example files document at their top; a user sets these.
-const env = { TANDEM_HA_SECRET: 'an-example-secret-for-tests' };
+const env = { TANDEM_HA_SECRET: 'an-example-secret-for-tests', TANDEM_ADMIN_TOKEN: 'an-example-admin-token' };
 
-/** Every .yaml file under conf/, subfolders included. */
-async function exampleFiles(): Promise<string[]> {
-  const entries = await readdir(confDir, { recursive: true, withFileTypes: true });
+/** Every .yaml file under `dir` (default conf/), subfolders included. */
+async function exampleFiles(dir = confDir): Promise<string[]> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
   return entries
     .filter((e) => e.isFile() && /\.ya?ml$/.test(e.name))
     .map((e) => join(e.parentPath, e.name))
     .sort();
+}
+
+/**
+ * The tandem configs under deploy/: files whose top level has `listeners`, and the
+ * `tandem.yaml` of Kubernetes ConfigMaps, written to `tmp` with the manifest's name.
+ */
+async function deployConfigs(tmp: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const file of await exampleFiles(deployDir)) {
+    const docs = parseAllDocuments(await readFile(file, 'utf8')).map((d) => d.toJS() as Record<string, unknown> | null);
+    if (docs.some((d) => d !== null && 'listeners' in d)) found.push(file);
+    for (const d of docs) {
+      const data = d?.kind === 'ConfigMap' ? (d.data as Record<string, string>)['tandem.yaml'] : undefined;
+      if (data === undefined) continue;
+      const copy = join(tmp, `${file.slice(deployDir.length + 1).replaceAll('/', '_')}.tandem.yaml`);
+      await writeFile(copy, data);
+      found.push(copy);
+    }
+  }
+  return found;
 }
 
 test('conf/ holds the single, active-passive and active-active examples', async () => {
@@ -23,8 +46,20 @@ test('conf/ holds the single, active-passive and active-active examples', async 
   for (const expected of ['single.yaml', 'active-passive.yaml', 'active-active.yaml']) assert.ok(names.includes(expected), `conf/${expected} is missing`);
 });
 
-test('every file under conf/ loads without errors, as every node it names', async () => {
-  for (const file of await exampleFiles()) {
+test('every file under conf/, and every tandem config under deploy/, loads without errors, as every node it names', async () => {
+  const tmp = await mkdtemp(join(tmpdir(), 'tandem-deploy-conf-'));
+  const deploy = await deployConfigs(tmp);
+  const names = deploy.map((f) => f.replace(/^.*\/(deploy|tandem-deploy-conf-\w+)\//, ''));
+  assert.deepEqual(names.sort(), ['kubernetes_configmap.yaml.tandem.yaml', 'systemd/tandem.yaml', 'tandem.yaml'], 'the container, Kubernetes and systemd configs');
+  try {
+    await loadEveryNode([...await exampleFiles(), ...deploy]);
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+});
+
+async function loadEveryNode(files: string[]): Promise<void> {
+  for (const file of files) {
     const plain = await loadConfigFile(file, { env });
     if (!plain.ok) assert.fail(`${file} does not load:\n${plain.errors.join('\n')}`);
     for (const node of plain.config.ha?.nodes ?? []) {
@@ -32,7 +67,7 @@ test('every file under conf/ loads without errors, as every node it names', asyn
       if (!asNode.ok) assert.fail(`${file} does not load as --node ${node.id}:\n${asNode.errors.join('\n')}`);
     }
   }
-});
+}
 
 test('the HA examples are real pairs: two nodes, and each VIP preferred by one of them', async () => {
   for (const name of ['active-passive.yaml', 'active-active.yaml']) {

@@ -43,6 +43,8 @@ export interface TandemProcess {
 
 export interface StartOptions {
   args?: string[];
+  /** What starts tandem, `run -c FILE` and `args` following it (default: NODE on src/cli.ts). */
+  command?: readonly string[];
   env?: Record<string, string>;
   /** Run inside this network namespace (`ip netns exec`). */
   netns?: string;
@@ -54,10 +56,11 @@ export async function startTandem(yaml: string, opts: StartOptions = {}): Promis
   const dir = mkdtempSync(join(tmpdir(), 'tandem-test-'));
   const file = join(dir, 'tandem.yaml');
   writeFileSync(file, yaml);
-  const args = [CLI, 'run', '-c', file, ...(opts.args ?? [])];
+  const [cmd, ...pre] = opts.command ?? [NODE, CLI];
+  const args = [...pre, 'run', '-c', file, ...(opts.args ?? [])];
   const child = opts.netns === undefined
-    ? spawn(NODE, args, { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] })
-    : spawn('ip', ['netns', 'exec', opts.netns, NODE, ...args], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    ? spawn(cmd, args, { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn('ip', ['netns', 'exec', opts.netns, cmd, ...args], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const waiters: { re: RegExp; from: number; resolve: (m: RegExpMatchArray) => void }[] = [];
   const onData = (chunk: Buffer) => {
