@@ -58,17 +58,21 @@ esac
 # `ip` needs CAP_NET_ADMIN and arping CAP_NET_RAW in the commands this script starts.
 # Root passes its capabilities on to them; any other user only its ambient ones, which a
 # container runtime does not set (a non-root container with --cap-add NET_ADMIN still
-# gets "RTNETLINK answers: Operation not permitted"). Asked of a child process, which
-# starts with exactly what `ip` and arping will get.
-child_caps=$(sh -c 'while read -r k v; do [ "$k" = CapEff: ] && echo "$v"; done < /proc/self/status' 2>/dev/null)
-if [ -n "$child_caps" ] && (( (0x$child_caps >> 12 & 1) == 0 )); then
-  log "no CAP_NET_ADMIN for ip (uid $(id -u)): run the hook as root with NET_ADMIN and NET_RAW" \
+# gets "RTNETLINK answers: Operation not permitted"). This shell's own effective set is
+# what its children start with (root: the bounding set; others: the ambient set), and it
+# is read with builtins: no process may stand before a MASTER's first announcement.
+caps=
+while read -r key value; do
+  [ "$key" = CapEff: ] && { caps=$value; break; }
+done < /proc/self/status
+if [ -n "$caps" ] && (( (0x$caps >> 12 & 1) == 0 )); then
+  log "no CAP_NET_ADMIN for ip (uid $EUID): run the hook as root with NET_ADMIN and NET_RAW" \
     "(a container: user 0, --cap-drop ALL --cap-add NET_ADMIN --cap-add NET_RAW), or as a user" \
     "with them as ambient capabilities (systemd: AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW)"
   exit 1
 fi
 # As root, arping's own file capability is capped by the bounding set too.
-if [ -n "$child_caps" ] && [ "$(id -u)" = 0 ] && (( (0x$child_caps >> 13 & 1) == 0 )); then
+if [ -n "$caps" ] && [ "$EUID" = 0 ] && (( (0x$caps >> 13 & 1) == 0 )); then
   log "no CAP_NET_RAW for arping: addresses move but no gratuitous ARP is sent (add NET_RAW)"
 fi
 
