@@ -1,0 +1,522 @@
+// The `etcd` lease store: the LeaseStore calls on etcd's own primitives (client.ts,
+// watch.ts). Partition-safe: a VIP has at most one holder, the one whose write etcd's
+// quorum accepted.
+//
+// Keys under the prefix:
+//   <prefix>/vips/<vip>               {n: holder, p: priority, s: serving, o: offeredTo, e: epoch, t: ttl ms}
+//                                     bound to an etcd lease of the holder, one per holding
+//   <prefix>/candidates/<vip>/<node>  {p: priority, x: preempt}, bound to the node's presence lease
+//
+// * acquire creates the VIP key in a transaction only if it is absent (create_revision
+//   == 0), or only if it still is the offer made to this node (mod_revision unchanged).
+//   The revision of that write is the epoch: the key's create revision, or the
+//   handover's revision. Writes by the same holder carry their epoch in `e`.
+// * renew is one lease keep-alive (the first one also writes `serving`). The holder
+//   counts its lease on its own monotonic clock from when the last successful
+//   keep-alive was sent; once that has run out it treats the lease as lost, whatever
+//   etcd answers later.
+// * release offers the key to the best ready candidate (make-before-break) and then
+//   revokes the lease, or revokes at once: the key is gone in one round trip.
+// * every node watches the whole prefix, so a deleted or expired key is seen at once
+//   and the best present candidate takes it; a fresh candidate waits one renew interval
+//   so that candidates starting together see each other first.
+
+import { TandemError, errors } from '../../../errors.ts';
+import { freeLease, outranks, subscribe, type Claim, type Lease, type LeaseStore } from '../../lease-store.ts';
+import type { EtcdClient, KeyValue } from './client.ts';
+import { PrefixWatch, type WatchEvent } from './watch.ts';
+
+export interface EtcdStoreOptions {
+  readonly node: string;
+  readonly client: EtcdClient;
+  readonly prefix: string;
+  readonly leaseDuration: number;
+  readonly renewEvery: number;
+  /** How long a holder waits, in a planned handover, for the new holder to serve. */
+  readonly handoverTimeout: number;
+  readonly log?: (msg: string) => void;
+}
+
+interface Holding {
+  readonly n: string;
+  readonly p: number;
+  readonly s: boolean;
+  readonly o: string | null;
+  readonly e?: number;
+  readonly t: number;
+}
+
+interface Own {
+  readonly lease: string;
+  ttl: number;
+  /** When the last successful keep-alive (or the grant) was sent. */
+  confirmedAt: number;
+  readonly takenAt: number;
+  serving: boolean;
+  releasing: boolean;
+  offerUntil: number;
+  timer: NodeJS.Timeout | null;
+}
+
+interface KeyState {
+  readonly key: string;
+  kv: KeyValue | null;
+  holding: Holding | null;
+  /** Revision of the last change applied to kv (put or delete). */
+  rev: number;
+  epoch: number;
+  readonly candidates: Map<string, { p: number; x: boolean }>;
+  own: Own | null;
+  claim: { priority: number; preempt: boolean; at: number; since: number; written: string | null } | null;
+  readonly listeners: Set<(lease: Lease) => void>;
+  lastSignature: string;
+  onChange: (() => void) | null;
+}
+
+const now = (): number => performance.now();
+
+/** The `etcd` lease store. */
+export class EtcdStore implements LeaseStore {
+  private readonly opts: EtcdStoreOptions;
+  private readonly client: EtcdClient;
+  private readonly vipsPrefix: string;
+  private readonly candPrefix: string;
+  private readonly ttlSeconds: number;
+  private readonly keys: Map<string, KeyState>;
+  private watcher: PrefixWatch | null;
+  private presence: string;
+  private ticker: NodeJS.Timeout | null;
+  private closed: boolean;
+
+  constructor(opts: EtcdStoreOptions) {
+    this.opts = opts;
+    this.client = opts.client;
+    const base = opts.prefix.replace(/\/+$/, '');
+    this.vipsPrefix = `${base}/vips/`;
+    this.candPrefix = `${base}/candidates/`;
+    // etcd leases are whole seconds.
+    this.ttlSeconds = Math.max(1, Math.ceil(opts.leaseDuration / 1000));
+    this.keys = new Map();
+    this.watcher = null;
+    this.presence = '0';
+    this.ticker = null;
+    this.closed = false;
+  }
+
+  get stats(): Readonly<Record<string, number>> {
+    return { ...this.client.stats };
+  }
+
+  /** Reaches etcd, reads the prefix, takes a presence lease and starts watching. */
+  async start(): Promise<void> {
+    await this.client.connect();
+    const revision = await this.readAll();
+    const granted = await this.client.grant(this.ttlSeconds);
+    if (granted.ttl > this.ttlSeconds) {
+      this.opts.log?.(`ha etcd store: etcd grants leases of at least ${granted.ttl} s (asked ${this.ttlSeconds} s): lower its --election-timeout for shorter leases`);
+    }
+    this.presence = granted.id;
+    this.watcher = new PrefixWatch({
+      client: this.client,
+      prefix: this.vipsPrefix.slice(0, this.vipsPrefix.length - 'vips/'.length),
+      after: revision,
+      onEvents: (events) => this.onEvents(events),
+      onReset: () => this.readAll(),
+      log: this.opts.log,
+    });
+    await this.watcher.start();
+    this.ticker = setInterval(() => this.tick(), this.opts.renewEvery);
+  }
+
+  /** Withdraws every candidacy (revokes the presence lease) and stops; release held keys first. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.client.revoke(this.presence, this.opts.renewEvery).catch(() => {});
+    await this.abandon();
+  }
+
+  /** Stops at once without telling etcd anything, as a crash would: held leases run out on the server. */
+  async abandon(): Promise<void> {
+    this.closed = true;
+    if (this.ticker !== null) clearInterval(this.ticker);
+    for (const ks of this.keys.values()) {
+      if (ks.own?.timer != null) clearTimeout(ks.own.timer);
+      ks.listeners.clear();
+    }
+    await this.watcher?.close();
+    await this.client.close();
+  }
+
+  async acquire(key: string, claim: Claim): Promise<Lease> {
+    this.assertSelf(claim.node);
+    const ks = this.state(key);
+    const t = now();
+    ks.claim = { priority: claim.priority, preempt: claim.preempt, at: t, since: ks.claim?.since ?? t, written: ks.claim?.written ?? null };
+    const h = ks.holding;
+    if (h !== null && h.n === this.opts.node) {
+      if (this.ownValid(ks, t)) return this.view(ks, t);
+      // Ours from an earlier life (a restart, or a lease we stepped down from): void it.
+      await this.client.revoke(ks.kv!.lease);
+      return this.view(ks, now());
+    }
+    await this.writeClaim(ks);
+    if (h === null) {
+      if (t - ks.claim.since < this.opts.renewEvery) return this.view(ks, t);
+      if (this.bestCandidate(ks, claim.priority) !== null) return this.view(ks, t);
+      return this.take(ks, claim.priority, 0);
+    }
+    if (h.o === this.opts.node) return this.take(ks, claim.priority, ks.kv!.modRevision);
+    return this.view(ks, t);
+  }
+
+  async renew(key: string, node: string): Promise<Lease> {
+    this.assertSelf(node);
+    const ks = this.state(key);
+    const own = ks.own;
+    if (own === null || own.releasing || !this.ownValid(ks, now())) return this.view(ks, now());
+    const t0 = now();
+    const ttl = await this.client.keepAlive(own.lease, Math.max(1, Math.floor((own.ttl * 1000) / 3)));
+    if (ttl === 0) {
+      this.lose(ks, 'etcd no longer knows its lease');
+      return this.view(ks, now());
+    }
+    this.confirm(ks, own, t0, ttl);
+    if (!own.serving) {
+      await this.rewrite(ks, { s: true });
+      if (ks.own === own) own.serving = ks.holding?.s === true;
+    } else {
+      await this.offerToPreempter(ks);
+    }
+    this.changed(ks);
+    return this.view(ks, now());
+  }
+
+  async release(key: string, node: string): Promise<void> {
+    this.assertSelf(node);
+    const ks = this.state(key);
+    const written = ks.claim?.written ?? null;
+    ks.claim = null;
+    if (written !== null) await this.client.delete(this.candKey(ks.key)).catch(() => {});
+    const own = ks.own;
+    const h = ks.holding;
+    if (own === null) {
+      if (h !== null && h.n === this.opts.node) await this.client.revoke(ks.kv!.lease);
+      return;
+    }
+    const heir = own.serving && this.ownValid(ks, now()) ? this.bestCandidate(ks, 0) : null;
+    if (heir !== null) {
+      own.releasing = true;
+      await this.rewrite(ks, { o: heir }).catch((err: Error) => this.opts.log?.(`ha: ${key}: offering to ${heir} failed: ${err.message}`));
+      if (ks.holding?.o === heir) await this.handedOver(ks, heir);
+    }
+    if (ks.own === own) ks.own = null;
+    if (own.timer !== null) clearTimeout(own.timer);
+    await this.client.revoke(own.lease);
+    if (ks.kv !== null && ks.kv.lease === own.lease) this.apply(ks, null, ks.rev + 1);
+    this.changed(ks);
+  }
+
+  watch(key: string, listener: (lease: Lease) => void): () => void {
+    const ks = this.state(key);
+    return subscribe(ks.listeners, listener, () => this.view(ks, now()));
+  }
+
+  // ---- holding ----
+
+  private async take(ks: KeyState, priority: number, modRevision: number): Promise<Lease> {
+    const t0 = now();
+    const granted = await this.client.grant(this.ttlSeconds);
+    const holding: Holding = { n: this.opts.node, p: priority, s: false, o: null, t: granted.ttl * 1000 };
+    const key = this.vipKey(ks.key);
+    const res = await this.client.putIf(key, JSON.stringify(holding), granted.id, modRevision).catch((err: Error) => {
+      void this.client.revoke(granted.id).catch(() => {});
+      throw err;
+    });
+    if (!res.written && res.current?.lease !== granted.id) {
+      void this.client.revoke(granted.id).catch(() => {});
+      if (res.current === null) this.apply(ks, null, res.revision);
+      else this.apply(ks, res.current, res.current.modRevision);
+      return this.view(ks, now());
+    }
+    const revision = res.written ? res.revision : res.current!.modRevision;
+    ks.own = { lease: granted.id, ttl: granted.ttl, confirmedAt: t0, takenAt: t0, serving: false, releasing: false, offerUntil: 0, timer: null };
+    this.armExpiry(ks, ks.own);
+    const createRevision = modRevision === 0 ? revision : ks.kv?.createRevision ?? revision;
+    this.apply(ks, { key, value: JSON.stringify(holding), createRevision, modRevision: revision, lease: granted.id }, revision);
+    // A holder is not a candidate: its presence would make the others wait for it after it died.
+    const written = ks.claim?.written ?? null;
+    ks.claim = null;
+    if (written !== null) void this.client.delete(this.candKey(ks.key)).catch(() => {});
+    return this.view(ks, now());
+  }
+
+  /** Rewrites our holding with `change`, under our lease, only if the key is as we last saw it. */
+  private async rewrite(ks: KeyState, change: Partial<Holding>): Promise<void> {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const own = ks.own;
+      const kv = ks.kv;
+      const h = ks.holding;
+      if (own === null || kv === null || h === null || kv.lease !== own.lease) return;
+      const next: Holding = { ...h, ...change, e: ks.epoch, t: own.ttl * 1000 };
+      const value = JSON.stringify(next);
+      const res = await this.client.putIf(kv.key, value, own.lease, kv.modRevision);
+      if (res.written) {
+        this.apply(ks, { ...kv, value, modRevision: res.revision }, res.revision);
+        return;
+      }
+      if (res.current === null) this.apply(ks, null, res.revision);
+      else this.apply(ks, res.current, res.current.modRevision);
+    }
+  }
+
+  /** A live candidate of higher priority asks for the key (preempt): offer it. */
+  private async offerToPreempter(ks: KeyState): Promise<void> {
+    const h = ks.holding;
+    const own = ks.own;
+    if (h === null || own === null || !own.serving || own.releasing || h.o !== null) return;
+    let best: string | null = null;
+    let bestPriority = h.p;
+    for (const [node, c] of ks.candidates) {
+      if (node === this.opts.node || !c.x || c.p <= h.p) continue;
+      if (best === null || outranks(c.p, node, bestPriority, best)) {
+        best = node;
+        bestPriority = c.p;
+      }
+    }
+    if (best === null) return;
+    own.offerUntil = now() + this.opts.handoverTimeout;
+    await this.rewrite(ks, { o: best });
+  }
+
+  /** Resolves when the heir serves, the key is gone, the heir withdrew, or the offer ran out. */
+  private handedOver(ks: KeyState, heir: string): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const check = () => {
+        const h = ks.holding;
+        const done = h === null ? true : h.n !== this.opts.node ? h.s : !ks.candidates.has(heir) || h.o !== heir;
+        if (done) finish();
+      };
+      const finish = () => {
+        ks.onChange = null;
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(finish, this.opts.handoverTimeout);
+      ks.onChange = check;
+      check();
+    });
+  }
+
+  private confirm(ks: KeyState, own: Own, sentAt: number, ttl: number): void {
+    own.confirmedAt = sentAt;
+    own.ttl = ttl;
+    this.armExpiry(ks, own);
+  }
+
+  /** Self-fencing: the moment our own clock says the lease ran out, it is no longer ours. */
+  private armExpiry(ks: KeyState, own: Own): void {
+    if (own.timer !== null) clearTimeout(own.timer);
+    own.timer = setTimeout(() => {
+      own.timer = null;
+      if (ks.own === own) this.lose(ks, 'not renewed within its TTL on this node\'s clock');
+    }, Math.max(0, own.confirmedAt + own.ttl * 1000 - now()) + 1);
+  }
+
+  private lose(ks: KeyState, why: string): void {
+    const own = ks.own;
+    if (own === null) return;
+    if (own.timer !== null) clearTimeout(own.timer);
+    ks.own = null;
+    this.opts.log?.(`ha: ${ks.key}: lease lost: ${why}`);
+    this.changed(ks);
+  }
+
+  private ownValid(ks: KeyState, t: number): boolean {
+    const own = ks.own;
+    return own !== null && ks.kv !== null && ks.kv.lease === own.lease && t < own.confirmedAt + own.ttl * 1000;
+  }
+
+  // ---- candidacy ----
+
+  private async writeClaim(ks: KeyState): Promise<void> {
+    const claim = ks.claim!;
+    const value = JSON.stringify({ p: claim.priority, x: claim.preempt });
+    if (claim.written === value) return;
+    await this.client.put(this.candKey(ks.key), value, this.presence);
+    claim.written = value;
+  }
+
+  /** The present, ready candidate (not this node) that outranks (priority, this node), or null. */
+  private bestCandidate(ks: KeyState, priority: number): string | null {
+    let best: string | null = null;
+    let bestPriority = priority;
+    for (const [node, c] of ks.candidates) {
+      if (node === this.opts.node || c.p <= 0) continue;
+      if (best === null ? outranks(c.p, node, priority, this.opts.node) : outranks(c.p, node, bestPriority, best)) {
+        best = node;
+        bestPriority = c.p;
+      }
+    }
+    return best;
+  }
+
+  // ---- the view of etcd ----
+
+  private onEvents(events: WatchEvent[]): void {
+    for (const e of events) {
+      const key = e.kv.key;
+      if (key.startsWith(this.vipsPrefix)) {
+        this.apply(this.state(key.slice(this.vipsPrefix.length)), e.type === 'put' ? e.kv : null, e.kv.modRevision);
+      } else if (key.startsWith(this.candPrefix)) {
+        const rest = key.slice(this.candPrefix.length);
+        const slash = rest.lastIndexOf('/');
+        if (slash <= 0) continue;
+        const ks = this.state(rest.slice(0, slash));
+        const node = rest.slice(slash + 1);
+        if (e.type === 'delete') ks.candidates.delete(node);
+        else ks.candidates.set(node, parseCandidate(e.kv.value));
+        ks.onChange?.();
+        if (ks.own?.serving === true) void this.offerToPreempter(ks).catch(() => {});
+      }
+    }
+  }
+
+  /** Applies the VIP key as of `rev` (null: deleted), unless something newer was applied. */
+  private apply(ks: KeyState, kv: KeyValue | null, rev: number): void {
+    if (rev <= ks.rev) return;
+    ks.rev = rev;
+    ks.kv = kv;
+    ks.holding = kv === null ? null : parseHolding(kv.value);
+    if (kv !== null && ks.holding !== null) ks.epoch = Math.max(ks.epoch, ks.holding.e ?? kv.modRevision);
+    const own = ks.own;
+    if (own !== null && (kv === null || kv.lease !== own.lease) && !own.releasing) {
+      // Taken over by a handover, or deleted: the lease holds nothing of ours any more.
+      if (own.timer !== null) clearTimeout(own.timer);
+      ks.own = null;
+      void this.client.revoke(own.lease).catch(() => {});
+    }
+    this.changed(ks);
+  }
+
+  /** Reads every key under the prefix; returns the revision of the read. */
+  private async readAll(): Promise<number> {
+    const { kvs, revision } = await this.client.range(this.vipsPrefix.slice(0, this.vipsPrefix.length - 'vips/'.length), { prefix: true });
+    for (const ks of this.keys.values()) ks.candidates.clear();
+    const seen = new Set<string>();
+    for (const kv of kvs) {
+      if (kv.key.startsWith(this.vipsPrefix)) {
+        const ks = this.state(kv.key.slice(this.vipsPrefix.length));
+        seen.add(ks.key);
+        ks.rev = 0;
+        this.apply(ks, kv, Math.max(1, kv.modRevision));
+      } else if (kv.key.startsWith(this.candPrefix)) {
+        const rest = kv.key.slice(this.candPrefix.length);
+        const slash = rest.lastIndexOf('/');
+        if (slash > 0) this.state(rest.slice(0, slash)).candidates.set(rest.slice(slash + 1), parseCandidate(kv.value));
+      }
+    }
+    for (const ks of this.keys.values()) {
+      if (!seen.has(ks.key) && ks.kv !== null) this.apply(ks, null, revision);
+      ks.rev = Math.max(ks.rev, revision);
+    }
+    return revision;
+  }
+
+  private tick(): void {
+    if (this.closed) return;
+    const t = now();
+    void this.client.keepAlive(this.presence, this.opts.renewEvery).then(
+      (ttl) => (ttl === 0 ? this.regrantPresence() : undefined),
+      () => {},
+    );
+    for (const ks of this.keys.values()) {
+      const own = ks.own;
+      // A lease not yet confirmed by the elector (its MASTER hook runs), or being handed
+      // over, is kept alive here; a serving lease only by renew().
+      if (own !== null && ((!own.serving && t - own.takenAt < this.opts.handoverTimeout) || own.releasing)) {
+        void this.client.keepAlive(own.lease, this.opts.renewEvery).then((ttl) => {
+          if (ttl > 0 && ks.own === own) this.confirm(ks, own, t, ttl);
+        }, () => {});
+      }
+      if (own !== null && own.serving && !own.releasing && ks.holding?.o != null && t > own.offerUntil) {
+        void this.rewrite(ks, { o: null }).catch(() => {});
+      }
+      const claim = ks.claim;
+      if (claim !== null && t - claim.at >= this.opts.leaseDuration) {
+        ks.claim = null;
+        if (claim.written !== null) void this.client.delete(this.candKey(ks.key)).catch(() => {});
+      }
+    }
+  }
+
+  /** The presence lease ran out (a long pause, or etcd lost it): take a new one; claims are written again. */
+  private async regrantPresence(): Promise<void> {
+    const granted = await this.client.grant(this.ttlSeconds);
+    this.presence = granted.id;
+    for (const ks of this.keys.values()) if (ks.claim !== null) ks.claim.written = null;
+  }
+
+  private view(ks: KeyState, t: number): Lease {
+    const h = ks.holding;
+    if (h === null) return freeLease(ks.key, ks.epoch);
+    let remaining = h.t;
+    if (h.n === this.opts.node) {
+      // Ours only while our own clock says the lease lives; otherwise it is void to us.
+      if (!this.ownValid(ks, t)) return freeLease(ks.key, ks.epoch);
+      remaining = Math.round(ks.own!.confirmedAt + ks.own!.ttl * 1000 - t);
+    }
+    return { key: ks.key, holder: h.n, epoch: ks.epoch, priority: h.p, remaining, serving: h.s, offeredTo: h.o };
+  }
+
+  private changed(ks: KeyState): void {
+    const v = this.view(ks, now());
+    const signature = `${v.holder}|${v.epoch}|${v.serving}|${v.offeredTo}`;
+    ks.onChange?.();
+    if (signature === ks.lastSignature) return;
+    ks.lastSignature = signature;
+    queueMicrotask(() => {
+      for (const l of ks.listeners) l(v);
+    });
+  }
+
+  private state(key: string): KeyState {
+    let ks = this.keys.get(key);
+    if (ks === undefined) {
+      ks = { key, kv: null, holding: null, rev: 0, epoch: 0, candidates: new Map(), own: null, claim: null, listeners: new Set(), lastSignature: '', onChange: null };
+      this.keys.set(key, ks);
+    }
+    return ks;
+  }
+
+  private vipKey(key: string): string {
+    return `${this.vipsPrefix}${key}`;
+  }
+
+  private candKey(key: string): string {
+    return `${this.candPrefix}${key}/${this.opts.node}`;
+  }
+
+  private assertSelf(node: string): void {
+    if (node !== this.opts.node) throw new TandemError(errors.LEASE_STORE, `this etcd store speaks for ${this.opts.node}, not ${node}`);
+    if (this.closed) throw new TandemError(errors.LEASE_STORE, 'the etcd store is closed');
+  }
+}
+
+function parseHolding(value: string): Holding | null {
+  try {
+    const h = JSON.parse(value) as Partial<Holding>;
+    if (typeof h.n !== 'string') return null;
+    return { n: h.n, p: Number(h.p ?? 0), s: h.s === true, o: typeof h.o === 'string' ? h.o : null, e: typeof h.e === 'number' ? h.e : undefined, t: Number(h.t ?? 0) };
+  } catch {
+    return null;
+  }
+}
+
+function parseCandidate(value: string): { p: number; x: boolean } {
+  try {
+    const c = JSON.parse(value) as { p?: unknown; x?: unknown };
+    return { p: Number(c.p ?? 0), x: c.x === true };
+  } catch {
+    return { p: 0, x: false };
+  }
+}
