@@ -8,7 +8,7 @@ import { TandemError, errors } from '../errors.ts';
 import type { EventBus } from '../events.ts';
 import { Elector, type VipStatus } from './elector.ts';
 import { VipHook } from './hook.ts';
-import { openEtcdStore } from './stores/etcd/open.ts';
+import { openEtcdStore, type StoreBasics } from './stores/etcd/open.ts';
 import { PeerStore } from './stores/peer/store.ts';
 
 export type { VipStatus } from './elector.ts';
@@ -48,7 +48,8 @@ export async function startHa(opts: HaOptions): Promise<HaHandle> {
   }
   // A handover waits for the successor's MASTER hook, which may take up to its timeout.
   const handoverTimeout = config.leaseDuration + config.hookTimeout;
-  const store = config.store === 'etcd' ? await openEtcdStore(config, node, handoverTimeout, log) : await startPeerStore(config, node, handoverTimeout, log);
+  const basics: StoreBasics = { node, leaseDuration: config.leaseDuration, renewEvery: config.renewEvery, handoverTimeout, log };
+  const store = config.store === 'etcd' ? await openEtcdStore(config, basics) : await startPeerStore(config, basics);
   const electors = new Map<string, Elector>();
   for (const vip of config.vips) {
     const hook = new VipHook({
@@ -104,21 +105,13 @@ export async function startHa(opts: HaOptions): Promise<HaHandle> {
 }
 
 /** Starts the embedded peer store on this node's HA address. */
-async function startPeerStore(config: HaConfig, node: string, handoverTimeout: number, log: (msg: string) => void): Promise<PeerStore> {
-  if (config.secret === null && config.nodes.length > 1) log('ha: no ha.secret: peer adverts are not authenticated');
-  const store = new PeerStore({
-    node,
-    nodes: config.nodes,
-    secret: config.secret,
-    leaseDuration: config.leaseDuration,
-    renewEvery: config.renewEvery,
-    handoverTimeout,
-    log,
-  });
+async function startPeerStore(config: HaConfig, basics: StoreBasics): Promise<PeerStore> {
+  if (config.secret === null && config.nodes.length > 1) basics.log('ha: no ha.secret: peer adverts are not authenticated');
+  const store = new PeerStore({ ...basics, nodes: config.nodes, secret: config.secret });
   try {
     await store.start();
   } catch (err) {
-    const self = config.nodes.find((n) => n.id === node);
+    const self = config.nodes.find((n) => n.id === basics.node);
     throw new TandemError(errors.LEASE_STORE, `cannot bind the HA address ${self?.host}:${self?.port}: ${(err as Error).message}`, { cause: err });
   }
   return store;

@@ -6,9 +6,13 @@ import { readFileSync } from 'node:fs';
 import type { HaConfig } from '../../../config/types.ts';
 import { TandemError, errors } from '../../../errors.ts';
 import { EtcdClient } from './client.ts';
-import { EtcdStore } from './store.ts';
+import { EtcdStore, type EtcdStoreOptions } from './store.ts';
 
-export async function openEtcdStore(config: HaConfig, node: string, handoverTimeout: number, log: (msg: string) => void): Promise<EtcdStore> {
+/** What the etcd store shares with every store: who this node is, the lease timing, the log. */
+export type StoreBasics = Omit<EtcdStoreOptions, 'client' | 'prefix'> & { readonly log: (msg: string) => void };
+
+export async function openEtcdStore(config: HaConfig, basics: StoreBasics): Promise<EtcdStore> {
+  const log = basics.log;
   const etcd = config.etcd;
   if (etcd === null) throw new TandemError(errors.LEASE_STORE, 'store: etcd needs ha.etcd { endpoints }');
   const pem = (file: string | null) => {
@@ -21,15 +25,7 @@ export async function openEtcdStore(config: HaConfig, node: string, handoverTime
   };
   const tls = etcd.tls === null ? null : { ca: pem(etcd.tls.ca), cert: pem(etcd.tls.cert), key: pem(etcd.tls.key) };
   const client = new EtcdClient({ endpoints: etcd.endpoints, tls, auth: etcd.auth, timeout: config.leaseDuration, log: (m) => log(`ha ${m}`) });
-  const store = new EtcdStore({
-    node,
-    client,
-    prefix: etcd.prefix,
-    leaseDuration: config.leaseDuration,
-    renewEvery: config.renewEvery,
-    handoverTimeout,
-    log,
-  });
+  const store = new EtcdStore({ ...basics, client, prefix: etcd.prefix });
   try {
     await store.start();
   } catch (err) {

@@ -2,10 +2,7 @@
 // watch.ts). Partition-safe: a VIP has at most one holder, the one whose write etcd's
 // quorum accepted.
 //
-// Keys under the prefix:
-//   <prefix>/vips/<vip>               {n: holder, p: priority, s: serving, o: offeredTo, e: epoch, t: ttl ms}
-//                                     bound to an etcd lease of the holder, one per holding
-//   <prefix>/candidates/<vip>/<node>  {p: priority, x: preempt}, bound to the node's presence lease
+// Keys and values: keys.ts.
 //
 // * acquire creates the VIP key in a transaction only if it is absent (create_revision
 //   == 0), or only if it still is the offer made to this node (mod_revision unchanged).
@@ -22,8 +19,10 @@
 //   so that candidates starting together see each other first.
 
 import { TandemError, errors } from '../../../errors.ts';
-import { freeLease, outranks, subscribe, type Claim, type Lease, type LeaseStore } from '../../lease-store.ts';
+import { freeLease, subscribe, type Claim, type Lease, type LeaseStore } from '../../lease-store.ts';
 import type { EtcdClient, KeyValue } from './client.ts';
+import { KeyLayout, bestCandidate, parseCandidacy, parseHolding, type Candidacy, type Holding } from './keys.ts';
+import { OwnLease } from './own-lease.ts';
 import { PrefixWatch, type WatchEvent } from './watch.ts';
 
 export interface EtcdStoreOptions {
@@ -37,27 +36,6 @@ export interface EtcdStoreOptions {
   readonly log?: (msg: string) => void;
 }
 
-interface Holding {
-  readonly n: string;
-  readonly p: number;
-  readonly s: boolean;
-  readonly o: string | null;
-  readonly e?: number;
-  readonly t: number;
-}
-
-interface Own {
-  readonly lease: string;
-  ttl: number;
-  /** When the last successful keep-alive (or the grant) was sent. */
-  confirmedAt: number;
-  readonly takenAt: number;
-  serving: boolean;
-  releasing: boolean;
-  offerUntil: number;
-  timer: NodeJS.Timeout | null;
-}
-
 interface KeyState {
   readonly key: string;
   kv: KeyValue | null;
@@ -65,8 +43,8 @@ interface KeyState {
   /** Revision of the last change applied to kv (put or delete). */
   rev: number;
   epoch: number;
-  readonly candidates: Map<string, { p: number; x: boolean }>;
-  own: Own | null;
+  readonly candidates: Map<string, Candidacy>;
+  own: OwnLease | null;
   claim: { priority: number; preempt: boolean; at: number; since: number; written: string | null } | null;
   readonly listeners: Set<(lease: Lease) => void>;
   lastSignature: string;
@@ -79,8 +57,7 @@ const now = (): number => performance.now();
 export class EtcdStore implements LeaseStore {
   private readonly opts: EtcdStoreOptions;
   private readonly client: EtcdClient;
-  private readonly vipsPrefix: string;
-  private readonly candPrefix: string;
+  private readonly keyLayout: KeyLayout;
   private readonly ttlSeconds: number;
   private readonly keys: Map<string, KeyState>;
   private watcher: PrefixWatch | null;
@@ -91,9 +68,7 @@ export class EtcdStore implements LeaseStore {
   constructor(opts: EtcdStoreOptions) {
     this.opts = opts;
     this.client = opts.client;
-    const base = opts.prefix.replace(/\/+$/, '');
-    this.vipsPrefix = `${base}/vips/`;
-    this.candPrefix = `${base}/candidates/`;
+    this.keyLayout = new KeyLayout(opts.prefix);
     // etcd leases are whole seconds.
     this.ttlSeconds = Math.max(1, Math.ceil(opts.leaseDuration / 1000));
     this.keys = new Map();
@@ -118,7 +93,7 @@ export class EtcdStore implements LeaseStore {
     this.presence = granted.id;
     this.watcher = new PrefixWatch({
       client: this.client,
-      prefix: this.vipsPrefix.slice(0, this.vipsPrefix.length - 'vips/'.length),
+      prefix: this.keyLayout.root,
       after: revision,
       onEvents: (events) => this.onEvents(events),
       onReset: () => this.readAll(),
@@ -131,6 +106,7 @@ export class EtcdStore implements LeaseStore {
   /** Withdraws every candidacy (revokes the presence lease) and stops; release held keys first. */
   async close(): Promise<void> {
     if (this.closed) return;
+    if (this.ticker !== null) clearInterval(this.ticker);
     await this.client.revoke(this.presence, this.opts.renewEvery).catch(() => {});
     await this.abandon();
   }
@@ -140,7 +116,7 @@ export class EtcdStore implements LeaseStore {
     this.closed = true;
     if (this.ticker !== null) clearInterval(this.ticker);
     for (const ks of this.keys.values()) {
-      if (ks.own?.timer != null) clearTimeout(ks.own.timer);
+      ks.own?.stop();
       ks.listeners.clear();
     }
     await this.watcher?.close();
@@ -162,7 +138,7 @@ export class EtcdStore implements LeaseStore {
     await this.writeClaim(ks);
     if (h === null) {
       if (t - ks.claim.since < this.opts.renewEvery) return this.view(ks, t);
-      if (this.bestCandidate(ks, claim.priority) !== null) return this.view(ks, t);
+      if (bestCandidate(ks.candidates, this.opts.node, claim.priority) !== null) return this.view(ks, t);
       return this.take(ks, claim.priority, 0);
     }
     if (h.o === this.opts.node) return this.take(ks, claim.priority, ks.kv!.modRevision);
@@ -175,12 +151,12 @@ export class EtcdStore implements LeaseStore {
     const own = ks.own;
     if (own === null || own.releasing || !this.ownValid(ks, now())) return this.view(ks, now());
     const t0 = now();
-    const ttl = await this.client.keepAlive(own.lease, Math.max(1, Math.floor((own.ttl * 1000) / 3)));
+    const ttl = await this.client.keepAlive(own.id, Math.max(1, Math.floor(own.ttl / 3)));
     if (ttl === 0) {
       this.lose(ks, 'etcd no longer knows its lease');
       return this.view(ks, now());
     }
-    this.confirm(ks, own, t0, ttl);
+    own.confirm(t0, ttl);
     if (!own.serving) {
       await this.rewrite(ks, { s: true });
       if (ks.own === own) own.serving = ks.holding?.s === true;
@@ -203,16 +179,16 @@ export class EtcdStore implements LeaseStore {
       if (h !== null && h.n === this.opts.node) await this.client.revoke(ks.kv!.lease);
       return;
     }
-    const heir = own.serving && this.ownValid(ks, now()) ? this.bestCandidate(ks, 0) : null;
+    const heir = own.serving && this.ownValid(ks, now()) ? bestCandidate(ks.candidates, this.opts.node, 0) : null;
     if (heir !== null) {
       own.releasing = true;
       await this.rewrite(ks, { o: heir }).catch((err: Error) => this.opts.log?.(`ha: ${key}: offering to ${heir} failed: ${err.message}`));
       if (ks.holding?.o === heir) await this.handedOver(ks, heir);
     }
     if (ks.own === own) ks.own = null;
-    if (own.timer !== null) clearTimeout(own.timer);
-    await this.client.revoke(own.lease);
-    if (ks.kv !== null && ks.kv.lease === own.lease) this.apply(ks, null, ks.rev + 1);
+    own.stop();
+    await this.client.revoke(own.id);
+    if (ks.kv !== null && ks.kv.lease === own.id) this.apply(ks, null, ks.rev + 1);
     this.changed(ks);
   }
 
@@ -239,8 +215,10 @@ export class EtcdStore implements LeaseStore {
       return this.view(ks, now());
     }
     const revision = res.written ? res.revision : res.current!.modRevision;
-    ks.own = { lease: granted.id, ttl: granted.ttl, confirmedAt: t0, takenAt: t0, serving: false, releasing: false, offerUntil: 0, timer: null };
-    this.armExpiry(ks, ks.own);
+    const own = new OwnLease(granted.id, granted.ttl, t0, () => {
+      if (ks.own === own) this.lose(ks, "not renewed within its TTL on this node's clock");
+    });
+    ks.own = own;
     const createRevision = modRevision === 0 ? revision : ks.kv?.createRevision ?? revision;
     this.apply(ks, { key, value: JSON.stringify(holding), createRevision, modRevision: revision, lease: granted.id }, revision);
     // A holder is not a candidate: its presence would make the others wait for it after it died.
@@ -256,10 +234,10 @@ export class EtcdStore implements LeaseStore {
       const own = ks.own;
       const kv = ks.kv;
       const h = ks.holding;
-      if (own === null || kv === null || h === null || kv.lease !== own.lease) return;
-      const next: Holding = { ...h, ...change, e: ks.epoch, t: own.ttl * 1000 };
+      if (own === null || kv === null || h === null || kv.lease !== own.id) return;
+      const next: Holding = { ...h, ...change, e: ks.epoch, t: own.ttl };
       const value = JSON.stringify(next);
-      const res = await this.client.putIf(kv.key, value, own.lease, kv.modRevision);
+      const res = await this.client.putIf(kv.key, value, own.id, kv.modRevision);
       if (res.written) {
         this.apply(ks, { ...kv, value, modRevision: res.revision }, res.revision);
         return;
@@ -274,15 +252,7 @@ export class EtcdStore implements LeaseStore {
     const h = ks.holding;
     const own = ks.own;
     if (h === null || own === null || !own.serving || own.releasing || h.o !== null) return;
-    let best: string | null = null;
-    let bestPriority = h.p;
-    for (const [node, c] of ks.candidates) {
-      if (node === this.opts.node || !c.x || c.p <= h.p) continue;
-      if (best === null || outranks(c.p, node, bestPriority, best)) {
-        best = node;
-        bestPriority = c.p;
-      }
-    }
+    const best = bestCandidate(ks.candidates, this.opts.node, h.p, (c) => c.x && c.p > h.p);
     if (best === null) return;
     own.offerUntil = now() + this.opts.handoverTimeout;
     await this.rewrite(ks, { o: best });
@@ -307,25 +277,10 @@ export class EtcdStore implements LeaseStore {
     });
   }
 
-  private confirm(ks: KeyState, own: Own, sentAt: number, ttl: number): void {
-    own.confirmedAt = sentAt;
-    own.ttl = ttl;
-    this.armExpiry(ks, own);
-  }
-
-  /** Self-fencing: the moment our own clock says the lease ran out, it is no longer ours. */
-  private armExpiry(ks: KeyState, own: Own): void {
-    if (own.timer !== null) clearTimeout(own.timer);
-    own.timer = setTimeout(() => {
-      own.timer = null;
-      if (ks.own === own) this.lose(ks, 'not renewed within its TTL on this node\'s clock');
-    }, Math.max(0, own.confirmedAt + own.ttl * 1000 - now()) + 1);
-  }
-
   private lose(ks: KeyState, why: string): void {
     const own = ks.own;
     if (own === null) return;
-    if (own.timer !== null) clearTimeout(own.timer);
+    own.stop();
     ks.own = null;
     this.opts.log?.(`ha: ${ks.key}: lease lost: ${why}`);
     this.changed(ks);
@@ -333,7 +288,7 @@ export class EtcdStore implements LeaseStore {
 
   private ownValid(ks: KeyState, t: number): boolean {
     const own = ks.own;
-    return own !== null && ks.kv !== null && ks.kv.lease === own.lease && t < own.confirmedAt + own.ttl * 1000;
+    return own !== null && ks.kv !== null && ks.kv.lease === own.id && own.remaining(t) > 0;
   }
 
   // ---- candidacy ----
@@ -346,35 +301,17 @@ export class EtcdStore implements LeaseStore {
     claim.written = value;
   }
 
-  /** The present, ready candidate (not this node) that outranks (priority, this node), or null. */
-  private bestCandidate(ks: KeyState, priority: number): string | null {
-    let best: string | null = null;
-    let bestPriority = priority;
-    for (const [node, c] of ks.candidates) {
-      if (node === this.opts.node || c.p <= 0) continue;
-      if (best === null ? outranks(c.p, node, priority, this.opts.node) : outranks(c.p, node, bestPriority, best)) {
-        best = node;
-        bestPriority = c.p;
-      }
-    }
-    return best;
-  }
-
   // ---- the view of etcd ----
 
   private onEvents(events: WatchEvent[]): void {
     for (const e of events) {
-      const key = e.kv.key;
-      if (key.startsWith(this.vipsPrefix)) {
-        this.apply(this.state(key.slice(this.vipsPrefix.length)), e.type === 'put' ? e.kv : null, e.kv.modRevision);
-      } else if (key.startsWith(this.candPrefix)) {
-        const rest = key.slice(this.candPrefix.length);
-        const slash = rest.lastIndexOf('/');
-        if (slash <= 0) continue;
-        const ks = this.state(rest.slice(0, slash));
-        const node = rest.slice(slash + 1);
-        if (e.type === 'delete') ks.candidates.delete(node);
-        else ks.candidates.set(node, parseCandidate(e.kv.value));
+      const ref = this.keyLayout.parse(e.kv.key);
+      if (ref?.kind === 'vip') {
+        this.apply(this.state(ref.vip), e.type === 'put' ? e.kv : null, e.kv.modRevision);
+      } else if (ref?.kind === 'candidate') {
+        const ks = this.state(ref.vip);
+        if (e.type === 'delete') ks.candidates.delete(ref.node);
+        else ks.candidates.set(ref.node, parseCandidacy(e.kv.value));
         ks.onChange?.();
         if (ks.own?.serving === true) void this.offerToPreempter(ks).catch(() => {});
       }
@@ -389,30 +326,29 @@ export class EtcdStore implements LeaseStore {
     ks.holding = kv === null ? null : parseHolding(kv.value);
     if (kv !== null && ks.holding !== null) ks.epoch = Math.max(ks.epoch, ks.holding.e ?? kv.modRevision);
     const own = ks.own;
-    if (own !== null && (kv === null || kv.lease !== own.lease) && !own.releasing) {
+    if (own !== null && (kv === null || kv.lease !== own.id) && !own.releasing) {
       // Taken over by a handover, or deleted: the lease holds nothing of ours any more.
-      if (own.timer !== null) clearTimeout(own.timer);
+      own.stop();
       ks.own = null;
-      void this.client.revoke(own.lease).catch(() => {});
+      void this.client.revoke(own.id).catch(() => {});
     }
     this.changed(ks);
   }
 
   /** Reads every key under the prefix; returns the revision of the read. */
   private async readAll(): Promise<number> {
-    const { kvs, revision } = await this.client.range(this.vipsPrefix.slice(0, this.vipsPrefix.length - 'vips/'.length), { prefix: true });
+    const { kvs, revision } = await this.client.range(this.keyLayout.root, { prefix: true });
     for (const ks of this.keys.values()) ks.candidates.clear();
     const seen = new Set<string>();
     for (const kv of kvs) {
-      if (kv.key.startsWith(this.vipsPrefix)) {
-        const ks = this.state(kv.key.slice(this.vipsPrefix.length));
+      const ref = this.keyLayout.parse(kv.key);
+      if (ref?.kind === 'vip') {
+        const ks = this.state(ref.vip);
         seen.add(ks.key);
         ks.rev = 0;
         this.apply(ks, kv, Math.max(1, kv.modRevision));
-      } else if (kv.key.startsWith(this.candPrefix)) {
-        const rest = kv.key.slice(this.candPrefix.length);
-        const slash = rest.lastIndexOf('/');
-        if (slash > 0) this.state(rest.slice(0, slash)).candidates.set(rest.slice(slash + 1), parseCandidate(kv.value));
+      } else if (ref?.kind === 'candidate') {
+        this.state(ref.vip).candidates.set(ref.node, parseCandidacy(kv.value));
       }
     }
     for (const ks of this.keys.values()) {
@@ -425,17 +361,17 @@ export class EtcdStore implements LeaseStore {
   private tick(): void {
     if (this.closed) return;
     const t = now();
-    void this.client.keepAlive(this.presence, this.opts.renewEvery).then(
-      (ttl) => (ttl === 0 ? this.regrantPresence() : undefined),
-      () => {},
-    );
+    void this.client
+      .keepAlive(this.presence, this.opts.renewEvery)
+      .then((ttl) => (ttl === 0 && !this.closed ? this.regrantPresence() : undefined))
+      .catch((err: Error) => this.opts.log?.(`ha etcd store: presence lease: ${err.message}`));
     for (const ks of this.keys.values()) {
       const own = ks.own;
       // A lease not yet confirmed by the elector (its MASTER hook runs), or being handed
       // over, is kept alive here; a serving lease only by renew().
       if (own !== null && ((!own.serving && t - own.takenAt < this.opts.handoverTimeout) || own.releasing)) {
-        void this.client.keepAlive(own.lease, this.opts.renewEvery).then((ttl) => {
-          if (ttl > 0 && ks.own === own) this.confirm(ks, own, t, ttl);
+        void this.client.keepAlive(own.id, this.opts.renewEvery).then((ttl) => {
+          if (ttl > 0 && ks.own === own) own.confirm(t, ttl);
         }, () => {});
       }
       if (own !== null && own.serving && !own.releasing && ks.holding?.o != null && t > own.offerUntil) {
@@ -463,7 +399,7 @@ export class EtcdStore implements LeaseStore {
     if (h.n === this.opts.node) {
       // Ours only while our own clock says the lease lives; otherwise it is void to us.
       if (!this.ownValid(ks, t)) return freeLease(ks.key, ks.epoch);
-      remaining = Math.round(ks.own!.confirmedAt + ks.own!.ttl * 1000 - t);
+      remaining = Math.round(ks.own!.remaining(t));
     }
     return { key: ks.key, holder: h.n, epoch: ks.epoch, priority: h.p, remaining, serving: h.s, offeredTo: h.o };
   }
@@ -489,34 +425,15 @@ export class EtcdStore implements LeaseStore {
   }
 
   private vipKey(key: string): string {
-    return `${this.vipsPrefix}${key}`;
+    return this.keyLayout.vip(key);
   }
 
   private candKey(key: string): string {
-    return `${this.candPrefix}${key}/${this.opts.node}`;
+    return this.keyLayout.candidate(key, this.opts.node);
   }
 
   private assertSelf(node: string): void {
     if (node !== this.opts.node) throw new TandemError(errors.LEASE_STORE, `this etcd store speaks for ${this.opts.node}, not ${node}`);
     if (this.closed) throw new TandemError(errors.LEASE_STORE, 'the etcd store is closed');
-  }
-}
-
-function parseHolding(value: string): Holding | null {
-  try {
-    const h = JSON.parse(value) as Partial<Holding>;
-    if (typeof h.n !== 'string') return null;
-    return { n: h.n, p: Number(h.p ?? 0), s: h.s === true, o: typeof h.o === 'string' ? h.o : null, e: typeof h.e === 'number' ? h.e : undefined, t: Number(h.t ?? 0) };
-  } catch {
-    return null;
-  }
-}
-
-function parseCandidate(value: string): { p: number; x: boolean } {
-  try {
-    const c = JSON.parse(value) as { p?: unknown; x?: unknown };
-    return { p: Number(c.p ?? 0), x: c.x === true };
-  } catch {
-    return { p: 0, x: false };
   }
 }
