@@ -50,6 +50,8 @@ export interface EtcdMember {
 export interface EtcdCluster {
   readonly endpoints: string[];
   readonly members: EtcdMember[];
+  /** The member that is raft leader now, as the live members report it. */
+  leader(): Promise<EtcdMember>;
   close(): Promise<void>;
 }
 
@@ -84,6 +86,18 @@ export async function startEtcd(opts: { members?: number } = {}): Promise<EtcdCl
   return {
     endpoints: members.map((m) => m.clientUrl),
     members,
+    leader: async () => {
+      for (const m of members) {
+        try {
+          const res = await fetch(`${m.clientUrl}/v3/maintenance/status`, { method: 'POST', body: '{}', signal: AbortSignal.timeout(2000) });
+          const st = (await res.json()) as { leader?: string; header?: { member_id?: string } };
+          if (st.leader !== undefined && st.leader === st.header?.member_id) return m;
+        } catch {
+          // down: ask the next
+        }
+      }
+      throw new Error('no etcd member says it is the leader');
+    },
     close: async () => {
       await Promise.all(members.map((m) => m.kill('SIGKILL')));
       rmSync(root, { recursive: true, force: true });

@@ -221,6 +221,9 @@ export class EtcdStore implements LeaseStore {
     ks.own = own;
     const createRevision = modRevision === 0 ? revision : ks.kv?.createRevision ?? revision;
     this.apply(ks, { key, value: JSON.stringify(holding), createRevision, modRevision: revision, lease: granted.id }, revision);
+    // The watch may have delivered our write before its answer came, while the lease was
+    // not ours yet: the view changed now even when the write was already applied.
+    this.changed(ks);
     // A holder is not a candidate: its presence would make the others wait for it after it died.
     const written = ks.claim?.written ?? null;
     ks.claim = null;
