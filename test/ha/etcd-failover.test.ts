@@ -28,6 +28,7 @@ interface HookLine {
   readonly t: number;
   readonly phase: 'start' | 'end' | 'fail';
   readonly state: string;
+  readonly vip: string;
   readonly node: string;
   readonly epoch: number;
 }
@@ -40,8 +41,8 @@ function hookLines(file: string): HookLine[] {
     return [];
   }
   return text.split('\n').filter((l) => l !== '').map((l) => {
-    const [ns, phase, state, , node, epoch] = l.split(' ');
-    return { t: Number(BigInt(ns) / 1_000_000n), phase: phase as HookLine['phase'], state, node, epoch: Number(epoch) };
+    const [ns, phase, state, vip, node, epoch] = l.split(' ');
+    return { t: Number(BigInt(ns) / 1_000_000n), phase: phase as HookLine['phase'], state, vip, node, epoch: Number(epoch) };
   });
 }
 
@@ -56,9 +57,21 @@ async function waitHook(file: string, match: (l: HookLine) => boolean, ms: numbe
   }
 }
 
+/** Resolves once every hook that started has ended and none started for `ms`. */
+async function quiet(file: string, ms: number, within = 30_000): Promise<void> {
+  const t0 = performance.now();
+  for (;;) {
+    const lines = hookLines(file);
+    const open = lines.filter((l) => l.phase === 'start').length - lines.filter((l) => l.phase !== 'start').length;
+    if (open === 0 && Date.now() - (lines.at(-1)?.t ?? 0) >= ms) return;
+    if (performance.now() - t0 > within) throw new Error(`hooks still running after ${within} ms:\n${readFileSync(file, 'utf8')}`);
+    await sleep(50);
+  }
+}
+
 let prefixes = 0;
 
-function haYaml(endpoints: readonly string[], priority: Record<string, number>, preempt: boolean | { delay: string } = true): string {
+function haYaml(endpoints: readonly string[], priority: Record<string, number>, vips?: Record<string, unknown>[], ttl = TTL): string {
   const nodes = Object.fromEntries(Object.keys(priority).map((id, i) => [id, { address: `127.0.0.1:${17_900 + i}` }]));
   return config({
     routes: [{ name: 'all', pool: 'web' }],
@@ -67,10 +80,10 @@ function haYaml(endpoints: readonly string[], priority: Record<string, number>, 
       store: 'etcd',
       etcd: { endpoints: [...endpoints], prefix: `/failover-${process.pid}-${++prefixes}` },
       nodes,
-      lease: { duration: `${TTL}ms`, renewEvery: `${RENEW}ms` },
+      lease: { duration: `${ttl}ms`, renewEvery: `${RENEW}ms` },
       hook: HOOK,
       hookTimeout: '2s',
-      vips: [{ name: 'vip-a', address: '10.213.9.100/24', interface: 'lo', priority, preempt }],
+      vips: vips ?? [{ name: 'vip-a', address: '10.213.9.100/24', interface: 'lo', priority }],
     },
   });
 }
@@ -93,7 +106,7 @@ describe('etcd store: tandem processes on a real etcd', { skip, concurrency: fal
     return file;
   };
   const run = async (yaml: string, node: string, log: string) => {
-    const p = await startTandem(yaml, { args: ['--node', node], env: { HOOK_LOG: log } });
+    const p = await startTandem(yaml, { args: ['--node', node], env: { HOOK_LOG: log }, timeoutMs: 60_000 });
     procs.push(p);
     await p.waitForLog(/ha: node \S+ competing/, { from: 0 });
     return p;
@@ -202,5 +215,45 @@ describe('etcd store: tandem processes on a real etcd', { skip, concurrency: fal
     await Promise.all([followers[0].start(), leader.start()]);
     const again = await waitHook(log, (l) => l.phase === 'end' && l.state === 'MASTER', 15 * TTL, 'a node to hold the VIP again', backAt);
     assert.ok(again.epoch > held.epoch, `epoch ${again.epoch} after ${held.epoch}`);
+  });
+  test('three nodes, three VIPs: one each; a killed node\'s VIP goes to the next in its list while the others stay put; back, it takes its VIP again after the preempt delay, make-before-break', async () => {
+    const e = await etcd();
+    const log = hookLog();
+    const vip = (name: string, octet: number, order: string[]) => ({
+      name, address: `10.213.9.${octet}/24`, interface: 'lo', priority: { [order[0]]: 150, [order[1]]: 120, [order[2]]: 100 }, preempt: { delay: '1s' },
+    });
+    // Six hooks and three processes on two busy cores: a 2 s lease keeps slow hooks from
+    // costing a lease.
+    const lease = 2 * TTL;
+    const yaml = haYaml(e.endpoints, { lb1: 1, lb2: 1, lb3: 1 }, [
+      vip('vip-a', 101, ['lb1', 'lb2', 'lb3']),
+      vip('vip-b', 102, ['lb2', 'lb3', 'lb1']),
+      vip('vip-c', 103, ['lb3', 'lb1', 'lb2']),
+    ], lease);
+    const [, , lb3] = await Promise.all(['lb1', 'lb2', 'lb3'].map((n) => run(yaml, n, log)));
+    const holds = (v: string, n: string, from = 0) => waitHook(log, (l) => l.phase === 'end' && l.state === 'MASTER' && l.vip === v && l.node === n, 15_000, `${n} to hold ${v}`, from);
+    await Promise.all([holds('vip-a', 'lb1'), holds('vip-b', 'lb2'), holds('vip-c', 'lb3')]);
+    // Whoever held a VIP before its preferred node took it over has let it go.
+    await quiet(log, 1000);
+    const killedAt = Date.now();
+    killAll(lb3, 'SIGKILL');
+    const moved = await holds('vip-c', 'lb1', killedAt);
+    assert.ok(moved.t - killedAt <= lease + REVOKE_LOOP + 500, `vip-c moved ${moved.t - killedAt} ms after the kill`);
+    await sleep(lease);
+    const others = hookLines(log).filter((l) => l.t >= killedAt && l.vip !== 'vip-c');
+    assert.deepEqual(others, [], 'vip-a and vip-b did not move');
+    await lb3.exited;
+
+    const backAt = Date.now();
+    await run(yaml, 'lb3', log);
+    const taken = await holds('vip-c', 'lb3', backAt);
+    assert.ok(taken.epoch > moved.epoch);
+    const released = await waitHook(log, (l) => l.phase === 'start' && l.state === 'BACKUP' && l.vip === 'vip-c' && l.node === 'lb1', 5 * lease, 'lb1 to let vip-c go', backAt);
+    assert.ok(released.t >= taken.t, `lb1 removed vip-c (${released.t}) only after lb3 had it up (${taken.t})`);
+    // Preempted only after lb3 had been ready for its delay (1 s).
+    const lb3Competing = hookLines(log).find((l) => l.t >= backAt && l.node === 'lb3' && l.state === 'BACKUP' && l.phase === 'end');
+    assert.ok(lb3Competing !== undefined && taken.t - lb3Competing.t >= 1000 - 50, `lb3 took vip-c ${taken.t - (lb3Competing?.t ?? 0)} ms after it stood by`);
+    const after = hookLines(log).filter((l) => l.t >= backAt && l.vip !== 'vip-c' && l.node !== 'lb3');
+    assert.deepEqual(after, [], 'vip-a and vip-b did not move when lb3 came back');
   });
 });

@@ -57,7 +57,7 @@ export class EtcdError extends Error {
 
 const GRPC_UNAVAILABLE = 14;
 const GRPC_UNAUTHENTICATED = 16;
-const GRPC_NOT_FOUND = 5;
+export const GRPC_NOT_FOUND = 5;
 
 export const b64 = (s: string): string => Buffer.from(s, 'utf8').toString('base64');
 const unb64 = (s: string | undefined): string => (s === undefined ? '' : Buffer.from(s, 'base64').toString('utf8'));

@@ -23,6 +23,7 @@ import { freeLease, subscribe, type Claim, type Lease, type LeaseStore } from '.
 import type { EtcdClient, KeyValue } from './client.ts';
 import { KeyLayout, bestCandidate, parseCandidacy, parseHolding, type Candidacy, type Holding } from './keys.ts';
 import { OwnLease } from './own-lease.ts';
+import { Presence } from './presence.ts';
 import { PrefixWatch, type WatchEvent } from './watch.ts';
 
 export interface EtcdStoreOptions {
@@ -61,7 +62,7 @@ export class EtcdStore implements LeaseStore {
   private readonly ttlSeconds: number;
   private readonly keys: Map<string, KeyState>;
   private watcher: PrefixWatch | null;
-  private presence: string;
+  private readonly presence: Presence;
   private ticker: NodeJS.Timeout | null;
   private closed: boolean;
 
@@ -73,7 +74,10 @@ export class EtcdStore implements LeaseStore {
     this.ttlSeconds = Math.max(1, Math.ceil(opts.leaseDuration / 1000));
     this.keys = new Map();
     this.watcher = null;
-    this.presence = '0';
+    this.presence = new Presence(opts.client, this.ttlSeconds, opts.renewEvery, (m) => opts.log?.(m));
+    this.presence.onRenewed = () => {
+      for (const ks of this.keys.values()) if (ks.claim !== null) ks.claim.written = null;
+    };
     this.ticker = null;
     this.closed = false;
   }
@@ -86,11 +90,10 @@ export class EtcdStore implements LeaseStore {
   async start(): Promise<void> {
     await this.client.connect();
     const revision = await this.readAll();
-    const granted = await this.client.grant(this.ttlSeconds);
-    if (granted.ttl > this.ttlSeconds) {
-      this.opts.log?.(`ha etcd store: etcd grants leases of at least ${granted.ttl} s (asked ${this.ttlSeconds} s): lower its --election-timeout for shorter leases`);
+    const granted = await this.presence.start();
+    if (granted > this.ttlSeconds) {
+      this.opts.log?.(`ha etcd store: etcd grants leases of at least ${granted} s (asked ${this.ttlSeconds} s): lower its --election-timeout for shorter leases`);
     }
-    this.presence = granted.id;
     this.watcher = new PrefixWatch({
       client: this.client,
       prefix: this.keyLayout.root,
@@ -107,7 +110,7 @@ export class EtcdStore implements LeaseStore {
   async close(): Promise<void> {
     if (this.closed) return;
     if (this.ticker !== null) clearInterval(this.ticker);
-    await this.client.revoke(this.presence, this.opts.renewEvery).catch(() => {});
+    await this.presence.close(this.opts.renewEvery);
     await this.abandon();
   }
 
@@ -115,6 +118,7 @@ export class EtcdStore implements LeaseStore {
   async abandon(): Promise<void> {
     this.closed = true;
     if (this.ticker !== null) clearInterval(this.ticker);
+    this.presence.abandon();
     for (const ks of this.keys.values()) {
       ks.own?.stop();
       ks.listeners.clear();
@@ -300,7 +304,7 @@ export class EtcdStore implements LeaseStore {
     const claim = ks.claim!;
     const value = JSON.stringify({ p: claim.priority, x: claim.preempt });
     if (claim.written === value) return;
-    await this.client.put(this.candKey(ks.key), value, this.presence);
+    await this.presence.put(this.candKey(ks.key), value);
     claim.written = value;
   }
 
@@ -364,16 +368,13 @@ export class EtcdStore implements LeaseStore {
   private tick(): void {
     if (this.closed) return;
     const t = now();
-    void this.client
-      .keepAlive(this.presence, this.opts.renewEvery)
-      .then((ttl) => (ttl === 0 && !this.closed ? this.regrantPresence() : undefined))
-      .catch((err: Error) => this.opts.log?.(`ha etcd store: presence lease: ${err.message}`));
+    this.presence.keepAlive();
     for (const ks of this.keys.values()) {
       const own = ks.own;
       // A lease not yet confirmed by the elector (its MASTER hook runs), or being handed
       // over, is kept alive here; a serving lease only by renew().
       if (own !== null && ((!own.serving && t - own.takenAt < this.opts.handoverTimeout) || own.releasing)) {
-        void this.client.keepAlive(own.id, this.opts.renewEvery).then((ttl) => {
+        void this.client.keepAlive(own.id, Math.max(1, Math.floor(own.ttl / 3))).then((ttl) => {
           if (ttl > 0 && ks.own === own) own.confirm(t, ttl);
         }, () => {});
       }
@@ -386,13 +387,6 @@ export class EtcdStore implements LeaseStore {
         if (claim.written !== null) void this.client.delete(this.candKey(ks.key)).catch(() => {});
       }
     }
-  }
-
-  /** The presence lease ran out (a long pause, or etcd lost it): take a new one; claims are written again. */
-  private async regrantPresence(): Promise<void> {
-    const granted = await this.client.grant(this.ttlSeconds);
-    this.presence = granted.id;
-    for (const ks of this.keys.values()) if (ks.claim !== null) ks.claim.written = null;
   }
 
   private view(ks: KeyState, t: number): Lease {
