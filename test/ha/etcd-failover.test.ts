@@ -206,6 +206,7 @@ describe('etcd store: tandem processes on a real etcd', { skip, concurrency: fal
     // Its last renewal may have been confirmed up to one renew interval before the loss;
     // it steps down at half a lease after that, well before the lease could run out.
     assert.ok(down.t - lostAt <= TTL, `stepped down ${down.t - lostAt} ms after quorum was lost`);
+    console.log(`etcd quorum lost: the holder stepped down ${down.t - lostAt} ms after the second member died`);
     await sleep(3 * TTL);
     const masters = hookLines(log).filter((l) => l.t >= lostAt && l.state === 'MASTER');
     assert.deepEqual(masters, [], 'nobody holds the VIP without quorum');
@@ -215,6 +216,7 @@ describe('etcd store: tandem processes on a real etcd', { skip, concurrency: fal
     await Promise.all([followers[0].start(), leader.start()]);
     const again = await waitHook(log, (l) => l.phase === 'end' && l.state === 'MASTER', 15 * TTL, 'a node to hold the VIP again', backAt);
     assert.ok(again.epoch > held.epoch, `epoch ${again.epoch} after ${held.epoch}`);
+    console.log(`etcd quorum back: ${again.node} held the VIP ${again.t - backAt} ms after both members were started again`);
   });
   test('three nodes, three VIPs: one each; a killed node\'s VIP goes to the next in its list while the others stay put; back, it takes its VIP again after the preempt delay, make-before-break', async () => {
     const e = await etcd();

@@ -112,6 +112,8 @@ export class EtcdClient {
   private current: number;
   private token: string | null;
   private authenticating: Promise<string> | null;
+  /** Called with the new endpoint whenever requests move to another one. */
+  readonly failoverListeners: Set<(endpoint: string) => void>;
 
   constructor(opts: EtcdClientOptions) {
     if (opts.endpoints.length === 0) throw new TandemError(errors.LEASE_STORE, 'etcd: no endpoints given');
@@ -126,6 +128,7 @@ export class EtcdClient {
     this.current = 0;
     this.token = null;
     this.authenticating = null;
+    this.failoverListeners = new Set();
   }
 
   /** The endpoint requests (and new watches) go to first. */
@@ -211,6 +214,7 @@ export class EtcdClient {
     if (this.endpoints[this.current] === endpoint && this.endpoints.length > 1) {
       this.current = (this.current + 1) % this.endpoints.length;
       this.stats.failovers++;
+      for (const l of this.failoverListeners) l(this.endpoint);
     }
   }
 

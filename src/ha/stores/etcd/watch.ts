@@ -2,7 +2,9 @@
 // (newline-delimited results). It resumes on the next endpoint from the revision after
 // the last event it delivered, so a member that dies costs no event; when that revision
 // was compacted away, the owner re-reads the prefix (onReset) and the watch goes on from
-// the revision of that read.
+// the revision of that read. It follows the client's requests: when they move to another
+// endpoint (this member stopped answering, or lost its quorum), so does the stream, for
+// a member cut off from the others keeps a stream open that will never carry an event.
 
 import { request } from 'undici';
 import { b64, describe, prefixEnd, toKeyValue, type EtcdClient, type KeyValue } from './client.ts';
@@ -53,6 +55,9 @@ export class PrefixWatch {
   private running: Promise<void> | null;
   private createdWaiters: (() => void)[];
   private created: boolean;
+  /** Ends the current stream only (the loop then opens the next). */
+  private current: AbortController | null;
+  private readonly onFailover: (endpoint: string) => void;
 
   constructor(opts: PrefixWatchOptions) {
     this.opts = opts;
@@ -62,6 +67,9 @@ export class PrefixWatch {
     this.running = null;
     this.createdWaiters = [];
     this.created = false;
+    this.current = null;
+    this.onFailover = () => this.current?.abort();
+    opts.client.failoverListeners.add(this.onFailover);
   }
 
   /** Starts watching; resolves once etcd confirmed the first watch. */
@@ -75,6 +83,7 @@ export class PrefixWatch {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.opts.client.failoverListeners.delete(this.onFailover);
     this.abort.abort();
     for (const w of this.createdWaiters) w();
     this.createdWaiters = [];
@@ -91,11 +100,12 @@ export class PrefixWatch {
         if (!this.closed) this.opts.client.failedOver(endpoint, 'watch stream ended');
       } catch (err) {
         if (this.closed) return;
-        this.opts.client.failedOver(endpoint, `watch failed: ${describe(err)}`);
+        if (this.opts.client.endpoint === endpoint) this.opts.client.failedOver(endpoint, `watch failed: ${describe(err)}`);
+        else pause = 0;
       }
       if (this.closed) return;
       await new Promise((r) => setTimeout(r, pause));
-      pause = Math.min(pause * 2, RETRY_MAX);
+      pause = Math.min(Math.max(pause, RETRY_FIRST) * 2, RETRY_MAX);
     }
   }
 
@@ -104,12 +114,13 @@ export class PrefixWatch {
     const body = {
       create_request: { key: b64(this.opts.prefix), range_end: prefixEnd(this.opts.prefix), start_revision: String(this.next), prev_kv: true },
     };
+    this.current = new AbortController();
     const res = await request(`${endpoint}/v3/watch`, {
       method: 'POST',
       body: JSON.stringify(body),
       headers: await this.opts.client.headers(),
       dispatcher: this.opts.client.dispatcher,
-      signal: this.abort.signal,
+      signal: AbortSignal.any([this.abort.signal, this.current.signal]),
       bodyTimeout: 0,
     });
     if (res.statusCode !== 200) {
