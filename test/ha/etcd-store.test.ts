@@ -95,6 +95,37 @@ describe('etcd store', { skip }, () => {
     assert.ok(logs.some((l) => l.includes(`etcd ${dead}:`) && /ECONNREFUSED/.test(l)), logs.join('\n'));
   });
 
+  test('with etcd auth on, the right user and password work and a wrong password is a clear startup error', async () => {
+    const own = await startEtcd();
+    cleanups.push(() => own.close());
+    const gw = async (path: string, body: unknown) => {
+      const res = await fetch(`${own.endpoints[0]}${path}`, { method: 'POST', body: JSON.stringify(body) });
+      assert.equal(res.status, 200, `${path}: ${await res.clone().text()}`);
+    };
+    await gw('/v3/auth/user/add', { name: 'root', password: 'root-pass' });
+    await gw('/v3/auth/role/add', { name: 'root' });
+    await gw('/v3/auth/user/grant', { user: 'root', role: 'root' });
+    await gw('/v3/auth/enable', {});
+    const withAuth = (password: string) =>
+      new EtcdStore({
+        node: 'lb1',
+        client: new EtcdClient({ endpoints: own.endpoints, auth: { user: 'root', password }, timeout: 1000 }),
+        prefix: '/auth',
+        leaseDuration: 1000,
+        renewEvery: 200,
+        handoverTimeout: 2000,
+      });
+    const wrong = withAuth('not-the-password');
+    const err = await wrong.start().then(() => null, (e: unknown) => e);
+    assert.ok(err instanceof TandemError, String(err));
+    assert.match(err.message, /authentication as root refused/);
+    const s = await started(withAuth('root-pass'));
+    const c = new Competitor(s, 'lb1', 'vip', { priority: 100, renewEvery: 200 });
+    cleanups.push(() => c.halt());
+    const held = await waitLease(s, 'vip', (l) => l.holder === 'lb1' && l.serving, 3000);
+    assert.ok(held.epoch > 0);
+  });
+
   test('with etcd gone, renew rejects, and the holder gives the lease up on its own clock within the TTL', async () => {
     const own = await startEtcd();
     cleanups.push(() => own.close());

@@ -4,16 +4,17 @@
 // etcd grant 1 s leases (its minimum TTL is 1.5 election timeouts, rounded up to seconds).
 //
 //   const skip = etcdSkip();                     // a reason to skip, or false (CI=true: never skips)
-//   const etcd = await startEtcd({ members: 3 });
+//   const etcd = await startEtcd({ members: 3 });   // or { tls: makeCerts(dir) }: HTTPS, client certificates required
 //   etcd.endpoints;                              // http://127.0.0.1:port, one per member
 //   await etcd.members[0].kill('SIGKILL'); await etcd.members[0].start();
 //   await etcd.close();                          // kills every member, removes the temp dir
 
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, openSync, readFileSync, rmSync, closeSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, openSync, readFileSync, rmSync, closeSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Agent, request } from 'undici';
 
 export const ETCD = process.env.TANDEM_ETCD ?? 'etcd';
 
@@ -71,8 +72,35 @@ process.on('exit', () => {
   for (const p of live) p.kill('SIGKILL');
 });
 
-/** Starts a cluster of `members` (default 1) and waits until every member is healthy. */
-export async function startEtcd(opts: { members?: number } = {}): Promise<EtcdCluster> {
+/**
+ * PEM files of a throw-away CA, an etcd server certificate for 127.0.0.1 and a client
+ * certificate. The server certificate is good for client auth too: with
+ * --client-cert-auth, etcd's JSON gateway connects to its own gRPC server with it.
+ */
+export interface TestCerts {
+  readonly ca: string;
+  readonly serverCert: string;
+  readonly serverKey: string;
+  readonly clientCert: string;
+  readonly clientKey: string;
+}
+
+/** Makes TestCerts with openssl in `dir`. */
+export function makeCerts(dir: string): TestCerts {
+  const f = (name: string) => join(dir, name);
+  const ossl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'pipe' });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  ossl('req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '2', '-subj', '/CN=tandem test CA');
+  for (const [name, ext] of [['server', 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n'], ['client', 'extendedKeyUsage=clientAuth\n']]) {
+    ossl('req', ...ec, '-keyout', f(`${name}.key`), '-out', f(`${name}.csr`), '-subj', `/CN=tandem test ${name}`);
+    writeFileSync(f(`${name}.ext`), ext);
+    ossl('x509', '-req', '-in', f(`${name}.csr`), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f(`${name}.pem`), '-days', '2', '-extfile', f(`${name}.ext`));
+  }
+  return { ca: f('ca.pem'), serverCert: f('server.pem'), serverKey: f('server.key'), clientCert: f('client.pem'), clientKey: f('client.key') };
+}
+
+/** Starts a cluster of `members` (default 1) and waits until every member is healthy; with `tls`, clients must use HTTPS and a client certificate. */
+export async function startEtcd(opts: { members?: number; tls?: TestCerts } = {}): Promise<EtcdCluster> {
   const reason = etcdUnavailable();
   if (reason !== null) throw new Error(`a real etcd is needed: ${reason}`);
   const count = opts.members ?? 1;
@@ -81,7 +109,7 @@ export async function startEtcd(opts: { members?: number } = {}): Promise<EtcdCl
   for (let i = 0; i < count; i++) specs.push({ name: `m${i + 1}`, client: await freePort(), peer: await freePort() });
   const initialCluster = specs.map((s) => `${s.name}=http://127.0.0.1:${s.peer}`).join(',');
   const token = `tandem-${process.pid}-${Date.now()}`;
-  const members = specs.map((s) => member(root, s.name, s.client, s.peer, initialCluster, token));
+  const members = specs.map((s) => member(root, s.name, s.client, s.peer, initialCluster, token, opts.tls ?? null));
   await Promise.all(members.map((m) => m.start()));
   return {
     endpoints: members.map((m) => m.clientUrl),
@@ -105,8 +133,8 @@ export async function startEtcd(opts: { members?: number } = {}): Promise<EtcdCl
   };
 }
 
-function member(root: string, name: string, clientPort: number, peerPort: number, initialCluster: string, token: string): EtcdMember {
-  const clientUrl = `http://127.0.0.1:${clientPort}`;
+function member(root: string, name: string, clientPort: number, peerPort: number, initialCluster: string, token: string, tls: TestCerts | null): EtcdMember {
+  const clientUrl = `${tls === null ? 'http' : 'https'}://127.0.0.1:${clientPort}`;
   const peerUrl = `http://127.0.0.1:${peerPort}`;
   const dir = join(root, name);
   const logFile = join(root, `${name}.log`);
@@ -129,6 +157,7 @@ function member(root: string, name: string, clientPort: number, peerPort: number
         '--initial-cluster', initialCluster, '--initial-cluster-token', token, '--initial-cluster-state', 'new',
         '--heartbeat-interval', '50', '--election-timeout', '500',
         '--logger', 'zap', '--log-outputs', 'stderr',
+        ...(tls === null ? [] : ['--cert-file', tls.serverCert, '--key-file', tls.serverKey, '--trusted-ca-file', tls.ca, '--client-cert-auth']),
       ];
       const p = spawn(ETCD, args, { stdio: ['ignore', fd, fd] });
       closeSync(fd);
@@ -138,7 +167,7 @@ function member(root: string, name: string, clientPort: number, peerPort: number
         live.delete(p);
         resolve();
       }));
-      await waitHealthy(self, p);
+      await waitHealthy(self, p, tls);
     },
     kill: async (signal = 'SIGKILL') => {
       const p = child;
@@ -163,18 +192,23 @@ function member(root: string, name: string, clientPort: number, peerPort: number
  * are not up yet answers only once a leader is elected, which needs the others, so the
  * members are started together and each waits for its own answer.
  */
-async function waitHealthy(m: EtcdMember, p: ChildProcess, ms = 30_000): Promise<void> {
+async function waitHealthy(m: EtcdMember, p: ChildProcess, tls: TestCerts | null, ms = 30_000): Promise<void> {
+  const dispatcher = new Agent(tls === null ? {} : { connect: { ca: readFileSync(tls.ca), cert: readFileSync(tls.clientCert), key: readFileSync(tls.clientKey) } });
   const t0 = performance.now();
-  while (performance.now() - t0 < ms) {
-    if (p.exitCode !== null || p.signalCode !== null) throw new Error(`etcd ${m.name} exited during start:\n${m.log().slice(-2000)}`);
-    try {
-      const res = await fetch(`${m.clientUrl}/health`, { signal: AbortSignal.timeout(1000) });
-      const body = (await res.json()) as { health?: string };
-      if (body.health === 'true') return;
-    } catch {
-      // not listening yet
+  try {
+    while (performance.now() - t0 < ms) {
+      if (p.exitCode !== null || p.signalCode !== null) throw new Error(`etcd ${m.name} exited during start:\n${m.log().slice(-2000)}`);
+      try {
+        const res = await request(`${m.clientUrl}/health`, { dispatcher, signal: AbortSignal.timeout(1000) });
+        const body = (await res.body.json()) as { health?: string };
+        if (body.health === 'true') return;
+      } catch {
+        // not listening yet
+      }
+      await new Promise((r) => setTimeout(r, 50));
     }
-    await new Promise((r) => setTimeout(r, 50));
+    throw new Error(`etcd ${m.name} did not become healthy within ${ms} ms:\n${m.log().slice(-2000)}`);
+  } finally {
+    await dispatcher.close();
   }
-  throw new Error(`etcd ${m.name} did not become healthy within ${ms} ms:\n${m.log().slice(-2000)}`);
 }
