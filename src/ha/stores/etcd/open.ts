@@ -30,7 +30,9 @@ export async function openEtcdStore(config: HaConfig, basics: StoreBasics): Prom
     await store.start();
   } catch (err) {
     await client.close().catch(() => {});
-    const why = err instanceof Error ? err.message : String(err);
+    const prefix = `${errors.LEASE_STORE.message}: `;
+    const message = err instanceof Error ? err.message : String(err);
+    const why = message.startsWith(prefix) ? message.slice(prefix.length) : message;
     throw new TandemError(errors.LEASE_STORE, `cannot use etcd at ${etcd.endpoints.join(', ')}: ${why}`, { cause: err });
   }
   log(`ha: etcd store on ${client.endpoint} (endpoints ${etcd.endpoints.join(', ')}, prefix ${etcd.prefix})`);
