@@ -144,8 +144,9 @@ describe('etcd store: tandem processes on a real etcd', { skip, concurrency: fal
     took.sort((a, b) => a - b);
     console.log(`etcd kill -9 takeover (kill to MASTER hook), ${RUNS} run(s): median ${took[Math.floor(took.length / 2)]} ms, range ${took[0]}-${took.at(-1)} ms`);
     // The lease runs out at most a TTL after the kill; etcd revokes it on its next loop
-    // pass (up to 500 ms later); the rest is the watch, one grant and one transaction.
-    for (const t of took) assert.ok(t <= TTL + REVOKE_LOOP + 300, `took over ${t} ms after the kill`);
+    // pass (up to 500 ms later); the rest is the watch, one grant, one transaction and
+    // starting the hook, which a busy machine stretches (measured figures: docs/ha.md).
+    for (const t of took) assert.ok(t <= TTL + REVOKE_LOOP + 700, `took over ${t} ms after the kill`);
   });
 
   test('SIGSTOP of the holder past its lease, then SIGCONT: it runs BACKUP before anything else and holds again only by a new acquisition', async () => {
