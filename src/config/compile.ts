@@ -9,6 +9,7 @@ import type {
   AdminConfig,
   BackendConfig,
   Config,
+  EtcdStoreConfig,
   HaConfig,
   HealthCheckConfig,
   ListenerConfig,
@@ -137,7 +138,7 @@ function compileHa(ha: RawHa, dir: string): HaConfig {
   const nodes = [...present(ha.nodes)].map(([id, n]) => ({ id, host: present(n.address).host, port: present(n.address).port }));
   return {
     store: ha.store,
-    etcd: ha.etcd === null ? null : { endpoints: present(ha.etcd.endpoints).map((e) => e.origin), prefix: ha.etcd.prefix },
+    etcd: ha.etcd === null ? null : compileEtcd(ha.etcd, dir),
     nodes,
     secret: ha.secret === null || ha.secret === '' ? null : ha.secret,
     multicastGroup: ha.multicast,
@@ -150,6 +151,17 @@ function compileHa(ha: RawHa, dir: string): HaConfig {
     garpInterval: ha.garp.interval,
     garpRefresh: ha.garp.refresh,
     vips: present(ha.vips).map((v) => compileVip(v, nodes)),
+  };
+}
+
+function compileEtcd(etcd: NonNullable<RawHa['etcd']>, dir: string): EtcdStoreConfig {
+  const file = (f: string | null | undefined) => (f == null ? null : resolve(dir, f));
+  const tls = etcd.tls;
+  return {
+    endpoints: present(etcd.endpoints).map((e) => e.origin),
+    prefix: etcd.prefix,
+    tls: tls === null ? null : { ca: file(tls.ca), cert: file(tls.cert), key: file(tls.key) },
+    auth: etcd.auth === null ? null : { user: present(etcd.auth.user), password: present(etcd.auth.password) },
   };
 }
 

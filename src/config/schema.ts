@@ -267,7 +267,9 @@ const ha = struct({
     struct({
       endpoints: required(list(serverUrl, { min: 1, expects: 'a list of etcd URLs such as http://127.0.0.1:2379' })),
       prefix: withDefault(absolutePath('a key prefix'), '/tandem'),
-    }),
+      tls: optional(struct({ ca: optional(filePath), cert: optional(filePath), key: optional(filePath) }, 'a mapping { ca, cert, key } of PEM files')),
+      auth: optional(struct({ user: required(str('an etcd user name')), password: required(str('a password')) }, 'a mapping { user, password }')),
+    }, 'a mapping { endpoints, prefix, tls, auth }'),
   ),
   nodes: required(dict(struct({ address: required(hostPort(1)) }), { key: name, min: 1, expects: 'a mapping of node ids to { address: host:port }' })),
   secret: optional(secret),

@@ -136,8 +136,12 @@ export interface VipConfig {
 }
 
 export interface EtcdStoreConfig {
+  /** Origins such as http://10.0.0.21:2379, tried in order. */
   readonly endpoints: readonly string[];
   readonly prefix: string;
+  /** Absolute paths of PEM files; null: plain HTTP, or HTTPS checked against the system CAs. */
+  readonly tls: { readonly ca: string | null; readonly cert: string | null; readonly key: string | null } | null;
+  readonly auth: { readonly user: string; readonly password: string } | null;
 }
 
 export interface HaConfig {

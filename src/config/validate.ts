@@ -107,6 +107,7 @@ function checkHa(ha: RawHa, cx: Context, poolNames: Set<string> | null, node: st
   const nodeIds = ha.nodes === undefined ? null : new Set(cx.declaredKeys(ha.nodes));
   if (ha.store === 'etcd' && ha.etcd === null) cx.failAt(cx.at(ha, 'etcd'), 'is missing (store: etcd needs etcd: { endpoints: [http://host:2379] })');
   if (ha.store === 'peer' && ha.etcd !== null) cx.failAt(cx.at(ha, 'etcd'), 'is only used with store: etcd (set store: etcd, or remove etcd)');
+  if (ha.store === 'etcd' && ha.etcd !== null) checkEtcd(ha, ha.etcd, cx);
   if (ha.store === 'peer' && nodes.size > 1 && (ha.secret === null || ha.secret === '')) {
     cx.failAt(
       cx.at(ha, 'secret'),
@@ -148,6 +149,33 @@ function checkHa(ha: RawHa, cx: Context, poolNames: Set<string> | null, node: st
   if (node !== null && nodeIds !== null && !nodeIds.has(node)) {
     const near = suggest(node, [...nodeIds]);
     cx.failAt(cx.at(ha, 'nodes'), `--node ${node} is not a node of this config (${near !== null ? `did you mean ${near}? ` : ''}nodes: ${[...nodeIds].join(', ')})`);
+  }
+}
+
+function checkEtcd(ha: RawHa, etcd: NonNullable<RawHa['etcd']>, cx: Context): void {
+  const tls = etcd.tls;
+  if (tls !== null) {
+    for (const which of ['ca', 'cert', 'key'] as const) {
+      const file = tls[which];
+      if (file != null) checkReadable(cx, cx.at(tls, which), resolve(cx.dir, file), `a readable PEM ${which === 'key' ? 'key' : 'certificate'} file`);
+    }
+    if ((tls.cert == null) !== (tls.key == null)) {
+      cx.failAt(cx.at(tls, tls.cert == null ? 'key' : 'cert'), `needs ${tls.cert == null ? 'cert' : 'key'} too (a client certificate is a cert and its key)`);
+    }
+    const endpoints = etcd.endpoints;
+    endpoints?.forEach((url, i) => {
+      if (url !== undefined && url.protocol !== 'https:') cx.failAt(cx.at(endpoints, i), `${url.origin} is plain HTTP, but etcd.tls is set (use https://, or remove tls)`);
+    });
+  }
+  const auth = etcd.auth;
+  if (auth !== null) {
+    if (auth.user === '') cx.failAt(cx.at(auth, 'user'), 'is empty (must be an etcd user name)');
+    if (auth.password === '') cx.failAt(cx.at(auth, 'password'), 'is empty (must be the password of the etcd user, e.g. password: ${TANDEM_ETCD_PASSWORD})');
+  }
+  // etcd leases are whole seconds, at least one.
+  const d = ha.lease.duration;
+  if (d < 1000 || d % 1000 !== 0) {
+    cx.failAt(cx.at(ha.lease, 'duration'), `must be a whole number of seconds with store: etcd (etcd leases are whole seconds; got ${formatDuration(d)})`);
   }
 }
 

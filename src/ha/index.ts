@@ -9,7 +9,8 @@ import type { EventBus } from '../events.ts';
 import { Elector, type VipStatus } from './elector.ts';
 import { AgentHook } from './agent-hook.ts';
 import { VipHook, type HookRunner } from './hook.ts';
-import { PeerStore, type PeerStoreStats } from './stores/peer/store.ts';
+import { openEtcdStore, type StoreBasics } from './stores/etcd/open.ts';
+import { PeerStore } from './stores/peer/store.ts';
 
 export type { VipStatus } from './elector.ts';
 export type { PeerStoreStats } from './stores/peer/store.ts';
@@ -33,38 +34,23 @@ export interface HaHandle {
   release(vip: string): Promise<boolean>;
   /** Hands over or releases every VIP (STOP hook), then closes the store. */
   stop(): Promise<void>;
-  /** Counters of the peer store: adverts sent, accepted, and dropped by reason (bad MAC, unknown node, replay...). */
-  storeStats(): PeerStoreStats;
+  /**
+   * Counters of the store: for peer, adverts sent, accepted, and dropped by reason (bad
+   * MAC, unknown node, replay...); for etcd, requests, failed attempts and endpoint failovers.
+   */
+  storeStats(): Readonly<Record<string, number>>;
 }
 
 /** Starts HA: removes this node's VIPs defensively, then competes for each. */
 export async function startHa(opts: HaOptions): Promise<HaHandle> {
   const { config, node, log } = opts;
-  if (config.store === 'etcd') {
-    throw new TandemError(errors.LEASE_STORE, 'the etcd lease store is not available in this version (use store: peer)');
-  }
   if (!config.nodes.some((n) => n.id === node)) {
     throw new TandemError(errors.LEASE_STORE, `node ${node} is not one of ha.nodes (${config.nodes.map((n) => n.id).join(', ')})`);
   }
-  if (config.secret === null && config.nodes.length > 1) log('ha: no ha.secret: peer adverts are not authenticated');
   // A handover waits for the successor's MASTER hook, which may take up to its timeout.
   const handoverTimeout = config.leaseDuration + config.hookTimeout;
-  const store = new PeerStore({
-    node,
-    nodes: config.nodes,
-    secret: config.secret,
-    leaseDuration: config.leaseDuration,
-    renewEvery: config.renewEvery,
-    handoverTimeout,
-    multicastGroup: config.multicastGroup,
-    log,
-  });
-  try {
-    await store.start();
-  } catch (err) {
-    const self = config.nodes.find((n) => n.id === node);
-    throw new TandemError(errors.LEASE_STORE, `cannot bind the HA address ${self?.host}:${self?.port}: ${(err as Error).message}`, { cause: err });
-  }
+  const basics: StoreBasics = { node, leaseDuration: config.leaseDuration, renewEvery: config.renewEvery, handoverTimeout, log };
+  const store = config.store === 'etcd' ? await openEtcdStore(config, basics) : await startPeerStore(config, basics);
   const electors = new Map<string, Elector>();
   const agentHooks: AgentHook[] = [];
   for (const vip of config.vips) {
@@ -129,4 +115,17 @@ function hookRunner(opts: HaOptions, vip: VipConfig): HookRunner {
     garpRefresh: config.garpRefresh,
     log,
   });
+}
+
+/** Starts the embedded peer store on this node's HA address. */
+async function startPeerStore(config: HaConfig, basics: StoreBasics): Promise<PeerStore> {
+  if (config.secret === null && config.nodes.length > 1) basics.log('ha: no ha.secret: peer adverts are not authenticated');
+  const store = new PeerStore({ ...basics, nodes: config.nodes, secret: config.secret, multicastGroup: config.multicastGroup });
+  try {
+    await store.start();
+  } catch (err) {
+    const self = config.nodes.find((n) => n.id === basics.node);
+    throw new TandemError(errors.LEASE_STORE, `cannot bind the HA address ${self?.host}:${self?.port}: ${(err as Error).message}`, { cause: err });
+  }
+  return store;
 }

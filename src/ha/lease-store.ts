@@ -91,6 +91,18 @@ export function freeLease(key: string, epoch: number): Lease {
   return { key, holder: null, epoch, priority: 0, remaining: 0, serving: false, offeredTo: null };
 }
 
+/**
+ * The body of `watch` for a store that keeps a set of listeners per key: adds `listener`,
+ * calls it with `view()` once, asynchronously, and returns the function that removes it.
+ */
+export function subscribe(listeners: Set<(lease: Lease) => void>, listener: (lease: Lease) => void, view: () => Lease): () => void {
+  listeners.add(listener);
+  queueMicrotask(() => {
+    if (listeners.has(listener)) listener(view());
+  });
+  return () => void listeners.delete(listener);
+}
+
 /** True when candidate a (priority, id) beats b: higher priority first, then the smaller node id. */
 export function outranks(aPriority: number, aNode: string, bPriority: number, bNode: string): boolean {
   if (aPriority !== bPriority) return aPriority > bPriority;

@@ -89,3 +89,15 @@ test('the active-passive example refuses to start without its shared secret', as
   assert.equal(result.ok, false);
   assert.match(result.ok ? '' : result.errors.join('\n'), /ha\.secret: environment variable TANDEM_HA_SECRET is not set/);
 });
+
+test('the etcd example is three nodes and three VIPs, each VIP preferred by a different node', async () => {
+  const result = await loadConfigFile(join(confDir, 'etcd-three-nodes.yaml'), { env: {} });
+  assert.ok(result.ok, result.ok ? '' : result.errors.join('\n'));
+  const ha = result.config.ha;
+  assert.ok(ha !== null);
+  assert.equal(ha.store, 'etcd');
+  assert.equal(ha.etcd?.endpoints.length, 3);
+  assert.deepEqual(ha.nodes.map((n) => n.id), ['lb1', 'lb2', 'lb3']);
+  const preferred = ha.vips.map((v) => Object.entries(v.priority).sort((a, b) => b[1] - a[1])[0][0]);
+  assert.deepEqual(preferred, ['lb1', 'lb2', 'lb3']);
+});

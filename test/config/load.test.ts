@@ -195,7 +195,7 @@ pools:
 admin: { address: "[::1]:9000", token: secret-token, authReads: true }
 ha:
   store: etcd
-  etcd: { endpoints: ["http://127.0.0.1:2379", "https://etcd.internal:2379"], prefix: /lb }
+  etcd: { endpoints: ["http://127.0.0.1:2379", "https://etcd.internal:2379"], prefix: /lb, auth: { user: lb, password: etcd-pass } }
   nodes: { lb1: { address: 10.0.0.11:7946 } }
   multicast: 224.0.0.77
   lease: { duration: 3s, renewEvery: 1s }
@@ -269,7 +269,7 @@ ha:
   assert.deepEqual(config.admin, { host: '::1', port: 9000, token: 'secret-token', authReads: true });
   assert.deepEqual(config.ha, {
     store: 'etcd',
-    etcd: { endpoints: ['http://127.0.0.1:2379', 'https://etcd.internal:2379'], prefix: '/lb' },
+    etcd: { endpoints: ['http://127.0.0.1:2379', 'https://etcd.internal:2379'], prefix: '/lb', tls: null, auth: { user: 'lb', password: 'etcd-pass' } },
     nodes: [{ id: 'lb1', host: '10.0.0.11', port: 7946 }],
     secret: null,
     multicastGroup: '224.0.0.77',

@@ -88,7 +88,11 @@ test('active-active: each node holds its preferred VIP, takes both when the othe
   assert.equal(holders(b)['vip-a'], 'MASTER');
 });
 
-test('an etcd store is refused with a clear error until it exists', async () => {
-  const cfg = { ...(await config()), store: 'etcd' as const, etcd: { endpoints: ['http://127.0.0.1:2379'], prefix: '/tandem' } };
-  await assert.rejects(startHa({ config: cfg, node: 'lb1', bus: new EventBus(), ready: () => true, log: () => {} }), (err: unknown) => err instanceof TandemError && err.code === 'TANDEM_ERR_LEASE_STORE');
+test('an etcd store that no endpoint answers is a clear startup error naming the endpoints', async () => {
+  const endpoint = `http://127.0.0.1:${await freePort()}`;
+  const cfg = { ...(await config()), store: 'etcd' as const, leaseDuration: 1000, etcd: { endpoints: [endpoint], prefix: '/tandem', tls: null, auth: null } };
+  await assert.rejects(
+    startHa({ config: cfg, node: 'lb1', bus: new EventBus(), ready: () => true, log: () => {} }),
+    (err: unknown) => err instanceof TandemError && err.code === 'TANDEM_ERR_LEASE_STORE' && err.message.includes(`cannot use etcd at ${endpoint}`) && /ECONNREFUSED/.test(err.message),
+  );
 });

@@ -63,6 +63,8 @@ export class Competitor {
   readonly views: Lease[];
   /** Performance-clock time of the first renew that confirmed each epoch we held. */
   readonly confirmedAt: Map<number, number>;
+  /** Performance-clock time each epoch's stand-in MASTER hook finished (the confirming renew was then sent). */
+  readonly readyAt: Map<number, number>;
   private timer: NodeJS.Timeout | null;
   private unwatch: () => void;
   private busy: boolean;
@@ -77,6 +79,7 @@ export class Competitor {
     this.confirmDelay = opts.confirmDelay ?? 0;
     this.views = [];
     this.confirmedAt = new Map();
+    this.readyAt = new Map();
     this.busy = false;
     this.holding = 0;
     this.unwatch = store.watch(key, (l) => {
@@ -103,6 +106,7 @@ export class Competitor {
         if (this.holding !== lease.epoch) {
           this.holding = lease.epoch;
           if (this.confirmDelay > 0) await sleep(this.confirmDelay);
+          this.readyAt.set(lease.epoch, performance.now());
           lease = await this.store.renew(this.key, this.node);
           if (lease.holder === this.node && !this.confirmedAt.has(lease.epoch)) this.confirmedAt.set(lease.epoch, performance.now());
         } else {

@@ -17,7 +17,7 @@
 
 import type { HaNodeConfig } from '../../../config/types.ts';
 import { TandemError, errors } from '../../../errors.ts';
-import { freeLease, outranks, type Claim, type Lease, type LeaseStore } from '../../lease-store.ts';
+import { freeLease, outranks, subscribe, type Claim, type Lease, type LeaseStore } from '../../lease-store.ts';
 import { Heartbeats } from './heartbeat.ts';
 import { AdvertTransport } from './transport.ts';
 import { MAX_DATAGRAM, SenderGuard, open, seal, type Advert, type HoldAdvert } from './wire.ts';
@@ -256,11 +256,7 @@ export class PeerStore implements LeaseStore {
 
   watch(key: string, listener: (lease: Lease) => void): () => void {
     const ks = this.state(key);
-    ks.listeners.add(listener);
-    queueMicrotask(() => {
-      if (ks.listeners.has(listener)) listener(this.view(ks, now()));
-    });
-    return () => void ks.listeners.delete(listener);
+    return subscribe(ks.listeners, listener, () => this.view(ks, now()));
   }
 
   // ---- internals ----
