@@ -112,7 +112,7 @@ test('tandem demo: the relay follows vip-a through kill -9 and kill of lb1, and 
     await waitFor(/\[relay\] vip-a now at lb2/, 20_000, 2);
     await probe.more(10);
     await probe.stop();
-    process.stdout.write(`# relay probes: ${probe.ok} answered, ${probe.failures.length} failed\n`);
+    process.stdout.write(`# relay probes: ${probe.ok} answered, ${probe.failures.length} failed${probe.failures.length > 0 ? ` (${probe.failures.join(', ')})` : ''}\n`);
     // (Almost) nothing lost across two failovers and a failback, on a busy machine too.
     assert.ok(probe.failures.length <= 2, `failed probes: ${probe.failures.join(', ')}\n${out}`);
     assert.match(out, /\[relay\] vip-a now at lb2[^\n]*\d+ served, [0-2] failed/);
