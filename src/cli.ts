@@ -12,9 +12,10 @@ const USAGE = `Usage: tandem <command> [options]
 Commands:
   run -c FILE [--node ID]          run one instance (--node or TANDEM_NODE: which of ha.nodes this is)
   check -c FILE [--node ID]        validate a config; prints FILE:LINE:COL lines for each mistake
-  demo                             demo backends and a tandem pair on loopback
+  demo                             demo backends, a tandem pair and a relay that follows vip-a, on loopback
   vip-agent --admin URL --hook PATH  the VIP sidecar: follows the admin event stream, runs the hook
   bench [options]                  autocannon benchmark against baselines (from the source tree)
+  drill -c FILE | --admin URL...   hand every VIP over and back while probing it; exit 0 when no probe failed
 
 Run 'tandem <command> --help' for a command's options; 'tandem --version' for the version.
 `;
@@ -35,13 +36,27 @@ line per mistake otherwise.
 `,
   demo: `Usage: tandem demo
 
-Starts demo backends and a tandem pair on loopback, the VIP hook in log-only mode, and
-prints where to look. Stop it with Ctrl-C.
+Starts demo backends and a tandem pair on loopback, the VIP hook in log-only mode, and a
+relay on 127.0.0.1:8088 that sends each new connection to the holder of vip-a. Prints a
+probe command and what to kill. Stop it with Ctrl-C.
 `,
   'vip-agent': `Usage: tandem vip-agent --admin URL --hook PATH [--token TOKEN]
 
 Follows the admin event stream of a tandem instance and runs the VIP hook on each VIP
 state change. Removes the VIP when the stream is lost for longer than the lease.
+`,
+  drill: `Usage: tandem drill (-c FILE | --admin URL --admin URL) [--vip NAME] [--url URL] [--token TOKEN]
+
+A planned disaster-recovery drill of a running pair. For each VIP: checks that its holder
+and a peer are ready, releases it on the holder, then hands it back (a release on the
+peer, or the preferred node's preemption when FILE says so), while opening a new
+connection to the VIP (or to --url) every 10 ms. Prints each move's time and failed probes.
+  -c, --config FILE   find the nodes' admin APIs from ha.nodes and admin.address (port)
+  --admin URL         a node's admin API; repeat for each node (overrides FILE's addresses)
+  --vip NAME          drill only this VIP; repeatable
+  --url URL           probe with an HTTP GET on a new connection to URL instead
+  --token TOKEN       admin bearer token (default: $TANDEM_ADMIN_TOKEN, then admin.token)
+Exit 0: every VIP moved both ways with no failed probe; 2: otherwise; 1: bad arguments.
 `,
   bench: `Usage: tandem bench [--rounds N] [--duration S] [--connections N] [--out DIR]
 
@@ -55,7 +70,9 @@ const OPTIONS: ParseArgsConfig['options'] = {
   config: { type: 'string', short: 'c' },
   node: { type: 'string' },
   workers: { type: 'string' },
-  admin: { type: 'string' },
+  admin: { type: 'string', multiple: true },
+  url: { type: 'string' },
+  vip: { type: 'string', multiple: true },
   hook: { type: 'string' },
   token: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
@@ -103,6 +120,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const str = (k: string) => values[k] as string | undefined;
+  const list = (k: string) => (values[k] as string[] | undefined) ?? [];
   try {
     switch (command) {
       case 'check': {
@@ -134,11 +152,16 @@ export async function main(argv: string[]): Promise<number> {
         return await demo();
       }
       case 'vip-agent': {
-        const admin = str('admin');
+        const admin = list('admin').at(-1);
         const hook = str('hook');
         if (admin === undefined || hook === undefined) return usageError(command, 'needs --admin URL and --hook PATH');
         const { runVipAgent } = await import('./ha/vip-agent.ts');
         return await runVipAgent({ admin, hook, token: str('token') ?? process.env.TANDEM_ADMIN_TOKEN ?? null });
+      }
+      case 'drill': {
+        const { runDrill } = await import('./ha/drill.ts');
+        const token = str('token') ?? process.env.TANDEM_ADMIN_TOKEN ?? null;
+        return await runDrill({ config: str('config') ?? null, admin: list('admin'), token, url: str('url') ?? null, vips: list('vip') });
       }
       case 'bench': {
         if (!existsSync(BENCH)) return usageError(command, 'the benchmark runs from the source tree only');

@@ -6,13 +6,17 @@ import { tmpdir } from 'node:os';
 import { extname, join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { stringify } from 'yaml';
+import { HolderRelay } from './demo-relay.ts';
 
 // `tandem demo`: three demo backends and an active-active pair of tandem instances on
 // loopback, the VIP hook in log-only mode. Both instances read one config file, as a
 // real pair does; what differs between them (their listen and admin addresses, since
-// both live on one host here) comes from the environment.
+// both live on one host here) comes from the environment. A VIP cannot move on one
+// host, so a relay (./demo-relay.ts) gives the user one address that follows vip-a.
 
 const RESTART_DELAY = 5000;
+const STOP_TIMEOUT = 15_000;
+const RELAY = { host: '127.0.0.1', port: 8088 };
 
 const NODES = [
   { id: 'lb1', listen: '127.0.0.1:8080', admin: '127.0.0.1:9901', peer: '127.0.0.1:7946' },
@@ -75,6 +79,7 @@ export async function demo(): Promise<number> {
       env: { ...process.env, TANDEM_DEMO_LISTEN: n.listen, TANDEM_DEMO_ADMIN: n.admin },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    if (children.has(n.id)) process.stdout.write(`[demo] ${n.id} started again, pid ${child.pid}\n`);
     const prefix = (chunk: Buffer) => {
       for (const line of chunk.toString().split('\n')) if (line !== '') process.stdout.write(`[${n.id}] ${line}\n`);
     };
@@ -90,15 +95,29 @@ export async function demo(): Promise<number> {
     children.set(n.id, child);
   };
   for (const n of NODES) start(n);
+  const relay = new HolderRelay({
+    vip: 'vip-a',
+    ...RELAY,
+    nodes: NODES.map((n) => ({ id: n.id, admin: `http://${n.admin}`, host: n.listen.split(':')[0], port: Number(n.listen.split(':')[1]) })),
+    log: (line) => process.stdout.write(`[relay] ${line}\n`),
+  });
+  await relay.start();
+  const url = `http://${RELAY.host}:${RELAY.port}/`;
+  const lb1 = children.get('lb1')!.pid;
 
   process.stdout.write(`tandem demo: config ${file}
   backends      ${backends.map((b) => `${b.name} ${b.url}`).join(', ')}
   lb1           http://${NODES[0].listen}/   admin http://${NODES[0].admin}/status
   lb2           http://${NODES[1].listen}/   admin http://${NODES[1].admin}/status
   VIPs          vip-a (prefers lb1), vip-b (prefers lb2); the hook is log-only here
-Try:  curl http://${NODES[0].listen}/
-      kill ${children.get('lb1')!.pid}      (stops lb1: lb2 takes vip-a; the demo restarts lb1, which takes it back)
-      Ctrl-C stops everything.
+  relay         ${url}   follows vip-a: each new connection goes to the node whose admin API says it holds vip-a
+Probe it, one character per request (. answered, x failed):
+      while :; do curl -s -m 2 -o /dev/null ${url} && printf . || printf x; sleep 0.05; done
+Then stop lb1, the holder of vip-a, either way:
+      kill -9 ${lb1}   or   kill ${lb1}
+  lb2 takes vip-a, the relay follows it, and the probe keeps printing dots; the [relay] lines
+  below count the connections that failed. The demo restarts lb1 after ${RESTART_DELAY / 1000} s; it takes vip-a
+  back after its 3 s preempt delay. Ctrl-C stops everything.
 
 `);
 
@@ -106,10 +125,19 @@ Try:  curl http://${NODES[0].listen}/
     const stop = () => {
       if (stopping) return;
       stopping = true;
-      const exits = [...children.values()].filter((c) => c.exitCode === null).map((c) => once(c, 'exit'));
-      for (const c of children.values()) c.kill('SIGTERM');
+      relay.close();
+      // A child killed by a signal has no exit code but its signal: it has exited too.
+      const running = [...children.values()].filter((c) => c.exitCode === null && c.signalCode === null);
+      const exits = running.map((c) => once(c, 'exit'));
+      for (const c of running) c.kill('SIGTERM');
+      // Bounded: a node that does not finish its graceful stop in time is killed.
+      const force = setTimeout(() => { for (const c of running) c.kill('SIGKILL'); }, STOP_TIMEOUT);
       Promise.all(exits).then(() => {
-        for (const s of servers) s.close();
+        clearTimeout(force);
+        for (const s of servers) {
+          s.close();
+          s.closeAllConnections();
+        }
         rmSync(dir, { recursive: true, force: true });
         resolveExit(0);
       });
