@@ -106,6 +106,27 @@ function probeFigures(p: Prober): Pick<Sample, 'outageMs' | 'failed' | 'slow' | 
   return { outageMs: worst(p), failed: p.failures().length, slow: p.slow().length, probes: p.results.length };
 }
 
+/** Starts probing `vip` and resolves once the client got through. */
+async function probing(h: HaLab, vip: string): Promise<Prober> {
+  const p = h.probe(vip);
+  await p.connectedSince(0);
+  await sleep(300);
+  return p;
+}
+
+const startPair = async (h: HaLab): Promise<void> => {
+  await Promise.all([h.start('lb1'), h.start('lb2')]);
+};
+
+/** lb1 starts again and takes vip-a back; the probe stops a little after. */
+async function failback(h: HaLab, p: Prober): Promise<Sample> {
+  await h.start('lb1');
+  await h.settle('vip-a', 'lb1', 10_000);
+  await sleep(400);
+  await p.stop();
+  return probeFigures(p);
+}
+
 /** Wall-clock now, the clock tandem's log lines and `ip -ts` use. */
 const wall = () => performance.timeOrigin + performance.now();
 
@@ -123,8 +144,7 @@ function killScenario(id: string, title: string, sidecar: boolean): Scenario {
       await h.settle('vip-a', 'lb1');
       await sleep(300);
       const neigh = new NeighbourLog(h);
-      const p = h.probe('vip-a');
-      await sleep(300);
+      const p = await probing(h, 'vip-a');
       const before = logTimes(h, 'lb2', /holder lb1 died/).length;
       const killedAt = wall();
       await h.signal('lb1', 'SIGKILL');
@@ -154,15 +174,11 @@ const scenarios: Scenario[] = [
     id: 'link',
     title: "holder's link down, lease 300 ms / renew 50 ms, sidecar",
     lab: { sidecar: true, lease: 300, renewEvery: 50, preemptDelay: 500 },
-    setup: async (h) => {
-      await h.start('lb1');
-      await h.start('lb2');
-    },
+    setup: startPair,
     run: async (h) => {
       await h.settle('vip-a', 'lb1', 20_000);
       await sleep(1500);
-      const p = h.probe('vip-a');
-      await sleep(300);
+      const p = await probing(h, 'vip-a');
       await h.link('lb1', false);
       await h.taken('vip-a', 'lb2', 10_000);
       await sleep(400);
@@ -176,68 +192,43 @@ const scenarios: Scenario[] = [
     id: 'handover',
     title: 'planned handover (SIGTERM) and failback after the preempt delay, hook run by tandem',
     lab: { preemptDelay: 1000 },
-    setup: async (h) => {
-      await h.start('lb1');
-      await h.start('lb2');
-    },
+    setup: startPair,
     run: async (h) => {
       await h.settle('vip-a', 'lb1');
       await sleep(500);
-      const p = h.probe('vip-a');
-      await sleep(300);
+      const p = await probing(h, 'vip-a');
       await h.signal('lb1', 'SIGTERM');
       await h.settle('vip-a', 'lb2', 10_000);
       await sleep(300);
-      await h.start('lb1');
-      await h.settle('vip-a', 'lb1', 10_000);
-      await sleep(300);
-      await p.stop();
-      return probeFigures(p);
+      return failback(h, p);
     },
   },
   {
     id: 'failback-sidecar',
     title: 'failback after kill -9, sidecar, lease 300 ms (probes from the restart of the dead node on)',
     lab: { sidecar: true, lease: 300, renewEvery: 50, preemptDelay: 500 },
-    setup: async (h) => {
-      await h.start('lb1');
-      await h.start('lb2');
-    },
+    setup: startPair,
     run: async (h) => {
       await h.settle('vip-a', 'lb1', 20_000);
       await h.signal('lb1', 'SIGKILL');
       await h.settle('vip-a', 'lb2', 10_000);
       await h.signal('lb1', 'SIGTERM', { agent: true });
       await sleep(300);
-      const p = h.probe('vip-a');
-      await sleep(300);
-      await h.start('lb1');
-      await h.settle('vip-a', 'lb1', 10_000);
-      await sleep(400);
-      await p.stop();
-      return probeFigures(p);
+      return failback(h, await probing(h, 'vip-a'));
     },
   },
   {
     id: 'active-active',
     title: 'active-active: probes on vip-b while vip-a fails back to its restarted node',
     lab: { vips: ['vip-a', 'vip-b'], preemptDelay: 500 },
-    setup: async (h) => {
-      await Promise.all([h.start('lb1'), h.start('lb2')]);
-    },
+    setup: startPair,
     run: async (h) => {
       await h.settle('vip-a', 'lb1', 20_000);
       await h.settle('vip-b', 'lb2', 20_000);
       await h.signal('lb1', 'SIGKILL');
       await h.taken('vip-a', 'lb2', 10_000);
       await sleep(300);
-      const p = h.probe('vip-b');
-      await sleep(300);
-      await h.start('lb1');
-      await h.settle('vip-a', 'lb1', 10_000);
-      await sleep(400);
-      await p.stop();
-      return probeFigures(p);
+      return failback(h, await probing(h, 'vip-b'));
     },
   },
 ];
