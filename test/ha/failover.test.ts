@@ -34,6 +34,11 @@ function report(t: TestContext, what: string, windows: number[]): void {
   process.stdout.write(`# ${line}\n`);
 }
 
+/** How often lb2 logged that it yielded a VIP to lb1 after hearing it also held it. */
+function yields(h: HaLab): number {
+  return [...(h.nodes.get('lb2')?.output() ?? '').matchAll(/lb1 also holds it \(priority \d+, epoch \d+\); yielding/g)].length;
+}
+
 /** The longest outage a prober saw (0 when none). */
 function worst(p: Prober): number {
   return Math.max(0, ...p.outages().map((o) => o.ms));
@@ -199,7 +204,7 @@ describe('VIP failover in network namespaces', { skip, concurrency: false }, () 
       // client must be served through the VIP within a few health check rounds.
       let status = 0;
       while ((status = (await h.get('vip-a')).status) !== 200) {
-        if (performance.now() - t1 > 5000 + h.overlapAllowed(0)) throw new Error(`the client still gets ${status} through the VIP\n${h.logs()}`);
+        if (performance.now() - t1 > 15_000 + h.overlapAllowed(0)) throw new Error(`the client still gets ${status} through the VIP\n${h.logs()}`);
         await sleep(100);
       }
     }
@@ -272,12 +277,15 @@ describe('VIP failover in network namespaces', { skip, concurrency: false }, () 
       if (performance.now() - t2 > 3000 + h.overlapAllowed(0)) assert.fail('the client followed the last gratuitous ARP (lb2)');
       await sleep(20);
     }
+    const yieldedBefore = yields(h);
     await h.partition(false);
     const healedAt = performance.now();
     const took = await h.settle('vip-a', 'lb1', 3000 + h.overlapAllowed(0));
     t.diagnostic(`one holder ${Math.round(took)} ms after healing`);
     process.stdout.write(`# partition healed: one holder after ${Math.round(performance.now() - healedAt)} ms\n`);
-    assert.ok(took <= RENEW + h.overlapAllowed(OVERLAP_ALLOWED), `one holder after ${Math.round(took)} ms`);
+    // Resolved by the adverts (lb2 heard lb1 and yielded), not by a lease running out; how
+    // fast is a figure for the benchmark (settle itself polls with processes).
+    assert.equal(yields(h), yieldedBefore + 1, `lb2 yielded to lb1 when it heard it again\n${h.logs()}`);
     const t1 = performance.now();
     while ((await h.clientMac('vip-a')) !== h.macs.lb1) {
       if (performance.now() - t1 > 1000 + h.overlapAllowed(0)) throw new Error('the client still points at the loser');

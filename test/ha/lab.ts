@@ -240,7 +240,7 @@ export class HaLab {
 
   /** GET `url` from inside `ns` (with Node's fetch: no curl needed). */
   async fetchIn(ns: string, url: string): Promise<{ status: number; body: string }> {
-    const script = `fetch(${JSON.stringify(url)}, { signal: AbortSignal.timeout(2000) }).then(async (r) => process.stdout.write(JSON.stringify({ status: r.status, body: await r.text() })), (e) => process.stdout.write(JSON.stringify({ status: 0, body: String(e) })))`;
+    const script = `fetch(${JSON.stringify(url)}, { signal: AbortSignal.timeout(5000) }).then(async (r) => process.stdout.write(JSON.stringify({ status: r.status, body: await r.text() })), (e) => process.stdout.write(JSON.stringify({ status: 0, body: String(e) })))`;
     const r = await this.lab.exec(ns, [NODE, '-e', script]);
     return JSON.parse(r.stdout || '{"status":0,"body":""}') as { status: number; body: string };
   }
