@@ -55,6 +55,16 @@ test('the Dockerfile has a build stage and the runtime, vip-agent and proxy targ
   assert.deepEqual(proxy.copies, [['build', '/pkg/tandem.tgz', '/tmp/tandem.tgz']], 'the runtime takes only the packed tarball from the build');
 });
 
+test('.dockerignore keeps tests, benchmarks, local state and secrets out of the context, and what the build needs in', async () => {
+  const ignore = dockerignore({ ignorecase: false }).add(await readFile(join(ROOT, '.dockerignore'), 'utf8'));
+  for (const out of ['test/cli.test.ts', 'bench/run.ts', '.git/config', 'node_modules/yaml/package.json', 'dist/cli.js', '.env', '.env.production', 'conf/certs/web.key', 'conf/certs/web.pem', 'deploy/kubernetes/secret.yaml', 'tandem-0.1.0.tgz']) {
+    assert.ok(ignore.ignores(out), `${out} is in the build context`);
+  }
+  for (const kept of ['package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json', 'src/cli.ts', 'bin/tandem.js', 'scripts/vip-hook.sh', 'conf/single.yaml', 'deploy/tandem.yaml', 'README.md', 'LICENSE']) {
+    assert.equal(ignore.ignores(kept), false, `${kept} is left out of the build context`);
+  }
+});
+
 test('the proxy image: non-root by number, tini as PID 1, a HEALTHCHECK on /healthz, only the default ports, no network tools', () => {
   assert.match(proxy.user, /^[1-9]\d*:[1-9]\d*$/, 'a numeric non-root USER, which runAsNonRoot can verify');
   assert.deepEqual(proxy.entrypoint.slice(0, 2), ['/usr/bin/tini', '--']);
