@@ -13,7 +13,7 @@ Commands:
   check -c FILE [--node ID]        validate a config; prints FILE:LINE:COL lines for each mistake
   demo                             demo backends and a tandem pair on loopback
   vip-agent --admin URL --hook PATH  the VIP sidecar: follows the admin event stream, runs the hook
-  bench [options]                  autocannon benchmark against baselines
+  bench                            the benchmark: needs the development tree (npm run bench)
 
 Run 'tandem <command> --help' for a command's options.
 `;
@@ -42,9 +42,10 @@ prints where to look. Stop it with Ctrl-C.
 Follows the admin event stream of a tandem instance and runs the VIP hook on each VIP
 state change. Removes the VIP when the stream is lost for longer than the lease.
 `,
-  bench: `Usage: tandem bench [--rounds N] [--duration S] [--connections N] [--out DIR]
+  bench: `Usage: tandem bench
 
-Benchmarks tandem against the backend alone and other Node proxies, round by round.
+The benchmark compares tandem with other Node proxies; it lives in the development tree
+(bench/, with autocannon), not in the product. In a checkout run: npm run bench -- [options]
 `,
 };
 
@@ -56,11 +57,6 @@ const OPTIONS: ParseArgsConfig['options'] = {
   hook: { type: 'string' },
   token: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
-  rounds: { type: 'string' },
-  duration: { type: 'string' },
-  connections: { type: 'string' },
-  out: { type: 'string' },
-  quick: { type: 'boolean' },
 };
 
 /** Runs the CLI; resolves to the exit code for commands that end, never for `run`/`demo`. */
@@ -123,16 +119,10 @@ export async function main(argv: string[]): Promise<number> {
         const { runVipAgent } = await import('./ha/vip-agent.ts');
         return await runVipAgent({ admin, hook, token: str('token') ?? process.env.TANDEM_ADMIN_TOKEN ?? null });
       }
-      case 'bench': {
-        const { bench } = await import('../bench/run.ts');
-        return await bench({
-          rounds: str('rounds') === undefined ? undefined : Number(str('rounds')),
-          duration: str('duration') === undefined ? undefined : Number(str('duration')),
-          connections: str('connections') === undefined ? undefined : Number(str('connections')),
-          out: str('out'),
-          quick: values.quick === true,
-        });
-      }
+      case 'bench':
+        // bench/ and autocannon are development tools: an image or an installed package has neither.
+        process.stderr.write('tandem bench: the benchmark needs the development tree; in a checkout run: npm run bench\n');
+        return EXIT_INVALID;
     }
   } catch (err) {
     if (err instanceof TandemError) {
