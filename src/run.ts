@@ -1,6 +1,6 @@
 import type { VipConfig } from './config/types.ts';
 import { createMetrics } from './admin/metrics.ts';
-import { RequestCounters } from './admin/request-counter.ts';
+import { RequestCounters } from './dataplane/telemetry.ts';
 import { startAdmin, type AdminServer } from './admin/server.ts';
 import { ClusterPrimary } from './cluster/primary.ts';
 import { GatheringRegistry } from './cluster/registry.ts';

@@ -4,7 +4,7 @@
 // label set or looks a child up. Everything else (backend state, VIPs, health checks)
 // is read live from the objects that already keep it.
 //
-// In a cluster, workers count with the plain counters of request-counter.ts and never
+// In a cluster, workers count with the plain counters of src/dataplane/telemetry.ts and never
 // load prom-client; the primary's registry reads their sums (see src/cluster/). Each
 // metric still declares its `aggregator` (counters and histograms sum), for anyone
 // merging registries with prom-client's AggregatorRegistry.
@@ -13,12 +13,12 @@ import { collectDefaultMetrics, Registry } from 'prom-client';
 import type { Aggregator, Metric } from 'prom-client';
 import type { EventBus, TandemEvent } from '../events.ts';
 import type { Pool } from '../pool/pool.ts';
-import { DENSE_CODES, DURATION_BUCKETS, RequestCounters } from './request-counter.ts';
-import type { RequestCounter, RequestHandle } from './request-counter.ts';
+import { DENSE_CODES, DURATION_BUCKETS, RequestCounters } from '../dataplane/telemetry.ts';
+import type { RequestCounter, RequestHandle } from '../dataplane/telemetry.ts';
 import type { VipStatusView } from './runtime.ts';
 
-export { DURATION_BUCKETS, RequestCounter } from './request-counter.ts';
-export type { RequestHandle } from './request-counter.ts';
+export { DURATION_BUCKETS, RequestCounter } from '../dataplane/telemetry.ts';
+export type { RequestHandle } from '../dataplane/telemetry.ts';
 
 /** Where the scrape-time metrics read from; an AdminRuntime is one. */
 export interface MetricsSource {

@@ -29,7 +29,7 @@ import { loadConfigFile } from '../config/load.ts';
 import type { EventBus, TandemEvent } from '../events.ts';
 import { Instance, type VipControl } from '../main.ts';
 import type { Pool } from '../pool/pool.ts';
-import type { RequestCounters } from '../admin/request-counter.ts';
+import type { RequestCounters } from '../dataplane/telemetry.ts';
 import type { AdminRuntime, ListenerView, ReloadOutcome, VipStatusView } from '../admin/runtime.ts';
 import { backendState, primaryHealth } from './health.ts';
 import { PortPins } from './ports.ts';

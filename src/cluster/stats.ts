@@ -5,7 +5,7 @@
 // requests itself. A worker that exits leaves its last copy behind, so totals never
 // go backwards (requests it finished after its last copy are lost with it).
 
-import { DENSE_CODES, RequestCounters, type RequestCounter } from '../admin/request-counter.ts';
+import { DENSE_CODES, RequestCounters, type RequestCounter } from '../dataplane/telemetry.ts';
 import type { Pool } from '../pool/pool.ts';
 import type { ListenerView } from '../admin/runtime.ts';
 import type { CounterSnapshot, WorkerStats } from './protocol.ts';

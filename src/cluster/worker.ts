@@ -6,7 +6,7 @@
 // Nothing here loads fastify or prom-client: a worker has to stay small.
 
 import cluster from 'node:cluster';
-import { RequestCounters } from '../admin/request-counter.ts';
+import { RequestCounters } from '../dataplane/telemetry.ts';
 import type { Config } from '../config/types.ts';
 import type { TandemEvent } from '../events.ts';
 import { Instance, type PreparedConfig } from '../main.ts';

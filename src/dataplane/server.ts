@@ -79,17 +79,17 @@ export class Listener {
     }
   }
 
-  /**
-   * Binds the address. With `reusePort` the socket is this process's own, bound with
-   * SO_REUSEPORT beside those of the other workers of a cluster (the kernel spreads
-   * connections over them); otherwise a cluster worker binds through node:cluster.
-   */
   /** Taken out of the config by a reload; its open connections are wound down. */
   retire(): void {
     this.retired = true;
     this.server.closeIdleConnections();
   }
 
+  /**
+   * Binds the address. With `reusePort` the socket is this process's own, bound with
+   * SO_REUSEPORT beside those of the other workers of a cluster (the kernel spreads
+   * connections over them; src/cluster/ports.ts says why not node:cluster's shared handle).
+   */
   listen(reusePort = false): Promise<void> {
     return new Promise((resolve, reject) => {
       const onError = (err: Error) => reject(err);
@@ -155,14 +155,13 @@ function onRequest(this: TandemServer, req: IncomingMessage, res: ServerResponse
     return;
   }
   const gen = plane.generation;
-  const route = gen.router.match(listener.index, req.headers.host, req.url ?? '/', req.method ?? 'GET', req.headers);
+  const rt = gen.router.match(listener.index, req.headers.host, req.url ?? '/', req.method ?? 'GET', req.headers);
   if (plane.shuttingDown) res.shouldKeepAlive = false;
-  if (route === null) {
+  if (rt === null) {
     answer(res, errors.NO_ROUTE, '', plane.shuttingDown);
     plane.observer.finished({ req, ctx, route: null, backend: null, status: 404, start, bytes: 0, retries: 0, errorCode: errors.NO_ROUTE.code });
     return;
   }
-  const rt = gen.route(route);
   new ProxyRequest(req, res, rt, rt.pool, ctx, plane.observer, start, plane.shuttingDown).run();
 }
 
@@ -202,12 +201,11 @@ function onUpgrade(this: TandemServer, req: IncomingMessage, socket: Duplex, hea
     return;
   }
   const gen = listener.plane.generation;
-  const route = gen.router.match(listener.index, req.headers.host, req.url ?? '/', req.method ?? 'GET', req.headers);
-  if (route === null) {
+  const rt = gen.router.match(listener.index, req.headers.host, req.url ?? '/', req.method ?? 'GET', req.headers);
+  if (rt === null) {
     writeRaw(socket, errors.NO_ROUTE, '');
     return;
   }
-  const rt = gen.route(route);
   const sticky = rt.pool.sticky;
   const backend = (sticky === null ? null : sticky.lookup(req.headers.cookie)) ?? rt.pool.pool.pick();
   if (backend === null) {
