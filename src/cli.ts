@@ -24,7 +24,8 @@ const HELP: Record<string, string> = {
 Runs one tandem instance from FILE.
   -c, --config FILE   the YAML config
   --node ID           which of ha.nodes this instance is (default: $TANDEM_NODE)
-  --workers N         worker processes sharing the listeners (overrides 'workers')
+  --workers N         worker processes sharing the listeners (overrides 'workers');
+                      0: no worker processes, the data plane runs in the main process
 Signals: SIGHUP reloads the config; SIGTERM and SIGINT stop gracefully.
 `,
   check: `Usage: tandem check -c FILE [--node ID]
@@ -100,7 +101,7 @@ export async function main(argv: string[]): Promise<number> {
         const file = str('config');
         if (file === undefined) return usageError(command, 'missing -c FILE');
         const workers = str('workers');
-        if (workers !== undefined && !/^[1-9][0-9]*$/.test(workers)) return usageError(command, '--workers must be a whole number >= 1');
+        if (workers !== undefined && !/^(0|[1-9][0-9]*)$/.test(workers)) return usageError(command, '--workers must be a whole number (0: the data plane runs in the main process)');
         const { run } = await import('./run.ts');
         return await run({
           file,

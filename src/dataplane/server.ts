@@ -15,7 +15,7 @@ type TandemSocket = Socket & { [kContext]?: ForwardContext };
 type TandemServer = Server & { [kListener]: Listener };
 
 /** What every listener shares: the current generation and where finished requests go. */
-export interface DataPlane {
+export interface ListenerState {
   generation: Generation;
   trusted: TrustedProxies;
   observer: RequestObserver;
@@ -33,12 +33,12 @@ export class Listener {
   /** Index into the current config's listeners; updated on reload. */
   index: number;
   readonly server: Server;
-  readonly plane: DataPlane;
+  readonly plane: ListenerState;
   readonly connections: Set<Socket>;
   /** Removed by a reload: its remaining connections get Connection: close answers. */
   retired: boolean;
 
-  constructor(config: ListenerConfig, index: number, plane: DataPlane) {
+  constructor(config: ListenerConfig, index: number, plane: ListenerState) {
     this.config = config;
     this.index = index;
     this.plane = plane;
@@ -86,15 +86,15 @@ export class Listener {
   }
 
   /**
-   * Binds the address. With `reusePort` the socket is this process's own, bound with
-   * SO_REUSEPORT beside those of the other workers of a cluster (the kernel spreads
-   * connections over them; src/cluster/ports.ts says why not node:cluster's shared handle).
+   * Binds the address with SO_REUSEPORT: every data plane binds its own socket beside
+   * those of the others, and the kernel spreads connections over them
+   * (src/control/port-pins.ts says why not node:cluster's shared handle).
    */
-  listen(reusePort = false): Promise<void> {
+  listen(): Promise<void> {
     return new Promise((resolve, reject) => {
       const onError = (err: Error) => reject(err);
       this.server.once('error', onError);
-      this.server.listen({ host: this.config.host, port: this.config.port, exclusive: reusePort, reusePort }, () => {
+      this.server.listen({ host: this.config.host, port: this.config.port, exclusive: true, reusePort: true }, () => {
         this.server.off('error', onError);
         resolve();
       });

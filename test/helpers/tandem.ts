@@ -118,11 +118,15 @@ export async function startTandem(yaml: string, opts: StartOptions = {}): Promis
   };
 }
 
-/** Workers the primary logged as started (`worker N pid P`) and not yet as exited or stopping. */
+/**
+ * Workers the primary logged as started (`worker N pid P`) and not yet as exited or
+ * stopping; with `--workers 0`, the primary itself (`data plane in this process, pid P`).
+ */
 function workerPids(out: string): number[] {
   const gone = new Set<string>();
   for (const m of out.matchAll(/tandem: worker (\d+) pid \d+ (exited|stopping)/g)) gone.add(m[1]);
   const pids: number[] = [];
   for (const m of out.matchAll(/tandem: worker (\d+) pid (\d+)$/gm)) if (!gone.has(m[1])) pids.push(Number(m[2]));
+  for (const m of out.matchAll(/tandem: data plane in this process, pid (\d+)$/gm)) pids.push(Number(m[1]));
   return pids;
 }
