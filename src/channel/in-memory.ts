@@ -80,6 +80,7 @@ class InProcessEnd extends EventEmitter<DataPlaneEndEvents> implements DataPlane
 export function inMemoryChannel(id: number): { control: DataPlaneEnd; data: ControlPlaneEnd } {
   const control = new InProcessEnd(id);
   const up = new Mailbox<ToControlPlane>();
+  let exiting = false;
   up.receive((msg) => {
     if (!control.gone) control.emit('message', msg);
   });
@@ -92,7 +93,8 @@ export function inMemoryChannel(id: number): { control: DataPlaneEnd; data: Cont
       control.down.receive(handler);
     },
     exit(code) {
-      if (control.gone) return;
+      if (exiting) return;
+      exiting = true;
       // After the messages sent before it, as a process's exit follows its last message.
       setImmediate(() => {
         control.gone = true;
