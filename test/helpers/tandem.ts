@@ -87,7 +87,14 @@ export async function startTandem(yaml: string, opts: StartOptions = {}): Promis
     });
   });
   const timeout = opts.timeoutMs ?? 15_000;
-  await waitFor(/tandem: ready\b/, 0, timeout);
+  try {
+    await waitFor(/tandem: ready\b/, 0, timeout);
+  } catch (err) {
+    // Nobody gets a handle on an instance that did not come up in time: end it here, or
+    // it (and its workers) would keep the test file from ever finishing.
+    child.kill('SIGKILL');
+    throw err;
+  }
   const listeners = new Map<string, string>();
   for (const m of out.matchAll(/listener (\S+) on (\S+)/g)) listeners.set(m[1], m[2]);
   const adminMatch = out.match(/admin on (http:\/\/\S+)/);
