@@ -1,4 +1,4 @@
-// `tandem bench` (`npm run bench`): tandem side by side with the origin alone and with
+// `npm run bench`: tandem side by side with the origin alone and with
 // the other ways of building a reverse proxy on Node, in one run.
 //
 // Every server is its own process, and so is the load generator (autocannon, driven
@@ -13,6 +13,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { parseArgs } from 'node:util';
 import { LARGE_PATH, LARGE_SIZE, SMALL_BODY, startBackend, type Backend } from './backend.ts';
 import { checkGoals, machineInfo, markdown, summarize, type Report, type RunResult, type Settings } from './report.ts';
 import { SUBJECT, selectTargets, type RunningTarget, type TargetSpec } from './targets/index.ts';
@@ -71,10 +72,10 @@ export async function bench(opts: BenchOptions = {}): Promise<number> {
     outcome = await runBenchmark(opts);
   } catch (err) {
     if (err instanceof OptionError) {
-      process.stderr.write(`tandem bench: ${err.message}\n`);
+      process.stderr.write(`bench: ${err.message}\n`);
       return 1;
     }
-    process.stderr.write(`tandem bench: ${(err as Error).stack ?? String(err)}\n`);
+    process.stderr.write(`bench: ${(err as Error).stack ?? String(err)}\n`);
     return 2;
   }
   log('');
@@ -134,7 +135,7 @@ export async function runBenchmark(opts: BenchOptions = {}): Promise<BenchOutcom
   const totalRuns = rounds * cases.length * specs.length;
   const estimate = Math.round(cases.length * specs.length * (warmup > 0 ? warmup + settle / 1000 : 0)
     + totalRuns * (duration + settle / 1000) + 3);
-  log(`tandem bench: ${specs.length} targets × ${cases.length} cases × ${rounds} rounds of ${duration} s, `
+  log(`bench: ${specs.length} targets × ${cases.length} cases × ${rounds} rounds of ${duration} s, `
     + `autocannon -c ${connections}; about ${estimate} s`);
   log(`machine: ${machine.nproc} CPUs, ${machine.cpuModel}, Node ${machine.node}, load ${machine.loadavg.join(' ')}`);
 
@@ -355,4 +356,30 @@ function loadGeneratorMain(): void {
   process.send!({ ready: true });
 }
 
-if (import.meta.main && process.argv[2] === '--load-generator') loadGeneratorMain();
+/** `npm run bench -- [--rounds N] [--duration S] [--connections N] [--out DIR] [--quick]`. */
+async function cliMain(args: string[]): Promise<number> {
+  let values;
+  try {
+    values = parseArgs({
+      args,
+      strict: true,
+      options: {
+        rounds: { type: 'string' }, duration: { type: 'string' }, connections: { type: 'string' },
+        out: { type: 'string' }, quick: { type: 'boolean' },
+      },
+    }).values;
+  } catch (err) {
+    process.stderr.write(`bench: ${(err as Error).message}\n`);
+    return 1;
+  }
+  const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
+  return bench({
+    rounds: num(values.rounds), duration: num(values.duration), connections: num(values.connections),
+    out: values.out, quick: values.quick === true,
+  });
+}
+
+if (import.meta.main) {
+  if (process.argv[2] === '--load-generator') loadGeneratorMain();
+  else void cliMain(process.argv.slice(2)).then((code) => { process.exitCode = code; });
+}

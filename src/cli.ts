@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { loadConfigFile } from './config/load.ts';
 import { TandemError } from './errors.ts';
@@ -14,8 +14,8 @@ Commands:
   check -c FILE [--node ID]        validate a config; prints FILE:LINE:COL lines for each mistake
   demo                             demo backends, a tandem pair and a relay that follows vip-a, on loopback
   vip-agent --admin URL --hook PATH  the VIP sidecar: follows the admin event stream, runs the hook
-  bench [options]                  autocannon benchmark against baselines (from the source tree)
   drill -c FILE | --admin URL...   hand every VIP over and back while probing it; exit 0 when no probe failed
+  bench                            the benchmark: needs the development tree (npm run bench)
 
 Run 'tandem <command> --help' for a command's options; 'tandem --version' for the version.
 `;
@@ -26,7 +26,8 @@ const HELP: Record<string, string> = {
 Runs one tandem instance from FILE.
   -c, --config FILE   the YAML config
   --node ID           which of ha.nodes this instance is (default: $TANDEM_NODE)
-  --workers N         worker processes sharing the listeners (overrides 'workers')
+  --workers N         worker processes sharing the listeners (overrides 'workers');
+                      0: no worker processes, the data plane runs in the main process
 Signals: SIGHUP reloads the config; SIGTERM and SIGINT stop gracefully.
 `,
   check: `Usage: tandem check -c FILE [--node ID]
@@ -58,11 +59,10 @@ connection to the VIP (or to --url) every 10 ms. Prints each move's time and fai
   --token TOKEN       admin bearer token (default: $TANDEM_ADMIN_TOKEN, then admin.token)
 Exit 0: every VIP moved both ways with no failed probe; 2: otherwise; 1: bad arguments.
 `,
-  bench: `Usage: tandem bench [--rounds N] [--duration S] [--connections N] [--out DIR]
+  bench: `Usage: tandem bench
 
-Benchmarks tandem against the backend alone and other Node proxies, round by round.
-Runs from the source tree (git clone, npm ci, npm run bench): the benchmark and the
-proxies it compares with are development dependencies, not part of the installed package.
+The benchmark compares tandem with other Node proxies; it lives in the development tree
+(bench/, with autocannon), not in the product. In a checkout run: npm run bench -- [options]
 `,
 };
 
@@ -76,17 +76,7 @@ const OPTIONS: ParseArgsConfig['options'] = {
   hook: { type: 'string' },
   token: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
-  rounds: { type: 'string' },
-  duration: { type: 'string' },
-  connections: { type: 'string' },
-  out: { type: 'string' },
-  quick: { type: 'boolean' },
 };
-
-// The benchmark is in the source tree only: src/ or dist/ alike find it one level up.
-const BENCH = new URL('../bench/run.ts', import.meta.url);
-
-type Bench = (opts: { rounds?: number; duration?: number; connections?: number; out?: string; quick: boolean }) => Promise<number>;
 
 /** package.json's version; src/ and the packaged dist/ are both one level below it. */
 function version(): string {
@@ -139,7 +129,7 @@ export async function main(argv: string[]): Promise<number> {
         const file = str('config');
         if (file === undefined) return usageError(command, 'missing -c FILE');
         const workers = str('workers');
-        if (workers !== undefined && !/^[1-9][0-9]*$/.test(workers)) return usageError(command, '--workers must be a whole number >= 1');
+        if (workers !== undefined && !/^(0|[1-9][0-9]*)$/.test(workers)) return usageError(command, '--workers must be a whole number (0: the data plane runs in the main process)');
         const { run } = await import('./run.ts');
         return await run({
           file,
@@ -163,18 +153,10 @@ export async function main(argv: string[]): Promise<number> {
         const token = str('token') ?? process.env.TANDEM_ADMIN_TOKEN ?? null;
         return await runDrill({ config: str('config') ?? null, admin: list('admin'), token, url: str('url') ?? null, vips: list('vip') });
       }
-      case 'bench': {
-        if (!existsSync(BENCH)) return usageError(command, 'the benchmark runs from the source tree only');
-        // A computed specifier: the compiled package neither follows nor ships bench/.
-        const { bench } = (await import(BENCH.href)) as { bench: Bench };
-        return await bench({
-          rounds: str('rounds') === undefined ? undefined : Number(str('rounds')),
-          duration: str('duration') === undefined ? undefined : Number(str('duration')),
-          connections: str('connections') === undefined ? undefined : Number(str('connections')),
-          out: str('out'),
-          quick: values.quick === true,
-        });
-      }
+      case 'bench':
+        // bench/ and autocannon are development tools: an image or an installed package has neither.
+        process.stderr.write('tandem bench: the benchmark needs the development tree; in a checkout run: npm run bench\n');
+        return EXIT_INVALID;
     }
   } catch (err) {
     if (err instanceof TandemError) {

@@ -1,16 +1,16 @@
-// tandem with its features off: the same data plane as `tandem run`, started without
-// request metrics (InstanceOptions.metrics = null) and without the admin API, on a config
-// with no health checks and no outlier detection. Compared with the full `tandem run`
-// target, it shows what health checks and metrics cost. `tandem run` always records
-// metrics today, hence this launcher instead of a config switch.
+// tandem with its features off: the same control plane and data plane as `tandem run`,
+// with the data plane in the same process (`--workers 0`) and `bare` set (no request
+// counters, metrics, admin API or HA), on a config with no health checks and no outlier
+// detection. Compared with the full `tandem run` target, it shows what the worker
+// split, health checks and metrics cost.
 //
 //   node bench/targets/tandem-bare.ts CONFIG.yaml    # prints {"port":N}
 
-import { Instance } from '../../src/main.ts';
+import { ControlPlane } from '../../src/control/control-plane.ts';
 
-const instance = await Instance.start({ file: process.argv[2], node: null, metrics: null, log: () => {} });
-const address = instance.listeners()[0].address;
+const plane = await ControlPlane.start({ file: process.argv[2], node: null, workers: 0, log: () => {}, bare: true });
+const address = plane.listeners()[0].address;
 process.stdout.write(JSON.stringify({ port: Number(address.slice(address.lastIndexOf(':') + 1)) }) + '\n');
 process.on('SIGTERM', () => {
-  void instance.close(1000).then(() => process.exit(0));
+  void plane.close(1000).then(() => process.exit(0));
 });

@@ -4,8 +4,8 @@
 // label set or looks a child up. Everything else (backend state, VIPs, health checks)
 // is read live from the objects that already keep it.
 //
-// In a cluster, workers count with the plain counters of request-counter.ts and never
-// load prom-client; the primary's registry reads their sums (see src/cluster/). Each
+// Data planes count with the plain counters of src/dataplane/telemetry.ts and never
+// load prom-client; the control plane's registry reads their sums (see src/control/). Each
 // metric still declares its `aggregator` (counters and histograms sum), for anyone
 // merging registries with prom-client's AggregatorRegistry.
 
@@ -13,18 +13,20 @@ import { collectDefaultMetrics, Registry } from 'prom-client';
 import type { Aggregator, Metric } from 'prom-client';
 import type { EventBus, TandemEvent } from '../events.ts';
 import type { Pool } from '../pool/pool.ts';
-import { DENSE_CODES, DURATION_BUCKETS, RequestCounters } from './request-counter.ts';
-import type { RequestCounter, RequestHandle } from './request-counter.ts';
+import { DENSE_CODES, DURATION_BUCKETS, RequestCounters } from '../dataplane/telemetry.ts';
+import type { RequestCounter, RequestHandle } from '../dataplane/telemetry.ts';
 import type { VipStatusView } from './runtime.ts';
 
-export { DURATION_BUCKETS, RequestCounter } from './request-counter.ts';
-export type { RequestHandle } from './request-counter.ts';
+export { DURATION_BUCKETS, RequestCounter } from '../dataplane/telemetry.ts';
+export type { RequestHandle } from '../dataplane/telemetry.ts';
 
 /** Where the scrape-time metrics read from; an AdminRuntime is one. */
 export interface MetricsSource {
   pools(): ReadonlyMap<string, Pool>;
   vips(): VipStatusView[];
   readonly bus: EventBus;
+  /** Messages between the control plane and its data planes by type, each way; a source with it gets `tandem_channel_messages_total`. */
+  channelMessages?(): { readonly down: ReadonlyMap<string, number>; readonly up: ReadonlyMap<string, number> };
 }
 
 export interface Metrics {
@@ -124,6 +126,14 @@ class TandemMetrics implements Metrics {
     this.source?.bus.off('event', this.onEvent);
     this.source = source;
     source.bus.on('event', this.onEvent);
+    if (source.channelMessages !== undefined && this.registry.getSingleMetric('tandem_channel_messages_total') === undefined) {
+      this.add(new ScrapedMetric('tandem_channel_messages_total', 'Messages between the control plane and its data planes, by direction (down: to the data planes) and type.', 'counter', 'sum', (out) => {
+        const counts = this.source?.channelMessages?.();
+        if (counts === undefined) return;
+        for (const [type, n] of counts.down) out.push({ value: n, labels: { direction: 'down', type } });
+        for (const [type, n] of counts.up) out.push({ value: n, labels: { direction: 'up', type } });
+      }));
+    }
   }
 
   private count(event: TandemEvent): void {

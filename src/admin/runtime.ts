@@ -1,4 +1,4 @@
-// What the admin side needs from a running instance. src/main.ts implements it; the
+// What the admin side needs from a running instance. src/control/control-plane.ts implements it; the
 // admin server, the metrics and the event stream read only through it, so that the
 // runtime can swap config and pools on reload without the admin side noticing.
 

@@ -7,7 +7,8 @@ import { accessSync, constants, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { formatDuration } from './duration.ts';
 import { isLoopback } from './net.ts';
-import { formatPath, suggest } from './reader.ts';
+import { formatPath } from './reader.ts';
+import { suggest } from './suggest.ts';
 import type { Context, Spot } from './reader.ts';
 import type { RawConfig, RawHa } from './schema.ts';
 

@@ -2,6 +2,7 @@ import type { Config, PoolConfig, RouteConfig } from '../config/types.ts';
 import type { Backend } from '../pool/backend.ts';
 import type { Pool } from '../pool/pool.ts';
 import { Router } from './router.ts';
+import type { RequestHandle } from './telemetry.ts';
 
 /** Passive health as the forwarder feeds it; implemented in src/pool/health/passive.ts. */
 export interface OutlierSink {
@@ -33,6 +34,8 @@ export interface RouteRuntime {
   readonly config: RouteConfig;
   readonly name: string;
   readonly pool: PoolRuntime;
+  /** Request handles of this generation, by listener index, then backend slot + 1 (0: none picked); filled by Telemetry. */
+  readonly handles: RequestHandle[][];
 }
 
 /**
@@ -41,23 +44,16 @@ export interface RouteRuntime {
  */
 export class Generation {
   readonly config: Config;
-  readonly router: Router;
+  readonly router: Router<RouteRuntime>;
   readonly pools: ReadonlyMap<string, PoolRuntime>;
   /** Indexed like config.routes. */
   readonly routes: readonly RouteRuntime[];
-  private readonly byConfig: ReadonlyMap<RouteConfig, RouteRuntime>;
 
   constructor(config: Config, pools: ReadonlyMap<string, PoolRuntime>) {
     this.config = config;
     this.pools = pools;
-    this.router = new Router(config.routes, config.listeners.map((l) => l.name));
-    this.routes = config.routes.map((r) => ({ config: r, name: r.name, pool: pools.get(r.pool)! }));
-    this.byConfig = new Map(this.routes.map((r) => [r.config, r]));
-  }
-
-  /** The route runtime for a matched route config. */
-  route(config: RouteConfig): RouteRuntime {
-    return this.byConfig.get(config)!;
+    this.routes = config.routes.map((r) => ({ config: r, name: r.name, pool: pools.get(r.pool)!, handles: [] }));
+    this.router = new Router(config.routes, config.listeners.map((l) => l.name), this.routes);
   }
 }
 

@@ -2,9 +2,8 @@ import type { IncomingMessage } from 'node:http';
 import { BlockList, isIPv6 } from 'node:net';
 
 // Header rewriting for the hot path. Requests are rewritten from node's flat
-// `rawHeaders` array into a flat array for undici: no header object is built, and
-// names are compared after one toLowerCase() only when their length could match a
-// hop-by-hop name (cheap pre-filter by length and first character).
+// `rawHeaders` array into a flat array for undici: no header object is built; each
+// name is lower-cased once and looked up in the small sets below.
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) plus those undici manages itself. */
 const HOP_BY_HOP = new Set([

@@ -59,6 +59,8 @@ function sameName(s: string, start: number, end: number, lower: string): boolean
 class CompiledRoute {
   readonly index: number;
   readonly route: RouteConfig;
+  /** What match() returns for this route. */
+  readonly target: unknown;
   readonly pathPrefix: string;
   /** A prefix with `?` can never match the path before the query. */
   readonly never: boolean;
@@ -66,9 +68,10 @@ class CompiledRoute {
   readonly headerNames: readonly string[];
   readonly headerValues: readonly string[];
 
-  constructor(route: RouteConfig, index: number) {
+  constructor(route: RouteConfig, index: number, target: unknown) {
     this.index = index;
     this.route = route;
+    this.target = target;
     this.pathPrefix = route.match.pathPrefix;
     this.never = route.match.pathPrefix.includes('?');
     this.methods = route.match.methods;
@@ -207,17 +210,19 @@ function firstMatch(
 /**
  * The compiled route table of one config: first match wins, in config order. Host
  * names compare case-insensitively and without the port; `*.example.com` covers
- * `a.example.com` and `a.b.example.com` but not `example.com`.
+ * `a.example.com` and `a.b.example.com` but not `example.com`. match() returns the
+ * target given for the route (the data plane's runtime route), or the RouteConfig.
  */
-export class Router {
+export class Router<T = RouteConfig> {
   private readonly tables: readonly ListenerTable[];
   // Scratch for match(): where the name's dots are and the hash of the suffix at each.
   // Reused by every call (match is synchronous), so finding suffixes allocates nothing.
   private readonly dotAt: Int32Array;
   private readonly dotHash: Int32Array;
 
-  constructor(routes: readonly RouteConfig[], listeners: readonly string[]) {
-    const compiled = routes.map((r, i) => new CompiledRoute(r, i));
+  /** `targets`, indexed like `routes`, are what match() returns; default the routes themselves. */
+  constructor(routes: readonly RouteConfig[], listeners: readonly string[], targets: readonly T[] = routes as readonly unknown[] as readonly T[]) {
+    const compiled = routes.map((r, i) => new CompiledRoute(r, i, targets[i]));
     this.tables = listeners.map((name) => new ListenerTable(
       compiled.filter((r) => r.route.listeners.length === 0 || r.route.listeners.includes(name)),
     ));
@@ -229,11 +234,11 @@ export class Router {
   /** The first route that matches this request on the listener at `listenerIndex`, or null. */
   match(
     listenerIndex: number, host: string | undefined, path: string, method: string, headers: IncomingHttpHeaders,
-  ): RouteConfig | null {
+  ): T | null {
     const table = this.tables[listenerIndex];
     if (table === undefined) return null;
     if (!table.byHost || host === undefined || host.length === 0) {
-      return firstMatch(table.anyHost, Infinity, path, method, headers)?.route ?? null;
+      return firstMatch(table.anyHost, Infinity, path, method, headers)?.target as T ?? null;
     }
 
     // The name's bounds inside the header: `[v6]:port`, `name:port`, `name.`.
@@ -250,12 +255,12 @@ export class Router {
         // The usual header from a browser on port 80/443 is the bare lower-case name:
         // V8 hashes and compares it natively, about twice as fast as the loop below.
         const known = table.names.get(host);
-        if (known !== undefined) return firstMatch(known.routes, Infinity, path, method, headers)?.route ?? null;
+        if (known !== undefined) return firstMatch(known.routes, Infinity, path, method, headers)?.target as T ?? null;
         end = host.length;
       }
       if (end > 0 && host.charCodeAt(end - 1) === DOT) end--;
     }
-    if (end <= start) return firstMatch(table.anyHost, Infinity, path, method, headers)?.route ?? null;
+    if (end <= start) return firstMatch(table.anyHost, Infinity, path, method, headers)?.target as T ?? null;
 
     // One pass from the end of the name: the hash of the whole name and, on the way,
     // the hash of each `.suffix` no deeper than the deepest configured wildcard.
@@ -274,7 +279,7 @@ export class Router {
       }
     }
     for (let e = table.exact.get(h & KEY_MASK); e !== undefined; e = e.next) {
-      if (sameName(host, start, end, e.name)) return firstMatch(e.routes, Infinity, path, method, headers)?.route ?? null;
+      if (sameName(host, start, end, e.name)) return firstMatch(e.routes, Infinity, path, method, headers)?.target as T ?? null;
     }
 
     // Not a known name: try its suffixes. Each suffix entry lists its routes and the
@@ -291,7 +296,7 @@ export class Router {
         if (r !== null) best = r;
       }
     }
-    if (!covered) return firstMatch(table.anyHost, Infinity, path, method, headers)?.route ?? null;
-    return best === null ? null : best.route;
+    if (!covered) return firstMatch(table.anyHost, Infinity, path, method, headers)?.target as T ?? null;
+    return best === null ? null : best.target as T;
   }
 }

@@ -15,7 +15,7 @@ type TandemSocket = Socket & { [kContext]?: ForwardContext };
 type TandemServer = Server & { [kListener]: Listener };
 
 /** What every listener shares: the current generation and where finished requests go. */
-export interface DataPlane {
+export interface ListenerState {
   generation: Generation;
   trusted: TrustedProxies;
   observer: RequestObserver;
@@ -33,12 +33,12 @@ export class Listener {
   /** Index into the current config's listeners; updated on reload. */
   index: number;
   readonly server: Server;
-  readonly plane: DataPlane;
+  readonly plane: ListenerState;
   readonly connections: Set<Socket>;
   /** Removed by a reload: its remaining connections get Connection: close answers. */
   retired: boolean;
 
-  constructor(config: ListenerConfig, index: number, plane: DataPlane) {
+  constructor(config: ListenerConfig, index: number, plane: ListenerState) {
     this.config = config;
     this.index = index;
     this.plane = plane;
@@ -79,22 +79,22 @@ export class Listener {
     }
   }
 
-  /**
-   * Binds the address. With `reusePort` the socket is this process's own, bound with
-   * SO_REUSEPORT beside those of the other workers of a cluster (the kernel spreads
-   * connections over them); otherwise a cluster worker binds through node:cluster.
-   */
   /** Taken out of the config by a reload; its open connections are wound down. */
   retire(): void {
     this.retired = true;
     this.server.closeIdleConnections();
   }
 
-  listen(reusePort = false): Promise<void> {
+  /**
+   * Binds the address with SO_REUSEPORT: every data plane binds its own socket beside
+   * those of the others, and the kernel spreads connections over them
+   * (src/control/port-pins.ts says why not node:cluster's shared handle).
+   */
+  listen(): Promise<void> {
     return new Promise((resolve, reject) => {
       const onError = (err: Error) => reject(err);
       this.server.once('error', onError);
-      this.server.listen({ host: this.config.host, port: this.config.port, exclusive: reusePort, reusePort }, () => {
+      this.server.listen({ host: this.config.host, port: this.config.port, exclusive: true, reusePort: true }, () => {
         this.server.off('error', onError);
         resolve();
       });
@@ -155,14 +155,13 @@ function onRequest(this: TandemServer, req: IncomingMessage, res: ServerResponse
     return;
   }
   const gen = plane.generation;
-  const route = gen.router.match(listener.index, req.headers.host, req.url ?? '/', req.method ?? 'GET', req.headers);
+  const rt = gen.router.match(listener.index, req.headers.host, req.url ?? '/', req.method ?? 'GET', req.headers);
   if (plane.shuttingDown) res.shouldKeepAlive = false;
-  if (route === null) {
+  if (rt === null) {
     answer(res, errors.NO_ROUTE, '', plane.shuttingDown);
     plane.observer.finished({ req, ctx, route: null, backend: null, status: 404, start, bytes: 0, retries: 0, errorCode: errors.NO_ROUTE.code });
     return;
   }
-  const rt = gen.route(route);
   new ProxyRequest(req, res, rt, rt.pool, ctx, plane.observer, start, plane.shuttingDown).run();
 }
 
@@ -202,12 +201,11 @@ function onUpgrade(this: TandemServer, req: IncomingMessage, socket: Duplex, hea
     return;
   }
   const gen = listener.plane.generation;
-  const route = gen.router.match(listener.index, req.headers.host, req.url ?? '/', req.method ?? 'GET', req.headers);
-  if (route === null) {
+  const rt = gen.router.match(listener.index, req.headers.host, req.url ?? '/', req.method ?? 'GET', req.headers);
+  if (rt === null) {
     writeRaw(socket, errors.NO_ROUTE, '');
     return;
   }
-  const rt = gen.route(route);
   const sticky = rt.pool.sticky;
   const backend = (sticky === null ? null : sticky.lookup(req.headers.cookie)) ?? rt.pool.pool.pick();
   if (backend === null) {

@@ -27,6 +27,8 @@ export class Backend {
   readonly hostHeader: string;
   /** The pool settings the upstream was made with. */
   readonly poolConfig: PoolConfig;
+  /** Its index in its pool's backends (set by the pool that holds it now). */
+  slot: number;
   /** Verdict of active health checks. */
   healthy: boolean;
   /** Taken out by passive outlier detection. */
@@ -66,6 +68,7 @@ export class Backend {
       // Pipelining would let one slow response hold others back; a proxy wants 1.
       pipelining: 1,
     });
+    this.slot = 0;
     this.healthy = !(pool.healthCheck?.startUnhealthy ?? false);
     this.ejected = false;
     this.admin = 'enabled';

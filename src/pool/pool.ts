@@ -35,6 +35,7 @@ export class Pool {
       }
       return new Backend(config, bc, onChange);
     });
+    this.backends.forEach((b, i) => (b.slot = i));
     this.byName = new Map(this.backends.map((b) => [b.name, b]));
     const primaries = this.backends.filter((b) => !b.config.backup);
     const backups = this.backends.filter((b) => b.config.backup);

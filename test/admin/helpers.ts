@@ -40,7 +40,7 @@ export function quickChecks(interval = 100): HealthCheckConfig {
 }
 
 /**
- * What src/main.ts provides, cut down to what the admin side reads: real pools on a
+ * What src/control/control-plane.ts provides, cut down to what the admin side reads: real pools on a
  * real bus, listeners and VIPs a test sets directly, and a reload whose outcome the
  * test chooses (published on the bus the way the runtime publishes it).
  */

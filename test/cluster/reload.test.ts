@@ -48,10 +48,15 @@ function weighted(b1: PeerBackend, b2: PeerBackend, w1: number, w2: number, extr
   return singlePool([{ name: 'b1', url: b1.url, weight: w1 }, { name: 'b2', url: b2.url, weight: w2 }], {}, { workers: 2, ...extra });
 }
 
-describe('cluster reload and shutdown', () => {
+// The same tests with the data plane in the primary (--workers 0), in one worker and in two.
+for (const workers of [0, 1, 2]) {
+const args = ['--workers', String(workers)];
+/** Data planes that serve: the primary's own with --workers 0. */
+const planes = Math.max(1, workers);
+describe(`reload and shutdown, --workers ${workers}`, () => {
   test('a reload with changed weights applies in every worker', async () => {
     const [b1, b2] = await twoBackends();
-    const t = await startTandem(weighted(b1, b2, 1, 1));
+    const t = await startTandem(weighted(b1, b2, 1, 1), { args });
     procs.push(t);
     const before = await getMany(t.url, 20);
     assert.deepEqual([...new Set(before.map((a) => a.backend))].sort(), ['b1', 'b2']);
@@ -59,7 +64,7 @@ describe('cluster reload and shutdown', () => {
     assert.equal(await t.reload(weighted(b1, b2, 0, 1)), 'reloaded');
     const answers = await getMany(t.url, 30);
     assert.deepEqual([...new Set(answers.map((a) => a.backend))], ['b2'], 'b1 has weight 0 everywhere');
-    assert.equal(new Set(servedBy(t.workerPids(), answers, [b1, b2])).size, 2, 'both workers served after the reload');
+    assert.equal(new Set(servedBy(t.workerPids(), answers, [b1, b2])).size, planes, 'every worker served after the reload');
 
     const status = await (await fetch(`${t.admin}/api/v1/status`)).json() as { pools: { backends: { name: string; weight: number }[] }[] };
     assert.deepEqual(status.pools[0].backends.map((b) => [b.name, b.weight]), [['b1', 0], ['b2', 1]]);
@@ -73,7 +78,7 @@ describe('cluster reload and shutdown', () => {
     busy.listen(0, '127.0.0.1');
     await once(busy, 'listening');
     const busyPort = (busy.address() as { port: number }).port;
-    const t = await startTandem(weighted(b1, b2, 1, 0));
+    const t = await startTandem(weighted(b1, b2, 1, 0), { args });
     procs.push(t);
 
     const broken = weighted(b1, b2, 0, 1, {
@@ -85,7 +90,7 @@ describe('cluster reload and shutdown', () => {
 
     const answers = await getMany(t.url, 20);
     assert.deepEqual([...new Set(answers.map((a) => a.backend))], ['b1'], 'the old weights still hold');
-    assert.equal(new Set(servedBy(t.workerPids(), answers, [b1, b2])).size, 2, 'in both workers');
+    assert.equal(new Set(servedBy(t.workerPids(), answers, [b1, b2])).size, planes, 'in every worker');
     const metrics = await (await fetch(`${t.admin}/metrics`)).text();
     assert.match(metrics, /tandem_config_reloads_total\{result="failure"\} 1/);
     const status = await (await fetch(`${t.admin}/api/v1/status`)).json() as { listeners: { name: string }[] };
@@ -106,7 +111,7 @@ describe('cluster reload and shutdown', () => {
 
   test('a reload that fails in the workers (a TLS file that does not parse) leaves no listener of it bound', async () => {
     const [b1, b2] = await twoBackends();
-    const t = await startTandem(weighted(b1, b2, 1, 0));
+    const t = await startTandem(weighted(b1, b2, 1, 0), { args });
     procs.push(t);
     writeFileSync(join(t.dir, 'bad.pem'), 'not a certificate\n');
     const extraPort = await freePort();
@@ -122,14 +127,14 @@ describe('cluster reload and shutdown', () => {
     await assert.rejects(getMany(`http://127.0.0.1:${extraPort}/`, 1), /ECONNREFUSED/);
     const answers = await getMany(t.url, 20);
     assert.deepEqual([...new Set(answers.map((a) => a.backend))], ['b1'], 'the old weights still hold');
-    assert.equal(new Set(servedBy(t.workerPids(), answers, [b1, b2])).size, 2, 'in both workers');
+    assert.equal(new Set(servedBy(t.workerPids(), answers, [b1, b2])).size, planes, 'in every worker');
     await t.stop();
   });
 
   test('SIGTERM lets requests in flight on every worker finish, then exits 0', async () => {
     const [b1] = await twoBackends();
     b1.delay = 1000;
-    const t = await startTandem(singlePool([{ name: 'b1', url: b1.url }], {}, { workers: 2 }));
+    const t = await startTandem(singlePool([{ name: 'b1', url: b1.url }], {}, { workers: 2 }), { args });
     procs.push(t);
     const inFlight = Array.from({ length: 10 }, () => request(`${t.url}/`, { reset: true })
       .then(async (r) => ({ status: r.statusCode, body: await r.body.text(), port: Number(r.headers['x-peer-port']) })));
@@ -145,6 +150,22 @@ describe('cluster reload and shutdown', () => {
     await assert.rejects(request(`${t.url}/`), 'nothing listens any more');
   });
 
+  test('counts survive a reload, and requests during it are all counted', async () => {
+    const [b1, b2] = await twoBackends();
+    const t = await startTandem(weighted(b1, b2, 1, 1), { args });
+    procs.push(t);
+    await getMany(t.url, 15);
+    assert.equal(await t.reload(weighted(b1, b2, 2, 1)), 'reloaded');
+    await getMany(t.url, 15);
+    const text = await (await fetch(`${t.admin}/metrics`)).text();
+    assert.equal(requestsTotal(text), 30);
+    assert.match(text, /tandem_config_reloads_total\{result="success"\} 1/);
+    await t.stop();
+  });
+});
+}
+
+describe('cluster reload', () => {
   test('a reload that changes workers forks or stops workers to match, without dropping a request', async () => {
     const [b1, b2] = await twoBackends();
     const t = await startTandem(weighted(b1, b2, 1, 1));
@@ -165,18 +186,5 @@ describe('cluster reload and shutdown', () => {
     const stopped = [...t.output().slice(from).matchAll(/worker \d+ pid (\d+) stopping/g)].map((m) => Number(m[1]));
     await until(() => stopped.every((pid) => !alive(pid)), 10_000, 'the stopped workers to exit');
     assert.equal(await t.stop(), 0);
-  });
-
-  test('counts survive a reload, and requests during it are all counted', async () => {
-    const [b1, b2] = await twoBackends();
-    const t = await startTandem(weighted(b1, b2, 1, 1));
-    procs.push(t);
-    await getMany(t.url, 15);
-    assert.equal(await t.reload(weighted(b1, b2, 2, 1)), 'reloaded');
-    await getMany(t.url, 15);
-    const text = await (await fetch(`${t.admin}/metrics`)).text();
-    assert.equal(requestsTotal(text), 30);
-    assert.match(text, /tandem_config_reloads_total\{result="success"\} 1/);
-    await t.stop();
   });
 });

@@ -8,7 +8,7 @@ import { startBackend } from '../helpers/backends.ts';
 import { NODE, startTandem, type TandemProcess } from '../helpers/tandem.ts';
 import { getFresh, getMany, requestsTotal, servedBy, startPeerBackend, until, type Answer, type PeerBackend } from './support.ts';
 
-const WORKER_MODULE = fileURLToPath(new URL('../../src/cluster/worker.ts', import.meta.url));
+const WORKER_MODULE = fileURLToPath(new URL('../../src/dataplane/agent.ts', import.meta.url));
 const procs: TandemProcess[] = [];
 const backends: PeerBackend[] = [];
 after(async () => {

@@ -90,7 +90,14 @@ export async function startTandem(yaml: string, opts: StartOptions = {}): Promis
     });
   });
   const timeout = opts.timeoutMs ?? 15_000;
-  await waitFor(/tandem: ready\b/, 0, timeout);
+  try {
+    await waitFor(/tandem: ready\b/, 0, timeout);
+  } catch (err) {
+    // Nobody gets a handle on an instance that did not come up in time: end it here, or
+    // it (and its workers) would keep the test file from ever finishing.
+    child.kill('SIGKILL');
+    throw err;
+  }
   const listeners = new Map<string, string>();
   for (const m of out.matchAll(/listener (\S+) on (\S+)/g)) listeners.set(m[1], m[2]);
   const adminMatch = out.match(/admin on (http:\/\/\S+)/);
@@ -121,11 +128,15 @@ export async function startTandem(yaml: string, opts: StartOptions = {}): Promis
   };
 }
 
-/** Workers the primary logged as started (`worker N pid P`) and not yet as exited or stopping. */
+/**
+ * Workers the primary logged as started (`worker N pid P`) and not yet as exited or
+ * stopping; with `--workers 0`, the primary itself (`data plane in this process, pid P`).
+ */
 function workerPids(out: string): number[] {
   const gone = new Set<string>();
   for (const m of out.matchAll(/tandem: worker (\d+) pid \d+ (exited|stopping)/g)) gone.add(m[1]);
   const pids: number[] = [];
   for (const m of out.matchAll(/tandem: worker (\d+) pid (\d+)$/gm)) if (!gone.has(m[1])) pids.push(Number(m[2]));
+  for (const m of out.matchAll(/tandem: data plane in this process, pid (\d+)$/gm)) pids.push(Number(m[1]));
   return pids;
 }

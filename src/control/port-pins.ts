@@ -1,14 +1,14 @@
-// Listener addresses in a cluster. Each worker binds its own socket with SO_REUSEPORT
-// and the kernel spreads new connections over the workers' sockets. (node:cluster's
+// Listener addresses shared by data planes. Each data plane binds its own socket with
+// SO_REUSEPORT and the kernel spreads new connections over their sockets. (node:cluster's
 // default, where the primary accepts and hands each connection to a worker, leaves a
 // connection hanging forever when the worker it was being handed to dies; with
 // SO_REUSEPORT a dying worker's queued connections are reset, and clients can retry.)
 //
-// Two things follow, which the primary settles before any worker binds:
-// * Port 0 would give every worker a port of its own. The primary turns it into a
+// Two things follow, which the control plane settles before any data plane binds:
+// * Port 0 would give every data plane a port of its own. The control plane turns it into a
 //   real free port once per listener and keeps it across reloads and worker restarts.
 // * SO_REUSEPORT would let a second tandem on the same address share the port instead
-//   of failing. The primary first binds every new address plainly, for a moment; that
+//   of failing. The control plane first binds every new address plainly, for a moment; that
 //   fails with EADDRINUSE while anyone else holds it, as a plain bind would.
 // Another process could take a port in the moment between this check and the first
 // worker's bind; on loopback tests this has not been seen.
@@ -20,7 +20,7 @@ interface Pin {
   readonly host: string;
   /** The port as configured (0 for any). */
   readonly configured: number;
-  /** The port the workers bind. */
+  /** The port the data planes bind. */
   readonly port: number;
 }
 
@@ -33,9 +33,9 @@ export class PortPins {
   }
 
   /**
-   * The config workers get: every listener on a fixed port that was free when checked
+   * The config data planes get: every listener on a fixed port that was free when checked
    * (listeners that keep their name, host and configured port keep their port without a
-   * check, since the workers hold it), and no admin or HA part, which only the primary
+   * check, since the data planes hold it), and no admin or HA part, which only the control plane
    * runs. Rejects with the bind error of a busy address. Call keep() with the pins once
    * the config is in force.
    */

@@ -1,21 +1,25 @@
-// The messages between a cluster primary and its workers, over the IPC channel that
-// node:cluster opens with `serialization: 'advanced'` (structured clone: the compiled
-// Config with its Map, typed arrays and plain objects cross whole). Types only.
+// The one protocol between the control plane and its data planes. Each message travels
+// one way and says one thing: the control plane sends configs, its backend verdicts and
+// stop; a data plane sends its passive ejections and its counts, and answers the
+// requests that carry an id. Between processes it goes over the IPC channel node:cluster
+// opens with `serialization: 'advanced'` (structured clone: the compiled Config with its
+// Map, typed arrays and plain objects cross whole); in one process (`--workers 0`) over
+// the in-memory channel of src/channel/in-memory.ts. Types only.
 
 import type { Config } from '../config/types.ts';
 import type { AdminState } from '../pool/backend.ts';
 
-/** What the primary's health checks and admin decide about one backend; workers apply it. */
+/** What the control plane's health checks and admin decide about one backend; data planes apply it. */
 export interface BackendState {
   readonly pool: string;
   readonly backend: string;
   readonly healthy: boolean;
   readonly admin: AdminState;
-  /** The effective weight (slow start ramps it in the primary). */
+  /** The effective weight (slow start ramps it in the control plane). */
   readonly weight: number;
 }
 
-/** One worker's request counters for one label set, as RequestCounter keeps them. */
+/** One data plane's request counters for one label set, as RequestCounter keeps them. */
 export interface CounterSnapshot {
   readonly listener: string;
   readonly route: string;
@@ -28,8 +32,8 @@ export interface CounterSnapshot {
   readonly sum: number;
 }
 
-/** Everything a worker counts, since it started. */
-export interface WorkerStats {
+/** Everything a data plane counts, since it started. */
+export interface DataPlaneStats {
   readonly counters: readonly CounterSnapshot[];
   /** pool, backend, active, requests, failures. */
   readonly backends: readonly (readonly [string, string, number, number, number])[];
@@ -37,15 +41,16 @@ export interface WorkerStats {
   readonly listeners: readonly (readonly [string, number])[];
 }
 
-/** A bound listener as a worker reports it. */
+/** A bound listener as a data plane reports it. */
 export interface BoundListener {
   readonly name: string;
   readonly address: string;
 }
 
-/** Primary to worker. */
-export type ToWorker =
-  | { readonly t: 'start'; readonly config: Config; readonly states: readonly BackendState[] }
+/** Control plane to data plane. */
+export type ToDataPlane =
+  /** `count`: keep request counters (off only for the bare data plane of the benchmark). */
+  | { readonly t: 'start'; readonly config: Config; readonly states: readonly BackendState[]; readonly count: boolean }
   | { readonly t: 'state'; readonly state: BackendState }
   /** An active check that began `age` ms ago passed: end ejections made before it. */
   | { readonly t: 'reinstate'; readonly pool: string; readonly backend: string; readonly age: number }
@@ -55,24 +60,19 @@ export type ToWorker =
   | { readonly t: 'snapshot'; readonly id: number }
   | { readonly t: 'stop'; readonly timeout: number };
 
-/** Worker to primary. `id` answers the request of the same id. */
-export type FromWorker =
-  /** The worker listens for messages now; the primary answers with `start`. */
+/** Data plane to control plane. `id` answers the request of the same id. */
+export type ToControlPlane =
+  /** The data plane listens for messages now; the control plane answers with `start`. */
   | { readonly t: 'hello' }
   | { readonly t: 'ready'; readonly listeners: readonly BoundListener[] }
   | { readonly t: 'failed'; readonly code: string; readonly message: string }
   | { readonly t: 'prepared'; readonly id: number; readonly error: string | null }
   | { readonly t: 'committed'; readonly id: number; readonly error: string | null; readonly listeners: readonly BoundListener[] }
   | { readonly t: 'ejected'; readonly pool: string; readonly backend: string; readonly ejected: boolean; readonly reason: string }
-  /** id 0: pushed on the worker's own timer. */
-  | { readonly t: 'stats'; readonly id: number; readonly stats: WorkerStats };
+  /** id 0: pushed on the data plane's own timer. */
+  | { readonly t: 'stats'; readonly id: number; readonly stats: DataPlaneStats };
 
 /** True for the messages of this protocol (node:cluster's own never have `t`). */
-export function isFromWorker(msg: unknown): msg is FromWorker {
-  return typeof msg === 'object' && msg !== null && typeof (msg as { t?: unknown }).t === 'string';
-}
-
-/** True for the messages of this protocol. */
-export function isToWorker(msg: unknown): msg is ToWorker {
+export function isProtocolMessage(msg: unknown): boolean {
   return typeof msg === 'object' && msg !== null && typeof (msg as { t?: unknown }).t === 'string';
 }

@@ -1,25 +1,21 @@
-// The primary's side of the worker processes: forking them, the request/answer
-// exchanges over IPC, and their counts and ejection reports. Decisions (when to
-// replace a worker, what a reload does) belong to ClusterPrimary.
+// The control plane's side of its data planes: starting them (through a launcher that
+// forks a worker process or starts one in this process), the request/answer exchanges
+// over the channel, and their counts and ejection reports. Decisions (when to replace
+// a data plane, what a reload does) belong to ControlPlane.
 
-import cluster, { type Worker } from 'node:cluster';
 import { EventEmitter } from 'node:events';
-import { extname } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import type { DataPlaneEnd } from '../channel/ends.ts';
+import type { BoundListener, ToControlPlane, ToDataPlane } from '../channel/protocol.ts';
 import type { Backend } from '../pool/backend.ts';
 import type { Reinstater } from '../pool/health/active.ts';
-import { isFromWorker, type BoundListener, type FromWorker, type ToWorker } from './protocol.ts';
-import { ClusterStats } from './stats.ts';
+import { DataPlaneCounts } from './counts.ts';
 
-// worker-entry.ts in the source tree, worker-entry.js in the compiled package (dist/).
-const WORKER_ENTRY = fileURLToPath(new URL(`./worker-entry${extname(import.meta.url)}`, import.meta.url));
-
-/** One worker process as the primary tracks it. */
-export class WorkerSlot {
-  readonly worker: Worker;
+/** One data plane as the control plane tracks it. */
+export class DataPlaneSlot {
+  readonly end: DataPlaneEnd;
   readonly id: number;
   readonly pid: number;
-  /** performance.now() at fork. */
+  /** performance.now() at start. */
   readonly since: number;
   /** `start` was sent: every later message reaches it in order. */
   started: boolean;
@@ -30,15 +26,16 @@ export class WorkerSlot {
   exited: boolean;
   /** `pool\0backend` it has ejected. */
   readonly ejected: Set<string>;
-  /** Requests waiting for an answer, by id; called with null when the worker exits. */
-  readonly waiting: Map<number, (msg: FromWorker | null) => void>;
+  /** Requests waiting for an answer, by id; called with null when it exits. */
+  readonly waiting: Map<number, (msg: ToControlPlane | null) => void>;
   /** Resolves once it exits. */
   readonly exit: Promise<void>;
+  private readonly sent: (msg: ToDataPlane) => void;
 
-  constructor(worker: Worker) {
-    this.worker = worker;
-    this.id = worker.id;
-    this.pid = worker.process.pid ?? 0;
+  constructor(end: DataPlaneEnd, sent: (msg: ToDataPlane) => void) {
+    this.end = end;
+    this.id = end.id;
+    this.pid = end.pid;
     this.since = performance.now();
     this.started = false;
     this.ready = false;
@@ -46,53 +43,62 @@ export class WorkerSlot {
     this.exited = false;
     this.ejected = new Set();
     this.waiting = new Map();
-    this.exit = new Promise((resolve) => worker.once('exit', () => resolve()));
+    this.sent = sent;
+    this.exit = new Promise((resolve) => end.once('exit', () => resolve()));
   }
 
-  send(msg: ToWorker): void {
-    if (this.exited || !this.worker.isConnected()) return;
-    this.worker.send(msg);
+  send(msg: ToDataPlane): void {
+    if (this.exited) return;
+    this.sent(msg);
+    this.end.send(msg);
   }
 }
 
-interface WorkerSetEvents {
-  /** A worker's passive ejection of a backend changed. */
-  ejected: [slot: WorkerSlot, pool: string, backend: string, reason: string];
-  /** A worker sent counts. */
-  stats: [slot: WorkerSlot];
-  /** A worker exited; its counts are retired and its ejections dropped. */
-  exit: [slot: WorkerSlot, code: number | null, signal: string | null];
+interface DataPlaneSetEvents {
+  /** A data plane's passive ejection of a backend changed. */
+  ejected: [slot: DataPlaneSlot, pool: string, backend: string, reason: string];
+  /** A data plane sent counts. */
+  stats: [slot: DataPlaneSlot];
+  /** A data plane exited; its counts are retired and its ejections dropped. */
+  exit: [slot: DataPlaneSlot, code: number | null, signal: string | null];
 }
 
-/** The worker processes of a primary. */
-export class WorkerSet extends EventEmitter<WorkerSetEvents> implements Reinstater {
-  readonly stats: ClusterStats;
-  private readonly slots: Map<number, WorkerSlot>;
-  private readonly env: Record<string, string>;
+/** Messages by type, each way, since the control plane started; `tandem_channel_messages_total` shows them. */
+export interface MessageCounts {
+  readonly down: Map<string, number>;
+  readonly up: Map<string, number>;
+}
+
+/** The data planes of a control plane. */
+export class DataPlaneSet extends EventEmitter<DataPlaneSetEvents> implements Reinstater {
+  readonly counts: DataPlaneCounts;
+  readonly messages: MessageCounts;
+  private readonly slots: Map<number, DataPlaneSlot>;
+  private readonly launch: () => DataPlaneEnd;
   private nextId: number;
 
-  /** `execArgv` and `env` (added to the primary's environment) are for every worker. */
-  constructor(execArgv: readonly string[], env: Record<string, string>) {
+  /** `launch` starts one data plane and returns the control plane's end of its channel. */
+  constructor(launch: () => DataPlaneEnd) {
     super();
-    this.env = env;
-    this.stats = new ClusterStats();
+    this.launch = launch;
+    this.counts = new DataPlaneCounts();
+    this.messages = { down: new Map(), up: new Map() };
     this.slots = new Map();
     this.nextId = 1;
-    // Advanced serialization: the compiled Config (with its Map) and typed arrays cross whole.
-    cluster.setupPrimary({ exec: WORKER_ENTRY, execArgv: [...execArgv], serialization: 'advanced' });
   }
 
   /**
-   * Forks a worker. `start` is called when the worker is ready for messages, so that it
+   * Starts a data plane. `start` is called when it is ready for messages, so that it
    * starts from the config and backend states of that moment. Resolves with the bound
-   * listeners, or rejects with the worker's reason when it cannot bind them.
+   * listeners, or rejects with its reason when it cannot bind them.
    */
-  spawn(start: () => ToWorker): { slot: WorkerSlot; ready: Promise<readonly BoundListener[]> } {
-    const slot = new WorkerSlot(cluster.fork(this.env));
+  spawn(start: () => ToDataPlane): { slot: DataPlaneSlot; ready: Promise<readonly BoundListener[]> } {
+    const down = this.messages.down;
+    const slot = new DataPlaneSlot(this.launch(), (msg) => down.set(msg.t, (down.get(msg.t) ?? 0) + 1));
     this.slots.set(slot.id, slot);
     const ready = new Promise<readonly BoundListener[]>((resolve, reject) => {
-      slot.worker.on('message', (msg: unknown) => {
-        if (!isFromWorker(msg)) return;
+      slot.end.on('message', (msg) => {
+        this.messages.up.set(msg.t, (this.messages.up.get(msg.t) ?? 0) + 1);
         switch (msg.t) {
           case 'hello':
             slot.started = true;
@@ -109,27 +115,25 @@ export class WorkerSet extends EventEmitter<WorkerSetEvents> implements Reinstat
             this.received(slot, msg);
         }
       });
-      slot.worker.once('exit', (code, signal) => {
+      slot.end.once('exit', (code, signal) => {
         slot.exited = true;
         slot.ready = false;
         this.slots.delete(slot.id);
-        this.stats.retire(slot.id);
+        this.counts.retire(slot.id);
         for (const answer of slot.waiting.values()) answer(null);
         slot.waiting.clear();
         reject(new Error(`worker ${slot.id} exited (${signal ?? `code ${code}`}) before it was ready`));
         this.emit('exit', slot, code, signal);
       });
     });
-    // A send racing the worker's death reports here; its exit is handled above.
-    slot.worker.on('error', () => {});
     // Nobody may wait for `ready` (a replacement): its rejection is not an error then.
     ready.catch(() => {});
     return { slot, ready };
   }
 
-  private received(slot: WorkerSlot, msg: FromWorker): void {
+  private received(slot: DataPlaneSlot, msg: ToControlPlane): void {
     if (msg.t === 'stats') {
-      this.stats.update(slot.id, msg.stats);
+      this.counts.update(slot.id, msg.stats);
       this.emit('stats', slot);
     } else if (msg.t === 'ejected') {
       const key = `${msg.pool}\u0000${msg.backend}`;
@@ -151,8 +155,8 @@ export class WorkerSet extends EventEmitter<WorkerSetEvents> implements Reinstat
     return this.nextId++;
   }
 
-  /** Sends `msg` and resolves with the answer carrying the same id; null after `timeout` ms or when the worker exits. */
-  request(slot: WorkerSlot, id: number, msg: ToWorker, timeout: number): Promise<FromWorker | null> {
+  /** Sends `msg` and resolves with the answer carrying the same id; null after `timeout` ms or when the data plane exits. */
+  request(slot: DataPlaneSlot, id: number, msg: ToDataPlane, timeout: number): Promise<ToControlPlane | null> {
     if (slot.exited) return Promise.resolve(null);
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
@@ -167,47 +171,47 @@ export class WorkerSet extends EventEmitter<WorkerSetEvents> implements Reinstat
     });
   }
 
-  /** Sends `msg` to every worker that has been started. */
-  broadcast(msg: ToWorker): void {
+  /** Sends `msg` to every data plane that has been started. */
+  broadcast(msg: ToDataPlane): void {
     for (const s of this.slots.values()) if (s.started) s.send(msg);
   }
 
-  /** Live workers, oldest first. */
-  list(): WorkerSlot[] {
+  /** Live data planes, oldest first. */
+  list(): DataPlaneSlot[] {
     return [...this.slots.values()];
   }
 
-  /** True when some live worker has the backend ejected. */
+  /** True when some live data plane has the backend ejected. */
   anyEjected(pool: string, backend: string): boolean {
     const key = `${pool}\u0000${backend}`;
     for (const s of this.slots.values()) if (s.ejected.has(key)) return true;
     return false;
   }
 
-  /** True when some worker has its listeners bound. */
+  /** True when some data plane has its listeners bound. */
   anyReady(): boolean {
     for (const s of this.slots.values()) if (s.ready && !s.stopping) return true;
     return false;
   }
 
-  /** An active check in the primary passed for an ejected backend: the workers may end their ejections. */
+  /** An active check passed for an ejected backend: the data planes may end their ejections. */
   reinstate(backend: Backend, checkStarted: number): void {
     this.broadcast({ t: 'reinstate', pool: backend.pool, backend: backend.name, age: performance.now() - checkStarted });
   }
 
   /**
-   * Asks a worker to stop accepting and finish its requests within `timeout` ms; kills
-   * it when it has not exited `grace` ms after that.
+   * Asks a data plane to stop accepting and finish its requests within `timeout` ms;
+   * kills it when it has not exited `grace` ms after that.
    */
-  async stop(slot: WorkerSlot, timeout: number, grace: number): Promise<void> {
+  async stop(slot: DataPlaneSlot, timeout: number, grace: number): Promise<void> {
     slot.stopping = true;
     if (slot.exited) return;
     if (slot.started) slot.send({ t: 'stop', timeout });
-    else slot.worker.process.kill('SIGKILL');
+    else slot.end.kill();
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<void>((resolve) => {
       timer = setTimeout(() => {
-        slot.worker.process.kill('SIGKILL');
+        slot.end.kill();
         resolve();
       }, timeout + grace);
     });

@@ -1,4 +1,4 @@
-// The primary's Prometheus registry: before every scrape it asks the workers for their
+// The control plane's Prometheus registry: before every scrape it asks the data planes for their
 // counts, so that the sum of tandem_requests_total after N proxied requests is N, not
 // whatever the last once-a-second copy said.
 

@@ -1,35 +1,21 @@
-// Counting across a cluster. A worker copies its plain counters into a WorkerStats
-// (at most once a second, or when the primary asks before a scrape); the primary keeps
-// the latest copy of each worker and writes the sums into its own RequestCounters and
-// Backend objects, which its registry and status API read as if it had served the
-// requests itself. A worker that exits leaves its last copy behind, so totals never
-// go backwards (requests it finished after its last copy are lost with it).
+// Counting across data planes. A data plane copies its plain counters into a
+// DataPlaneStats (at most once a second, or when the control plane asks before a
+// scrape; src/dataplane/agent.ts); the control plane keeps the latest copy of each and
+// writes the sums into its own RequestCounters and Backend objects, which its registry
+// and status API read as if it had served the requests itself. A data plane that exits
+// leaves its last copy behind, so totals never go backwards (requests it finished after
+// its last copy are lost with it).
 
-import { DENSE_CODES, RequestCounters, type RequestCounter } from '../admin/request-counter.ts';
+import type { CounterSnapshot, DataPlaneStats } from '../channel/protocol.ts';
+import { DENSE_CODES, RequestCounters, type RequestCounter } from '../dataplane/telemetry.ts';
 import type { Pool } from '../pool/pool.ts';
-import type { ListenerView } from '../admin/runtime.ts';
-import type { CounterSnapshot, WorkerStats } from './protocol.ts';
-
-/** What a worker has counted so far. Runs once a second at most: allocation here is fine. */
-export function takeStats(counters: RequestCounters, pools: Iterable<Pool>, listeners: readonly ListenerView[]): WorkerStats {
-  const out: CounterSnapshot[] = [];
-  for (const c of counters.values()) {
-    const codes: number[] = [];
-    for (let code = 0; code < DENSE_CODES; code++) if (c.codes[code] !== 0) codes.push(code, c.codes[code]);
-    if (c.rareCodes !== null) for (const [code, n] of c.rareCodes) codes.push(code, n);
-    out.push({ listener: c.listener, route: c.route, pool: c.pool, backend: c.backend, codes, buckets: c.buckets.slice(), sum: c.sum[0] });
-  }
-  const backends: [string, string, number, number, number][] = [];
-  for (const p of pools) for (const b of p.backends) backends.push([p.name, b.name, b.active, b.requests, b.failures]);
-  return { counters: out, backends, listeners: listeners.map((l) => [l.name, l.connections] as const) };
-}
 
 interface BackendTotals { requests: number; failures: number }
 
-/** The primary's view of every worker's counts. */
-export class ClusterStats {
-  private readonly live: Map<number, WorkerStats>;
-  /** Counts of workers that exited, kept so that totals never go backwards. */
+/** The control plane's view of every data plane's counts. */
+export class DataPlaneCounts {
+  private readonly live: Map<number, DataPlaneStats>;
+  /** Counts of data planes that exited, kept so that totals never go backwards. */
   private readonly retiredCounters: RequestCounters;
   private readonly retiredBackends: Map<string, BackendTotals>;
 
@@ -39,12 +25,12 @@ export class ClusterStats {
     this.retiredBackends = new Map();
   }
 
-  /** The latest copy from worker `id`. */
-  update(id: number, stats: WorkerStats): void {
+  /** The latest copy from data plane `id`. */
+  update(id: number, stats: DataPlaneStats): void {
     this.live.set(id, stats);
   }
 
-  /** Worker `id` exited: its last copy becomes part of the retired totals. */
+  /** Data plane `id` exited: its last copy becomes part of the retired totals. */
   retire(id: number): void {
     const stats = this.live.get(id);
     if (stats === undefined) return;
@@ -61,14 +47,14 @@ export class ClusterStats {
     }
   }
 
-  /** Writes the sum over all workers, live and retired, into `counters`, which nothing else counts into. */
+  /** Writes the sum over all data planes, live and retired, into `counters`, which nothing else counts into. */
   writeCounters(counters: RequestCounters): void {
     for (const c of counters.values()) clear(c);
     for (const r of this.retiredCounters.values()) addCounter(counters, r);
     for (const stats of this.live.values()) for (const s of stats.counters) addSnapshot(counters, s);
   }
 
-  /** Writes active, requests and failures summed over the workers into the primary's backends. */
+  /** Writes active, requests and failures summed over the data planes into the control plane's backends. */
   writeBackends(pools: Iterable<Pool>): void {
     const sums = new Map<string, [number, number, number]>();
     for (const [key, t] of this.retiredBackends) sums.set(key, [0, t.requests, t.failures]);
@@ -94,7 +80,7 @@ export class ClusterStats {
     }
   }
 
-  /** Open client connections of a listener over the live workers. */
+  /** Open client connections of a listener over the live data planes. */
   connections(listener: string): number {
     let n = 0;
     for (const stats of this.live.values()) {

@@ -1,0 +1,236 @@
+// The data plane: listeners, the router, pools and forwarding, and the counters of the
+// requests it serves. It runs in each worker process, or in the control plane's process
+// with `--workers 0`, and is driven only through src/dataplane/agent.ts, which follows
+// the control plane's messages. It checks no backend itself: the control plane's
+// verdicts arrive as BackendStates; passive outlier detection stays here, since only
+// the data plane sees its requests fail.
+
+import { readFileSync } from 'node:fs';
+import type { Config } from '../config/types.ts';
+import { EventBus } from '../events.ts';
+import type { Backend } from '../pool/backend.ts';
+import type { PoolHealth } from '../pool/health/index.ts';
+import { Pool } from '../pool/pool.ts';
+import { Sticky } from '../pool/sticky.ts';
+import { BackendStates, dataPlaneHealth } from './backend-states.ts';
+import { Generation, poolRuntime, type PoolRuntime } from './generation.ts';
+import { TrustedProxies } from './headers.ts';
+import { Listener, type ListenerState } from './server.ts';
+import { AccessLog, RequestCounters, Telemetry } from './telemetry.ts';
+
+/** A reload that has bound its new listeners and waits to be committed or aborted. */
+export interface PreparedConfig {
+  readonly config: Config;
+  readonly added: readonly Listener[];
+  /** Names of listeners that stay bound as they are. */
+  readonly keep: ReadonlySet<string>;
+}
+
+interface PoolEntry {
+  readonly pool: Pool;
+  readonly health: PoolHealth;
+  readonly runtime: PoolRuntime;
+}
+
+/**
+ * Listeners, pools and the current generation the request path reads. A config is
+ * applied in two steps (prepare binds new listeners, commit swaps), so the control
+ * plane can apply a reload everywhere or nowhere. Commit builds a whole new generation
+ * beside the old one and swaps it in one assignment.
+ */
+export class DataPlane implements ListenerState {
+  /** Backend changes of this data plane's pools; the agent reports ejections from it. */
+  readonly bus: EventBus;
+  readonly states: BackendStates;
+  readonly counters: RequestCounters;
+  generation: Generation;
+  trusted: TrustedProxies;
+  observer: Telemetry;
+  shuttingDown: boolean;
+  /** Proxied requests in flight (the request path counts them in and out). */
+  active: number;
+  private current: Config;
+  private entries: Map<string, PoolEntry>;
+  private readonly listenerMap: Map<string, Listener>;
+  private accessLog: AccessLog | null;
+  private readonly log: (msg: string) => void;
+
+  /** `count`: keep request counters (off for the benchmark's bare data plane). */
+  constructor(config: Config, states: BackendStates, count: boolean, log: (msg: string) => void) {
+    this.log = log;
+    this.bus = new EventBus();
+    this.states = states;
+    this.counters = new RequestCounters();
+    this.current = config;
+    this.shuttingDown = false;
+    this.active = 0;
+    this.entries = new Map();
+    this.listenerMap = new Map();
+    this.accessLog = this.openAccessLog(config);
+    this.trusted = new TrustedProxies(config.trustedProxies);
+    this.observer = new Telemetry(count ? this.counters : null, this.accessLog, config.listeners.map((l) => l.name));
+    this.entries = this.buildPools(config, new Map());
+    this.generation = this.buildGeneration(config, this.entries);
+  }
+
+  /** Binds every listener of the config; on failure unbinds what it bound and throws. */
+  async listen(): Promise<void> {
+    for (const [i, lc] of this.current.listeners.entries()) {
+      const l = new Listener(lc, i, this);
+      this.listenerMap.set(lc.name, l);
+      await l.listen();
+    }
+  }
+
+  config(): Config {
+    return this.current;
+  }
+
+  listeners(): Listener[] {
+    return [...this.listenerMap.values()];
+  }
+
+  /** Every backend of the current pools. */
+  *backends(): IterableIterator<Backend> {
+    for (const e of this.entries.values()) yield* e.pool.backends;
+  }
+
+  pools(): IterableIterator<PoolRuntime> {
+    return this.generation.pools.values();
+  }
+
+  /**
+   * First half of a reload: binds the listeners the config adds or moves. Nothing else
+   * changes, so the control plane can prepare every data plane and commit only when all
+   * succeeded.
+   */
+  async prepare(config: Config): Promise<PreparedConfig> {
+    const added: Listener[] = [];
+    const keep = new Set<string>();
+    for (const [i, lc] of config.listeners.entries()) {
+      const old = this.listenerMap.get(lc.name);
+      if (old !== undefined && old.config.host === lc.host && old.config.port === lc.port
+        && JSON.stringify(old.config.tls) === JSON.stringify(lc.tls)) {
+        // A kept TLS listener reloads its certificate at commit (renewed in place); a
+        // file that does not parse must reject the reload here, before anything changes.
+        if (lc.tls !== null) {
+          process.getBuiltinModule('node:tls').createSecureContext({ cert: readFileSync(lc.tls.cert), key: readFileSync(lc.tls.key) });
+        }
+        keep.add(lc.name);
+        continue;
+      }
+      try {
+        // Inside the try: a TLS file that does not parse throws here, and the listeners
+        // bound so far must be let go then too.
+        const l = new Listener(lc, i, this);
+        await l.listen();
+        added.push(l);
+      } catch (err) {
+        for (const a of added) await a.stopAccepting();
+        throw err;
+      }
+    }
+    return { config, added, keep };
+  }
+
+  /** Unbinds what prepare() bound; the running config was never touched. */
+  async abort(prepared: PreparedConfig): Promise<void> {
+    for (const l of prepared.added) await l.stopAccepting();
+  }
+
+  /** Second half of a reload: swaps config, pools, generation and listeners. */
+  async commit(prepared: PreparedConfig): Promise<void> {
+    const { config, added, keep } = prepared;
+    const before = this.current;
+    const oldEntries = this.entries;
+    const entries = this.buildPools(config, oldEntries);
+    const generation = this.buildGeneration(config, entries);
+
+    // The swap: from here on every new request sees the new config.
+    this.current = config;
+    this.entries = entries;
+    this.generation = generation;
+    this.trusted = new TrustedProxies(config.trustedProxies);
+    this.observer.setListeners(config.listeners.map((l) => l.name));
+    for (const [i, lc] of config.listeners.entries()) {
+      if (keep.has(lc.name)) this.listenerMap.get(lc.name)!.update(lc, i);
+    }
+    const removed = [...this.listenerMap.values()].filter((l) => !keep.has(l.config.name));
+    for (const l of removed) this.listenerMap.delete(l.config.name);
+    for (const l of added) this.listenerMap.set(l.config.name, l);
+    if (JSON.stringify(config.accessLog) !== JSON.stringify(before.accessLog)) {
+      const old = this.accessLog;
+      this.accessLog = this.openAccessLog(config);
+      this.observer.setAccessLog(this.accessLog);
+      void old?.close();
+    }
+
+    // Old pools: health stops (state lives on reused backends); backends nobody reuses drain.
+    const reused = new Set<Backend>();
+    for (const e of entries.values()) for (const b of e.pool.backends) reused.add(b);
+    for (const e of oldEntries.values()) {
+      await e.health.stop();
+      void e.pool.close(reused);
+    }
+    // A removed listener's busy keep-alive connections must not be routed with the new
+    // config's listener indexes: they are retired (answered with Connection: close) and
+    // cut once the shutdown timeout has passed.
+    for (const l of removed) {
+      l.retire();
+      const cut = setTimeout(() => l.destroyAll(), config.shutdownTimeout);
+      cut.unref();
+      void l.stopAccepting().then(() => clearTimeout(cut));
+    }
+  }
+
+  /** prepare() and commit() in one go, for a data plane that started too late to prepare. */
+  async apply(config: Config): Promise<void> {
+    await this.commit(await this.prepare(config));
+  }
+
+  private buildPools(config: Config, old: ReadonlyMap<string, PoolEntry>): Map<string, PoolEntry> {
+    const entries = new Map<string, PoolEntry>();
+    const health = dataPlaneHealth(this.states);
+    for (const [name, pc] of config.pools) {
+      const prev = old.get(name);
+      const pool = new Pool(pc, this.bus, prev?.pool.byName);
+      const h = health(pool);
+      const sticky = pc.sticky === null ? null : new Sticky(pool);
+      entries.set(name, { pool, health: h, runtime: poolRuntime(pool, h.outlier, sticky) });
+    }
+    return entries;
+  }
+
+  private openAccessLog(config: Config): AccessLog | null {
+    return config.accessLog !== null ? new AccessLog(config.accessLog.path, this.log) : null;
+  }
+
+  private buildGeneration(config: Config, entries: ReadonlyMap<string, PoolEntry>): Generation {
+    const runtimes = new Map<string, PoolRuntime>();
+    for (const [name, e] of entries) runtimes.set(name, e.runtime);
+    return new Generation(config, runtimes);
+  }
+
+  /**
+   * Graceful stop: listeners stop accepting, clients are told to close, and in-flight
+   * requests get up to `timeout` ms to finish.
+   */
+  async close(timeout: number): Promise<void> {
+    if (this.shuttingDown) return;
+    this.shuttingDown = true;
+    const listeners = [...this.listenerMap.values()];
+    const closed = Promise.all(listeners.map((l) => l.stopAccepting()));
+    const deadline = Date.now() + timeout;
+    while (this.active > 0 && Date.now() < deadline) {
+      for (const l of listeners) l.server.closeIdleConnections();
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    for (const l of listeners) l.destroyAll();
+    await closed;
+    for (const e of this.entries.values()) {
+      await e.health.stop();
+      await e.pool.close().catch(() => undefined);
+    }
+    await this.accessLog?.close();
+  }
+}
