@@ -33,7 +33,7 @@ after(async () => {
 
 test('the tarball ships the compiled JavaScript, not the TypeScript sources or the tests', async () => {
   const listing = (await must('tar', ['-tzf', tgz])).split('\n').filter(Boolean).map((f) => f.replace(/^package\//, ''));
-  for (const f of ['bin/tandem.js', 'dist/cli.js', 'dist/cluster/worker-entry.js', 'dist/admin/status-page/index.html', 'scripts/vip-hook.sh', 'LICENSE', 'README.md', 'conf/single.yaml']) {
+  for (const f of ['bin/tandem.js', 'dist/cli.js', 'dist/dataplane/worker-entry.js', 'dist/admin/status-page/index.html', 'scripts/vip-hook.sh', 'LICENSE', 'README.md', 'conf/single.yaml']) {
     assert.ok(listing.includes(f), `${f} is not in the package:\n${listing.join('\n')}`);
   }
   const unwanted = listing.filter((f) => f.endsWith('.ts') || /^(src|test|bench)\//.test(f));
