@@ -1,6 +1,7 @@
 import type { Config, PoolConfig, RouteConfig } from '../config/types.ts';
 import type { Backend } from '../pool/backend.ts';
 import type { Pool } from '../pool/pool.ts';
+import { RouteActions } from './route-actions.ts';
 import { Router } from './router.ts';
 
 /** Passive health as the forwarder feeds it; implemented in src/pool/health/passive.ts. */
@@ -33,6 +34,8 @@ export interface RouteRuntime {
   readonly config: RouteConfig;
   readonly name: string;
   readonly pool: PoolRuntime;
+  /** Redirect, rewrite, header rules and allow list; null when the route has none. */
+  readonly actions: RouteActions | null;
 }
 
 /**
@@ -51,7 +54,7 @@ export class Generation {
     this.config = config;
     this.pools = pools;
     this.router = new Router(config.routes, config.listeners.map((l) => l.name));
-    this.routes = config.routes.map((r) => ({ config: r, name: r.name, pool: pools.get(r.pool)! }));
+    this.routes = config.routes.map((r) => ({ config: r, name: r.name, pool: pools.get(r.pool)!, actions: RouteActions.of(r) }));
     this.byConfig = new Map(this.routes.map((r) => [r.config, r]));
   }
 

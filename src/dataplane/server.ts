@@ -6,6 +6,7 @@ import type { ListenerConfig } from '../config/types.ts';
 import { errors, type ErrorSpec } from '../errors.ts';
 import { errorBody, ProxyRequest, type RequestObserver } from './forward.ts';
 import type { Generation } from './generation.ts';
+import { refuseRaw } from './route-actions.ts';
 import { clientAddressOf, TrustedProxies, type ForwardContext } from './headers.ts';
 
 const kListener = Symbol('tandem.listener');
@@ -163,6 +164,13 @@ function onRequest(this: TandemServer, req: IncomingMessage, res: ServerResponse
     return;
   }
   const rt = gen.route(route);
+  if (rt.actions !== null) {
+    const status = rt.actions.answer(req, res, ctx, plane.shuttingDown);
+    if (status !== 0) {
+      plane.observer.finished({ req, ctx, route: rt, backend: null, status, start, bytes: 0, retries: 0, errorCode: status === 403 ? errors.FORBIDDEN.code : null });
+      return;
+    }
+  }
   new ProxyRequest(req, res, rt, rt.pool, ctx, plane.observer, start, plane.shuttingDown).run();
 }
 
@@ -208,13 +216,17 @@ function onUpgrade(this: TandemServer, req: IncomingMessage, socket: Duplex, hea
     return;
   }
   const rt = gen.route(route);
+  const ctx = (req.socket as TandemSocket)[kContext]!;
+  if (rt.actions !== null && rt.actions.refuses(ctx)) {
+    refuseRaw(socket);
+    return;
+  }
   const sticky = rt.pool.sticky;
   const backend = (sticky === null ? null : sticky.lookup(req.headers.cookie)) ?? rt.pool.pool.pick();
   if (backend === null) {
     writeRaw(socket, errors.NO_BACKEND, rt.pool.name);
     return;
   }
-  const ctx = (req.socket as TandemSocket)[kContext]!;
   // http-proxy-3 is loaded on the first upgrade: a data plane that never sees one keeps
   // its memory (a worker's whole budget is tight: it must stream 1 GiB under 150 MB).
   websocket ??= import('./websocket.ts');
