@@ -1,5 +1,4 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ListenerConfig } from '../config/types.ts';
@@ -7,6 +6,7 @@ import { errors, type ErrorSpec } from '../errors.ts';
 import { errorBody, ProxyRequest, type RequestObserver } from './forward.ts';
 import type { Generation } from './generation.ts';
 import { refuseRaw } from './route-actions.ts';
+import { Certificates } from './tls.ts';
 import { clientAddressOf, TrustedProxies, type ForwardContext } from './headers.ts';
 
 const kListener = Symbol('tandem.listener');
@@ -38,6 +38,8 @@ export class Listener {
   readonly connections: Set<Socket>;
   /** Removed by a reload: its remaining connections get Connection: close answers. */
   retired: boolean;
+  /** The TLS certificates by SNI name; null on a plain listener. */
+  readonly certificates: Certificates | null;
 
   constructor(config: ListenerConfig, index: number, plane: DataPlane) {
     this.config = config;
@@ -54,10 +56,11 @@ export class Listener {
       connectionsCheckingInterval: Math.min(1000, Math.max(100, Math.floor(config.headersTimeout / 4))),
       requireHostHeader: false,
     };
+    this.certificates = config.tls === null ? null : new Certificates(config.tls);
     this.server = config.tls === null
       ? createHttpServer(options)
       // node:https (and with it tls) is loaded only where a listener terminates TLS.
-      : process.getBuiltinModule('node:https').createServer({ ...options, cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) });
+      : process.getBuiltinModule('node:https').createServer({ ...options, ...this.certificates!.serverOptions(config.tls, config.http2 === true) });
     (this.server as TandemServer)[kListener] = this;
     this.server.on('request', onRequest);
     this.server.on('connection', onConnection);
@@ -75,8 +78,9 @@ export class Listener {
     this.server.keepAliveTimeout = config.keepAliveTimeout;
     // Certificates renewed in place (same paths) are read again: new handshakes use them,
     // established connections keep theirs.
-    if (config.tls !== null) {
-      (this.server as import('node:https').Server).setSecureContext({ cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) });
+    if (config.tls !== null && this.certificates !== null) {
+      this.certificates.load(config.tls);
+      (this.server as import('node:https').Server).setSecureContext(this.certificates.defaults());
     }
   }
 
