@@ -135,7 +135,10 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange {
       body: this.hasBody ? req : null,
       // Retries are tandem's decision (it knows the pool), never undici's.
       idempotent: false,
-    }, this);
+      // One name per backend: undici would take it from each client's Host and reconnect
+      // whenever it changes (src/pool/tls.ts sets the TLS name itself).
+      servername: backend.config.host,
+    } as Dispatcher.DispatchOptions, this);
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
