@@ -5,6 +5,7 @@ import type { ListenerConfig } from '../config/types.ts';
 import { errors, type ErrorSpec } from '../errors.ts';
 import { errorBody, ProxyRequest, type RequestObserver } from './forward.ts';
 import type { Generation } from './generation.ts';
+import { Http2Front } from './http2.ts';
 import { refuseRaw } from './route-actions.ts';
 import { Certificates } from './tls.ts';
 import { clientAddressOf, TrustedProxies, type ForwardContext } from './headers.ts';
@@ -40,6 +41,8 @@ export class Listener {
   retired: boolean;
   /** The TLS certificates by SNI name; null on a plain listener. */
   readonly certificates: Certificates | null;
+  /** HTTP/2 sessions of this listener; null without `http2: true`. */
+  readonly http2: Http2Front | null;
 
   constructor(config: ListenerConfig, index: number, plane: DataPlane) {
     this.config = config;
@@ -55,6 +58,8 @@ export class Listener {
       // Node's own check of the request timeout runs on this period.
       connectionsCheckingInterval: Math.min(1000, Math.max(100, Math.floor(config.headersTimeout / 4))),
       requireHostHeader: false,
+      // `Upgrade: h2c` is answered over HTTP/1.1 (HTTP/2 is offered by ALPN and prior knowledge).
+      shouldUpgradeCallback: wantsUpgrade,
     };
     this.certificates = config.tls === null ? null : new Certificates(config.tls);
     this.server = config.tls === null
@@ -67,6 +72,8 @@ export class Listener {
     this.server.on('secureConnection', onConnection);
     this.server.on('clientError', onClientError);
     this.server.on('upgrade', onUpgrade);
+    this.http2 = config.http2 === true ? new Http2Front(config, (req, res) => onRequest.call(this.server as TandemServer, req, res)) : null;
+    this.http2?.attach(this.server, config.tls !== null);
   }
 
   /** Applies a reloaded config's timeouts to the running server. */
@@ -93,6 +100,7 @@ export class Listener {
   retire(): void {
     this.retired = true;
     this.server.closeIdleConnections();
+    this.http2?.close();
   }
 
   listen(reusePort = false): Promise<void> {
@@ -118,6 +126,7 @@ export class Listener {
     return new Promise((resolve) => {
       this.server.close(() => resolve());
       this.server.closeIdleConnections();
+      this.http2?.close();
     });
   }
 
@@ -143,6 +152,11 @@ function onConnection(this: TandemServer, socket: TandemSocket): void {
   listener.connections.add(socket);
   socket.once('close', onSocketClose);
   (socket as Socket & { [kListener]?: Listener })[kListener] = listener;
+}
+
+function wantsUpgrade(req: IncomingMessage): boolean {
+  const upgrade = req.headers.upgrade;
+  return upgrade !== undefined && upgrade.toLowerCase() !== 'h2c';
 }
 
 function onSocketClose(this: Socket & { [kListener]?: Listener }): void {

@@ -1,13 +1,23 @@
 import assert from 'node:assert/strict';
+import { copyFileSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { loadConfigFile } from '../../src/config/load.ts';
+import { TestCa } from '../helpers/certs.ts';
 
 const confDir = join(import.meta.dirname, '../../conf');
 
-// The variables the example files document at their top; a user sets these.
-const env = { TANDEM_HA_SECRET: 'an-example-secret-for-tests' };
+// The variables the example files document at their top; a user sets these. The HTTPS
+// example reads its certificates from TANDEM_CERTS: real ones, made for the test.
+const ca = new TestCa('internal CA');
+for (const [name, names] of [['example.com', ['example.com', 'www.example.com']], ['apps.example.com', ['*.apps.example.com']]] as const) {
+  const leaf = ca.issue(name, names);
+  copyFileSync(leaf.cert, join(ca.dir, `${name}.crt`));
+  copyFileSync(leaf.key, join(ca.dir, `${name}.key`));
+}
+copyFileSync(ca.cert, join(ca.dir, 'internal-ca.pem'));
+const env = { TANDEM_HA_SECRET: 'an-example-secret-for-tests', TANDEM_CERTS: ca.dir };
 
 /** Every .yaml file under conf/, subfolders included. */
 async function exampleFiles(): Promise<string[]> {
@@ -18,9 +28,9 @@ async function exampleFiles(): Promise<string[]> {
     .sort();
 }
 
-test('conf/ holds the single, active-passive and active-active examples', async () => {
+test('conf/ holds the single, active-passive, active-active and https examples', async () => {
   const names = (await exampleFiles()).map((f) => f.slice(confDir.length + 1));
-  for (const expected of ['single.yaml', 'active-passive.yaml', 'active-active.yaml']) assert.ok(names.includes(expected), `conf/${expected} is missing`);
+  for (const expected of ['single.yaml', 'active-passive.yaml', 'active-active.yaml', 'https.yaml']) assert.ok(names.includes(expected), `conf/${expected} is missing`);
 });
 
 test('every file under conf/ loads without errors, as every node it names', async () => {
@@ -53,4 +63,14 @@ test('the active-passive example refuses to start without its shared secret', as
   const result = await loadConfigFile(join(confDir, 'active-passive.yaml'), { env: {} });
   assert.equal(result.ok, false);
   assert.match(result.ok ? '' : result.errors.join('\n'), /ha\.secret: environment variable TANDEM_HA_SECRET is not set/);
+});
+
+test('the HTTPS example serves two certificates over HTTP/2 and redirects plain HTTP', async () => {
+  const result = await loadConfigFile(join(confDir, 'https.yaml'), { env });
+  if (!result.ok) assert.fail(result.errors.join('\n'));
+  const https = result.config.listeners.find((l) => l.name === 'https')!;
+  assert.equal(https.http2, true);
+  assert.equal(https.tls?.certificates.length, 2);
+  assert.deepEqual(result.config.routes[0].redirect, { scheme: 'https', host: null, port: null, path: null, code: 301 });
+  assert.equal(result.config.pools.get('api')?.tls?.servername, 'api.internal');
 });
