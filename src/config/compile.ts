@@ -55,6 +55,7 @@ function compileListener(l: RawListener, dir: string): ListenerConfig {
     port: address.port,
     tls: compileListenerTls(l, dir),
     http2: l.http2,
+    proxyProtocol: l.proxyProtocol === null ? null : { from: [...(l.proxyProtocol.from ?? [])] },
     headersTimeout: l.timeouts.headers,
     requestTimeout: l.timeouts.request,
     keepAliveTimeout: l.timeouts.keepAlive,

@@ -80,6 +80,9 @@ export function edgeFields(leaves: SharedLeaves) {
       clientCa: optional(leaves.filePath),
     }, 'a mapping { cert, key } or { certificates: [...] }')),
     http2: withDefault(bool(), false),
+    proxyProtocol: optional(struct({
+      from: required(list(leaves.cidr, { min: 1, expects: 'a list of IP addresses or CIDR blocks' })),
+    }, 'a mapping { from: [CIDR, ...] }')),
   };
 
   const pool = {

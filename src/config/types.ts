@@ -9,6 +9,8 @@ export interface ListenerConfig {
   readonly tls: ListenerTlsConfig | null;
   /** HTTP/2 to clients: by ALPN on TLS listeners, with prior knowledge (h2c) on plain ones. */
   readonly http2?: boolean;
+  /** Sources whose connections open with a PROXY header (v1 or v2); null: none. */
+  readonly proxyProtocol?: { readonly from: readonly string[] } | null;
   /** Time to receive the complete request head (node:http headersTimeout). */
   readonly headersTimeout: number;
   /** Time to receive the complete request, body included (node:http requestTimeout); 0 disables. */

@@ -6,6 +6,7 @@ import { errors, type ErrorSpec } from '../errors.ts';
 import { errorBody, ProxyRequest, type RequestObserver } from './forward.ts';
 import type { Generation } from './generation.ts';
 import { Http2Front } from './http2.ts';
+import { ProxyProtocolReader } from './proxy-protocol.ts';
 import { refuseRaw } from './route-actions.ts';
 import { Certificates } from './tls.ts';
 import { clientAddressOf, TrustedProxies, type ForwardContext } from './headers.ts';
@@ -43,6 +44,8 @@ export class Listener {
   readonly certificates: Certificates | null;
   /** HTTP/2 sessions of this listener; null without `http2: true`. */
   readonly http2: Http2Front | null;
+  /** Reads PROXY headers from trusted balancers; null when the listener takes none. */
+  readonly proxyProtocol: ProxyProtocolReader | null;
 
   constructor(config: ListenerConfig, index: number, plane: DataPlane) {
     this.config = config;
@@ -74,6 +77,9 @@ export class Listener {
     this.server.on('upgrade', onUpgrade);
     this.http2 = config.http2 === true ? new Http2Front(config, (req, res) => onRequest.call(this.server as TandemServer, req, res)) : null;
     this.http2?.attach(this.server, config.tls !== null);
+    // Last, so that it runs before every other connection handler.
+    this.proxyProtocol = config.proxyProtocol == null ? null : new ProxyProtocolReader(config.proxyProtocol.from);
+    this.proxyProtocol?.attach(this.server, () => this.config.headersTimeout);
   }
 
   /** Applies a reloaded config's timeouts to the running server. */
@@ -140,7 +146,7 @@ export class Listener {
 function onConnection(this: TandemServer, socket: TandemSocket): void {
   const listener = this[kListener];
   const plane = listener.plane;
-  const address = clientAddressOf(socket.remoteAddress);
+  const address = clientAddressOf(listener.proxyProtocol?.clientOf(socket) ?? socket.remoteAddress);
   // Trust is a property of the connection: decided once here, not per request.
   socket[kContext] = {
     clientAddress: address,

@@ -91,6 +91,8 @@ test('listener TLS: several certificates, defaults, and located mistakes', () =>
   says(errorsOf(base('', `    tls: { certificates: [{ cert: ${dir}/none.crt, key: ${key} }] }`)), 'listeners[0].tls.certificates[0].cert', 'does not exist');
   says(errorsOf(base('', `    tls: { cert: ${cert}, key: ${key}, minVersion: TLSv1.1 }`)), 'listeners[0].tls.minVersion', 'must be one of TLSv1.2, TLSv1.3');
   says(errorsOf(base('', '    http2: yes please')), 'listeners[0].http2', 'true or false');
+  says(errorsOf(base('', '    proxyProtocol: { from: [] }')), 'listeners[0].proxyProtocol.from', 'at least 1');
+  says(errorsOf(base('', '    proxyProtocol: { from: [nowhere] }')), 'listeners[0].proxyProtocol.from[0]', 'is not an IP address');
 });
 
 test('pool TLS: https backends only, files readable, cert with key', () => {

@@ -58,6 +58,7 @@ test('a minimal file gets every default filled in', () => {
         keepAliveTimeout: 5_000,
         maxHeaderSize: 16_384,
         http2: false,
+        proxyProtocol: null,
       },
     ],
     routes: [
@@ -224,6 +225,7 @@ ha:
     keepAliveTimeout: 1_500,
     maxHeaderSize: 8192,
     http2: false,
+    proxyProtocol: null,
   });
   assert.deepEqual(config.routes[0], {
     name: 'api',
