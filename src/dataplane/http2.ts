@@ -30,6 +30,7 @@ export const MAX_CONTROL_FRAMES = 100;
 export const RESET_WINDOW_MS = 10_000;
 const MAX_HEADER_PAIRS = 128;
 const ENHANCE_YOUR_CALM = 0x0b;
+const CANCEL = 0x08;
 
 /** What http2 refuses in a response: headers that belong to one HTTP/1.1 connection. */
 const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
@@ -77,6 +78,14 @@ function sniff(socket: Socket, timeout: number, then: (h2: boolean) => void): vo
 const kGuard = Symbol('tandem.h2guard');
 const kFront = Symbol('tandem.h2front');
 const kRawSocket = Symbol('tandem.h2socket');
+const kOwner = Symbol('tandem.h2owner');
+type OwnedStream = Http2Stream & { [kOwner]: ServerHttp2Session };
+const kConnection = Symbol('tandem.h2connection');
+const kH1Raw = Symbol('tandem.h1raw');
+interface H1View {
+  [kConnection]: Socket | undefined;
+  [kH1Raw]: string[];
+}
 type GuardedSession = ServerHttp2Session & { [kGuard]: Guarded; [kFront]: Http2Front; [kRawSocket]: Socket };
 
 export interface Http2Counters {
@@ -154,7 +163,10 @@ export class Http2Front {
     // An idle session is closed like an idle HTTP/1.1 keep-alive connection.
     session.setTimeout(Math.max(config.keepAliveTimeout, 1000), () => session.close());
     session.on('error', () => session.destroy());
-    session.on('stream', (stream: Http2Stream) => stream.once('aborted', onClientReset));
+    session.on('stream', (stream: Http2Stream) => {
+      (stream as OwnedStream)[kOwner] = session;
+      stream.once('close', onStreamClose);
+    });
     session.on('remoteSettings', () => this.control(session, 'settings'));
     session.on('ping', () => this.control(session, 'pings'));
     session.on('frameError', () => session.destroy());
@@ -189,13 +201,17 @@ function guardOf(session: ServerHttp2Session): Guarded {
   return g;
 }
 
-function onClientReset(this: Http2Stream): void {
-  const session = this.session as ServerHttp2Session | undefined;
-  if (session === undefined || session.destroyed) return;
+/**
+ * Counts streams the client cancelled (RST_STREAM CANCEL; tandem itself resets with other
+ * codes). Read at 'close', which every stream emits, also those cancelled in the same
+ * read as their HEADERS, before any handler saw them.
+ */
+function onStreamClose(this: OwnedStream): void {
+  if (this.rstCode !== CANCEL) return;
+  const session = this[kOwner];
+  if (session.destroyed) return;
   const g = guardOf(session);
-  if (++g.resets > MAX_RESETS) {
-    (session as GuardedSession)[kFront].refuse(session, 'rapid-reset');
-  }
+  if (++g.resets > MAX_RESETS) (session as GuardedSession)[kFront].refuse(session, 'rapid-reset');
 }
 
 /**
@@ -217,10 +233,14 @@ function compatClasses(http2: Http2Module) {
       if (!stream.endAfterHeaders && h['content-length'] === undefined) h['transfer-encoding'] = 'chunked';
       // The connection itself, where the listener keeps what it decided about the client
       // (node's req.socket is a proxy that forgets it once the stream closes).
-      Object.defineProperty(this, 'socket', { value: (stream.session as GuardedSession | undefined)?.[kRawSocket], enumerable: true });
-      Object.defineProperty(this, 'rawHeaders', { value: http1RawHeaders(rawHeaders, h.host), enumerable: true });
+      (this as unknown as H1View)[kConnection] = (stream.session as GuardedSession | undefined)?.[kRawSocket];
+      (this as unknown as H1View)[kH1Raw] = http1RawHeaders(rawHeaders, h.host);
     }
   }
+  // Getters on the prototype rather than properties defined per request, which would
+  // turn every request object into a slow dictionary.
+  Object.defineProperty(Request.prototype, 'socket', { get(this: H1View) { return this[kConnection]; } });
+  Object.defineProperty(Request.prototype, 'rawHeaders', { get(this: H1View) { return this[kH1Raw]; } });
 
   class Response extends http2.Http2ServerResponse {
     override writeHead(status: number, message?: unknown, headers?: unknown): this {
