@@ -26,6 +26,7 @@ export const errors = Object.freeze({
   LISTENER_REMOVED: spec('TANDEM_ERR_LISTENER_REMOVED', 503, 'this listener was removed by a reload; reconnect'),
   CONNECT_TIMEOUT: spec('TANDEM_ERR_CONNECT_TIMEOUT', 504, 'timed out connecting to the backend'),
   RESPONSE_TIMEOUT: spec('TANDEM_ERR_RESPONSE_TIMEOUT', 504, 'backend did not answer in time'),
+  FORBIDDEN: spec('TANDEM_ERR_FORBIDDEN', 403, 'this route does not allow the client address'),
   UPGRADE_FAILED: spec('TANDEM_ERR_UPGRADE_FAILED', 502, 'backend refused the protocol upgrade'),
 
   // Config and arguments: exit code 1.

@@ -7,6 +7,7 @@
 import { IncomingMessage, ServerResponse } from 'node:http';
 import { Socket } from 'node:net';
 import { responseHeaders, upstreamHeaders, type ForwardContext } from '../../src/dataplane/headers.ts';
+import { RouteActions } from '../../src/dataplane/route-actions.ts';
 import { bench, sink } from './measure.ts';
 
 const OPS = 20_000;
@@ -55,6 +56,31 @@ bench('delete hop-by-hop + writeHead(object) (before)', { ops: OPS, prepare }, (
     const h = inputs[i % OPS];
     deleteHopByHop(h);
     res.writeHead(200, h as Record<string, string | string[]>);
+    sink.value = res;
+  }
+});
+
+// A route with header rules: the same rewriting plus the rules' edits, both ways.
+const actions = RouteActions.of({
+  name: 'r', listeners: [], pool: 'p', match: { hosts: [], hostSuffixes: [], pathPrefix: '/', methods: [], headers: [] },
+  headers: {
+    request: { set: [['x-route', 'api']], remove: ['cookie'] },
+    response: { set: [['strict-transport-security', 'max-age=63072000']], remove: ['etag'] },
+  },
+})!;
+bench('upstreamHeaders + route header rules', { ops: OPS }, (n) => {
+  for (let i = 0; i < n; i++) {
+    const h = upstreamHeaders(req, ctx, null);
+    actions.request!.apply(h, true);
+    sink.value = h;
+  }
+});
+bench('responseHeaders + route header rules + writeHead', { ops: OPS, prepare }, (n) => {
+  for (let i = 0; i < n; i++) {
+    const res = new ServerResponse(req);
+    const out = responseHeaders(inputs[i % OPS]);
+    actions.response!.apply(out, false);
+    res.writeHead(200, out);
     sink.value = res;
   }
 });

@@ -17,12 +17,13 @@ import type {
   RouteConfig,
   VipConfig,
 } from './types.ts';
+import { compileListenerTls, compileRouteActions, compileUpstreamTls } from './edge-compile.ts';
 import type { RawBackend, RawConfig, RawHa, RawListener, RawPool, RawRoute, RawVip } from './schema.ts';
 
 /** Builds the runtime config; `file` is the absolute path of the config file. */
 export function compile(raw: RawConfig, file: string, dir: string): Config {
   const pools = new Map<string, PoolConfig>();
-  for (const [name, pool] of present(raw.pools)) pools.set(name, compilePool(name, pool));
+  for (const [name, pool] of present(raw.pools)) pools.set(name, compilePool(name, pool, dir));
   const admin: AdminConfig | null =
     raw.admin === null
       ? null
@@ -53,7 +54,9 @@ function compileListener(l: RawListener, dir: string): ListenerConfig {
     name: present(l.name),
     host: address.host,
     port: address.port,
-    tls: l.tls === null ? null : { cert: resolve(dir, present(l.tls.cert)), key: resolve(dir, present(l.tls.key)) },
+    tls: compileListenerTls(l, dir),
+    http2: l.http2,
+    proxyProtocol: l.proxyProtocol === null ? null : { from: [...(l.proxyProtocol.from ?? [])] },
     headersTimeout: l.timeouts.headers,
     requestTimeout: l.timeouts.request,
     keepAliveTimeout: l.timeouts.keepAlive,
@@ -80,10 +83,11 @@ function compileRoute(r: RawRoute): RouteConfig {
       headers: [...r.match.headers].map(([name, value]) => [name.toLowerCase(), value] as const),
     },
     pool: present(r.pool),
+    ...compileRouteActions(r),
   };
 }
 
-function compilePool(name: string, p: RawPool): PoolConfig {
+function compilePool(name: string, p: RawPool, dir: string): PoolConfig {
   const hc = p.healthCheck;
   const healthCheck: HealthCheckConfig | null =
     hc === null
@@ -117,6 +121,7 @@ function compilePool(name: string, p: RawPool): PoolConfig {
     panic: p.panic,
     sticky: p.sticky === null ? null : { cookie: p.sticky.cookie, ttl: p.sticky.ttl },
     debugHeaders: p.debugHeaders,
+    tls: compileUpstreamTls(p, dir),
   };
 }
 

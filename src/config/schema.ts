@@ -4,6 +4,7 @@
 // step.
 
 import { isMap } from 'yaml';
+import { edgeFields } from './edge-schema.ts';
 import { MAX_DURATION_MS, formatDuration, parseDuration } from './duration.ts';
 import { isHostName, parseCidr, parseHostPort, parseServerUrl, parseVipAddress } from './net.ts';
 import type { HostPort } from './net.ts';
@@ -137,10 +138,12 @@ function section<F extends Record<string, Field<unknown>>>(fields: F, expects?: 
 
 // ---- sections ------------------------------------------------------------------
 
+const edge = edgeFields({ headerName, absolutePath, cidr, filePath });
+
 const listener = struct({
   name: required(name),
   address: required(hostPort()),
-  tls: optional(struct({ cert: required(filePath), key: required(filePath) }, 'a mapping { cert, key }')),
+  ...edge.listener,
   timeouts: section({
     headers: withDefault(duration({ min: 1 }), 10_000),
     request: withDefault(duration({ expects: 'a duration such as 60s, or 0s to disable' }), 60_000),
@@ -159,6 +162,7 @@ const route = struct({
     headers: withDefault(dict(scalarText('a header value'), { key: headerName, expects: 'a mapping of header names to values' }), new Map<string, string>()),
   }),
   pool: required(ref('pool')),
+  ...edge.route,
 }, 'a route { name, match, pool }');
 
 const backend = struct({
@@ -210,6 +214,7 @@ const pool = struct({
   panic: withDefault(bool(), false),
   sticky: optional(struct({ cookie: withDefault(cookieName, 'TANDEM_STICKY'), ttl: withDefault(duration({ min: 1000 }), 3_600_000) })),
   debugHeaders: withDefault(bool(), false),
+  ...edge.pool,
 }, 'a pool { backends, balance, healthCheck, ... }');
 
 const adminFields = {

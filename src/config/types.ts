@@ -6,7 +6,11 @@ export interface ListenerConfig {
   readonly name: string;
   readonly host: string;
   readonly port: number;
-  readonly tls: { readonly cert: string; readonly key: string } | null;
+  readonly tls: ListenerTlsConfig | null;
+  /** HTTP/2 to clients: by ALPN on TLS listeners, with prior knowledge (h2c) on plain ones. */
+  readonly http2?: boolean;
+  /** Sources whose connections open with a PROXY header (v1 or v2); null: none. */
+  readonly proxyProtocol?: { readonly from: readonly string[] } | null;
   /** Time to receive the complete request head (node:http headersTimeout). */
   readonly headersTimeout: number;
   /** Time to receive the complete request, body included (node:http requestTimeout); 0 disables. */
@@ -36,6 +40,62 @@ export interface RouteConfig {
   readonly listeners: readonly string[];
   readonly match: RouteMatch;
   readonly pool: string;
+  /** Answered by tandem with a redirect; the pool is not asked. */
+  readonly redirect?: RedirectConfig | null;
+  readonly rewrite?: RewriteConfig | null;
+  readonly headers?: HeaderRulesConfig | null;
+  /** Client address blocks allowed on this route (403 for the rest); null: everyone. */
+  readonly allow?: readonly string[] | null;
+}
+
+export interface CertificateConfig {
+  readonly cert: string;
+  readonly key: string;
+}
+
+export interface ListenerTlsConfig {
+  /** The first is the default, served when SNI names none of them. */
+  readonly certificates: readonly CertificateConfig[];
+  readonly cert: string;
+  readonly key: string;
+  readonly minVersion: 'TLSv1.2' | 'TLSv1.3';
+  readonly ciphers: string | null;
+  /** CA bundle client certificates must chain to; null: none asked for. */
+  readonly clientCa: string | null;
+}
+
+export interface RedirectConfig {
+  readonly scheme: 'http' | 'https' | null;
+  readonly host: string | null;
+  readonly port: number | null;
+  readonly path: string | null;
+  readonly code: number;
+}
+
+export interface RewriteConfig {
+  readonly stripPrefix: string | null;
+  readonly addPrefix: string | null;
+}
+
+export interface HeaderEditConfig {
+  /** Lower-case name and value pairs. */
+  readonly set: readonly (readonly [string, string])[];
+  /** Lower-case names. */
+  readonly remove: readonly string[];
+}
+
+export interface HeaderRulesConfig {
+  readonly request: HeaderEditConfig;
+  readonly response: HeaderEditConfig;
+}
+
+/** TLS towards a pool's backends (those with https:// URLs). */
+export interface UpstreamTlsConfig {
+  readonly ca: string | null;
+  readonly servername: string | null;
+  readonly verify: boolean;
+  readonly cert: string | null;
+  readonly key: string | null;
 }
 
 export interface BackendConfig {
@@ -106,6 +166,7 @@ export interface PoolConfig {
   readonly sticky: StickyConfig | null;
   /** Adds `x-tandem-backend` to responses. */
   readonly debugHeaders: boolean;
+  readonly tls?: UpstreamTlsConfig | null;
 }
 
 export interface AdminConfig {

@@ -6,6 +6,7 @@
 import { accessSync, constants, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { formatDuration } from './duration.ts';
+import { checkListenerTls, checkPoolTls, checkRouteActions } from './edge-validate.ts';
 import { isLoopback } from './net.ts';
 import { formatPath } from './reader.ts';
 import { suggest } from './suggest.ts';
@@ -45,12 +46,7 @@ function checkListeners(raw: RawConfig, cx: Context): Set<string> {
     if (t.request > 0 && t.headers > t.request) {
       cx.failAt(cx.at(t, 'headers'), `must not be longer than timeouts.request (at most ${formatDuration(t.request)}; got ${formatDuration(t.headers)})`);
     }
-    if (l.tls !== null) {
-      for (const which of ['cert', 'key'] as const) {
-        const file = l.tls[which];
-        if (file !== undefined) checkReadable(cx, cx.at(l.tls, which), resolve(cx.dir, file), `a readable PEM ${which === 'cert' ? 'certificate' : 'key'} file`);
-      }
-    }
+    checkListenerTls(l, cx, (spot, file, valid) => checkReadable(cx, spot, file, valid));
   }
   return names;
 }
@@ -61,6 +57,7 @@ function checkRoutes(raw: RawConfig, cx: Context, listenerNames: Set<string> | n
   for (const r of routes) {
     r.listeners.forEach((name, i) => exists(cx, cx.at(r.listeners, i), name, listenerNames, 'listener'));
     if (r.pool !== undefined) exists(cx, cx.at(r, 'pool'), r.pool, poolNames, 'pool');
+    checkRouteActions(r, cx);
   }
 }
 
@@ -72,6 +69,7 @@ function checkPools(raw: RawConfig, cx: Context): void {
     if (backends.length > 0 && complete && !backends.some((b) => b.weight > 0 && !b.backup)) {
       cx.failAt(cx.at(pool, 'backends'), 'has no backend that can take traffic (needs at least one with weight above 0 and backup: false)');
     }
+    checkPoolTls(pool, cx, (spot, file, valid) => checkReadable(cx, spot, file, valid));
     const hc = pool.healthCheck;
     if (hc !== null && hc.timeout >= hc.interval) {
       cx.failAt(cx.at(hc, 'timeout'), `must be shorter than interval (below ${formatDuration(hc.interval)}; got ${formatDuration(hc.timeout)})`);

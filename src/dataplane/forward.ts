@@ -117,6 +117,8 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange {
     this.res.on('close', onResponseClose);
     // With per-backend Host, a placeholder keeps the Host slot last for dispatch() to fill.
     this.headers = upstreamHeaders(this.req, this.ctx, pool.hostFromBackend ? '' : pool.hostOverride);
+    const edit = this.route.actions?.request ?? null;
+    if (edit !== null) edit.apply(this.headers, true);
     this.dispatch(backend);
   }
 
@@ -127,13 +129,16 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange {
     this.pool.activeRequests++;
     const req = this.req;
     backend.upstream.dispatch({
-      path: req.url ?? '/',
+      path: this.route.actions === null ? req.url ?? '/' : this.route.actions.path(req.url ?? '/'),
       method: req.method ?? 'GET',
       headers: this.headers,
       body: this.hasBody ? req : null,
       // Retries are tandem's decision (it knows the pool), never undici's.
       idempotent: false,
-    }, this);
+      // One name per backend: undici would take it from each client's Host and reconnect
+      // whenever it changes (src/pool/tls.ts sets the TLS name itself).
+      servername: backend.config.host,
+    } as Dispatcher.DispatchOptions, this);
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
@@ -149,6 +154,8 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange {
     this.responded = true;
     const out = responseHeaders(headers);
     if (this.stickyCookie !== null) out.push('set-cookie', this.stickyCookie);
+    const edit = this.route.actions?.response ?? null;
+    if (edit !== null) edit.apply(out, false);
     if (this.pool.config.debugHeaders) out.push('x-tandem-backend', backend.name);
     if (this.shutdown) out.push('connection', 'close');
     const res = this.res;

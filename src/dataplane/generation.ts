@@ -1,6 +1,7 @@
 import type { Config, PoolConfig, RouteConfig } from '../config/types.ts';
 import type { Backend } from '../pool/backend.ts';
 import type { Pool } from '../pool/pool.ts';
+import { RouteActions } from './route-actions.ts';
 import { Router } from './router.ts';
 import type { RequestHandle } from './telemetry.ts';
 
@@ -36,6 +37,8 @@ export interface RouteRuntime {
   readonly pool: PoolRuntime;
   /** Request handles of this generation, by listener index, then backend slot + 1 (0: none picked); filled by Telemetry. */
   readonly handles: RequestHandle[][];
+  /** Redirect, rewrite, header rules and allow list; null when the route has none. */
+  readonly actions: RouteActions | null;
 }
 
 /**
@@ -52,7 +55,7 @@ export class Generation {
   constructor(config: Config, pools: ReadonlyMap<string, PoolRuntime>) {
     this.config = config;
     this.pools = pools;
-    this.routes = config.routes.map((r) => ({ config: r, name: r.name, pool: pools.get(r.pool)!, handles: [] }));
+    this.routes = config.routes.map((r) => ({ config: r, name: r.name, pool: pools.get(r.pool)!, actions: RouteActions.of(r), handles: [] }));
     this.router = new Router(config.routes, config.listeners.map((l) => l.name), this.routes);
   }
 }

@@ -1,11 +1,14 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ListenerConfig } from '../config/types.ts';
 import { errors, type ErrorSpec } from '../errors.ts';
 import { errorBody, ProxyRequest, type RequestObserver } from './forward.ts';
 import type { Generation } from './generation.ts';
+import { Http2Front } from './http2.ts';
+import { ProxyProtocolReader } from './proxy-protocol.ts';
+import { refuseRaw } from './route-actions.ts';
+import { Certificates } from './tls.ts';
 import { clientAddressOf, TrustedProxies, type ForwardContext } from './headers.ts';
 
 const kListener = Symbol('tandem.listener');
@@ -37,6 +40,12 @@ export class Listener {
   readonly connections: Set<Socket>;
   /** Removed by a reload: its remaining connections get Connection: close answers. */
   retired: boolean;
+  /** The TLS certificates by SNI name; null on a plain listener. */
+  readonly certificates: Certificates | null;
+  /** HTTP/2 sessions of this listener; null without `http2: true`. */
+  readonly http2: Http2Front | null;
+  /** Reads PROXY headers from trusted balancers; null when the listener takes none. */
+  readonly proxyProtocol: ProxyProtocolReader | null;
 
   constructor(config: ListenerConfig, index: number, plane: ListenerState) {
     this.config = config;
@@ -52,17 +61,25 @@ export class Listener {
       // Node's own check of the request timeout runs on this period.
       connectionsCheckingInterval: Math.min(1000, Math.max(100, Math.floor(config.headersTimeout / 4))),
       requireHostHeader: false,
+      // `Upgrade: h2c` is answered over HTTP/1.1 (HTTP/2 is offered by ALPN and prior knowledge).
+      shouldUpgradeCallback: wantsUpgrade,
     };
+    this.certificates = config.tls === null ? null : new Certificates(config.tls);
     this.server = config.tls === null
       ? createHttpServer(options)
       // node:https (and with it tls) is loaded only where a listener terminates TLS.
-      : process.getBuiltinModule('node:https').createServer({ ...options, cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) });
+      : process.getBuiltinModule('node:https').createServer({ ...options, ...this.certificates!.serverOptions(config.tls, config.http2 === true) });
     (this.server as TandemServer)[kListener] = this;
     this.server.on('request', onRequest);
     this.server.on('connection', onConnection);
     this.server.on('secureConnection', onConnection);
     this.server.on('clientError', onClientError);
     this.server.on('upgrade', onUpgrade);
+    this.http2 = config.http2 === true ? new Http2Front(config, (req, res) => onRequest.call(this.server as TandemServer, req, res)) : null;
+    this.http2?.attach(this.server, config.tls !== null);
+    // Last, so that it runs before every other connection handler.
+    this.proxyProtocol = config.proxyProtocol == null ? null : new ProxyProtocolReader(config.proxyProtocol.from);
+    this.proxyProtocol?.attach(this.server, () => this.config.headersTimeout);
   }
 
   /** Applies a reloaded config's timeouts to the running server. */
@@ -74,8 +91,9 @@ export class Listener {
     this.server.keepAliveTimeout = config.keepAliveTimeout;
     // Certificates renewed in place (same paths) are read again: new handshakes use them,
     // established connections keep theirs.
-    if (config.tls !== null) {
-      (this.server as import('node:https').Server).setSecureContext({ cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) });
+    if (config.tls !== null && this.certificates !== null) {
+      this.certificates.load(config.tls);
+      (this.server as import('node:https').Server).setSecureContext(this.certificates.defaults());
     }
   }
 
@@ -83,6 +101,7 @@ export class Listener {
   retire(): void {
     this.retired = true;
     this.server.closeIdleConnections();
+    this.http2?.close();
   }
 
   /**
@@ -113,6 +132,7 @@ export class Listener {
     return new Promise((resolve) => {
       this.server.close(() => resolve());
       this.server.closeIdleConnections();
+      this.http2?.close();
     });
   }
 
@@ -126,7 +146,7 @@ export class Listener {
 function onConnection(this: TandemServer, socket: TandemSocket): void {
   const listener = this[kListener];
   const plane = listener.plane;
-  const address = clientAddressOf(socket.remoteAddress);
+  const address = clientAddressOf(listener.proxyProtocol?.clientOf(socket) ?? socket.remoteAddress);
   // Trust is a property of the connection: decided once here, not per request.
   socket[kContext] = {
     clientAddress: address,
@@ -138,6 +158,11 @@ function onConnection(this: TandemServer, socket: TandemSocket): void {
   listener.connections.add(socket);
   socket.once('close', onSocketClose);
   (socket as Socket & { [kListener]?: Listener })[kListener] = listener;
+}
+
+function wantsUpgrade(req: IncomingMessage): boolean {
+  const upgrade = req.headers.upgrade;
+  return upgrade !== undefined && upgrade.toLowerCase() !== 'h2c';
 }
 
 function onSocketClose(this: Socket & { [kListener]?: Listener }): void {
@@ -161,6 +186,13 @@ function onRequest(this: TandemServer, req: IncomingMessage, res: ServerResponse
     answer(res, errors.NO_ROUTE, '', plane.shuttingDown);
     plane.observer.finished({ req, ctx, route: null, backend: null, status: 404, start, bytes: 0, retries: 0, errorCode: errors.NO_ROUTE.code });
     return;
+  }
+  if (rt.actions !== null) {
+    const status = rt.actions.answer(req, res, ctx, plane.shuttingDown);
+    if (status !== 0) {
+      plane.observer.finished({ req, ctx, route: rt, backend: null, status, start, bytes: 0, retries: 0, errorCode: status === 403 ? errors.FORBIDDEN.code : null });
+      return;
+    }
   }
   new ProxyRequest(req, res, rt, rt.pool, ctx, plane.observer, start, plane.shuttingDown).run();
 }
@@ -206,13 +238,17 @@ function onUpgrade(this: TandemServer, req: IncomingMessage, socket: Duplex, hea
     writeRaw(socket, errors.NO_ROUTE, '');
     return;
   }
+  const ctx = (req.socket as TandemSocket)[kContext]!;
+  if (rt.actions !== null && rt.actions.refuses(ctx)) {
+    refuseRaw(socket);
+    return;
+  }
   const sticky = rt.pool.sticky;
   const backend = (sticky === null ? null : sticky.lookup(req.headers.cookie)) ?? rt.pool.pool.pick();
   if (backend === null) {
     writeRaw(socket, errors.NO_BACKEND, rt.pool.name);
     return;
   }
-  const ctx = (req.socket as TandemSocket)[kContext]!;
   // http-proxy-3 is loaded on the first upgrade: a data plane that never sees one keeps
   // its memory (a worker's whole budget is tight: it must stream 1 GiB under 150 MB).
   websocket ??= import('./websocket.ts');

@@ -1,3 +1,4 @@
+import { upstreamTls } from './tls.ts';
 import { Pool as UndiciPool } from './undici.ts';
 import type { BackendConfig, PoolConfig } from '../config/types.ts';
 import type { BackendState } from '../events.ts';
@@ -67,6 +68,7 @@ export class Backend {
       keepAliveMaxTimeout: pool.idleTimeout,
       // Pipelining would let one slow response hold others back; a proxy wants 1.
       pipelining: 1,
+      ...upstreamTls(config, pool.tls ?? null, pool.connectTimeout),
     });
     this.slot = 0;
     this.healthy = !(pool.healthCheck?.startUnhealthy ?? false);

@@ -7,3 +7,6 @@
 import Pool from 'undici/lib/dispatcher/pool.js';
 
 export { Pool };
+import buildConnector from 'undici/lib/core/connect.js';
+
+export { buildConnector };

@@ -1,16 +1,26 @@
 import assert from 'node:assert/strict';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { parseAllDocuments } from 'yaml';
 import { loadConfigFile } from '../../src/config/load.ts';
+import { TestCa } from '../helpers/certs.ts';
 
 const confDir = join(import.meta.dirname, '../../conf');
 const deployDir = join(import.meta.dirname, '../../deploy');
 
-// The variables the example files document at their top; a user sets these.
-const env = { TANDEM_HA_SECRET: 'an-example-secret-for-tests', TANDEM_ADMIN_TOKEN: 'an-example-admin-token' };
+// The variables the example files document at their top; a user sets these. The HTTPS
+// example reads its certificates from TANDEM_CERTS: real ones, made for the test.
+const ca = new TestCa('internal CA');
+for (const [name, names] of [['example.com', ['example.com', 'www.example.com']], ['apps.example.com', ['*.apps.example.com']]] as const) {
+  const leaf = ca.issue(name, names);
+  copyFileSync(leaf.cert, join(ca.dir, `${name}.crt`));
+  copyFileSync(leaf.key, join(ca.dir, `${name}.key`));
+}
+copyFileSync(ca.cert, join(ca.dir, 'internal-ca.pem'));
+const env = { TANDEM_HA_SECRET: 'an-example-secret-for-tests', TANDEM_ADMIN_TOKEN: 'an-example-admin-token', TANDEM_CERTS: ca.dir };
 
 /** Every .yaml file under `dir` (default conf/), subfolders included. */
 async function exampleFiles(dir = confDir): Promise<string[]> {
@@ -41,9 +51,9 @@ async function deployConfigs(tmp: string): Promise<string[]> {
   return found;
 }
 
-test('conf/ holds the single, active-passive and active-active examples', async () => {
+test('conf/ holds the single, active-passive, active-active and https examples', async () => {
   const names = (await exampleFiles()).map((f) => f.slice(confDir.length + 1));
-  for (const expected of ['single.yaml', 'active-passive.yaml', 'active-active.yaml']) assert.ok(names.includes(expected), `conf/${expected} is missing`);
+  for (const expected of ['single.yaml', 'active-passive.yaml', 'active-active.yaml', 'https.yaml']) assert.ok(names.includes(expected), `conf/${expected} is missing`);
 });
 
 test('every file under conf/, and every tandem config under deploy/, loads without errors, as every node it names', async () => {
@@ -100,4 +110,14 @@ test('the etcd example is three nodes and three VIPs, each VIP preferred by a di
   assert.deepEqual(ha.nodes.map((n) => n.id), ['lb1', 'lb2', 'lb3']);
   const preferred = ha.vips.map((v) => Object.entries(v.priority).sort((a, b) => b[1] - a[1])[0][0]);
   assert.deepEqual(preferred, ['lb1', 'lb2', 'lb3']);
+});
+
+test('the HTTPS example serves two certificates over HTTP/2 and redirects plain HTTP', async () => {
+  const result = await loadConfigFile(join(confDir, 'https.yaml'), { env });
+  if (!result.ok) assert.fail(result.errors.join('\n'));
+  const https = result.config.listeners.find((l) => l.name === 'https')!;
+  assert.equal(https.http2, true);
+  assert.equal(https.tls?.certificates.length, 2);
+  assert.deepEqual(result.config.routes[0].redirect, { scheme: 'https', host: null, port: null, path: null, code: 301 });
+  assert.equal(result.config.pools.get('api')?.tls?.servername, 'api.internal');
 });

@@ -57,6 +57,8 @@ test('a minimal file gets every default filled in', () => {
         requestTimeout: 60_000,
         keepAliveTimeout: 5_000,
         maxHeaderSize: 16_384,
+        http2: false,
+        proxyProtocol: null,
       },
     ],
     routes: [
@@ -65,6 +67,7 @@ test('a minimal file gets every default filled in', () => {
         listeners: [],
         match: { hosts: [], hostSuffixes: [], pathPrefix: '/', methods: [], headers: [] },
         pool: 'web',
+        redirect: null, rewrite: null, headers: null, allow: null,
       },
     ],
     pools: new Map([
@@ -97,6 +100,7 @@ test('a minimal file gets every default filled in', () => {
           panic: false,
           sticky: null,
           debugHeaders: false,
+          tls: null,
         },
       ],
     ]),
@@ -223,6 +227,8 @@ ha:
     requestTimeout: 0,
     keepAliveTimeout: 1_500,
     maxHeaderSize: 8192,
+    http2: false,
+    proxyProtocol: null,
   });
   assert.deepEqual(config.routes[0], {
     name: 'api',
@@ -235,6 +241,7 @@ ha:
       headers: [['x-canary', '1']],
     },
     pool: 'api',
+    redirect: null, rewrite: null, headers: null, allow: null,
   });
   const pool = config.pools.get('api');
   assert.deepEqual(pool?.backends, [
@@ -417,7 +424,7 @@ ${HA}  hook: ../scripts/vip-hook.sh
   if (!result.ok) assert.fail(result.errors.join('\n'));
   const config = result.config;
   assert.equal(config.file, file);
-  assert.deepEqual(config.listeners[0].tls, { cert: join(dir, 'conf/certs/web.crt'), key: join(dir, 'conf/certs/web.key') });
+  assert.deepEqual(config.listeners[0].tls?.certificates, [{ cert: join(dir, 'conf/certs/web.crt'), key: join(dir, 'conf/certs/web.key') }]);
   assert.equal(config.accessLog?.path, join(dir, 'conf/logs/access.log'));
   assert.equal(config.ha?.hook, join(dir, 'scripts/vip-hook.sh'));
 });

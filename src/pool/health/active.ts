@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
 import type { Client } from 'undici';
+import { upstreamTls } from '../tls.ts';
 
 // undici's full entry (its request API) is loaded when the first checker is made, not at
 // import: data-plane workers import this module's siblings but never check, and the
@@ -162,6 +163,8 @@ function makeTarget(backend: Backend, cfg: HealthCheckConfig): Target {
     // Keep the one connection across checks: a check every few seconds costs no handshakes.
     keepAliveTimeout: Math.max(4000, cfg.interval * 2),
     pipelining: 1,
+    // The same TLS settings as proxied requests (CA, SNI name, client certificate).
+    ...upstreamTls({ ...backend.config, protocol: origin.protocol as 'http:' | 'https:' }, backend.poolConfig.tls ?? null, cfg.timeout),
   });
   return { backend, client, headers: { host, 'user-agent': 'tandem-health-check' }, timer: null, abort: null };
 }
