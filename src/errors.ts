@@ -17,6 +17,9 @@ export const errors = Object.freeze({
   // Data plane: answers tandem gives clients itself.
   NO_ROUTE: spec('TANDEM_ERR_NO_ROUTE', 404, 'no route matches this request'),
   BAD_REQUEST: spec('TANDEM_ERR_BAD_REQUEST', 400, 'malformed request'),
+  DUPLICATE_HEADER: spec('TANDEM_ERR_DUPLICATE_HEADER', 400, 'a header field that may appear once appears more than once'),
+  MISSING_HOST: spec('TANDEM_ERR_MISSING_HOST', 400, 'an HTTP/1.1 request needs a Host header'),
+  METHOD_NOT_IMPLEMENTED: spec('TANDEM_ERR_METHOD_NOT_IMPLEMENTED', 501, 'request method not supported'),
   HEADERS_TOO_LARGE: spec('TANDEM_ERR_HEADERS_TOO_LARGE', 431, 'request header fields too large'),
   REQUEST_TIMEOUT: spec('TANDEM_ERR_REQUEST_TIMEOUT', 408, 'the client did not send the request in time'),
   BACKEND_UNREACHABLE: spec('TANDEM_ERR_BACKEND_UNREACHABLE', 502, 'backend unreachable'),

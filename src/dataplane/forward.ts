@@ -1,4 +1,5 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { errors, type ErrorSpec } from '../errors.ts';
 import type { Backend } from '../pool/backend.ts';
@@ -265,7 +266,7 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange {
       if (spec === errors.NO_BACKEND) headers['retry-after'] = '1';
       if (this.shutdown) headers.connection = 'close';
       // A request body we will never read must not keep the connection busy.
-      if (this.hasBody && !this.req.complete) headers.connection = 'close';
+      if ((this.hasBody && !this.req.complete) || spec.status < 500) headers.connection = 'close';
       res.writeHead(spec.status, headers);
       res.end(body);
     }
@@ -296,6 +297,25 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange {
     if (this.status === 0) this.status = 499;
     this.observer.finished(this);
   }
+}
+
+/**
+ * The client's request turned out malformed after its head was dispatched (a bad chunk
+ * size, say): the upstream exchange is dropped before or while the body is sent, and
+ * the client gets `spec` with the connection closed.
+ */
+export function rejectInFlight(res: ServerResponse, spec: ErrorSpec): void {
+  res.shouldKeepAlive = false;
+  const p = (res as ResponseWithProxy)[kProxy];
+  if (p === undefined || p.reported) {
+    const body = errorBody(spec, '');
+    res.writeHead(spec.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), connection: 'close' });
+    res.end(body);
+    return;
+  }
+  p.done = true;
+  if (p.controller !== null && !p.controller.aborted) p.controller.abort(new Error('malformed request'));
+  p.fail(spec);
 }
 
 function onResponseClose(this: ResponseWithProxy): void {
@@ -346,4 +366,11 @@ export function errorBody(spec: ErrorSpec, pool: string): string {
     if (bodies.size < 10_000) bodies.set(key, body);
   }
   return body;
+}
+
+/** Writes one of tandem's own answers on a raw socket and closes it. */
+export function writeRaw(socket: Duplex, spec: ErrorSpec, pool: string): void {
+  const body = errorBody(spec, pool);
+  socket.end(`HTTP/1.1 ${spec.status} ${STATUS_CODES[spec.status] ?? ''}\r\n`
+    + `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
 }
