@@ -21,7 +21,7 @@ req.rawHeaders = [
   'X-Request-Id', 'f3b0c442-98fc-1c14-9afb-4c8996fb9242',
 ];
 for (let i = 0; i < req.rawHeaders.length; i += 2) req.headers[req.rawHeaders[i].toLowerCase()] = req.rawHeaders[i + 1];
-const ctx: ForwardContext = { clientAddress: '203.0.113.7', trusted: false, proto: 'http', listener: 0, plane: { active: 0 } };
+const ctx: ForwardContext = { clientAddress: '203.0.113.7', trusted: false, proto: 'http', listener: 0, plane: { active: 0 }, owner: { config: { sendTimeout: 30_000 } } };
 
 /** A response header object shaped as undici parses one (fresh per call: the old way mutated it). */
 function parsed(): Record<string, string | string[] | undefined> {

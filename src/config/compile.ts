@@ -57,6 +57,8 @@ function compileListener(l: RawListener, dir: string): ListenerConfig {
     requestTimeout: l.timeouts.request,
     keepAliveTimeout: l.timeouts.keepAlive,
     maxHeaderSize: l.maxHeaderSize,
+    sendTimeout: l.timeouts.send,
+    maxConnections: l.maxConnections,
   };
 }
 
@@ -79,6 +81,12 @@ function compileRoute(r: RawRoute): RouteConfig {
       headers: [...r.match.headers].map(([name, value]) => [name.toLowerCase(), value] as const),
     },
     pool: present(r.pool),
+    rateLimit: r.rateLimit === null ? null : {
+      requests: present(r.rateLimit.requests),
+      per: r.rateLimit.per,
+      burst: r.rateLimit.burst ?? present(r.rateLimit.requests),
+      clients: r.rateLimit.clients,
+    },
   };
 }
 
@@ -110,6 +118,8 @@ function compilePool(name: string, p: RawPool): PoolConfig {
     connectTimeout: p.timeouts.connect,
     responseTimeout: p.timeouts.response,
     idleTimeout: p.timeouts.idle,
+    queueSize: p.queue.size,
+    queueTimeout: p.queue.timeout,
     retries: p.retries,
     retryBudgetPercent: p.retryBudget,
     slowStart: p.slowStart,

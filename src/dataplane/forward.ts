@@ -6,6 +6,7 @@ import type { Backend } from '../pool/backend.ts';
 import type { PoolRuntime, RouteRuntime } from './generation.ts';
 import { bodyBytesMoved } from './gc-pacer.ts';
 import { responseHeaders, upstreamHeaders, type ForwardContext } from './headers.ts';
+import { writeResumed, writeStalled } from './send-timeout.ts';
 
 // The hot path. One ProxyRequest per proxied request is the only allocation that is not
 // node's or undici's own: it is undici's dispatch handler, and the response stream's
@@ -174,6 +175,7 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange {
     bodyBytesMoved(chunk.length);
     if (!this.res.write(chunk)) {
       controller.pause();
+      writeStalled(this.res, this.ctx.owner.config.sendTimeout);
       // One listener for the life of the response, added the first time it is needed.
       if (!this.drainHooked) {
         this.drainHooked = true;
@@ -319,6 +321,7 @@ export function rejectInFlight(res: ServerResponse, spec: ErrorSpec): void {
 }
 
 function onResponseClose(this: ResponseWithProxy): void {
+  writeResumed(this);
   const p = this[kProxy];
   if (p === undefined || p.reported) return;
   if (!this.writableFinished) {
@@ -330,6 +333,7 @@ function onResponseClose(this: ResponseWithProxy): void {
 }
 
 function onResponseDrain(this: ResponseWithProxy): void {
+  writeResumed(this);
   const p = this[kProxy];
   if (p !== undefined && p.controller !== null && !p.controller.aborted) p.controller.resume();
 }

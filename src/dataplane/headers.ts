@@ -58,6 +58,8 @@ export interface ForwardContext {
   readonly listener: number;
   /** Where requests in flight are counted, across reloads (graceful stop waits on it). */
   readonly plane: { active: number };
+  /** The listener the connection came in on, with its current (reloadable) settings. */
+  readonly owner: { readonly config: { readonly sendTimeout: number } };
 }
 
 /**

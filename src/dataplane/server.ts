@@ -64,6 +64,7 @@ export class Listener {
       // node:https (and with it tls) is loaded only where a listener terminates TLS.
       : process.getBuiltinModule('node:https').createServer({ ...options, cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) });
     (this.server as TandemServer)[kListener] = this;
+    this.server.maxConnections = connectionShare(config, plane);
     this.server.on('request', onRequest);
     this.server.on('connection', onConnection);
     this.server.on('secureConnection', onConnection);
@@ -78,6 +79,7 @@ export class Listener {
     this.server.headersTimeout = config.headersTimeout;
     this.server.requestTimeout = config.requestTimeout;
     this.server.keepAliveTimeout = config.keepAliveTimeout;
+    this.server.maxConnections = connectionShare(config, this.plane);
     // Certificates renewed in place (same paths) are read again: new handshakes use them,
     // established connections keep theirs.
     if (config.tls !== null) {
@@ -129,6 +131,12 @@ export class Listener {
   }
 }
 
+/** This process's share of the listener's maxConnections (node:http closes connections beyond it at once). */
+function connectionShare(config: ListenerConfig, plane: DataPlane): number {
+  if (config.maxConnections === 0) return Infinity;
+  return Math.ceil(config.maxConnections / Math.max(1, plane.generation.config.workers));
+}
+
 function onConnection(this: TandemServer, socket: TandemSocket): void {
   const listener = this[kListener];
   const plane = listener.plane;
@@ -140,6 +148,7 @@ function onConnection(this: TandemServer, socket: TandemSocket): void {
     proto: listener.config.tls === null ? 'http' : 'https',
     listener: listener.index,
     plane,
+    owner: listener,
     socket,
     busy: false,
     held: null,
