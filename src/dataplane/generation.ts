@@ -1,6 +1,8 @@
 import type { Config, PoolConfig, RouteConfig } from '../config/types.ts';
 import type { Backend } from '../pool/backend.ts';
 import type { Pool } from '../pool/pool.ts';
+import { BackendQueue } from './backend-queue.ts';
+import { RateLimiter } from './rate-limit.ts';
 import { Router } from './router.ts';
 
 /** Passive health as the forwarder feeds it; implemented in src/pool/health/passive.ts. */
@@ -27,12 +29,16 @@ export interface PoolRuntime {
   readonly hostFromBackend: boolean;
   activeRequests: number;
   retriesInFlight: number;
+  /** Requests waiting for a backend with room. */
+  readonly queue: BackendQueue;
 }
 
 export interface RouteRuntime {
   readonly config: RouteConfig;
   readonly name: string;
   readonly pool: PoolRuntime;
+  /** Per-client token buckets of the route's rateLimit; null: no limit. */
+  readonly limiter: RateLimiter | null;
 }
 
 /**
@@ -51,7 +57,9 @@ export class Generation {
     this.config = config;
     this.pools = pools;
     this.router = new Router(config.routes, config.listeners.map((l) => l.name));
-    this.routes = config.routes.map((r) => ({ config: r, name: r.name, pool: pools.get(r.pool)! }));
+    this.routes = config.routes.map((r) => ({
+      config: r, name: r.name, pool: pools.get(r.pool)!, limiter: r.rateLimit === null ? null : new RateLimiter(r.rateLimit),
+    }));
     this.byConfig = new Map(this.routes.map((r) => [r.config, r]));
   }
 
@@ -74,5 +82,6 @@ export function poolRuntime(pool: Pool, outlier: OutlierSink | null, sticky: Sti
     hostFromBackend: h === 'backend',
     activeRequests: 0,
     retriesInFlight: 0,
+    queue: new BackendQueue(),
   };
 }

@@ -203,17 +203,26 @@ function serve(ctx: Connection, req: IncomingMessage, res: ServerResponse, start
     return;
   }
   const rt = gen.route(route);
+  if (rt.limiter !== null) {
+    const wait = rt.limiter.take(ctx.clientAddress);
+    if (wait > 0) {
+      answer(res, errors.RATE_LIMITED, '', plane.shuttingDown, wait);
+      plane.observer.finished({ req, ctx, route: rt, backend: null, status: 429, start, bytes: 0, retries: 0, errorCode: errors.RATE_LIMITED.code });
+      return;
+    }
+  }
   new ProxyRequest(req, res, rt, rt.pool, ctx, plane.observer, start, plane.shuttingDown).run();
 }
 
 /** One of tandem's own answers, outside a proxied exchange. */
-function answer(res: ServerResponse, spec: ErrorSpec, pool: string, close: boolean): void {
+function answer(res: ServerResponse, spec: ErrorSpec, pool: string, close: boolean, retryAfter = 0): void {
   const body = errorBody(spec, pool);
   res.writeHead(spec.status, {
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(body),
     'cache-control': 'no-store',
     ...(close ? { connection: 'close' } : {}),
+    ...(retryAfter > 0 ? { 'retry-after': String(retryAfter) } : {}),
   });
   res.end(body);
 }
