@@ -42,6 +42,8 @@ export const errors = Object.freeze({
   // Runtime failures: exit code 2.
   LISTEN: spec('TANDEM_ERR_LISTEN', 0, 'cannot bind a listener address'),
   ADMIN_UNAUTHORIZED: spec('TANDEM_ERR_ADMIN_UNAUTHORIZED', 401, 'missing or wrong bearer token'),
+  ADMIN_FORBIDDEN: spec('TANDEM_ERR_ADMIN_FORBIDDEN', 403, 'without the token, only same-origin JSON requests to the admin address are served'),
+  ADMIN_RATE_LIMITED: spec('TANDEM_ERR_ADMIN_RATE_LIMITED', 429, 'too many wrong tokens from this address'),
   ADMIN_NOT_FOUND: spec('TANDEM_ERR_ADMIN_NOT_FOUND', 404, 'no such pool, backend or VIP'),
   RELOAD_FAILED: spec('TANDEM_ERR_RELOAD_FAILED', 400, 'reload rejected; the running config is kept'),
   HOOK_FAILED: spec('TANDEM_ERR_HOOK_FAILED', 0, 'the VIP hook failed'),

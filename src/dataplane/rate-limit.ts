@@ -49,6 +49,14 @@ export class RateLimiter {
     return Math.max(1, Math.ceil((1 - b.tokens) / this.rate / 1000));
   }
 
+  /** Seconds until `client` has a token (0: it has one now), without taking it. */
+  wait(client: string, now = performance.now()): number {
+    const b = this.buckets.get(client);
+    if (b === undefined) return 0;
+    const tokens = Math.min(this.burst, b.tokens + (now - b.at) * this.rate);
+    return tokens >= 1 ? 0 : Math.max(1, Math.ceil((1 - tokens) / this.rate / 1000));
+  }
+
   /** Client addresses tracked now. */
   get size(): number {
     return this.buckets.size;
