@@ -174,7 +174,10 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
     const out = responseHeaders(headers);
     if (this.stickyCookie !== null) out.push('set-cookie', this.stickyCookie);
     if (this.pool.config.debugHeaders) out.push('x-tandem-backend', backend.name);
-    if (this.shutdown) out.push('connection', 'close');
+    // An early answer (a 401 before the upload was read): undici stops reading the body
+    // and node:http would neither parse the next request nor close, so the answer says
+    // Connection: close and the client sends its next request on a new connection.
+    if (this.shutdown || (this.hasBody && !this.req.complete)) out.push('connection', 'close');
     const res = this.res;
     if (statusCode >= 500 && this.pool.outlier !== null) this.pool.outlier.onFailure(backend, '5xx');
     try {
