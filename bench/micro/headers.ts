@@ -22,7 +22,7 @@ req.rawHeaders = [
   'X-Request-Id', 'f3b0c442-98fc-1c14-9afb-4c8996fb9242',
 ];
 for (let i = 0; i < req.rawHeaders.length; i += 2) req.headers[req.rawHeaders[i].toLowerCase()] = req.rawHeaders[i + 1];
-const ctx: ForwardContext = { clientAddress: '203.0.113.7', trusted: false, proto: 'http', listener: 0, plane: { active: 0 } };
+const ctx: ForwardContext = { clientAddress: '203.0.113.7', trusted: false, proto: 'http', listener: 0, plane: { active: 0 }, owner: { config: { sendTimeout: 30_000 } } };
 
 /** A response header object shaped as undici parses one (fresh per call: the old way mutated it). */
 function parsed(): Record<string, string | string[] | undefined> {
@@ -62,7 +62,7 @@ bench('delete hop-by-hop + writeHead(object) (before)', { ops: OPS, prepare }, (
 
 // A route with header rules: the same rewriting plus the rules' edits, both ways.
 const actions = RouteActions.of({
-  name: 'r', listeners: [], pool: 'p', match: { hosts: [], hostSuffixes: [], pathPrefix: '/', methods: [], headers: [] },
+  name: 'r', listeners: [], pool: 'p', rateLimit: null, match: { hosts: [], hostSuffixes: [], pathPrefix: '/', methods: [], headers: [] },
   headers: {
     request: { set: [['x-route', 'api']], remove: ['cookie'] },
     response: { set: [['strict-transport-security', 'max-age=63072000']], remove: ['etag'] },

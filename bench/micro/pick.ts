@@ -14,7 +14,7 @@ const OPS = 1_000_000;
 function pool(balance: PoolConfig['balance'], backends: readonly BackendConfig[]): PoolConfig {
   return {
     name: 'bench', balance, backends, hostHeader: 'preserve', healthCheck: null, outlier: null,
-    connectTimeout: 1000, responseTimeout: 1000, idleTimeout: 1000, retries: 0, retryBudgetPercent: 20,
+    connectTimeout: 1000, responseTimeout: 1000, idleTimeout: 1000, queueSize: 0, queueTimeout: 1000, retries: 0, retryBudgetPercent: 20,
     slowStart: 0, panic: false, sticky: null, debugHeaders: false,
   };
 }

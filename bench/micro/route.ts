@@ -13,7 +13,7 @@ const BATCH = 1000;
 const ROUNDS = 300;
 
 function route(name: string, hosts: string[], suffixes: string[], pathPrefix: string): RouteConfig {
-  return { name, listeners: [], match: { hosts, hostSuffixes: suffixes, pathPrefix, methods: [], headers: [] }, pool: 'p' };
+  return { name, listeners: [], match: { hosts, hostSuffixes: suffixes, pathPrefix, methods: [], headers: [] }, pool: 'p', rateLimit: null };
 }
 
 /** `n` routes: n-2 exact hosts, one wildcard, one catch-all. */

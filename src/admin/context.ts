@@ -13,6 +13,9 @@ export interface AdminContext {
   readonly events: EventStream;
 }
 
+/** Requests that presented the right token (the status shows the config path only to them). */
+export const authenticated = new WeakMap<object, boolean>();
+
 /** Answers with a catalogue error: its status and `{ code, message }`, plus `extra` fields. */
 export function sendError(reply: FastifyReply, which: ErrorSpec, detail?: string, extra?: Record<string, unknown>): FastifyReply {
   const message = detail === undefined ? which.message : `${which.message}: ${detail}`;

@@ -6,8 +6,9 @@
 import Fastify from 'fastify';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { errors, TandemError } from '../errors.ts';
-import { isLoopback, TokenCheck } from './auth.ts';
-import { sendError } from './context.ts';
+import { isLoopback } from './auth.ts';
+import { AdminGuard } from './guard.ts';
+import { authenticated, sendError } from './context.ts';
 import type { AdminContext } from './context.ts';
 import { EventStream } from './event-stream.ts';
 import type { EventStreamOptions } from './event-stream.ts';
@@ -52,16 +53,28 @@ export async function startAdmin(runtime: AdminRuntime, metrics: Metrics, opts: 
   metrics.observe(runtime);
   const events = new EventStream(runtime, opts.events);
   const ctx: AdminContext = { runtime, metrics, events };
-  const tokens = new TokenCheck(opts.token);
+  const guard = new AdminGuard(opts);
 
   const app = Fastify({ logger: false, return503OnClosing: true });
+  // A change without a body still says application/json (see guard.ts): accept it empty.
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    try {
+      done(null, body === '' ? {} : JSON.parse(body as string));
+    } catch (err) {
+      (err as { statusCode?: number }).statusCode = 400;
+      done(err as Error, undefined);
+    }
+  });
 
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
-    const mutating = req.method !== 'GET' && req.method !== 'HEAD';
-    if (!mutating && (!opts.authReads || OPEN_PATHS.has(req.routeOptions.url ?? ''))) return;
-    if (tokens.allows(req.headers.authorization)) return;
-    reply.header('www-authenticate', 'Bearer realm="tandem"');
-    return sendError(reply, errors.ADMIN_UNAUTHORIZED);
+    const verdict = guard.check(req, OPEN_PATHS.has(req.routeOptions.url ?? ''));
+    if (verdict.ok) {
+      authenticated.set(req.raw, verdict.authenticated);
+      return;
+    }
+    if (verdict.error === errors.ADMIN_UNAUTHORIZED) reply.header('www-authenticate', 'Bearer realm="tandem"');
+    if (verdict.retryAfter !== undefined) reply.header('retry-after', String(verdict.retryAfter));
+    return sendError(reply, verdict.error);
   });
 
   app.setNotFoundHandler((req, reply) => sendError(reply, errors.ADMIN_NOT_FOUND, `no ${req.method} ${req.url.split('?')[0]}`));

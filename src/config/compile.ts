@@ -61,6 +61,8 @@ function compileListener(l: RawListener, dir: string): ListenerConfig {
     requestTimeout: l.timeouts.request,
     keepAliveTimeout: l.timeouts.keepAlive,
     maxHeaderSize: l.maxHeaderSize,
+    sendTimeout: l.timeouts.send,
+    maxConnections: l.maxConnections,
   };
 }
 
@@ -84,6 +86,12 @@ function compileRoute(r: RawRoute): RouteConfig {
     },
     pool: present(r.pool),
     ...compileRouteActions(r),
+    rateLimit: r.rateLimit === null ? null : {
+      requests: present(r.rateLimit.requests),
+      per: r.rateLimit.per,
+      burst: r.rateLimit.burst ?? present(r.rateLimit.requests),
+      clients: r.rateLimit.clients,
+    },
   };
 }
 
@@ -115,6 +123,8 @@ function compilePool(name: string, p: RawPool, dir: string): PoolConfig {
     connectTimeout: p.timeouts.connect,
     responseTimeout: p.timeouts.response,
     idleTimeout: p.timeouts.idle,
+    queueSize: p.queue.size,
+    queueTimeout: p.queue.timeout,
     retries: p.retries,
     retryBudgetPercent: p.retryBudget,
     slowStart: p.slowStart,

@@ -148,8 +148,10 @@ const listener = struct({
     headers: withDefault(duration({ min: 1 }), 10_000),
     request: withDefault(duration({ expects: 'a duration such as 60s, or 0s to disable' }), 60_000),
     keepAlive: withDefault(duration({ min: 1 }), 5_000),
+    send: withDefault(duration({ expects: 'a duration such as 30s, or 0s to disable' }), 30_000),
   }),
   maxHeaderSize: withDefault(int(1024, 1_048_576, 'a size in bytes from 1024 to 1048576'), 16_384),
+  maxConnections: withDefault(int(0, 1_000_000, 'an integer from 0 (no limit) to 1000000'), 0),
 }, 'a listener { name, address }');
 
 const route = struct({
@@ -163,6 +165,12 @@ const route = struct({
   }),
   pool: required(ref('pool')),
   ...edge.route,
+  rateLimit: optional(struct({
+    requests: required(int(1, 1_000_000, 'a number of requests from 1 to 1000000')),
+    per: withDefault(duration({ min: 1 }), 1_000),
+    burst: optional(int(1, 1_000_000, 'a number of requests from 1 to 1000000')),
+    clients: withDefault(int(1, 10_000_000, 'a number of client addresses from 1 to 10000000'), 100_000),
+  }, 'a mapping { requests, per, burst, clients }')),
 }, 'a route { name, match, pool }');
 
 const backend = struct({
@@ -207,6 +215,10 @@ const pool = struct({
     connect: withDefault(duration({ min: 1 }), 2_000),
     response: withDefault(duration({ min: 1 }), 30_000),
     idle: withDefault(duration({ min: 1 }), 60_000),
+  }),
+  queue: section({
+    size: withDefault(int(0, 1_000_000, 'a number of requests from 0 (no queue) to 1000000'), 1024),
+    timeout: withDefault(duration({ min: 1 }), 5_000),
   }),
   retries: withDefault(int(0, 10), 1),
   retryBudget: withDefault(int(0, 100, 'a percentage from 0 to 100'), 20),

@@ -19,6 +19,10 @@ export interface ListenerConfig {
   readonly keepAliveTimeout: number;
   /** Largest request head accepted, in bytes (431 above it). */
   readonly maxHeaderSize: number;
+  /** A response the client stops reading is cut after this long without progress; 0 disables. */
+  readonly sendTimeout: number;
+  /** Client connections open at once, at most (per worker process: the config's value divided among workers); 0: no limit. */
+  readonly maxConnections: number;
 }
 
 /** What a route matches on; every present field must match. */
@@ -46,6 +50,7 @@ export interface RouteConfig {
   readonly headers?: HeaderRulesConfig | null;
   /** Client address blocks allowed on this route (403 for the rest); null: everyone. */
   readonly allow?: readonly string[] | null;
+  readonly rateLimit: RateLimitConfig | null;
 }
 
 export interface CertificateConfig {
@@ -98,6 +103,15 @@ export interface UpstreamTlsConfig {
   readonly key: string | null;
 }
 
+/** A token bucket per client address: `requests` per `per` ms, up to `burst` at once. */
+export interface RateLimitConfig {
+  readonly requests: number;
+  readonly per: number;
+  readonly burst: number;
+  /** Client addresses tracked at most; the least recently seen is forgotten first. */
+  readonly clients: number;
+}
+
 export interface BackendConfig {
   readonly name: string;
   /** Origin as undici wants it, e.g. `http://127.0.0.1:8080`. */
@@ -108,7 +122,7 @@ export interface BackendConfig {
   readonly port: number;
   readonly weight: number;
   readonly backup: boolean;
-  /** Connections to this backend at most (undici Pool `connections`). */
+  /** Connections to this backend at most (undici Pool `connections`), and so requests in flight to it. */
   readonly maxConnections: number;
 }
 
@@ -158,6 +172,10 @@ export interface PoolConfig {
   readonly responseTimeout: number;
   /** Idle time of an upstream keep-alive connection and between body chunks. */
   readonly idleTimeout: number;
+  /** Requests that wait for a backend with room when every one is at maxConnections; 0: none wait. */
+  readonly queueSize: number;
+  /** Longest wait in that queue before a 503. */
+  readonly queueTimeout: number;
   readonly retries: number;
   /** Retries may be at most this percentage of active requests of the pool. */
   readonly retryBudgetPercent: number;

@@ -1,10 +1,13 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { errors, type ErrorSpec } from '../errors.ts';
 import type { Backend } from '../pool/backend.ts';
 import type { PoolRuntime, RouteRuntime } from './generation.ts';
 import { bodyBytesMoved } from './gc-pacer.ts';
 import { responseHeaders, upstreamHeaders, type ForwardContext } from './headers.ts';
+import { writeResumed, writeStalled } from './send-timeout.ts';
+import type { Waiter } from './backend-queue.ts';
 
 // The hot path. One ProxyRequest per proxied request is the only allocation that is not
 // node's or undici's own: it is undici's dispatch handler, and the response stream's
@@ -38,7 +41,12 @@ export interface RequestObserver {
 
 const RETRYABLE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 
-export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange {
+/** A backend with fewer requests in flight than its maxConnections. */
+function hasRoom(b: Backend): boolean {
+  return b.active < b.config.maxConnections;
+}
+
+export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waiter {
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
   readonly route: RouteRuntime;
@@ -97,29 +105,45 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange {
   /** Picks a backend and sends the request to it; answers 503 itself when there is none. */
   run(): void {
     this.ctx.plane.active++;
+    (this.res as ResponseWithProxy)[kProxy] = this;
+    this.res.on('close', onResponseClose);
+    this.admit();
+  }
+
+  /** Picks a backend with room and dispatches, or waits in the pool's queue for one. */
+  admit(): void {
     const pool = this.pool;
     let backend: Backend | null = null;
-    if (pool.sticky !== null) {
-      backend = pool.sticky.lookup(this.req.headers.cookie);
-      if (backend === null) {
-        backend = pool.pool.pick();
-        // Cookies set over TLS get Secure, so they never travel in clear.
-        if (backend !== null) this.stickyCookie = pool.sticky.setCookie(backend, this.ctx.proto === 'https');
-      }
-    } else {
-      backend = pool.pool.pick();
-    }
+    let sticky = false;
+    if (pool.sticky !== null) backend = pool.sticky.lookup(this.req.headers.cookie);
+    if (backend !== null) sticky = true;
+    else backend = pool.pool.pick();
     if (backend === null) {
       this.fail(errors.NO_BACKEND);
       return;
     }
-    (this.res as ResponseWithProxy)[kProxy] = this;
-    this.res.on('close', onResponseClose);
+    if (!hasRoom(backend)) {
+      // A sticky client waits for its own backend; others go to any with room.
+      const other = sticky ? null : this.pickOther(backend, hasRoom);
+      if (other === null) {
+        if (!pool.queue.wait(this, pool.config.queueSize, pool.config.queueTimeout)) this.fail(errors.QUEUE_FULL);
+        return;
+      }
+      backend = other;
+    }
+    pool.queue.forget(this);
+    // Cookies set over TLS get Secure, so they never travel in clear.
+    if (pool.sticky !== null && !sticky) this.stickyCookie = pool.sticky.setCookie(backend, this.ctx.proto === 'https');
     // With per-backend Host, a placeholder keeps the Host slot last for dispatch() to fill.
     this.headers = upstreamHeaders(this.req, this.ctx, pool.hostFromBackend ? '' : pool.hostOverride);
     const edit = this.route.actions?.request ?? null;
     if (edit !== null) edit.apply(this.headers, true);
     this.dispatch(backend);
+  }
+
+  /** Waited in the queue for the whole queue timeout. */
+  expire(): void {
+    this.fail(errors.QUEUE_TIMEOUT);
   }
 
   private dispatch(backend: Backend): void {
@@ -157,7 +181,10 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange {
     const edit = this.route.actions?.response ?? null;
     if (edit !== null) edit.apply(out, false);
     if (this.pool.config.debugHeaders) out.push('x-tandem-backend', backend.name);
-    if (this.shutdown) out.push('connection', 'close');
+    // An early answer (a 401 before the upload was read): undici stops reading the body
+    // and node:http would neither parse the next request nor close, so the answer says
+    // Connection: close and the client sends its next request on a new connection.
+    if (this.shutdown || (this.hasBody && !this.req.complete)) out.push('connection', 'close');
     const res = this.res;
     if (statusCode >= 500 && this.pool.outlier !== null) this.pool.outlier.onFailure(backend, '5xx');
     try {
@@ -180,6 +207,7 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange {
     bodyBytesMoved(chunk.length);
     if (!this.res.write(chunk)) {
       controller.pause();
+      writeStalled(this.res, this.ctx.owner.config.sendTimeout);
       // One listener for the life of the response, added the first time it is needed.
       if (!this.drainHooked) {
         this.drainHooked = true;
@@ -247,12 +275,13 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange {
     return pool.retriesInFlight < budget;
   }
 
-  private pickOther(failed: Backend): Backend | null {
+  /** Another backend than `not` (that passes `fits`), or null after one round of picks. */
+  private pickOther(not: Backend, fits?: (b: Backend) => boolean): Backend | null {
     const pool = this.pool.pool;
     for (let i = 0; i < pool.backends.length; i++) {
       const b = pool.pick();
       if (b === null) return null;
-      if (b !== failed) return b;
+      if (b !== not && (fits === undefined || fits(b))) return b;
     }
     return null;
   }
@@ -269,10 +298,10 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange {
         'content-length': Buffer.byteLength(body),
         'cache-control': 'no-store',
       };
-      if (spec === errors.NO_BACKEND) headers['retry-after'] = '1';
+      if (spec.status === 503) headers['retry-after'] = '1';
       if (this.shutdown) headers.connection = 'close';
       // A request body we will never read must not keep the connection busy.
-      if (this.hasBody && !this.req.complete) headers.connection = 'close';
+      if ((this.hasBody && !this.req.complete) || spec.status < 500) headers.connection = 'close';
       res.writeHead(spec.status, headers);
       res.end(body);
     }
@@ -284,6 +313,8 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange {
     if (backend !== null) {
       backend.active--;
       this.pool.activeRequests--;
+      // The slot this request held goes to the oldest request waiting for one.
+      if (this.pool.queue.length > 0) this.pool.queue.wake();
     }
     if (this.retrying) {
       this.retrying = false;
@@ -305,18 +336,45 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange {
   }
 }
 
+/**
+ * The client's request turned out malformed after its head was dispatched (a bad chunk
+ * size, say): the upstream exchange is dropped before or while the body is sent, and
+ * the client gets `spec` with the connection closed.
+ */
+export function rejectInFlight(res: ServerResponse, spec: ErrorSpec): void {
+  res.shouldKeepAlive = false;
+  const p = (res as ResponseWithProxy)[kProxy];
+  if (p === undefined || p.reported) {
+    const body = errorBody(spec, '');
+    res.writeHead(spec.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), connection: 'close' });
+    res.end(body);
+    return;
+  }
+  p.done = true;
+  if (p.controller !== null && !p.controller.aborted) p.controller.abort(new Error('malformed request'));
+  p.fail(spec);
+}
+
 function onResponseClose(this: ResponseWithProxy): void {
+  writeResumed(this);
   const p = this[kProxy];
   if (p === undefined || p.reported) return;
   if (!this.writableFinished) {
     // The client went away before the response was complete: stop the upstream at once
     // so its socket is not left reading a body nobody wants.
     p.done = true;
+    if (p.backend === null) {
+      // It was waiting for a backend with room: nothing upstream to stop.
+      p.pool.queue.forget(p);
+      p.finish();
+      return;
+    }
     if (p.controller !== null && !p.controller.aborted) p.controller.abort(new Error('client closed the connection'));
   }
 }
 
 function onResponseDrain(this: ResponseWithProxy): void {
+  writeResumed(this);
   const p = this[kProxy];
   if (p !== undefined && p.controller !== null && !p.controller.aborted) p.controller.resume();
 }
@@ -353,4 +411,11 @@ export function errorBody(spec: ErrorSpec, pool: string): string {
     if (bodies.size < 10_000) bodies.set(key, body);
   }
   return body;
+}
+
+/** Writes one of tandem's own answers on a raw socket and closes it. */
+export function writeRaw(socket: Duplex, spec: ErrorSpec, pool: string): void {
+  const body = errorBody(spec, pool);
+  socket.end(`HTTP/1.1 ${spec.status} ${STATUS_CODES[spec.status] ?? ''}\r\n`
+    + `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
 }

@@ -2,6 +2,8 @@ import type { Config, PoolConfig, RouteConfig } from '../config/types.ts';
 import type { Backend } from '../pool/backend.ts';
 import type { Pool } from '../pool/pool.ts';
 import { RouteActions } from './route-actions.ts';
+import { BackendQueue } from './backend-queue.ts';
+import { RateLimiter } from './rate-limit.ts';
 import { Router } from './router.ts';
 import type { RequestHandle } from './telemetry.ts';
 
@@ -29,6 +31,8 @@ export interface PoolRuntime {
   readonly hostFromBackend: boolean;
   activeRequests: number;
   retriesInFlight: number;
+  /** Requests waiting for a backend with room. */
+  readonly queue: BackendQueue;
 }
 
 export interface RouteRuntime {
@@ -39,6 +43,8 @@ export interface RouteRuntime {
   readonly handles: RequestHandle[][];
   /** Redirect, rewrite, header rules and allow list; null when the route has none. */
   readonly actions: RouteActions | null;
+  /** Per-client token buckets of the route's rateLimit; null: no limit. */
+  readonly limiter: RateLimiter | null;
 }
 
 /**
@@ -55,7 +61,8 @@ export class Generation {
   constructor(config: Config, pools: ReadonlyMap<string, PoolRuntime>) {
     this.config = config;
     this.pools = pools;
-    this.routes = config.routes.map((r) => ({ config: r, name: r.name, pool: pools.get(r.pool)!, actions: RouteActions.of(r), handles: [] }));
+    this.routes = config.routes.map((r) => ({ config: r, name: r.name, pool: pools.get(r.pool)!, actions: RouteActions.of(r),
+      limiter: r.rateLimit === null ? null : new RateLimiter(r.rateLimit), handles: [] }));
     this.router = new Router(config.routes, config.listeners.map((l) => l.name), this.routes);
   }
 }
@@ -73,5 +80,6 @@ export function poolRuntime(pool: Pool, outlier: OutlierSink | null, sticky: Sti
     hostFromBackend: h === 'backend',
     activeRequests: 0,
     retriesInFlight: 0,
+    queue: new BackendQueue(),
   };
 }

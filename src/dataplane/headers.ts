@@ -57,6 +57,8 @@ export interface ForwardContext {
   readonly listener: number;
   /** Where requests in flight are counted, across reloads (graceful stop waits on it). */
   readonly plane: { active: number };
+  /** The listener the connection came in on, with its current (reloadable) settings. */
+  readonly owner: { readonly config: { readonly sendTimeout: number } };
 }
 
 /**
@@ -70,7 +72,7 @@ export function upstreamHeaders(req: IncomingMessage, ctx: ForwardContext, hostO
   let xff: string | null = null;
   let xfp: string | null = null;
   let xfh: string | null = null;
-  let host: string | null = null;
+  const host = req.headers.host ?? null;
   let via: string | null = null;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i];
@@ -78,8 +80,9 @@ export function upstreamHeaders(req: IncomingMessage, ctx: ForwardContext, hostO
     if (HOP_BY_HOP.has(lower) || (listed !== null && listed.has(lower))) continue;
     if (REPLACED.has(lower)) {
       const value = raw[i + 1];
-      if (lower === 'host') host = value;
-      else if (lower === 'x-forwarded-for') xff = xff === null ? value : `${xff}, ${value}`;
+      // Host is read from req.headers below, where request-checks.ts has settled it.
+      if (lower === 'host') continue;
+      if (lower === 'x-forwarded-for') xff = xff === null ? value : `${xff}, ${value}`;
       else if (lower === 'x-forwarded-proto') xfp ??= value;
       else xfh ??= value;
       continue;
@@ -97,7 +100,7 @@ export function upstreamHeaders(req: IncomingMessage, ctx: ForwardContext, hostO
     out.push('x-forwarded-host', xfh ?? host ?? '');
   } else {
     out.push('x-forwarded-for', client, 'x-forwarded-proto', ctx.proto);
-    if (host !== null) out.push('x-forwarded-host', host);
+    if (host !== null && host !== '') out.push('x-forwarded-host', host);
   }
   const version = req.httpVersion === '1.0' ? '1.0 tandem' : '1.1 tandem';
   out.push('via', via === null ? version : `${via}, ${version}`);

@@ -1,20 +1,23 @@
-import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { STATUS_CODES, createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ListenerConfig } from '../config/types.ts';
 import { errors, type ErrorSpec } from '../errors.ts';
-import { errorBody, ProxyRequest, type RequestObserver } from './forward.ts';
+import { errorBody, ProxyRequest, rejectInFlight, writeRaw, type RequestObserver } from './forward.ts';
 import type { Generation } from './generation.ts';
 import { Http2Front } from './http2.ts';
 import { ProxyProtocolReader } from './proxy-protocol.ts';
 import { refuseRaw } from './route-actions.ts';
 import { Certificates } from './tls.ts';
 import { clientAddressOf, TrustedProxies, type ForwardContext } from './headers.ts';
+import { admit, attach, breakAfter, type Connection } from './pipeline.ts';
+import { checkRequest, isWebSocketUpgrade } from './request-checks.ts';
 
 const kListener = Symbol('tandem.listener');
 const kContext = Symbol('tandem.context');
 
-type TandemSocket = Socket & { [kContext]?: ForwardContext };
+type TandemSocket = Socket & { [kContext]?: Connection };
 type TandemServer = Server & { [kListener]: Listener };
 
 /** What every listener shares: the current generation and where finished requests go. */
@@ -60,9 +63,11 @@ export class Listener {
       maxHeaderSize: config.maxHeaderSize,
       // Node's own check of the request timeout runs on this period.
       connectionsCheckingInterval: Math.min(1000, Math.max(100, Math.floor(config.headersTimeout / 4))),
+      // Checked by checkRequest, which answers with tandem's own error body.
       requireHostHeader: false,
-      // `Upgrade: h2c` is answered over HTTP/1.1 (HTTP/2 is offered by ALPN and prior knowledge).
-      shouldUpgradeCallback: wantsUpgrade,
+      // Only WebSocket upgrades are proxied as upgrades; h2c and the like are answered
+      // over HTTP/1.1 as RFC 9110 §7.8 allows (the Upgrade header is hop-by-hop).
+      shouldUpgradeCallback: isWebSocketUpgrade,
     };
     this.certificates = config.tls === null ? null : new Certificates(config.tls);
     this.server = config.tls === null
@@ -70,6 +75,7 @@ export class Listener {
       // node:https (and with it tls) is loaded only where a listener terminates TLS.
       : process.getBuiltinModule('node:https').createServer({ ...options, ...this.certificates!.serverOptions(config.tls, config.http2 === true) });
     (this.server as TandemServer)[kListener] = this;
+    this.server.maxConnections = connectionShare(config, plane);
     this.server.on('request', onRequest);
     this.server.on('connection', onConnection);
     this.server.on('secureConnection', onConnection);
@@ -89,6 +95,7 @@ export class Listener {
     this.server.headersTimeout = config.headersTimeout;
     this.server.requestTimeout = config.requestTimeout;
     this.server.keepAliveTimeout = config.keepAliveTimeout;
+    this.server.maxConnections = connectionShare(config, this.plane);
     // Certificates renewed in place (same paths) are read again: new handshakes use them,
     // established connections keep theirs.
     if (config.tls !== null && this.certificates !== null) {
@@ -143,45 +150,73 @@ export class Listener {
   }
 }
 
+/** This process's share of the listener's maxConnections (node:http closes connections beyond it at once). */
+function connectionShare(config: ListenerConfig, plane: ListenerState): number {
+  if (config.maxConnections === 0) return Infinity;
+  return Math.ceil(config.maxConnections / Math.max(1, plane.generation.config.workers));
+}
+
 function onConnection(this: TandemServer, socket: TandemSocket): void {
   const listener = this[kListener];
   const plane = listener.plane;
   const address = clientAddressOf(listener.proxyProtocol?.clientOf(socket) ?? socket.remoteAddress);
   // Trust is a property of the connection: decided once here, not per request.
-  socket[kContext] = {
+  const conn: Connection = {
     clientAddress: address,
     trusted: plane.trusted.trusts(address),
     proto: listener.config.tls === null ? 'http' : 'https',
     listener: listener.index,
     plane,
+    owner: listener,
+    socket,
+    busy: false,
+    held: null,
+    broken: null,
   };
+  socket[kContext] = conn;
+  attach(conn);
   listener.connections.add(socket);
   socket.once('close', onSocketClose);
   (socket as Socket & { [kListener]?: Listener })[kListener] = listener;
 }
 
-function wantsUpgrade(req: IncomingMessage): boolean {
-  const upgrade = req.headers.upgrade;
-  return upgrade !== undefined && upgrade.toLowerCase() !== 'h2c';
-}
 
 function onSocketClose(this: Socket & { [kListener]?: Listener }): void {
   this[kListener]?.connections.delete(this);
 }
 
 function onRequest(this: TandemServer, req: IncomingMessage, res: ServerResponse): void {
-  const listener = this[kListener];
+  const conn = (req.socket as TandemSocket)[kContext]!;
+  admit(conn, req, res, performance.now(), serve);
+}
+
+/** Serves one request; the pipeline runs it when no earlier request of its connection is in flight. */
+function serve(ctx: Connection, req: IncomingMessage, res: ServerResponse, start: number): void {
+  const listener = (ctx.socket as Socket & { [kListener]?: Listener })[kListener]!;
   const plane = listener.plane;
-  const start = performance.now();
-  const ctx = (req.socket as TandemSocket)[kContext]!;
   if (listener.retired) {
     res.shouldKeepAlive = false;
     answer(res, errors.LISTENER_REMOVED, '', true);
     return;
   }
+  const invalid = checkRequest(req);
+  if (invalid !== null) {
+    res.shouldKeepAlive = false;
+    answer(res, invalid, '', true);
+    plane.observer.finished({ req, ctx, route: null, backend: null, status: invalid.status, start, bytes: 0, retries: 0, errorCode: invalid.code });
+    return;
+  }
   const gen = plane.generation;
-  const rt = gen.router.match(listener.index, req.headers.host, req.url ?? '/', req.method ?? 'GET', req.headers);
+  const asterisk = req.url === '*';
+  const rt = gen.router.match(listener.index, req.headers.host, asterisk ? '/' : req.url!, req.method ?? 'GET', req.headers);
   if (plane.shuttingDown) res.shouldKeepAlive = false;
+  if (asterisk && rt !== null) {
+    // `OPTIONS *` asks about the server, not a resource, and undici cannot send it on:
+    // tandem answers for the host it routes.
+    res.writeHead(200, { 'content-length': 0 });
+    res.end();
+    return;
+  }
   if (rt === null) {
     answer(res, errors.NO_ROUTE, '', plane.shuttingDown);
     plane.observer.finished({ req, ctx, route: null, backend: null, status: 404, start, bytes: 0, retries: 0, errorCode: errors.NO_ROUTE.code });
@@ -194,17 +229,26 @@ function onRequest(this: TandemServer, req: IncomingMessage, res: ServerResponse
       return;
     }
   }
+  if (rt.limiter !== null) {
+    const wait = rt.limiter.take(ctx.clientAddress);
+    if (wait > 0) {
+      answer(res, errors.RATE_LIMITED, '', plane.shuttingDown, wait);
+      plane.observer.finished({ req, ctx, route: rt, backend: null, status: 429, start, bytes: 0, retries: 0, errorCode: errors.RATE_LIMITED.code });
+      return;
+    }
+  }
   new ProxyRequest(req, res, rt, rt.pool, ctx, plane.observer, start, plane.shuttingDown).run();
 }
 
 /** One of tandem's own answers, outside a proxied exchange. */
-function answer(res: ServerResponse, spec: ErrorSpec, pool: string, close: boolean): void {
+function answer(res: ServerResponse, spec: ErrorSpec, pool: string, close: boolean, retryAfter = 0): void {
   const body = errorBody(spec, pool);
   res.writeHead(spec.status, {
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(body),
     'cache-control': 'no-store',
     ...(close ? { connection: 'close' } : {}),
+    ...(retryAfter > 0 ? { 'retry-after': String(retryAfter) } : {}),
   });
   res.end(body);
 }
@@ -212,15 +256,31 @@ function answer(res: ServerResponse, spec: ErrorSpec, pool: string, close: boole
 function onClientError(this: TandemServer, err: Error & { code?: string }, socket: Duplex): void {
   // Malformed or hostile input gets a correct 4xx and the connection closed; nothing
   // else is affected. A socket already written to or gone is just destroyed.
-  if (err.code === 'ECONNRESET' || !socket.writable || (socket as Socket & { _httpMessage?: unknown })._httpMessage) {
+  // The error may come after the head was parsed and the request dispatched (a bad
+  // chunk size, an invalid Transfer-Encoding): its response, not yet started, answers.
+  const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+  if (err.code === 'ECONNRESET' || !socket.writable || (inFlight && inFlight.headersSent && !inFlight.req.complete)) {
     socket.destroy();
     return;
   }
   const spec = err.code === 'HPE_HEADER_OVERFLOW' ? errors.HEADERS_TOO_LARGE
-    : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? errors.REQUEST_TIMEOUT : errors.BAD_REQUEST;
-  const body = errorBody(spec, '');
-  const reason = spec.status === 431 ? 'Request Header Fields Too Large' : spec.status === 408 ? 'Request Timeout' : 'Bad Request';
-  socket.end(`HTTP/1.1 ${spec.status} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? errors.REQUEST_TIMEOUT
+      : err.code === 'HPE_INVALID_METHOD' && wellFormedLine(err) ? errors.METHOD_NOT_IMPLEMENTED : errors.BAD_REQUEST;
+  const conn = (socket as TandemSocket)[kContext];
+  if (inFlight && !inFlight.req.complete) {
+    // The error is in the body of the request being served.
+    rejectInFlight(inFlight, spec);
+    return;
+  }
+  // A later request is malformed: the earlier ones are answered first.
+  if (conn !== undefined && conn.busy) breakAfter(conn, spec);
+  else writeRaw(socket, spec, '');
+}
+
+/** A request line of the right shape with a method llhttp does not know (501), not garbage (400). */
+function wellFormedLine(err: Error & { rawPacket?: Buffer }): boolean {
+  const raw = err.rawPacket;
+  return raw !== undefined && /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ [^\s]+ HTTP\/1\.[01]\r\n/.test(raw.toString('latin1', 0, Math.min(raw.length, 8192)));
 }
 
 function onUpgrade(this: TandemServer, req: IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -230,6 +290,11 @@ function onUpgrade(this: TandemServer, req: IncomingMessage, socket: Duplex, hea
   const listener = this[kListener];
   if (listener.retired) {
     writeRaw(socket, errors.LISTENER_REMOVED, '');
+    return;
+  }
+  const invalid = checkRequest(req);
+  if (invalid !== null) {
+    writeRaw(socket, invalid, '');
     return;
   }
   const gen = listener.plane.generation;
@@ -259,11 +324,4 @@ let websocket: Promise<typeof import('./websocket.ts')> | null = null;
 
 function destroyOnError(this: Duplex): void {
   this.destroy();
-}
-
-/** Writes one of tandem's own answers on a raw socket and closes it. */
-export function writeRaw(socket: Duplex, spec: ErrorSpec, pool: string): void {
-  const body = errorBody(spec, pool);
-  socket.end(`HTTP/1.1 ${spec.status} ${spec.status === 404 ? 'Not Found' : spec.status === 503 ? 'Service Unavailable' : 'Bad Gateway'}\r\n`
-    + `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
 }

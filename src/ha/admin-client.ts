@@ -64,7 +64,10 @@ export class AdminClient {
     try {
       // A release waits for the successor to serve: give it longer than a read.
       const timeout = method === 'POST' ? this.timeout * 5 : this.timeout;
-      return await fetch(this.url + path, { method, headers, signal: AbortSignal.timeout(timeout) });
+      // Changes go as JSON: without a token the admin API takes nothing else (no form can send it).
+      const body = method === 'POST' ? '{}' : undefined;
+      if (body !== undefined) headers['content-type'] = 'application/json';
+      return await fetch(this.url + path, { method, headers, body, signal: AbortSignal.timeout(timeout) });
     } catch (err) {
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
       const code = cause?.code ?? (err as Error).name;

@@ -85,7 +85,7 @@ describe('admin API', () => {
       assert.equal(res.status, 200);
       const s = await json(res);
       assert.equal(s.node, 'lb1');
-      assert.equal(s.configFile, '/etc/tandem/test.yaml');
+      assert.equal(s.configFile, null, 'the config path is shown to token holders only');
       assert.deepEqual(s.listeners, [{ name: 'web', address: '127.0.0.1:8080', bound: true, connections: 0 }]);
       assert.deepEqual(s.routes.map((r: { name: string; pool: string; match: { hosts: string[] } }) => [r.name, r.pool, r.match.hosts]),
         [['to-web', 'web', ['web.example.com']], ['to-api', 'api', ['api.example.com']]]);
@@ -110,7 +110,7 @@ describe('admin API', () => {
   it('drains, disables and enables a backend through the API', async () => {
     const b = runtime.backend('web', 'web2');
     const post = async (action: string) => {
-      const res = await fetch(`${base}/api/v1/pools/web/backends/web2/${action}`, { method: 'POST' });
+      const res = await fetch(`${base}/api/v1/pools/web/backends/web2/${action}`, { method: 'POST', headers: { 'content-type': 'application/json' } });
       assert.equal(res.status, 200);
       return json(res);
     };
@@ -125,7 +125,7 @@ describe('admin API', () => {
 
   it('answers 404 with the catalogue code for an unknown pool or backend', async () => {
     for (const path of ['/api/v1/pools/nope/backends/web1/drain', '/api/v1/pools/web/backends/nope/disable']) {
-      const res = await fetch(`${base}${path}`, { method: 'POST' });
+      const res = await fetch(`${base}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' } });
       assert.equal(res.status, 404);
       const body = await json(res);
       assert.equal(body.code, errors.ADMIN_NOT_FOUND.code);
@@ -137,7 +137,7 @@ describe('admin API', () => {
   it('reloads through the runtime and answers 200 on success', async () => {
     runtime.nextReload = { ok: true, errors: [] };
     const before = runtime.reloads;
-    const res = await fetch(`${base}/api/v1/reload`, { method: 'POST' });
+    const res = await fetch(`${base}/api/v1/reload`, { method: 'POST', headers: { 'content-type': 'application/json' } });
     assert.equal(res.status, 200);
     assert.deepEqual(await json(res), { ok: true, errors: [] });
     assert.equal(runtime.reloads, before + 1);
@@ -147,7 +147,7 @@ describe('admin API', () => {
     const lines = ['/etc/tandem/test.yaml:7:5: pools.web.backends[0].weight: must be an integer from 0 to 1000'];
     runtime.nextReload = { ok: false, errors: lines };
     try {
-      const res = await fetch(`${base}/api/v1/reload`, { method: 'POST' });
+      const res = await fetch(`${base}/api/v1/reload`, { method: 'POST', headers: { 'content-type': 'application/json' } });
       assert.equal(res.status, 400);
       const body = await json(res);
       assert.equal(body.code, errors.RELOAD_FAILED.code);
@@ -158,11 +158,11 @@ describe('admin API', () => {
   });
 
   it('releases a known VIP and answers 404 for an unknown one', async () => {
-    const ok = await fetch(`${base}/api/v1/vips/vip-a/release`, { method: 'POST' });
+    const ok = await fetch(`${base}/api/v1/vips/vip-a/release`, { method: 'POST', headers: { 'content-type': 'application/json' } });
     assert.equal(ok.status, 200);
     assert.deepEqual(await json(ok), { vip: 'vip-a', released: true });
     assert.equal(runtime.vipViews[0].state, 'BACKUP');
-    const missing = await fetch(`${base}/api/v1/vips/vip-z/release`, { method: 'POST' });
+    const missing = await fetch(`${base}/api/v1/vips/vip-z/release`, { method: 'POST', headers: { 'content-type': 'application/json' } });
     assert.equal(missing.status, 404);
     assert.equal((await json(missing)).code, errors.ADMIN_NOT_FOUND.code);
   });

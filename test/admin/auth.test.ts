@@ -33,7 +33,7 @@ describe('admin authentication', () => {
 
   const drain = (admin: AdminServer, authorization?: string) => fetch(`http://${admin.address}/api/v1/pools/web/backends/web1/drain`, {
     method: 'POST',
-    headers: authorization === undefined ? {} : { authorization },
+    headers: { 'content-type': 'application/json', ...(authorization === undefined ? {} : { authorization }) },
   });
 
   it('refuses a mutating call without a token with 401 and the catalogue code', async () => {
@@ -65,7 +65,7 @@ describe('admin authentication', () => {
   it('protects reload and VIP release like every other mutating call', async () => {
     const before = runtime.reloads;
     for (const path of ['/api/v1/reload', '/api/v1/vips/vip-a/release']) {
-      const res = await fetch(`http://${writesOnly.address}${path}`, { method: 'POST' });
+      const res = await fetch(`http://${writesOnly.address}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' } });
       assert.equal(res.status, 401, path);
       await res.body?.cancel();
     }
@@ -113,7 +113,7 @@ describe('admin authentication', () => {
     }
   });
 
-  it('starts on a loopback address without a token and lets mutating calls through', async () => {
+  it('starts on a loopback address without a token and lets same-origin JSON calls through', async () => {
     const open = await startAdmin(runtime, createMetrics({ defaultMetrics: false }), { host: '127.0.0.1', port: 0, token: null, authReads: false });
     try {
       const res = await drain(open);

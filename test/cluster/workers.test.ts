@@ -251,7 +251,7 @@ describe('cluster workers', () => {
   test('a drain through the admin API reaches every worker', async () => {
     const [b1, b2] = await twoBackends();
     const t = await start(singlePool([{ name: 'b1', url: b1.url }, { name: 'b2', url: b2.url }], {}, { workers: 2 }));
-    const res = await fetch(`${t.admin}/api/v1/pools/web/backends/b1/drain`, { method: 'POST' });
+    const res = await fetch(`${t.admin}/api/v1/pools/web/backends/b1/drain`, { method: 'POST', headers: { 'content-type': 'application/json' } });
     assert.equal(res.status, 200);
     const answers = await getMany(t.url, 30);
     assert.deepEqual([...new Set(answers.map((a) => a.backend))], ['b2']);

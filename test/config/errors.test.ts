@@ -300,3 +300,20 @@ ha:
     assert.ok(result.ok, result.ok ? '' : result.errors.join('\n'));
   }
 });
+
+test('overload settings are checked like every other key', async () => {
+  const errors = await errorsOf('overload-mistakes.yaml');
+  assertPrefixes('overload-mistakes.yaml', errors, [
+    '4:23: listeners[0].timeouts.send',
+    '5:21: listeners[0].maxConnections',
+    '9:16: routes[0].rateLimit.requests',
+    '9:34: routes[0].rateLimit.burst',
+    '14:20: pools.web.queue.size',
+    '14:35: pools.web.queue.timeout',
+  ]);
+  assertSays(errors, 'listeners[0].timeouts.send', 'needs a unit (write 30s or 30ms)');
+  assertSays(errors, 'listeners[0].maxConnections', 'must be an integer from 0 (no limit) to 1000000 (got -1)');
+  assertSays(errors, 'routes[0].rateLimit.requests', 'missing');
+  assertSays(errors, 'pools.web.queue.size', 'from 0 (no queue)');
+  assertSays(errors, 'pools.web.queue.timeout', 'at least');
+});

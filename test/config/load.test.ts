@@ -59,6 +59,8 @@ test('a minimal file gets every default filled in', () => {
         maxHeaderSize: 16_384,
         http2: false,
         proxyProtocol: null,
+        sendTimeout: 30_000,
+        maxConnections: 0,
       },
     ],
     routes: [
@@ -68,6 +70,7 @@ test('a minimal file gets every default filled in', () => {
         match: { hosts: [], hostSuffixes: [], pathPrefix: '/', methods: [], headers: [] },
         pool: 'web',
         redirect: null, rewrite: null, headers: null, allow: null,
+        rateLimit: null,
       },
     ],
     pools: new Map([
@@ -94,6 +97,8 @@ test('a minimal file gets every default filled in', () => {
           connectTimeout: 2_000,
           responseTimeout: 30_000,
           idleTimeout: 60_000,
+          queueSize: 1024,
+          queueTimeout: 5_000,
           retries: 1,
           retryBudgetPercent: 20,
           slowStart: 0,
@@ -162,13 +167,15 @@ accessLog: { path: stdout }
 listeners:
   - name: web
     address: "[::]:8443"
-    timeouts: { headers: 5s, request: 0s, keepAlive: 1500ms }
+    timeouts: { headers: 5s, request: 0s, keepAlive: 1500ms, send: 10s }
     maxHeaderSize: 8192
+    maxConnections: 5000
 routes:
   - name: api
     listeners: [web]
     match: { host: [API.example.com, "*.Example.org"], pathPrefix: /api, methods: [get, POST], headers: { X-Canary: 1 } }
     pool: api
+    rateLimit: { requests: 50, per: 10s, burst: 80, clients: 1000 }
 pools:
   api:
     balance: least-connections
@@ -190,6 +197,7 @@ pools:
       startUnhealthy: true
     outlier: { consecutiveFailures: 2, on5xx: true, ejectFor: 1s, maxEjectFor: 10s, maxEjectedPercent: 100 }
     timeouts: { connect: 100ms, response: 1s, idle: 2s }
+    queue: { size: 10, timeout: 250ms }
     retries: 0
     retryBudget: 5
     slowStart: 30s
@@ -229,6 +237,8 @@ ha:
     maxHeaderSize: 8192,
     http2: false,
     proxyProtocol: null,
+    sendTimeout: 10_000,
+    maxConnections: 5000,
   });
   assert.deepEqual(config.routes[0], {
     name: 'api',
@@ -242,6 +252,7 @@ ha:
     },
     pool: 'api',
     redirect: null, rewrite: null, headers: null, allow: null,
+    rateLimit: { requests: 50, per: 10_000, burst: 80, clients: 1000 },
   });
   const pool = config.pools.get('api');
   assert.deepEqual(pool?.backends, [
@@ -273,6 +284,7 @@ ha:
     [100, 1_000, 2_000, 0, 5, 30_000, true, true],
   );
   assert.deepEqual(pool?.sticky, { cookie: 'S', ttl: 600_000 });
+  assert.deepEqual([pool?.queueSize, pool?.queueTimeout], [10, 250]);
   assert.deepEqual(config.admin, { host: '::1', port: 9000, token: 'secret-token', authReads: true });
   assert.deepEqual(config.ha, {
     store: 'etcd',

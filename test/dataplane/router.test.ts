@@ -25,6 +25,7 @@ function route(name: string, spec: RouteSpec = {}): RouteConfig {
       headers: spec.headers ?? [],
     },
     pool: `pool-${name}`,
+    rateLimit: null,
   };
 }
 

@@ -189,6 +189,8 @@ export function poolConfig(name: string, backends: readonly BackendConfig[], ove
     connectTimeout: 1000,
     responseTimeout: 5000,
     idleTimeout: 5000,
+    queueSize: 1024,
+    queueTimeout: 5000,
     retries: 1,
     retryBudgetPercent: 20,
     slowStart: 0,

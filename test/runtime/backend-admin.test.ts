@@ -35,7 +35,7 @@ async function get(t: TandemProcess, path: string): Promise<{ status: number; ba
 }
 
 async function admin(t: TandemProcess, action: string, backend: string): Promise<void> {
-  const r = await fetch(`${t.admin}/api/v1/pools/web/backends/${backend}/${action}`, { method: 'POST' });
+  const r = await fetch(`${t.admin}/api/v1/pools/web/backends/${backend}/${action}`, { method: 'POST', headers: { 'content-type': 'application/json' } });
   assert.equal(r.status, 200, await r.text());
 }
 

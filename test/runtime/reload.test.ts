@@ -53,7 +53,7 @@ describe('hot reload', () => {
     const t = await startTandem(good);
     procs.push(t);
     const broken = good.replace(/weight: \d+|url: /, 'wieght: 2\n        url: ');
-    const res = await fetch(`${t.admin}/api/v1/reload`, { method: 'POST' }).catch(() => null);
+    const res = await fetch(`${t.admin}/api/v1/reload`, { method: 'POST', headers: { 'content-type': 'application/json' } }).catch(() => null);
     assert.ok(res === null || res.status === 200, 'reloading an unchanged file works');
     const outcome = await t.reload(broken);
     assert.match(outcome, /reload rejected/);
@@ -62,7 +62,7 @@ describe('hot reload', () => {
     assert.equal(r.statusCode, 200);
     assert.equal(await r.body.text(), 'a');
     if (t.admin !== null) {
-      const api = await fetch(`${t.admin}/api/v1/reload`, { method: 'POST' });
+      const api = await fetch(`${t.admin}/api/v1/reload`, { method: 'POST', headers: { 'content-type': 'application/json' } });
       assert.equal(api.status, 400);
       const body = await api.json() as { errors: string[] };
       assert.match(body.errors.join('\n'), /tandem\.yaml:\d+:\d+: pools\.web\.backends\[0\]/);

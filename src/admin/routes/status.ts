@@ -6,14 +6,16 @@ import type { Pool } from '../../pool/pool.ts';
 import type { RouteConfig } from '../../config/types.ts';
 import type { AdminContext } from '../context.ts';
 import type { AdminRuntime } from '../runtime.ts';
+import { authenticated } from '../context.ts';
 
 /** The status document of the running instance. */
-export function statusView(runtime: AdminRuntime) {
+export function statusView(runtime: AdminRuntime, showConfigPath: boolean) {
   const config = runtime.config();
   return {
     node: runtime.node,
     time: Date.now(),
-    configFile: config.file,
+    // Where the config lives (and so the layout of the machine) is for token holders.
+    configFile: showConfigPath ? config.file : null,
     listeners: runtime.listeners(),
     routes: config.routes.map(routeView),
     pools: Array.from(runtime.pools().values(), poolView),
@@ -66,10 +68,10 @@ function backendView(b: Backend) {
 }
 
 export function statusRoutes(app: FastifyInstance, ctx: AdminContext): void {
-  app.get('/api/v1/status', async () => {
+  app.get('/api/v1/status', async (req) => {
     // Active requests are counted in the workers; without this the view is up to a push
     // interval old, and a drain would show no request in flight that still is.
     if (ctx.runtime.gather !== undefined) await ctx.runtime.gather();
-    return statusView(ctx.runtime);
+    return statusView(ctx.runtime, authenticated.get(req.raw) === true);
   });
 }

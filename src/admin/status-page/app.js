@@ -281,7 +281,8 @@ async function follow() {
 }
 
 async function post(path, what) {
-  const res = await fetch(path, { method: 'POST', headers: authHeaders() });
+  // Without a token the admin API takes changes only as JSON (no form can send that).
+  const res = await fetch(path, { method: 'POST', headers: { ...authHeaders(), 'content-type': 'application/json' }, body: '{}' });
   if (res.status === 401) {
     say(`${what}: the admin token is missing or wrong.`);
     showTokenForm();

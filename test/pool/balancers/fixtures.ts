@@ -31,6 +31,8 @@ export function poolConfig(backends: readonly BackendConfig[], balance: PoolConf
     connectTimeout: 1000,
     responseTimeout: 1000,
     idleTimeout: 1000,
+    queueSize: 0,
+    queueTimeout: 1000,
     retries: 0,
     retryBudgetPercent: 20,
     slowStart: 0,

@@ -1,0 +1,133 @@
+// The bounded soak: tandem under steady load while the world misbehaves, against the
+// same load on a quiet world. For SOAK_SECONDS (default 60) each phase:
+//   - autocannon drives GETs (idempotent) from well-behaved clients;
+//   - in the hostile phase, one of three backends is killed and restarted every 5 s,
+//     the config reloaded (SIGHUP) every 3 s, 200 slowloris connections trickle header
+//     bytes, and one client pipelines thousands of requests and never reads.
+// It prints failed requests of the well-behaved clients, their p99 latency in both
+// phases and its ratio, and the worker's file descriptors and RSS before and after the
+// hostile phase (after its attackers are gone and a settle period).
+//
+//   npm run bench:soak                # SOAK_SECONDS=60
+//   SOAK_SECONDS=10 npm run bench:soak
+
+import autocannon from 'autocannon';
+import { readdirSync, readFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { startBackend, type TestBackend } from '../test/helpers/backends.ts';
+import { singlePool } from '../test/helpers/config.ts';
+import { startTandem, type TandemProcess } from '../test/helpers/tandem.ts';
+
+const SECONDS = Number(process.env.SOAK_SECONDS ?? 60);
+const CONNECTIONS = 50;
+
+function fds(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
+}
+
+function rssMb(pid: number): number {
+  const m = readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+) kB/);
+  return Number(m![1]) / 1024;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function yaml(backends: TestBackend[], serial: number): string {
+  return singlePool(backends.map((b) => ({ name: b.name, url: b.url })), {
+    healthCheck: { path: '/healthz', interval: '500ms', timeout: '400ms', rise: 1, fall: 2 },
+    retries: 2,
+    // Changes with every reload, so each one really builds a new generation.
+    timeouts: { response: `${10 + (serial % 5)}s` },
+  }, {
+    listeners: [{ name: 'web', address: '127.0.0.1:0', timeouts: { headers: '10s', send: '5s' } }],
+  });
+}
+
+interface Phase { failed: number; non2xx: number; requests: number; p99: number; p50: number; rps: number }
+
+async function load(url: string): Promise<Phase> {
+  const r = await autocannon({ url: `${url}/soak`, connections: CONNECTIONS, duration: SECONDS, timeout: 10 });
+  return { failed: r.errors + r.timeouts, non2xx: r.non2xx, requests: r.requests.total, p99: r.latency.p99, p50: r.latency.p50, rps: r.requests.average };
+}
+
+/** 200 connections that send a header byte every few seconds, reopened when cut. */
+function slowloris(address: string, stop: { done: boolean }): Socket[] {
+  const [host, port] = [address.slice(0, address.lastIndexOf(':')), Number(address.slice(address.lastIndexOf(':') + 1))];
+  const sockets: Socket[] = [];
+  const open = (i: number) => {
+    if (stop.done) return;
+    const s = connect(port, host);
+    sockets[i] = s;
+    s.on('error', () => {});
+    s.on('close', () => setTimeout(() => open(i), 200));
+    s.write('GET /slow HTTP/1.1\r\nHost: a\r\n');
+    const tick = setInterval(() => (s.destroyed || stop.done ? clearInterval(tick) : s.write('X-a: b\r\n')), 3000);
+  };
+  for (let i = 0; i < 200; i++) open(i);
+  return sockets;
+}
+
+/** One client that pipelines requests without end and never reads. */
+function pipeliner(address: string, stop: { done: boolean }): void {
+  const [host, port] = [address.slice(0, address.lastIndexOf(':')), Number(address.slice(address.lastIndexOf(':') + 1))];
+  const go = () => {
+    if (stop.done) return;
+    const s = connect(port, host);
+    s.pause();
+    s.on('error', () => {});
+    s.on('close', () => setTimeout(go, 200));
+    const burst = 'GET /pipelined HTTP/1.1\r\nHost: a\r\n\r\n'.repeat(2000);
+    const write = () => {
+      if (stop.done || s.destroyed) return;
+      if (s.write(burst)) setTimeout(write, 100);
+      else s.once('drain', write);
+    };
+    write();
+  };
+  go();
+}
+
+async function main(): Promise<void> {
+  const backends = await Promise.all([1, 2, 3].map((i) => startBackend({ name: `s${i}` })));
+  let serial = 0;
+  const t: TandemProcess = await startTandem(yaml(backends, serial));
+  const [worker] = t.workerPids();
+  const address = [...t.listeners.values()][0];
+  console.log(`soak: ${SECONDS} s per phase, ${CONNECTIONS} connections, worker pid ${worker}`);
+
+  const quiet = await load(t.url);
+  await sleep(2000);
+  const before = { fds: fds(worker), rss: rssMb(worker) };
+
+  const stop = { done: false };
+  const attackers = slowloris(address, stop);
+  pipeliner(address, stop);
+  const victim = backends[0];
+  const kills = setInterval(() => {
+    void victim.stop().then(() => sleep(1500)).then(() => victim.restart());
+  }, 5000);
+  let reloads = 0;
+  const reloader = setInterval(() => {
+    serial++;
+    void t.reload(yaml(backends, serial)).then(() => reloads++, () => {});
+  }, 3000);
+  const hostile = await load(t.url);
+  stop.done = true;
+  clearInterval(kills);
+  clearInterval(reloader);
+  for (const s of attackers) s?.destroy();
+  await victim.restart();
+  // Let closed connections and collected garbage settle before the second reading.
+  await sleep(5000);
+  const after = { fds: fds(worker), rss: rssMb(worker) };
+
+  const ratio = hostile.p99 / Math.max(1, quiet.p99);
+  console.log(JSON.stringify({ seconds: SECONDS, quiet, hostile, reloads, p99Ratio: Number(ratio.toFixed(2)), worker: { before, after } }, null, 2));
+  console.log(`well-behaved clients: ${hostile.requests} requests, ${hostile.failed} failed, ${hostile.non2xx} non-2xx (quiet run: ${quiet.failed} failed, ${quiet.non2xx} non-2xx)`);
+  console.log(`p99 ${hostile.p99} ms with attackers, ${quiet.p99} ms without: ${ratio.toFixed(2)}x`);
+  console.log(`worker fds ${before.fds} -> ${after.fds}, RSS ${before.rss.toFixed(1)} -> ${after.rss.toFixed(1)} MB`);
+  await t.stop();
+  await Promise.all(backends.map((b) => b.close()));
+}
+
+await main();
