@@ -89,7 +89,8 @@ export async function startTandem(yaml: string, opts: StartOptions = {}): Promis
       }
     });
   });
-  const timeout = opts.timeoutMs ?? 15_000;
+  // A deadline, not a figure: starting Node processes on a busy machine takes seconds.
+  const timeout = opts.timeoutMs ?? 60_000;
   try {
     await waitFor(/tandem: ready\b/, 0, timeout);
   } catch (err) {
