@@ -30,12 +30,17 @@ const ABSOLUTE_FORM = /^https?:\/\/([^/?#@]+)([/?][^#]*)?$/i;
  */
 export function checkRequest(req: IncomingMessage): ErrorSpec | null {
   // HTTP/0.9 (a request line without a version) has no headers and no status line.
-  if (req.httpVersionMajor !== 1) return errors.BAD_REQUEST;
+  // HTTP/2 requests come from http2.ts, through the same handler.
+  const major = req.httpVersionMajor;
+  if (major !== 1 && major !== 2) return errors.BAD_REQUEST;
   const headers = req.headers;
   let names = 0;
   for (const _ in headers) names++;
   // Fewer names than header lines: some name repeats (node folds repeats into one key).
   if (names * 2 !== req.rawHeaders.length && repeatsSingleton(req.rawHeaders)) return errors.DUPLICATE_HEADER;
+  // The target forms and Host rules below are HTTP/1.1's: in HTTP/2, nghttp2 checked the
+  // pseudo-headers, and http2.ts gave the request its Host from :authority.
+  if (major === 2) return null;
   const url = req.url ?? '';
   if (url.charCodeAt(0) !== 47 /* / */ && url !== '*') {
     // RFC 9112 §3.2.2: a server must accept the absolute form, and its authority

@@ -81,7 +81,7 @@ export class Listener {
     this.server.on('secureConnection', onConnection);
     this.server.on('clientError', onClientError);
     this.server.on('upgrade', onUpgrade);
-    this.http2 = config.http2 === true ? new Http2Front(config, (req, res) => onRequest.call(this.server as TandemServer, req, res)) : null;
+    this.http2 = config.http2 === true ? new Http2Front(config, onStream) : null;
     this.http2?.attach(this.server, config.tls !== null);
     // Last, so that it runs before every other connection handler.
     this.proxyProtocol = config.proxyProtocol == null ? null : new ProxyProtocolReader(config.proxyProtocol.from);
@@ -188,6 +188,15 @@ function onSocketClose(this: Socket & { [kListener]?: Listener }): void {
 function onRequest(this: TandemServer, req: IncomingMessage, res: ServerResponse): void {
   const conn = (req.socket as TandemSocket)[kContext]!;
   admit(conn, req, res, performance.now(), serve);
+}
+
+/**
+ * An HTTP/2 request: served at once. Streams of one session are concurrent by design and
+ * bounded by the session's own stream limit (http2.ts); the HTTP/1.1 pipeline would hold
+ * them one at a time and pause the session's socket under every other stream.
+ */
+function onStream(req: IncomingMessage, res: ServerResponse): void {
+  serve((req.socket as TandemSocket)[kContext]!, req, res, performance.now());
 }
 
 /** Serves one request; the pipeline runs it when no earlier request of its connection is in flight. */
