@@ -58,7 +58,7 @@ for (const workers of [0, 1, 2]) {
 
       // A drain: one verdict down to each data plane, nothing back.
       let before = await channel(t);
-      assert.equal((await fetch(`${t.admin}/api/v1/pools/web/backends/b2/drain`, { method: 'POST' })).status, 200);
+      assert.equal((await fetch(`${t.admin}/api/v1/pools/web/backends/b2/drain`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })).status, 200);
       assert.deepEqual(added(before, await channel(t)), [`down/state=${planes}`]);
       for (let i = 0; i < 6; i++) assert.equal((await fetch(`${t.url}/`)).headers.get('x-backend'), 'b1', 'b2 is drained everywhere');
 
