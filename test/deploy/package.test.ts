@@ -60,7 +60,7 @@ test('installed: `tandem check` accepts the shipped example and names a mistake 
 test('installed: `tandem bench` says it needs the source tree instead of failing', async () => {
   const r = await sh(bin, ['bench'], { cwd: dir });
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /tandem bench: the benchmark runs from the source tree only/);
+  assert.match(r.stderr, /tandem bench: the benchmark needs the development tree; in a checkout run: npm run bench/);
 });
 
 test('installed: `tandem run` with two workers proxies a request and answers on the admin API', async () => {
