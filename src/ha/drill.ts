@@ -79,7 +79,11 @@ export async function runDrill(opts: DrillOptions): Promise<number> {
   const known = new Set<string>();
   for (const v of first) for (const vip of v.status?.vips ?? []) known.add(vip.name);
   for (const name of setup.policies.keys()) known.add(name);
-  for (const name of opts.vips) if (!known.has(name)) throw new TandemError(errors.ARGUMENTS, `--vip ${name}: no such VIP (known: ${[...known].join(', ') || 'none'})`);
+  // An unknown name is a mistake in the arguments only when some node could say which
+  // VIPs exist; when none can be read (down, or a refused token), that is the failure.
+  if (first.some((v) => v.status !== null)) {
+    for (const name of opts.vips) if (!known.has(name)) throw new TandemError(errors.ARGUMENTS, `--vip ${name}: no such VIP (known: ${[...known].join(', ') || 'none'})`);
+  }
   const names = opts.vips.length > 0 ? [...opts.vips] : [...known].sort();
   out(`tandem drill: ${first.map((v) => `${v.node.id} ${v.node.client.url}`).join(', ')}; VIPs: ${names.join(', ') || 'none'}`);
   if (names.length === 0) {
