@@ -314,8 +314,10 @@ describe('elector', () => {
     await a.elector.stop();
     const took = performance.now() - t0;
     const runs = runsOf('lb1', 'STOP').filter((l) => l.phase === 'start').length;
-    assert.ok(runs >= 3, `the STOP hook ran ${runs} times`);
-    assert.ok(took < 500 + 1500, `stop returned after ${Math.round(took)} ms`);
+    // Retried, and given up once the retry time has passed: at most one more run (bounded
+    // by the hook's own timeout) may be under way then, however slow the machine.
+    assert.ok(runs >= 2, `the STOP hook ran ${runs} times`);
+    assert.ok(took < 500 + 5000, `stop returned after ${Math.round(took)} ms`);
     await sleep(800);
     assert.equal(runsOf('lb1', 'STOP').filter((l) => l.phase === 'start').length, runs, 'no STOP run after stop returned');
   });
