@@ -179,13 +179,16 @@ describe('etcd store: tandem processes on a real etcd', { skip, concurrency: fal
 
   test('3-member etcd: one member killed changes nothing; quorum lost, the holder steps down by its own clock and nobody holds; quorum back, leadership returns', async () => {
     const e = await etcd(3);
+    // A lease of 3 s: moving to the next endpoint when a member dies must fit in half a
+    // lease even when a busy machine slows the failed request's retry.
+    const lease = 3 * TTL;
     // Both nodes talk to a follower first; that follower dies. (A dead leader costs an
     // election, during which no lease can be renewed: see docs/ha.md.)
     const leader = await e.leader();
     const followers = e.members.filter((m) => m !== leader);
     const order = [followers[0], leader, followers[1]];
     const log = hookLog();
-    const yaml = haYaml(order.map((m) => m.clientUrl), { lb1: 200, lb2: 100 });
+    const yaml = haYaml(order.map((m) => m.clientUrl), { lb1: 200, lb2: 100 }, undefined, lease);
     const lb1 = await run(yaml, 'lb1', log);
     const held = await waitHook(log, (l) => l.phase === 'end' && l.state === 'MASTER' && l.node === 'lb1', 10_000, 'lb1 to hold');
     await run(yaml, 'lb2', log);
@@ -195,27 +198,27 @@ describe('etcd store: tandem processes on a real etcd', { skip, concurrency: fal
     // The member both nodes talk to first dies: they move to the next, nothing else changes.
     const oneDown = Date.now();
     await followers[0].kill('SIGKILL');
-    await sleep(3 * TTL);
+    await sleep(3 * lease);
     assert.deepEqual(hookLines(log).filter((l) => l.t >= oneDown), [], `no hook ran while one member of three was down; lb1:\n${lb1.output()}`);
     assert.match(lb1.output(), new RegExp(`etcd ${followers[0].clientUrl.replaceAll('.', '\\.')}: `), 'the failed endpoint is logged with its address');
 
     // A second member dies: no quorum. lb1 cannot renew and steps down within its lease.
     const lostAt = Date.now();
     await leader.kill('SIGKILL');
-    const down = await waitHook(log, (l) => l.node === 'lb1', 3 * TTL, 'lb1 to step down', lostAt);
+    const down = await waitHook(log, (l) => l.node === 'lb1', 3 * lease, 'lb1 to step down', lostAt);
     assert.equal(down.state, 'BACKUP');
     // Its last renewal may have been confirmed up to one renew interval before the loss;
     // it steps down at half a lease after that, well before the lease could run out.
-    assert.ok(down.t - lostAt <= TTL, `stepped down ${down.t - lostAt} ms after quorum was lost`);
+    assert.ok(down.t - lostAt <= lease, `stepped down ${down.t - lostAt} ms after quorum was lost`);
     console.log(`etcd quorum lost: the holder stepped down ${down.t - lostAt} ms after the second member died`);
-    await sleep(3 * TTL);
+    await sleep(3 * lease);
     const masters = hookLines(log).filter((l) => l.t >= lostAt && l.state === 'MASTER');
     assert.deepEqual(masters, [], 'nobody holds the VIP without quorum');
 
     // Quorum back: the VIP is held again, at a newer epoch.
     const backAt = Date.now();
     await Promise.all([followers[0].start(), leader.start()]);
-    const again = await waitHook(log, (l) => l.phase === 'end' && l.state === 'MASTER', 15 * TTL, 'a node to hold the VIP again', backAt);
+    const again = await waitHook(log, (l) => l.phase === 'end' && l.state === 'MASTER', 15 * lease, 'a node to hold the VIP again', backAt);
     assert.ok(again.epoch > held.epoch, `epoch ${again.epoch} after ${held.epoch}`);
     console.log(`etcd quorum back: ${again.node} held the VIP ${again.t - backAt} ms after both members were started again`);
   });

@@ -97,10 +97,11 @@ test('checks of 180 backends keep their pace while 20 others are black holes', a
       assert.equal(b.healthy, true, `${b.name}: ${b.lastCheck?.detail}`);
     }
   }
-  // A check at start, then one every 300 ms ± 5%: 7 in 2.1 s. Checks made one after
-  // another would give most backends none at all; a starved test runner loses a few.
-  assert.ok(fewest >= 4, `the least checked backend had ${fewest} checks in ${window}ms`);
-  assert.ok(total >= 180 * 5, `${total} passed checks of the 180 in ${window}ms`);
+  // A check at start, then one every 300 ms ± 5%: 7 in 2.1 s on an idle machine. Checks
+  // made one after another would wait a second on each black hole and give most
+  // backends one check at most; a busy machine's test runner loses a few rounds, not all.
+  assert.ok(fewest >= 2, `the least checked backend had ${fewest} checks in ${window}ms`);
+  assert.ok(total >= 180 * 3, `${total} passed checks of the 180 in ${window}ms`);
   await until(() => pool.backends.filter((b) => !b.healthy).length === 20, 3000, 'the black holes down after three timeouts');
   assert.deepEqual(pool.backends.filter((b) => !b.healthy).map((b) => b.name), [...holes].map((h) => h.name));
 });
