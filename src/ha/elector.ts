@@ -13,63 +13,17 @@
 // * doubt: leader-only work runs under an AbortSignal that aborts as soon as a renewal
 //   has not been confirmed for half a lease, long before the lease can expire elsewhere.
 
-import { setTimeout as sleep } from 'node:timers/promises';
-import type { VipConfig } from '../config/types.ts';
-import type { EventBus, VipEvent } from '../events.ts';
-import type { HookRunner, HookState } from './hook.ts';
-import { freeLease, type Lease, type LeaseStore } from './lease-store.ts';
+import type { VipEvent } from '../events.ts';
+import type { HookState } from './hook.ts';
+import { freeLease, type Lease } from './lease-store.ts';
+import { RemovalRetry } from './removal-retry.ts';
+import type { ElectorOptions, VipStatus } from './elector-options.ts';
 
-/** One VIP as the admin API and status page show it. */
-export interface VipStatus {
-  readonly name: string;
-  readonly address: string;
-  readonly interface: string;
-  readonly state: HookState;
-  readonly holder: string | null;
-  readonly epoch: number;
-  /** Lease left on the holder, as this node counts it; 0 when free. */
-  readonly leaseRemainingMs: number;
-  readonly leaseDuration: number;
-  /** This node's priority for the VIP (0: never holds it). */
-  readonly priority: number;
-  /** Renewals of this node's lease that failed since start. */
-  readonly renewFailures: number;
-  /** Wall-clock time (ms) of the last change of state. */
-  readonly since: number;
-}
-
-export interface ElectorOptions {
-  readonly vip: VipConfig;
-  readonly node: string;
-  readonly store: LeaseStore;
-  readonly hook: HookRunner;
-  readonly bus: EventBus;
-  /** True when this node can serve the VIP (listeners bound, a backend available). */
-  readonly ready: () => boolean;
-  readonly leaseDuration: number;
-  readonly renewEvery: number;
-  /** How long a node that lost its lease to a successor keeps the VIP waiting for it to serve. */
-  readonly handoverTimeout: number;
-  /** Time in FAULT after a failed MASTER hook before competing again (default 2 leases). */
-  readonly faultHold?: number;
-  /** How long stop() keeps retrying a failed STOP hook (default: handoverTimeout). */
-  readonly stopRetryFor?: number;
-  readonly log: (msg: string) => void;
-  /** Called on every failed renewal (for `tandem_lease_renew_failures_total`). */
-  readonly renewFailed?: () => void;
-  /**
-   * Leader-only work, started once this node serves the VIP. `signal` aborts the moment
-   * the lease is lost or in doubt, before it can expire on another node.
-   */
-  readonly lead?: (signal: AbortSignal, lease: Lease) => void;
-}
+export type { ElectorOptions, VipStatus } from './elector-options.ts';
 
 type Phase = 'init' | 'backup' | 'acquiring' | 'master' | 'handing' | 'releasing' | 'fault' | 'stopped';
 
 const now = (): number => performance.now();
-
-/** First pause before a failed BACKUP, FAULT or STOP hook runs again; doubled per failure. */
-const REMOVAL_RETRY_FIRST = 100;
 
 /** Leadership of one VIP. */
 export class Elector {
@@ -91,8 +45,8 @@ export class Elector {
   private leader: AbortController | null;
   /** Set while a stepped-down lease is still being released in the background. */
   private settling: Promise<void> | null;
-  /** Aborts the retries of a failed BACKUP, FAULT or STOP hook once the state changes. */
-  private removal: AbortController | null;
+  /** Runs a failed BACKUP, FAULT or STOP hook again until it works or the state changes. */
+  private readonly removal: RemovalRetry;
   private chain: Promise<void>;
   private queued: boolean;
   private wantTick: boolean;
@@ -116,7 +70,10 @@ export class Elector {
     this.unwatch = null;
     this.leader = null;
     this.settling = null;
-    this.removal = null;
+    this.removal = new RemovalRetry({
+      key: opts.vip.name, hook: opts.hook, leaseDuration: opts.leaseDuration, stopRetryFor: opts.stopRetryFor ?? opts.handoverTimeout,
+      log: opts.log, current: () => this.hookState(), epoch: () => this.epoch,
+    });
     this.chain = Promise.resolve();
     this.queued = false;
     this.wantTick = false;
@@ -132,7 +89,7 @@ export class Elector {
     const removed = await this.opts.hook.run('BACKUP', 0);
     this.phase = 'backup';
     // Retried in the background: competing need not wait, but the stale VIP must go.
-    if (removed === 'failed') void this.retryRemoval('BACKUP', this.newRemoval());
+    if (removed === 'failed') void this.removal.retry('BACKUP', this.removal.begin());
     this.publishIfChanged();
     this.unwatch = this.opts.store.watch(this.key, (lease) => {
       this.view = lease;
@@ -296,7 +253,7 @@ export class Elector {
   private async becomeMaster(lease: Lease): Promise<void> {
     const node = this.opts.node;
     this.phase = 'acquiring';
-    this.removal?.abort();
+    this.removal.cancel();
     this.epoch = lease.epoch;
     const outcome = await this.opts.hook.run('MASTER', lease.epoch);
     if (this.phase !== 'acquiring') return;
@@ -401,7 +358,7 @@ export class Elector {
    * Changes phase, runs the hook of the new state and publishes it. The returned promise
    * is the hook's; the loop does not wait for it, so a slow hook never delays the next
    * renewal or competition (the runner keeps hooks of one VIP in order). A failed
-   * BACKUP, FAULT or STOP hook is retried (see retryRemoval); for STOP the promise
+   * BACKUP, FAULT or STOP hook is retried (see removal-retry.ts); for STOP the promise
    * includes the retries, for the others only the first run, so a hook that keeps
    * failing never blocks the loop.
    */
@@ -413,52 +370,13 @@ export class Elector {
     if (state !== before || phase === 'master') this.since = Date.now();
     // The MASTER hook already ran in becomeMaster.
     if (phase !== 'master' && state !== before) {
-      const removal = this.newRemoval();
+      const removal = this.removal.begin();
       const first = this.opts.hook.run(state, this.epoch);
-      const retried = first.then((outcome) => (outcome === 'failed' ? this.retryRemoval(state, removal) : undefined));
+      const retried = first.then((outcome) => (outcome === 'failed' ? this.removal.retry(state, removal) : undefined));
       hook = state === 'STOP' ? retried : first.then(() => {});
     }
     this.publishIfChanged();
     return hook;
-  }
-
-  /** Cancels the retries of an earlier removal and returns the handle of a new one. */
-  private newRemoval(): AbortController {
-    this.removal?.abort();
-    this.removal = new AbortController();
-    return this.removal;
-  }
-
-  /**
-   * Runs a failed BACKUP, FAULT or STOP hook again, with backoff, until it succeeds or
-   * the state changes (STOP: until stopRetryFor has passed). A failed `ip addr del` or a
-   * timed-out hook on demotion leaves the VIP here while the peer adds it: two holders
-   * without any partition, which only another run of the hook can end.
-   */
-  private async retryRemoval(state: HookState, removal: AbortController): Promise<void> {
-    const deadline = state === 'STOP' ? now() + (this.opts.stopRetryFor ?? this.opts.handoverTimeout) : Infinity;
-    const longest = Math.max(1000, this.opts.leaseDuration);
-    let pause = REMOVAL_RETRY_FIRST;
-    for (let failures = 1; ; failures++) {
-      if (removal.signal.aborted || this.hookState() !== state) return;
-      if (now() + pause > deadline) {
-        this.opts.log(`ha: ${this.key}: ${state} hook failed ${failures} times, giving up at the stop deadline: the VIP may still be on this host`);
-        return;
-      }
-      this.opts.log(`ha: ${this.key}: ${state} hook failed (the VIP may still be on this host): running it again in ${pause} ms`);
-      try {
-        await sleep(pause, undefined, { signal: removal.signal });
-      } catch {
-        return;
-      }
-      if (this.hookState() !== state) return;
-      const outcome = await this.opts.hook.run(state, this.epoch);
-      if (outcome !== 'failed') {
-        if (outcome === 'ok') this.opts.log(`ha: ${this.key}: ${state} hook succeeded on attempt ${failures + 1}`);
-        return;
-      }
-      pause = Math.min(pause * 2, longest);
-    }
   }
 
   private hookState(): HookState {

@@ -17,87 +17,16 @@
 
 import type { HaNodeConfig } from '../../../config/types.ts';
 import { TandemError, errors } from '../../../errors.ts';
-import { freeLease, outranks, subscribe, type Claim, type Lease, type LeaseStore } from '../../lease-store.ts';
+import { subscribe, type Claim, type Lease, type LeaseStore } from '../../lease-store.ts';
+import { beats, bestCandidate, clearLease, newKeyState, viewOf, warm, type KeyState, type PeerState } from './key-state.ts';
 import { Heartbeats } from './heartbeat.ts';
 import { AdvertTransport } from './transport.ts';
-import { MAX_DATAGRAM, SenderGuard, open, seal, type Advert, type HoldAdvert } from './wire.ts';
+import { admitDatagram, type PeerStoreStats } from './admission.ts';
+import type { PeerStoreOptions } from './options.ts';
+import { SenderGuard, seal, type Advert, type HoldAdvert } from './wire.ts';
 
-export interface PeerStoreOptions {
-  /** This node's id; it must be in `nodes`. */
-  readonly node: string;
-  readonly nodes: readonly HaNodeConfig[];
-  /** Shared secret of `ha.secret`; null only for a single node or tests (adverts then unauthenticated). */
-  readonly secret: string | null;
-  readonly leaseDuration: number;
-  readonly renewEvery: number;
-  /** How long a holder waits, in a planned handover, for the new holder to serve. */
-  readonly handoverTimeout: number;
-  /** Link-local multicast group for a second copy of every advert (see transport.ts); null: unicast only. */
-  readonly multicastGroup?: string | null;
-  readonly log?: (msg: string) => void;
-}
-
-/** Counters of received adverts; the admin API and tests read them. */
-export interface PeerStoreStats {
-  sent: number;
-  sendErrors: number;
-  /** Copies of adverts sent to the multicast group. */
-  multicastSent: number;
-  /** The second copy of an advert (unicast and multicast both arrived): dropped, harmless. */
-  duplicates: number;
-  received: number;
-  accepted: number;
-  badMac: number;
-  unknownNode: number;
-  replayed: number;
-  malformed: number;
-  /** Adverts from a boot whose process was seen to die. */
-  fromDead: number;
-}
-
-interface Candidacy {
-  priority: number;
-  at: number;
-}
-
-interface KeyState {
-  readonly key: string;
-  holder: string | null;
-  holderBoot: number;
-  epoch: number;
-  priority: number;
-  /** Local monotonic time the lease runs out. */
-  expiresAt: number;
-  serving: boolean;
-  offeredTo: string | null;
-  offerUntil: number;
-  /** Highest epoch heard for this key from anyone. */
-  maxEpoch: number;
-  /** Our own candidacy: priority and when acquire was last called (-Infinity: withdrawn). */
-  claimPriority: number;
-  claimAt: number;
-  /** Set while release() hands this key over. */
-  releasing: boolean;
-  readonly candidates: Map<string, Candidacy>;
-  /** `node:boot:epoch` of the last conflicting holder we won against; one re-announce per conflict. */
-  lastConflict: string;
-  takeSentAt: number;
-  expiryTimer: NodeJS.Timeout | null;
-  readonly listeners: Set<(lease: Lease) => void>;
-  /** Holder, epoch, serving and offer of the last view sent to listeners. */
-  lastSignature: string;
-  /** Wakes release() when the view changes. */
-  onChange: (() => void) | null;
-}
-
-interface PeerState {
-  readonly config: HaNodeConfig;
-  readonly guard: SenderGuard;
-  heardAt: number;
-  refusedAt: number;
-  /** When the peer's process was seen to die; -Infinity: not since it last proved alive. */
-  deadAt: number;
-}
+export type { PeerStoreOptions } from './options.ts';
+export type { PeerStoreStats } from './admission.ts';
 
 const now = (): number => performance.now();
 
@@ -191,9 +120,9 @@ export class PeerStore implements LeaseStore {
     ks.claimPriority = claim.priority;
     ks.claimAt = t;
     this.expireIfDue(ks, t);
-    if (ks.holder === this.self.id) return this.view(ks, t);
+    if (ks.holder === this.self.id) return viewOf(ks, t);
     if (ks.holder === null) {
-      if (this.warm(ks, t) && this.bestCandidate(ks, t, claim.priority) === null) return this.take(ks, t, claim.priority);
+      if (warm(ks, this.peers, t, this.startedAt, this.opts.leaseDuration) && bestCandidate(ks, this.peers, t, claim.priority, this.self.id, this.opts.leaseDuration) === null) return this.take(ks, t, claim.priority);
     } else if (ks.offeredTo === this.self.id) {
       return this.take(ks, t, claim.priority);
     } else if (claim.preempt && claim.priority > ks.priority && ks.serving && t - ks.takeSentAt >= this.opts.renewEvery) {
@@ -202,7 +131,7 @@ export class PeerStore implements LeaseStore {
     }
     // A node that starts competing says so at once, so the others count it in.
     if (fresh) await this.broadcast({ t: 'cand', k: key, p: claim.priority, e: ks.maxEpoch }).catch(() => {});
-    return this.view(ks, t);
+    return viewOf(ks, t);
   }
 
   async renew(key: string, node: string): Promise<Lease> {
@@ -210,14 +139,14 @@ export class PeerStore implements LeaseStore {
     const ks = this.state(key);
     const t = now();
     this.expireIfDue(ks, t);
-    if (ks.holder !== this.self.id || ks.releasing) return this.view(ks, t);
+    if (ks.holder !== this.self.id || ks.releasing) return viewOf(ks, t);
     ks.expiresAt = t + this.opts.leaseDuration;
     ks.serving = true;
     if (ks.offeredTo !== null && t > ks.offerUntil) ks.offeredTo = null;
     this.armExpiry(ks, t);
     await this.broadcast(this.holdAdvert(ks));
     this.changed(ks);
-    return this.view(ks, now());
+    return viewOf(ks, now());
   }
 
   async release(key: string, node: string): Promise<void> {
@@ -230,7 +159,7 @@ export class PeerStore implements LeaseStore {
       await this.broadcast({ t: 'cand', k: key, p: 0, e: ks.maxEpoch }).catch(() => {});
       return;
     }
-    const heir = ks.serving ? this.bestCandidate(ks, t, 0) : null;
+    const heir = ks.serving ? bestCandidate(ks, this.peers, t, 0, this.self.id, this.opts.leaseDuration) : null;
     if (heir !== null) {
       ks.releasing = true;
       ks.offeredTo = heir;
@@ -246,7 +175,7 @@ export class PeerStore implements LeaseStore {
     // Stop advertising first: the holder state goes before the release is sent, so no
     // advert can follow the release and make the others wait a lease.
     const epoch = ks.epoch;
-    this.clearLease(ks);
+    clearLease(ks);
     this.changed(ks);
     const rel: Advert = { t: 'rel', k: key, e: epoch };
     // Two copies: a lost datagram here costs the others a whole lease.
@@ -256,7 +185,7 @@ export class PeerStore implements LeaseStore {
 
   watch(key: string, listener: (lease: Lease) => void): () => void {
     const ks = this.state(key);
-    return subscribe(ks.listeners, listener, () => this.view(ks, now()));
+    return subscribe(ks.listeners, listener, () => viewOf(ks, now()));
   }
 
   // ---- internals ----
@@ -269,27 +198,10 @@ export class PeerStore implements LeaseStore {
   private state(key: string): KeyState {
     let ks = this.keys.get(key);
     if (ks === undefined) {
-      ks = {
-        key, holder: null, holderBoot: -1, epoch: 0, priority: 0, expiresAt: 0, serving: false, offeredTo: null, offerUntil: 0,
-        maxEpoch: 0, claimPriority: 0, claimAt: -Infinity, releasing: false, candidates: new Map(), lastConflict: '',
-        takeSentAt: -Infinity, expiryTimer: null, listeners: new Set(), lastSignature: '', onChange: null,
-      };
+      ks = newKeyState(key);
       this.keys.set(key, ks);
     }
     return ks;
-  }
-
-  private view(ks: KeyState, t: number): Lease {
-    if (ks.holder === null) return freeLease(ks.key, ks.epoch);
-    return {
-      key: ks.key,
-      holder: ks.holder,
-      epoch: ks.epoch,
-      priority: ks.priority,
-      remaining: Math.max(0, Math.round(ks.expiresAt - t)),
-      serving: ks.serving,
-      offeredTo: ks.offeredTo,
-    };
   }
 
   /** Tells listeners about a change of holder, epoch, serving or offer (not of time left). */
@@ -299,7 +211,7 @@ export class PeerStore implements LeaseStore {
     ks.lastSignature = signature;
     ks.onChange?.();
     if (ks.listeners.size === 0) return;
-    const lease = this.view(ks, now());
+    const lease = viewOf(ks, now());
     // Delivered after the current step, so a listener that calls back into the store
     // never sees it half-updated.
     queueMicrotask(() => {
@@ -320,25 +232,14 @@ export class PeerStore implements LeaseStore {
     this.armExpiry(ks, t);
     this.changed(ks);
     return this.broadcast(this.holdAdvert(ks)).then(
-      () => this.view(ks, now()),
+      () => viewOf(ks, now()),
       (err: Error) => {
         // Nobody heard us take it: do not keep a lease the others cannot know about.
-        this.clearLease(ks);
+        clearLease(ks);
         this.changed(ks);
         throw err;
       },
     );
-  }
-
-  private clearLease(ks: KeyState): void {
-    ks.holder = null;
-    ks.holderBoot = -1;
-    ks.priority = 0;
-    ks.serving = false;
-    ks.offeredTo = null;
-    ks.expiresAt = 0;
-    if (ks.expiryTimer !== null) clearTimeout(ks.expiryTimer);
-    ks.expiryTimer = null;
   }
 
   private holdAdvert(ks: KeyState): HoldAdvert {
@@ -360,41 +261,9 @@ export class PeerStore implements LeaseStore {
     });
   }
 
-  /**
-   * Before the first lease duration has passed, a node may take a free key only once
-   * it has heard from (or failed to reach) every peer: else a node that just started
-   * would take a key that a peer holds but has not advertised to it yet.
-   */
-  private warm(ks: KeyState, t: number): boolean {
-    if (t - this.startedAt >= this.opts.leaseDuration) return true;
-    for (const [id, peer] of this.peers) {
-      const heard = ks.candidates.get(id);
-      if (heard !== undefined && t - heard.at < this.opts.leaseDuration) continue;
-      if (t - peer.refusedAt < this.opts.leaseDuration || peer.deadAt > -Infinity) continue;
-      return false;
-    }
-    return true;
-  }
-
-  /** The live, ready peer that outranks (priority, own id), or null. */
-  private bestCandidate(ks: KeyState, t: number, priority: number): string | null {
-    let best: string | null = null;
-    let bestPriority = priority;
-    for (const [id, c] of ks.candidates) {
-      if (c.priority <= 0 || t - c.at >= this.opts.leaseDuration) continue;
-      const peer = this.peers.get(id);
-      if (peer === undefined || peer.deadAt > -Infinity) continue;
-      if (best === null ? outranks(c.priority, id, priority, this.self.id) : outranks(c.priority, id, bestPriority, best)) {
-        best = id;
-        bestPriority = c.priority;
-      }
-    }
-    return best;
-  }
-
   private expireIfDue(ks: KeyState, t: number): void {
     if (ks.holder !== null && t >= ks.expiresAt) {
-      this.clearLease(ks);
+      clearLease(ks);
       this.changed(ks);
     }
   }
@@ -446,28 +315,16 @@ export class PeerStore implements LeaseStore {
 
   private onDatagram(msg: Buffer, size: number): void {
     if (this.closed) return;
-    this.stats.received++;
-    if (size > MAX_DATAGRAM) return void this.stats.malformed++;
-    const opened = open(this.key, msg);
-    if (!opened.ok) {
-      this.stats[opened.reason]++;
-      return;
-    }
-    const { n, b, s, a } = opened.envelope;
-    const peer = this.peers.get(n);
-    if (peer === undefined) return void this.stats.unknownNode++;
-    const verdict = peer.guard.admit(b, s);
-    if (verdict === 'duplicate') return void this.stats.duplicates++;
-    if (verdict === 'replay') return void this.stats.replayed++;
-    if (verdict === 'dead') return void this.stats.fromDead++;
-    this.stats.accepted++;
+    const admitted = admitDatagram(this.key, msg, size, this.peers, this.stats);
+    if (admitted === null) return;
+    const { peer, envelope: { n, b, a } } = admitted;
     const t = now();
     peer.heardAt = t;
     const ks = this.state(a.k);
     this.expireIfDue(ks, t);
     // A holder that restarted forgot its lease: whatever its old boot held is void.
     if (ks.holder === n && ks.holderBoot !== b) {
-      this.clearLease(ks);
+      clearLease(ks);
       this.changed(ks);
     }
     if (a.e > ks.maxEpoch) ks.maxEpoch = a.e;
@@ -481,14 +338,14 @@ export class PeerStore implements LeaseStore {
         if (a.p === 0 && ks.holder === this.self.id && ks.offeredTo === n) this.withdrawOffer(ks);
         // It says it does not hold the key: its release advert must have been lost.
         if (ks.holder === n) {
-          this.clearLease(ks);
+          clearLease(ks);
           this.changed(ks);
         }
         break;
       case 'rel':
         ks.candidates.delete(n);
         if (ks.holder === n && ks.epoch === a.e) {
-          this.clearLease(ks);
+          clearLease(ks);
           this.changed(ks);
         }
         break;
@@ -582,16 +439,9 @@ export class PeerStore implements LeaseStore {
       if (ks.holder === this.self.id && ks.offeredTo === node) this.withdrawOffer(ks);
       if (ks.holder === node && ks.holderBoot === boot) {
         this.opts.log?.(`ha: ${ks.key}: holder ${node} died; its lease is void`);
-        this.clearLease(ks);
+        clearLease(ks);
         this.changed(ks);
       }
     }
   }
-}
-
-/** Split-brain order: higher priority, then higher epoch, then the smaller node id wins. */
-function beats(p1: number, e1: number, n1: string, p2: number, e2: number, n2: string): boolean {
-  if (p1 !== p2) return p1 > p2;
-  if (e1 !== e2) return e1 > e2;
-  return n1 < n2;
 }
