@@ -27,9 +27,14 @@ export interface CounterSnapshot {
   readonly backend: string;
   /** Flat pairs: status code, count; only codes seen. */
   readonly codes: readonly number[];
-  /** Non-cumulative bucket counts, +Inf last. */
+  /** Non-cumulative bucket counts of the duration, +Inf last. */
   readonly buckets: Float64Array;
-  readonly sum: number;
+  /** Non-cumulative bucket counts of the time to the backend's response head. */
+  readonly upstream: Float64Array;
+  /** RequestCounter.sums: durations, body bytes each way, retries, upstream times. */
+  readonly sums: Float64Array;
+  /** Flat pairs: error code, count; only codes seen. */
+  readonly errors: readonly (string | number)[];
 }
 
 /** Everything a data plane counts, since it started. */
@@ -39,6 +44,10 @@ export interface DataPlaneStats {
   readonly backends: readonly (readonly [string, string, number, number, number])[];
   /** listener name, open client connections. */
   readonly listeners: readonly (readonly [string, number])[];
+  /** listener, route, pool, result, Upgrade requests. */
+  readonly upgrades: readonly (readonly [string, string, string, string, number])[];
+  /** pool, error code, errors answered outside an exchange. */
+  readonly rejected: readonly (readonly [string, string, number])[];
 }
 
 /** A bound listener as a data plane reports it. */

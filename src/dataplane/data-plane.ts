@@ -16,7 +16,7 @@ import { BackendStates, dataPlaneHealth } from './backend-states.ts';
 import { Generation, poolRuntime, type PoolRuntime } from './generation.ts';
 import { TrustedProxies } from './headers.ts';
 import { Listener, type ListenerState } from './server.ts';
-import { AccessLog, RequestCounters, Telemetry } from './telemetry.ts';
+import { AccessLog, liveLabels, RequestCounters, Telemetry } from './telemetry.ts';
 
 /** A reload that has bound its new listeners and waits to be committed or aborted. */
 export interface PreparedConfig {
@@ -152,6 +152,8 @@ export class DataPlane implements ListenerState {
     this.generation = generation;
     this.trusted = new TrustedProxies(config.trustedProxies);
     this.observer.setListeners(config.listeners.map((l) => l.name));
+    // Counts of what the config no longer has go: their series disappear from /metrics.
+    this.counters.prune(liveLabels(config));
     for (const [i, lc] of config.listeners.entries()) {
       if (keep.has(lc.name)) this.listenerMap.get(lc.name)!.update(lc, i);
     }

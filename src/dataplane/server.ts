@@ -206,6 +206,7 @@ function serve(ctx: Connection, req: IncomingMessage, res: ServerResponse, start
   if (listener.retired) {
     res.shouldKeepAlive = false;
     answer(res, errors.LISTENER_REMOVED, '', true);
+    plane.observer.refused(errors.LISTENER_REMOVED.code);
     return;
   }
   const invalid = checkRequest(req);
@@ -284,6 +285,7 @@ function onClientError(this: TandemServer, err: Error & { code?: string }, socke
   // A later request is malformed: the earlier ones are answered first.
   if (conn !== undefined && conn.busy) breakAfter(conn, spec);
   else writeRaw(socket, spec, '');
+  this[kListener].plane.observer.refused(spec.code);
 }
 
 /** A request line of the right shape with a method llhttp does not know (501), not garbage (400). */
@@ -297,36 +299,45 @@ function onUpgrade(this: TandemServer, req: IncomingMessage, socket: Duplex, hea
   // one, a client resetting the connection would be an uncaught exception.
   socket.on('error', destroyOnError);
   const listener = this[kListener];
+  const observer = listener.plane.observer;
+  const li = listener.index;
   if (listener.retired) {
     writeRaw(socket, errors.LISTENER_REMOVED, '');
+    // Its index may name another listener of the new config now: only the error counts.
+    observer.refused(errors.LISTENER_REMOVED.code);
     return;
   }
   const invalid = checkRequest(req);
   if (invalid !== null) {
     writeRaw(socket, invalid, '');
+    observer.upgraded(li, null, 'error', invalid.code);
     return;
   }
   const gen = listener.plane.generation;
-  const rt = gen.router.match(listener.index, req.headers.host, req.url ?? '/', req.method ?? 'GET', req.headers);
+  const rt = gen.router.match(li, req.headers.host, req.url ?? '/', req.method ?? 'GET', req.headers);
   if (rt === null) {
     writeRaw(socket, errors.NO_ROUTE, '');
+    observer.upgraded(li, null, 'error', errors.NO_ROUTE.code);
     return;
   }
   const ctx = (req.socket as TandemSocket)[kContext]!;
   if (rt.actions !== null && rt.actions.refuses(ctx)) {
     refuseRaw(socket);
+    observer.upgraded(li, rt, 'error', errors.FORBIDDEN.code);
     return;
   }
   const sticky = rt.pool.sticky;
   const backend = (sticky === null ? null : sticky.lookup(req.headers.cookie)) ?? rt.pool.pool.pick();
   if (backend === null) {
     writeRaw(socket, errors.NO_BACKEND, rt.pool.name);
+    observer.upgraded(li, rt, 'error', errors.NO_BACKEND.code);
     return;
   }
+  const report = (result: 'success' | 'refused' | 'error', code: string | null) => observer.upgraded(li, rt, result, code);
   // http-proxy-3 is loaded on the first upgrade: a data plane that never sees one keeps
   // its memory (a worker's whole budget is tight: it must stream 1 GiB under 150 MB).
   websocket ??= import('./websocket.ts');
-  websocket.then((ws) => ws.proxyUpgrade(req, socket, head, rt.pool, backend, ctx), () => socket.destroy());
+  websocket.then((ws) => ws.proxyUpgrade(req, socket, head, rt.pool, backend, ctx, report), () => socket.destroy());
 }
 
 let websocket: Promise<typeof import('./websocket.ts')> | null = null;
