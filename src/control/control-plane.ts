@@ -34,7 +34,7 @@ import { loadConfigFile } from '../config/load.ts';
 import type { Config } from '../config/types.ts';
 import { errors, TandemError } from '../errors.ts';
 import { EventBus, type TandemEvent } from '../events.ts';
-import { liveLabels, type LabelFilter } from '../dataplane/telemetry.ts';
+import { liveLabels } from '../dataplane/telemetry.ts';
 import type { Pool } from '../pool/pool.ts';
 import type { AdminRuntime, ListenerView, ReloadOutcome, VipStatusView } from '../admin/runtime.ts';
 import { DataPlaneSet, type DataPlaneSlot, type MessageCounts } from './data-planes.ts';
@@ -293,7 +293,7 @@ export class ControlPlane implements AdminRuntime {
       asked.push(this.planes.request(slot, id, { t: 'snapshot', id }, SNAPSHOT_TIMEOUT_MS));
     }
     await Promise.all(asked);
-    if (this.operator !== null) this.planes.counts.writeCounters(this.operator.counters, labelsOf(this.current));
+    if (this.operator !== null) this.planes.counts.writeCounters(this.operator.counters, liveLabels(this.current));
     this.planes.counts.writeBackends(this.pools_.list());
   }
 
@@ -428,18 +428,6 @@ export class ControlPlane implements AdminRuntime {
     await this.pools_.close();
     await this.operator?.close();
   }
-}
-
-const labelFilters = new WeakMap<Config, LabelFilter>();
-
-/** Which counter labels `config` has; made once per config. */
-function labelsOf(config: Config): LabelFilter {
-  let f = labelFilters.get(config);
-  if (f === undefined) {
-    f = liveLabels(config);
-    labelFilters.set(config, f);
-  }
-  return f;
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {

@@ -110,10 +110,26 @@ export interface LabelFilter {
   pool(pool: string): boolean;
 }
 
-/** The LabelFilter of `config`. */
-export function liveLabels(config: { readonly listeners: readonly { readonly name: string }[];
+/** What of a config names counter labels. */
+interface LabelSource {
+  readonly listeners: readonly { readonly name: string }[];
   readonly routes: readonly { readonly name: string; readonly pool: string; readonly listeners: readonly string[] }[];
-  readonly pools: ReadonlyMap<string, { readonly backends: readonly { readonly name: string }[] }> }): LabelFilter {
+  readonly pools: ReadonlyMap<string, { readonly backends: readonly { readonly name: string }[] }>;
+}
+
+const filters = new WeakMap<LabelSource, LabelFilter>();
+
+/** The LabelFilter of `config`; made once per config (the control plane asks on every scrape). */
+export function liveLabels(config: LabelSource): LabelFilter {
+  let f = filters.get(config);
+  if (f === undefined) {
+    f = labelFilter(config);
+    filters.set(config, f);
+  }
+  return f;
+}
+
+function labelFilter(config: LabelSource): LabelFilter {
   const listeners = new Set(config.listeners.map((l) => l.name));
   const routes = new Map(config.routes.map((r) => [r.name, r]));
   const backends = new Map<string, Set<string>>();
