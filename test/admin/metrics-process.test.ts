@@ -195,6 +195,12 @@ describe('/metrics of tandem with two workers, after real traffic', () => {
       sent.requests++;
     }
 
+    // Upgrades a plain backend answers without switching, and one no route matches.
+    for (const path of ['/app/ws', '/nothing/ws']) {
+      const refused = new WebSocket(`ws://${t.listeners.get('web')}${path}`);
+      const [err] = await once(refused, 'error') as [Error];
+      assert.match(err.message, /Unexpected server response: (200|404)/);
+    }
     ws = new WebSocket(`ws://${t.listeners.get('web')}/ws`);
     await once(ws, 'open');
     ws.send('ping');
@@ -260,7 +266,7 @@ describe('/metrics of tandem with two workers, after real traffic', () => {
     assert.ok(unreachable >= 2, `two failures in a row eject: ${unreachable}`);
     assert.equal(unreachable + noBackend, sent.dead);
     assert.equal(total(s, 'tandem_requests_total', { pool: 'dead', code: '502' }), unreachable);
-    assert.equal(value(s, 'tandem_proxy_errors_total', { pool: '', code: 'TANDEM_ERR_NO_ROUTE' }), 1);
+    assert.equal(value(s, 'tandem_proxy_errors_total', { pool: '', code: 'TANDEM_ERR_NO_ROUTE' }), 2, 'a request and an upgrade');
     for (const e of find(s, 'tandem_proxy_errors_total')) assert.match(e.labels.code, /^TANDEM_ERR_[A-Z_]+$/);
 
     const heads = total(s, 'tandem_upstream_response_seconds_count', { pool: 'web' });
@@ -272,6 +278,9 @@ describe('/metrics of tandem with two workers, after real traffic', () => {
     assert.equal(inf, value(s, 'tandem_upstream_response_seconds_count', { pool: 'web', backend: 'b1' }));
 
     assert.equal(value(s, 'tandem_upgrades_total', { listener: 'web', route: 'ws', pool: 'ws', result: 'success' }), 1);
+    assert.equal(value(s, 'tandem_upgrades_total', { listener: 'web', route: 'app', pool: 'web', result: 'refused' }), 1);
+    assert.equal(value(s, 'tandem_upgrades_total', { listener: 'web', route: '', pool: '', result: 'error' }), 1);
+    assert.equal(total(s, 'tandem_upgrades_total'), 3);
     assert.ok(value(s, 'tandem_listener_connections', { listener: 'web' }) >= 1, 'the WebSocket is open');
   });
 
