@@ -15,43 +15,12 @@ import { after, before, describe, test } from 'node:test';
 import { request } from 'undici';
 import WebSocket, { WebSocketServer } from 'ws';
 import { config } from '../helpers/config.ts';
-import { declared, find, parse, promtoolCheckMetrics, promtoolMissing, total, value, type Series } from '../helpers/prom.ts';
+import { declared, find, parse, promtoolCheckMetrics, promtoolMissing, TANDEM_METRICS, total, value, type Series } from '../helpers/prom.ts';
 import { skipUnlessCi } from '../helpers/requirements.ts';
 import { startTandem, type TandemProcess } from '../helpers/tandem.ts';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 const noPromtool = skipUnlessCi(await promtoolMissing());
-
-/** Every tandem metric, with its type: the names dashboards and alerts rely on. */
-const METRICS: Record<string, string> = {
-  tandem_build_info: 'gauge',
-  tandem_requests_total: 'counter',
-  tandem_request_duration_seconds: 'histogram',
-  tandem_upstream_response_seconds: 'histogram',
-  tandem_request_bytes_total: 'counter',
-  tandem_response_bytes_total: 'counter',
-  tandem_retries_total: 'counter',
-  tandem_proxy_errors_total: 'counter',
-  tandem_upgrades_total: 'counter',
-  tandem_listener_connections: 'gauge',
-  tandem_backend_up: 'gauge',
-  tandem_backend_state: 'gauge',
-  tandem_backend_weight: 'gauge',
-  tandem_backend_active_requests: 'gauge',
-  tandem_backend_transitions_total: 'counter',
-  tandem_backend_downtime_seconds_total: 'counter',
-  tandem_backend_ejections_total: 'counter',
-  tandem_health_checks_total: 'counter',
-  tandem_backend_check_duration_seconds: 'histogram',
-  tandem_pool_available_backends: 'gauge',
-  tandem_vip_leader: 'gauge',
-  tandem_vip_epoch: 'gauge',
-  tandem_vip_transitions_total: 'counter',
-  tandem_lease_renew_failures_total: 'counter',
-  tandem_config_reloads_total: 'counter',
-  tandem_config_last_reload_successful: 'gauge',
-  tandem_channel_messages_total: 'counter',
-};
 
 const BODY = 1000;
 const UPLOAD = 5000;
@@ -231,9 +200,9 @@ describe('/metrics of tandem with two workers, after real traffic', () => {
 
   test('every tandem metric is declared once, with its type', async () => {
     const types = declared(await scrapeText());
-    for (const [name, type] of Object.entries(METRICS)) assert.equal(types.get(name), type, name);
+    for (const [name, type] of Object.entries(TANDEM_METRICS)) assert.equal(types.get(name), type, name);
     const ours = [...types.keys()].filter((n) => n.startsWith('tandem_')).sort();
-    assert.deepEqual(ours, Object.keys(METRICS).sort(), 'docs/admin-api.md lists every metric; add a new one there and here');
+    assert.deepEqual(ours, Object.keys(TANDEM_METRICS).sort(), 'docs/admin-api.md lists every metric; add a new one there and here');
   });
 
   test('the request series count every request of every worker exactly once', async () => {

@@ -4,6 +4,37 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { run } from './netns.ts';
 
+/** Every tandem metric, with its type: the names dashboards and alerts rely on (docs/admin-api.md lists them). */
+export const TANDEM_METRICS: Record<string, string> = {
+  tandem_build_info: 'gauge',
+  tandem_requests_total: 'counter',
+  tandem_request_duration_seconds: 'histogram',
+  tandem_upstream_response_seconds: 'histogram',
+  tandem_request_bytes_total: 'counter',
+  tandem_response_bytes_total: 'counter',
+  tandem_retries_total: 'counter',
+  tandem_proxy_errors_total: 'counter',
+  tandem_upgrades_total: 'counter',
+  tandem_listener_connections: 'gauge',
+  tandem_backend_up: 'gauge',
+  tandem_backend_state: 'gauge',
+  tandem_backend_weight: 'gauge',
+  tandem_backend_active_requests: 'gauge',
+  tandem_backend_transitions_total: 'counter',
+  tandem_backend_downtime_seconds_total: 'counter',
+  tandem_backend_ejections_total: 'counter',
+  tandem_health_checks_total: 'counter',
+  tandem_backend_check_duration_seconds: 'histogram',
+  tandem_pool_available_backends: 'gauge',
+  tandem_vip_leader: 'gauge',
+  tandem_vip_epoch: 'gauge',
+  tandem_vip_transitions_total: 'counter',
+  tandem_lease_renew_failures_total: 'counter',
+  tandem_config_reloads_total: 'counter',
+  tandem_config_last_reload_successful: 'gauge',
+  tandem_channel_messages_total: 'counter',
+};
+
 export interface Series { name: string; labels: Record<string, string>; value: number }
 
 /** Parses Prometheus text format, enough for tandem's own output. */
