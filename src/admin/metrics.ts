@@ -15,7 +15,7 @@ import type { Aggregator, Metric } from 'prom-client';
 import type { EventBus, TandemEvent } from '../events.ts';
 import { BACKEND_STATES } from '../pool/backend.ts';
 import type { Pool } from '../pool/pool.ts';
-import { DENSE_CODES, DURATION_BUCKETS, RequestCounters, SUM_DURATION, SUM_REQUEST_BYTES, SUM_RESPONSE_BYTES, SUM_RETRIES, SUM_UPSTREAM } from '../dataplane/telemetry.ts';
+import { BUCKET_SLOTS, DENSE_CODES, DURATION_BUCKETS, RequestCounters, SUM_DURATION, SUM_REQUEST_BYTES, SUM_RESPONSE_BYTES, SUM_RETRIES, SUM_UPSTREAM } from '../dataplane/telemetry.ts';
 import type { RequestCounter, RequestHandle } from '../dataplane/telemetry.ts';
 import type { ListenerView, VipStatusView } from './runtime.ts';
 
@@ -327,9 +327,9 @@ class TandemMetrics implements Metrics {
       out.push({ value: b.checksFailed, labels: { ...labels, result: 'failure' } });
     });
 
-    const noChecks = new Float64Array(DURATION_BUCKETS.length + 1);
+    const noChecks = new Float64Array(BUCKET_SLOTS);
     perBackend('tandem_backend_check_duration_seconds', 'Time an active health check took, passed or failed.', 'histogram', 'first', (out, pool, b, labels) => {
-      if (pool.config.healthCheck === null && b.record.checkBuckets === null) return;
+      if (pool.config.healthCheck === null) return;
       histogram(out, 'tandem_backend_check_duration_seconds', labels, b.record.checkBuckets ?? noChecks, b.record.checkSum);
     });
 

@@ -8,7 +8,7 @@
 // route, pool or backend) are dropped, retired ones included, so their series disappear.
 
 import type { CounterSnapshot, DataPlaneStats } from '../channel/protocol.ts';
-import { DENSE_CODES, RequestCounters, type LabelFilter, type RequestCounter } from '../dataplane/telemetry.ts';
+import { DENSE_CODES, RequestCounters, type LabelFilter, type RequestCounter, type UpgradeResult } from '../dataplane/telemetry.ts';
 import type { Pool } from '../pool/pool.ts';
 
 interface BackendTotals { requests: number; failures: number }
@@ -116,7 +116,7 @@ function addStats(counters: RequestCounters, stats: DataPlaneStats, keep: LabelF
     if (keep === null || keep.counter(s.listener, s.route, s.pool, s.backend)) addSnapshot(counters, s);
   }
   for (const [listener, route, pool, result, n] of stats.upgrades) {
-    if (keep === null || keep.counter(listener, route, pool, '')) counters.upgrade(listener, route, pool, result as 'success', n);
+    if (keep === null || keep.counter(listener, route, pool, '')) counters.upgrade(listener, route, pool, result as UpgradeResult, n);
   }
   for (const [pool, code, n] of stats.rejected) {
     if (keep === null || keep.pool(pool)) counters.reject(pool, code, n);

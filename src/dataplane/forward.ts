@@ -8,6 +8,7 @@ import { bodyBytesMoved } from './gc-pacer.ts';
 import { responseHeaders, upstreamHeaders, type ForwardContext } from './headers.ts';
 import { writeResumed, writeStalled } from './send-timeout.ts';
 import type { Waiter } from './backend-queue.ts';
+import type { UpgradeResult } from './telemetry.ts';
 
 // The hot path. One ProxyRequest per proxied request is the only allocation that is not
 // node's or undici's own: it is undici's dispatch handler, and the response stream's
@@ -42,7 +43,7 @@ export interface Exchange {
 export interface RequestObserver {
   finished(exchange: Exchange): void;
   /** An Upgrade request on listener index `listener` ended; `errorCode` when tandem answered it with an error. */
-  upgraded(listener: number, route: RouteRuntime | null, result: 'success' | 'refused' | 'error', errorCode: string | null): void;
+  upgraded(listener: number, route: RouteRuntime | null, result: UpgradeResult, errorCode: string | null): void;
   /** tandem answered with one of its errors outside an exchange (a request the parser refused). */
   refused(errorCode: string): void;
 }

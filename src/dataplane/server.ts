@@ -13,6 +13,7 @@ import { Certificates } from './tls.ts';
 import { clientAddressOf, TrustedProxies, type ForwardContext } from './headers.ts';
 import { admit, attach, breakAfter, type Connection } from './pipeline.ts';
 import { checkRequest, isWebSocketUpgrade } from './request-checks.ts';
+import type { UpgradeReport } from './websocket.ts';
 
 const kListener = Symbol('tandem.listener');
 const kContext = Symbol('tandem.context');
@@ -333,7 +334,7 @@ function onUpgrade(this: TandemServer, req: IncomingMessage, socket: Duplex, hea
     observer.upgraded(li, rt, 'error', errors.NO_BACKEND.code);
     return;
   }
-  const report = (result: 'success' | 'refused' | 'error', code: string | null) => observer.upgraded(li, rt, result, code);
+  const report: UpgradeReport = (result, code) => observer.upgraded(li, rt, result, code);
   // http-proxy-3 is loaded on the first upgrade: a data plane that never sees one keeps
   // its memory (a worker's whole budget is tight: it must stream 1 GiB under 150 MB).
   websocket ??= import('./websocket.ts');

@@ -203,13 +203,6 @@ export class RequestCounters {
     }
     for (const key of this.rejected.keys()) if (!keep.pool(key.slice(0, key.indexOf('\u0000')))) this.rejected.delete(key);
   }
-
-  /** Forgets every count. */
-  clear(): void {
-    this.byKey.clear();
-    this.upgrades.clear();
-    this.rejected.clear();
-  }
 }
 
 /**

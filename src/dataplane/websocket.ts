@@ -7,6 +7,7 @@ import type { Backend } from '../pool/backend.ts';
 import type { PoolRuntime } from './generation.ts';
 import type { ForwardContext } from './headers.ts';
 import { errorBody } from './forward.ts';
+import type { UpgradeResult } from './telemetry.ts';
 
 // WebSocket and other Upgrade requests go through http-proxy-3. Each upgraded session
 // gets a fresh upstream connection (no agent): an upgraded socket is never reusable, and
@@ -16,7 +17,7 @@ const proxy = createProxyServer({ ws: true, xfwd: false, agent: false as unknown
 const kSession = Symbol('tandem.ws');
 
 /** How an upgrade ended, for the metrics; told once per upgrade request. */
-export type UpgradeReport = (result: 'success' | 'refused' | 'error', errorCode: string | null) => void;
+export type UpgradeReport = (result: UpgradeResult, errorCode: string | null) => void;
 
 interface Session {
   readonly backend: Backend;
@@ -26,7 +27,7 @@ interface Session {
 type SessionSocket = Socket & { [kSession]?: Session };
 
 /** Tells the session's outcome once. */
-function settle(session: Session, result: 'success' | 'refused' | 'error', errorCode: string | null): void {
+function settle(session: Session, result: UpgradeResult, errorCode: string | null): void {
   const report = session.report;
   session.report = null;
   report?.(result, errorCode);
