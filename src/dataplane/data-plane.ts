@@ -17,6 +17,7 @@ import { Generation, poolRuntime, type PoolRuntime } from './generation.ts';
 import { TrustedProxies } from './headers.ts';
 import { Listener, type ListenerState } from './server.ts';
 import { AccessLog, RequestCounters, Telemetry } from './telemetry.ts';
+import { closedWithin, Vacancies } from './vacate.ts';
 
 /** A reload that has bound its new listeners and waits to be committed or aborted. */
 export interface PreparedConfig {
@@ -47,6 +48,7 @@ export class DataPlane implements ListenerState {
   trusted: TrustedProxies;
   observer: Telemetry;
   shuttingDown: boolean;
+  readonly vacancies: Vacancies;
   /** Proxied requests in flight (the request path counts them in and out). */
   active: number;
   private current: Config;
@@ -63,6 +65,7 @@ export class DataPlane implements ListenerState {
     this.counters = new RequestCounters();
     this.current = config;
     this.shuttingDown = false;
+    this.vacancies = new Vacancies();
     this.active = 0;
     this.entries = new Map();
     this.listenerMap = new Map();
@@ -88,6 +91,16 @@ export class DataPlane implements ListenerState {
 
   listeners(): Listener[] {
     return [...this.listenerMap.values()];
+  }
+
+  /**
+   * The VIP at `address` is about to move to another node (`leaving`), or stays or is
+   * gone (see vacate.ts). Resolves with the connections on it still open after `wait` ms.
+   */
+  vacate(address: string, leaving: boolean, wait: number): Promise<number> {
+    this.vacancies.set(address, leaving);
+    if (!leaving) return Promise.resolve(0);
+    return closedWithin(this.listeners().flatMap((l) => l.vacate(address)), wait);
   }
 
   /** Every backend of the current pools. */

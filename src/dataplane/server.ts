@@ -13,6 +13,7 @@ import { Certificates } from './tls.ts';
 import { clientAddressOf, TrustedProxies, type ForwardContext } from './headers.ts';
 import { admit, attach, breakAfter, type Connection } from './pipeline.ts';
 import { checkRequest, isWebSocketUpgrade } from './request-checks.ts';
+import { plainAddress, type Closing, type Vacancies } from './vacate.ts';
 
 const kListener = Symbol('tandem.listener');
 const kContext = Symbol('tandem.context');
@@ -26,6 +27,8 @@ export interface ListenerState {
   trusted: TrustedProxies;
   observer: RequestObserver;
   shuttingDown: boolean;
+  /** VIP addresses being handed over: no more keep-alive on connections accepted on them. */
+  readonly vacancies: Vacancies;
   /** Proxied requests in flight, across config generations. */
   active: number;
 }
@@ -143,6 +146,32 @@ export class Listener {
     });
   }
 
+  /**
+   * Winds down the connections accepted on local `address` (a VIP being handed over, see
+   * vacate.ts): idle ones and upgraded ones close now, busy ones after their response,
+   * HTTP/2 sessions get a GOAWAY. Returns those still open.
+   */
+  vacate(address: string): Closing[] {
+    const h2 = this.http2?.goAway(address) ?? { sessions: [], sockets: new Set<Socket>() };
+    const open: Closing[] = [...h2.sessions];
+    for (const socket of this.connections) {
+      if (socket.destroyed || h2.sockets.has(socket) || plainAddress(socket.localAddress) !== address) continue;
+      const conn = (socket as TandemSocket)[kContext];
+      if (conn === undefined || !(conn.busy || (conn.held !== null && conn.held.length > 0))) {
+        socket.destroy();
+        continue;
+      }
+      open.push(socket);
+      // The response in flight: with Connection: close if its head is not out yet, else
+      // the connection ends after it (requests held behind it are served with close).
+      const res = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+      if (res == null) continue;
+      if (!res.headersSent) res.shouldKeepAlive = false;
+      else res.once('finish', () => endIfDone(conn));
+    }
+    return open;
+  }
+
   /** Destroys every remaining connection. */
   destroyAll(): void {
     this.server.closeAllConnections();
@@ -181,6 +210,11 @@ function onConnection(this: TandemServer, socket: TandemSocket): void {
 }
 
 
+/** Ends a vacated connection after its last response, unless pipelined requests are still held. */
+function endIfDone(conn: Connection): void {
+  if (conn.held === null || conn.held.length === 0) conn.socket.end();
+}
+
 function onSocketClose(this: Socket & { [kListener]?: Listener }): void {
   this[kListener]?.connections.delete(this);
 }
@@ -218,7 +252,9 @@ function serve(ctx: Connection, req: IncomingMessage, res: ServerResponse, start
   const gen = plane.generation;
   const asterisk = req.url === '*';
   const rt = gen.router.match(listener.index, req.headers.host, asterisk ? '/' : req.url!, req.method ?? 'GET', req.headers);
-  if (plane.shuttingDown) res.shouldKeepAlive = false;
+  // No keep-alive while stopping, or on a VIP about to move to another node.
+  const closing = plane.shuttingDown || plane.vacancies.covers(ctx.socket);
+  if (closing) res.shouldKeepAlive = false;
   if (asterisk && rt !== null) {
     // `OPTIONS *` asks about the server, not a resource, and undici cannot send it on:
     // tandem answers for the host it routes.
@@ -227,12 +263,12 @@ function serve(ctx: Connection, req: IncomingMessage, res: ServerResponse, start
     return;
   }
   if (rt === null) {
-    answer(res, errors.NO_ROUTE, '', plane.shuttingDown);
+    answer(res, errors.NO_ROUTE, '', closing);
     plane.observer.finished({ req, ctx, route: null, backend: null, status: 404, start, bytes: 0, retries: 0, errorCode: errors.NO_ROUTE.code });
     return;
   }
   if (rt.actions !== null) {
-    const status = rt.actions.answer(req, res, ctx, plane.shuttingDown);
+    const status = rt.actions.answer(req, res, ctx, closing);
     if (status !== 0) {
       plane.observer.finished({ req, ctx, route: rt, backend: null, status, start, bytes: 0, retries: 0, errorCode: status === 403 ? errors.FORBIDDEN.code : null });
       return;
@@ -241,12 +277,12 @@ function serve(ctx: Connection, req: IncomingMessage, res: ServerResponse, start
   if (rt.limiter !== null) {
     const wait = rt.limiter.take(ctx.clientAddress);
     if (wait > 0) {
-      answer(res, errors.RATE_LIMITED, '', plane.shuttingDown, wait);
+      answer(res, errors.RATE_LIMITED, '', closing, wait);
       plane.observer.finished({ req, ctx, route: rt, backend: null, status: 429, start, bytes: 0, retries: 0, errorCode: errors.RATE_LIMITED.code });
       return;
     }
   }
-  new ProxyRequest(req, res, rt, rt.pool, ctx, plane.observer, start, plane.shuttingDown).run();
+  new ProxyRequest(req, res, rt, rt.pool, ctx, plane.observer, start, closing).run();
 }
 
 /** One of tandem's own answers, outside a proxied exchange. */
