@@ -95,12 +95,19 @@ export class DataPlane implements ListenerState {
 
   /**
    * The VIP at `address` is about to move to another node (`leaving`), or stays or is
-   * gone (see vacate.ts). Resolves with the connections on it still open after `wait` ms.
+   * gone (see vacate.ts). Waits up to `wait` ms for its connections to close after their
+   * next answer, then closes the idle rest; resolves with the busy ones left.
    */
-  vacate(address: string, leaving: boolean, wait: number): Promise<number> {
+  async vacate(address: string, leaving: boolean, wait: number): Promise<number> {
     this.vacancies.set(address, leaving);
-    if (!leaving) return Promise.resolve(0);
-    return closedWithin(this.listeners().flatMap((l) => l.vacate(address)), wait);
+    if (!leaving) return 0;
+    const listeners = this.listeners();
+    const open = listeners.flatMap((l) => l.vacate(address));
+    await closedWithin(open, wait);
+    const among = new Set(open);
+    let busy = 0;
+    for (const l of listeners) busy += l.closeIdle(among);
+    return busy;
   }
 
   /** Every backend of the current pools. */

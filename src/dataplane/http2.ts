@@ -167,6 +167,12 @@ export class Http2Front {
     return { sessions, sockets };
   }
 
+  /** True when `socket` carries one of this front's sessions. */
+  owns(socket: Socket): boolean {
+    for (const s of this.sessions) if ((s as GuardedSession)[kRawSocket] === socket) return true;
+    return false;
+  }
+
   /** GOAWAY to every session: streams in flight finish, no new ones start. */
   close(): void {
     for (const s of this.sessions) if (!s.closed) s.close();

@@ -147,29 +147,43 @@ export class Listener {
   }
 
   /**
-   * Winds down the connections accepted on local `address` (a VIP being handed over, see
-   * vacate.ts): idle ones and upgraded ones close now, busy ones after their response,
-   * HTTP/2 sessions get a GOAWAY. Returns those still open.
+   * Starts winding down the connections accepted on local `address` (a VIP being handed
+   * over, see vacate.ts): HTTP/2 sessions get a GOAWAY, the response in flight on a busy
+   * connection closes it, an idle one closes after the answer to its next request (the
+   * request path answers with Connection: close). Returns them all.
    */
   vacate(address: string): Closing[] {
     const h2 = this.http2?.goAway(address) ?? { sessions: [], sockets: new Set<Socket>() };
     const open: Closing[] = [...h2.sessions];
     for (const socket of this.connections) {
       if (socket.destroyed || h2.sockets.has(socket) || plainAddress(socket.localAddress) !== address) continue;
-      const conn = (socket as TandemSocket)[kContext];
-      if (conn === undefined || !(conn.busy || (conn.held !== null && conn.held.length > 0))) {
-        socket.destroy();
-        continue;
-      }
       open.push(socket);
-      // The response in flight: with Connection: close if its head is not out yet, else
-      // the connection ends after it (requests held behind it are served with close).
+      const conn = (socket as TandemSocket)[kContext];
       const res = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
-      if (res == null) continue;
+      if (conn === undefined || res == null) continue;
+      // Its head not out yet: it says Connection: close. Else the connection ends after it
+      // (requests held behind it are answered with close).
       if (!res.headersSent) res.shouldKeepAlive = false;
       else res.once('finish', () => endIfDone(conn));
     }
     return open;
+  }
+
+  /**
+   * Closes those of `among` (what vacate returned) that are idle (or upgraded) now: the
+   * last step of a handover, when their clients did not use them while it waited. Newer
+   * connections are left to close after their first answer: one may carry a request not
+   * yet read. Returns how many busy ones are left.
+   */
+  closeIdle(among: ReadonlySet<Closing>): number {
+    let busy = 0;
+    for (const socket of this.connections) {
+      if (socket.destroyed || !among.has(socket)) continue;
+      const conn = (socket as TandemSocket)[kContext];
+      if (conn !== undefined && (conn.busy || (conn.held !== null && conn.held.length > 0))) busy++;
+      else if (this.http2 === null || !this.http2.owns(socket)) socket.destroy();
+    }
+    return busy;
   }
 
   /** Destroys every remaining connection. */

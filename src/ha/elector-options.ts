@@ -49,5 +49,5 @@ export interface ElectorOptions {
    */
   readonly lead?: (signal: AbortSignal, lease: Lease) => void;
   /** The VIP is about to leave this node in a planned handover, or not any more (see departure.ts). */
-  readonly vacate?: (leaving: boolean) => Promise<void>;
+  readonly vacate?: (leaving: boolean, patient: boolean) => Promise<void>;
 }

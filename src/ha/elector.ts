@@ -38,7 +38,7 @@ export class Elector {
   private readySince: number | null;
   private faultUntil: number;
   private handingUntil: number;
-  private readonly departure: Departure;
+  readonly departure: Departure;
   /** When the lease is in doubt unless a renewal succeeds first. */
   private doubtAt: number;
   private doubtTimer: NodeJS.Timeout | null;
@@ -66,7 +66,7 @@ export class Elector {
     this.readySince = null;
     this.faultUntil = 0;
     this.handingUntil = 0;
-    this.departure = new Departure(opts.vacate);
+    this.departure = new Departure(opts.vacate, () => this.phase === 'master', opts.handoverTimeout + opts.renewEvery);
     this.doubtAt = Infinity;
     this.doubtTimer = null;
     this.ticker = null;
@@ -344,7 +344,7 @@ export class Elector {
     this.abortLeader();
     this.clearDoubt();
     this.phase = 'releasing';
-    await this.departure.set(true);
+    await this.departure.set(true, true);
     await this.opts.store.release(this.key, this.opts.node).catch((err: Error) => this.opts.log(`ha: ${this.key}: release failed: ${err.message}`));
     // Awaited: after a release or stop, the VIP is off this host when the caller goes on.
     await this.enter(state === 'BACKUP' ? 'backup' : state === 'FAULT' ? 'fault' : 'stopped');

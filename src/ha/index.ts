@@ -55,9 +55,11 @@ export async function startHa(opts: HaOptions): Promise<HaHandle> {
   }
   // A handover waits for the successor's MASTER hook, which may take up to its timeout.
   const handoverTimeout = config.leaseDuration + config.hookTimeout;
-  const basics: StoreBasics = { node, leaseDuration: config.leaseDuration, renewEvery: config.renewEvery, handoverTimeout, log };
-  const store = config.store === 'etcd' ? await openEtcdStore(config, basics) : await startPeerStore(config, basics);
   const electors = new Map<string, Elector>();
+  // A preempted holder winds the VIP's connections down before it offers the lease.
+  const beforeOffer = (key: string) => electors.get(key)?.departure.preempted() ?? Promise.resolve();
+  const basics: StoreBasics = { node, leaseDuration: config.leaseDuration, renewEvery: config.renewEvery, handoverTimeout, beforeOffer, log };
+  const store = config.store === 'etcd' ? await openEtcdStore(config, basics) : await startPeerStore(config, basics);
   const agentHooks: AgentHook[] = [];
   for (const vip of config.vips) {
     const hook = hookRunner(opts, vip);
@@ -106,17 +108,18 @@ export async function startHa(opts: HaOptions): Promise<HaHandle> {
 
 /** The hook runner of one VIP: in this process, or through the vip-agent sidecar. */
 /**
- * How long a planned handover waits for the responses in flight on the VIP's address
- * before it lets the VIP go; what is still open then is reset when the VIP moves.
+ * How long a planned handover waits for the connections on the VIP's address to close
+ * after their next answer before it closes the idle rest and lets the VIP go; a busy one
+ * still open then is reset when the VIP moves.
  */
 export const VACATE_WAIT_MS = 1000;
 
-/** The elector's side of `HaOptions.vacate`: waits, and logs what was still open. */
-function vacating(vacate: NonNullable<HaOptions['vacate']>, vip: VipConfig, log: (msg: string) => void): (leaving: boolean) => Promise<void> {
+/** The elector's side of `HaOptions.vacate`: waits when patient, and logs what was still open. */
+function vacating(vacate: NonNullable<HaOptions['vacate']>, vip: VipConfig, log: (msg: string) => void): (leaving: boolean, patient: boolean) => Promise<void> {
   const address = vip.address.split('/')[0];
-  return async (leaving) => {
+  return async (leaving, patient) => {
     const t0 = performance.now();
-    const open = await vacate(address, leaving, VACATE_WAIT_MS).catch((err: Error) => {
+    const open = await vacate(address, leaving, patient ? VACATE_WAIT_MS : 0).catch((err: Error) => {
       log(`ha: ${vip.name}: winding down its connections failed: ${err.message}`);
       return 0;
     });

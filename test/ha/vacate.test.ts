@@ -98,12 +98,14 @@ ha:
   await t.waitForLog(/vip-a MASTER/, { from: 0 });
   const port = Number(t.url.split(':').pop());
 
-  // Three keep-alive connections: idle on the VIP, idle on the node's own address, and
-  // one on the VIP that will be busy with a slow answer when the handover starts.
+  // Keep-alive connections: idle on the VIP, idle on the node's own address, one on the
+  // VIP that will be busy with a slow answer when the handover starts, and one on the VIP
+  // its client keeps using.
   const idleVip = await RawClient.open(VIP, port);
   const idleOwn = await RawClient.open('127.0.0.1', port);
   const busyVip = await RawClient.open(VIP, port);
-  for (const c of [idleVip, idleOwn, busyVip]) {
+  const usedVip = await RawClient.open(VIP, port);
+  for (const c of [idleVip, idleOwn, busyVip, usedVip]) {
     const first = await c.get('/warm');
     assert.doesNotMatch(first.head, /connection: close/, 'keep-alive before the handover');
   }
@@ -121,6 +123,18 @@ ha:
     method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}',
   }).then(async (r) => ({ status: r.status, at: performance.now() }));
 
+  // The connection in use: kept alive until the handover starts, then its next answer
+  // says Connection: close and the connection ends after it, before the VIP moves.
+  let last: { head: string; body: string };
+  for (let n = 0; ; n++) {
+    assert.ok(n < 2000, 'an answer on the VIP said Connection: close');
+    last = await usedVip.get('/used');
+    assert.match(last.head, /^http\/1\.1 200/);
+    if (/connection: close/.test(last.head)) break;
+    await sleep(10);
+  }
+  await within(usedVip.ended, 20_000, 'the connection in use ends after its Connection: close answer');
+  // The idle one, never used again, is closed at the end of the handover's wait.
   await within(idleVip.ended, 20_000, 'the idle keep-alive connection on the VIP is closed');
   const answer = await slow;
   assert.match(answer.head, /^http\/1\.1 200/);
