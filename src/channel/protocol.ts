@@ -67,6 +67,8 @@ export type ToDataPlane =
   | { readonly t: 'commit'; readonly id: number; readonly config: Config; readonly states: readonly BackendState[] }
   | { readonly t: 'abort'; readonly id: number }
   | { readonly t: 'snapshot'; readonly id: number }
+  /** A VIP's address is about to move away (`leaving`), or stays or is gone: see src/dataplane/vacate.ts. */
+  | { readonly t: 'vacate'; readonly id: number; readonly address: string; readonly leaving: boolean; readonly wait: number }
   | { readonly t: 'stop'; readonly timeout: number };
 
 /** Data plane to control plane. `id` answers the request of the same id. */
@@ -79,7 +81,9 @@ export type ToControlPlane =
   | { readonly t: 'committed'; readonly id: number; readonly error: string | null; readonly listeners: readonly BoundListener[] }
   | { readonly t: 'ejected'; readonly pool: string; readonly backend: string; readonly ejected: boolean; readonly reason: string }
   /** id 0: pushed on the data plane's own timer. */
-  | { readonly t: 'stats'; readonly id: number; readonly stats: DataPlaneStats };
+  | { readonly t: 'stats'; readonly id: number; readonly stats: DataPlaneStats }
+  /** Connections on the vacated address still open when the wait ended. */
+  | { readonly t: 'vacated'; readonly id: number; readonly open: number };
 
 /** True for the messages of this protocol (node:cluster's own never have `t`). */
 export function isProtocolMessage(msg: unknown): boolean {

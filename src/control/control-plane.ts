@@ -284,6 +284,11 @@ export class ControlPlane implements AdminRuntime {
     return !this.stopping && this.planes.anyReady() && this.pools_.ready(pools);
   }
 
+  /** A VIP's address is about to move away, or not any more: see src/dataplane/vacate.ts. */
+  vacate(address: string, leaving: boolean, wait: number): Promise<number> {
+    return this.planes.vacate(address, leaving, wait);
+  }
+
   /** Asks every data plane for its counts and writes the sums into the counters and backends; for a scrape. */
   async gather(): Promise<void> {
     const asked: Promise<unknown>[] = [];

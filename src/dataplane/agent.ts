@@ -60,6 +60,7 @@ export class DataPlaneAgent {
       case 'state': this.applyState(msg.state); return;
       case 'reinstate': this.reinstate(msg.pool, msg.backend, msg.age); return;
       case 'snapshot': this.end.send({ t: 'stats', id: msg.id, stats: this.stats() }); return;
+      case 'vacate': void this.vacate(msg.id, msg.address, msg.leaving, msg.wait); return;
       case 'stop': void this.stop(msg.timeout, 0); return;
       default:
         this.queue = this.queue.then(() => this.run(msg)).catch((err: Error) => this.log(`${msg.t}: ${err.stack ?? err.message}`));
@@ -175,6 +176,11 @@ export class DataPlaneAgent {
   }
 
   /** What this data plane has counted so far. Runs once a second at most: allocation here is fine. */
+  private async vacate(id: number, address: string, leaving: boolean, wait: number): Promise<void> {
+    const open = this.plane === null ? 0 : await this.plane.vacate(address, leaving, wait);
+    this.end.send({ t: 'vacated', id, open });
+  }
+
   private stats(): DataPlaneStats {
     const plane = this.plane;
     if (plane === null) return { counters: [], backends: [], listeners: [], upgrades: [], rejected: [] };
