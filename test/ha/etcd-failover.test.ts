@@ -121,7 +121,7 @@ describe('etcd store: tandem processes on a real etcd', { skip, concurrency: fal
     }
   };
 
-  test('kill -9 of the holder: the standby holds the VIP within the TTL plus etcd\'s revocation loop, at a greater epoch', async () => {
+  test('kill -9 of the holder: the standby takes the VIP over a lease after the holder\'s last write, without waiting for etcd\'s expiry, at a greater epoch', async () => {
     const e = await etcd();
     const took: number[] = [];
     for (let i = 0; i < RUNS; i++) {
@@ -143,10 +143,12 @@ describe('etcd store: tandem processes on a real etcd', { skip, concurrency: fal
     }
     took.sort((a, b) => a - b);
     console.log(`etcd kill -9 takeover (kill to MASTER hook), ${RUNS} run(s): median ${took[Math.floor(took.length / 2)]} ms, range ${took[0]}-${took.at(-1)} ms`);
-    // The lease runs out at most a TTL after the kill; etcd revokes it on its next loop
-    // pass (up to 500 ms later); the rest is the watch, one grant, one transaction and
-    // starting the hook, which a busy machine stretches (measured figures: docs/ha.md).
-    for (const t of took) assert.ok(t <= TTL + REVOKE_LOOP + 700, `took over ${t} ms after the kill`);
+    // The holder's last write was at most a renew interval before the kill; the standby
+    // takes over a lease (plus 50 ms) after it saw it, in one grant and one transaction,
+    // then starts the hook: etcd's own expiry (a TTL in whole seconds, then a revocation
+    // loop of 500 ms) is not waited for. A busy machine stretches the requests and the
+    // hook's start (measured figures: docs/ha.md, npm run bench:failover).
+    for (const t of took) assert.ok(t <= TTL + 700, `took over ${t} ms after the kill (etcd's expiry would take up to ${TTL + REVOKE_LOOP} ms)`);
   });
 
   test('SIGSTOP of the holder past its lease, then SIGCONT: it runs BACKUP before anything else and holds again only by a new acquisition', async () => {

@@ -43,7 +43,9 @@ async function etcdCluster(opts: ClusterOptions): Promise<StoreCluster> {
   const prefix = `/test-${process.pid}-${++prefixes}`;
   const stores = new Map<string, EtcdStore>();
   for (const node of opts.nodes) {
-    const s = newStore(e.endpoints, node, prefix, opts.leaseDuration, opts.renewEvery);
+    // etcd leases are whole seconds: the contract's 600 ms would be a 1 s lease on the
+    // server and 600 ms on the holder's clock; ask for the lease etcd grants.
+    const s = newStore(e.endpoints, node, prefix, Math.max(1000, opts.leaseDuration), opts.renewEvery);
     await s.start();
     stores.set(node, s);
   }

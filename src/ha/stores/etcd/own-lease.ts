@@ -1,7 +1,10 @@
 // A lease this node holds in etcd, as this node counts it: on its own monotonic clock,
 // from when the last successful keep-alive was sent (never from when etcd answered),
-// so it runs out here no later than on the server. When it runs out, `onExpire` is
-// called once, and the store treats the lease as lost whatever etcd says later.
+// so it runs out here no later than on the server; and no later than a lease duration
+// after the last successful write of the VIP key was sent (a "beat"), because the other
+// nodes take a key over once they have seen no write of it for a lease duration (see
+// store.ts). When it runs out, `onExpire` is called once, and the store treats the
+// lease as lost whatever etcd says later.
 
 const now = (): number => performance.now();
 
@@ -11,6 +14,10 @@ export class OwnLease {
   ttl: number;
   /** When the last successful keep-alive (or the grant) was sent. */
   confirmedAt: number;
+  /** When the last successful write of the VIP key under this lease was sent. */
+  beatAt: number;
+  /** How long after a beat the others may take the key over: the lease duration (ms). */
+  private readonly window: number;
   readonly takenAt: number;
   /** The elector confirmed it (first renew after its MASTER hook). */
   serving: boolean;
@@ -23,10 +30,12 @@ export class OwnLease {
   private timer: NodeJS.Timeout | null;
   private readonly onExpire: () => void;
 
-  constructor(id: string, ttlSeconds: number, sentAt: number, onExpire: () => void) {
+  constructor(id: string, ttlSeconds: number, sentAt: number, window: number, onExpire: () => void) {
     this.id = id;
     this.ttl = ttlSeconds * 1000;
     this.confirmedAt = sentAt;
+    this.beatAt = sentAt;
+    this.window = window;
     this.takenAt = sentAt;
     this.serving = false;
     this.releasing = false;
@@ -45,9 +54,16 @@ export class OwnLease {
     this.arm();
   }
 
+  /** A write of the VIP key under this lease, sent at `sentAt`, succeeded. */
+  beat(sentAt: number): void {
+    if (sentAt <= this.beatAt) return;
+    this.beatAt = sentAt;
+    this.arm();
+  }
+
   /** Milliseconds left at `t` on this node's clock; 0 or less: expired. */
   remaining(t = now()): number {
-    return this.confirmedAt + this.ttl - t;
+    return Math.min(this.confirmedAt + this.ttl, this.beatAt + this.window) - t;
   }
 
   stop(): void {

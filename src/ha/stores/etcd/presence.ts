@@ -35,7 +35,7 @@ export class Presence {
   async start(): Promise<number> {
     const t0 = now();
     const granted = await this.client.grant(this.ttlSeconds);
-    this.lease = new OwnLease(granted.id, granted.ttl, t0, () => void this.regrant());
+    this.lease = new OwnLease(granted.id, granted.ttl, t0, Infinity, () => void this.regrant());
     return granted.ttl;
   }
 
@@ -82,7 +82,7 @@ export class Presence {
         const t0 = now();
         try {
           const granted = await this.client.grant(this.ttlSeconds);
-          this.lease = new OwnLease(granted.id, granted.ttl, t0, () => void this.regrant());
+          this.lease = new OwnLease(granted.id, granted.ttl, t0, Infinity, () => void this.regrant());
           this.onRenewed();
           return;
         } catch (err) {

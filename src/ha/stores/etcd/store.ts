@@ -8,10 +8,14 @@
 //   == 0), or only if it still is the offer made to this node (mod_revision unchanged).
 //   The revision of that write is the epoch: the key's create revision, or the
 //   handover's revision. Writes by the same holder carry their epoch in `e`.
-// * renew is one lease keep-alive (the first one also writes `serving`). The holder
-//   counts its lease on its own monotonic clock from when the last successful
-//   keep-alive was sent; once that has run out it treats the lease as lost, whatever
+// * renew is one lease keep-alive and one write of the key (a "beat"; the first one
+//   also writes `serving`). The holder counts its lease on its own monotonic clock from
+//   when the last successful keep-alive was sent, and a lease duration from its last
+//   successful write; once either has run out it treats the lease as lost, whatever
 //   etcd answers later.
+// * a standby that has seen no write of a held key for a lease duration takes it over
+//   in a transaction on the revision it last saw (key-state.ts says why that is safe),
+//   without waiting for etcd's own lease expiry.
 // * release offers the key to the best ready candidate (make-before-break) and then
 //   revokes the lease, or revokes at once: the key is gone in one round trip.
 // * every node watches the whole prefix, so a deleted or expired key is seen at once
@@ -21,7 +25,8 @@
 import { TandemError, errors } from '../../../errors.ts';
 import { freeLease, subscribe, type Claim, type Lease, type LeaseStore } from '../../lease-store.ts';
 import type { EtcdClient, KeyValue } from './client.ts';
-import { KeyLayout, bestCandidate, parseCandidacy, parseHolding, type Candidacy, type Holding } from './keys.ts';
+import { KeyLayout, bestCandidate, parseCandidacy, parseHolding, type Holding } from './keys.ts';
+import { forgetBeat, handedOver, newKeyState, overdue, sawBeat, type KeyState } from './key-state.ts';
 import { OwnLease } from './own-lease.ts';
 import { Presence } from './presence.ts';
 import { PrefixWatch, type WatchEvent } from './watch.ts';
@@ -39,22 +44,8 @@ export interface EtcdStoreOptions {
   readonly log?: (msg: string) => void;
 }
 
-interface KeyState {
-  readonly key: string;
-  kv: KeyValue | null;
-  holding: Holding | null;
-  /** Revision of the last change applied to kv (put or delete). */
-  rev: number;
-  epoch: number;
-  readonly candidates: Map<string, Candidacy>;
-  own: OwnLease | null;
-  claim: { priority: number; preempt: boolean; at: number; since: number; written: string | null } | null;
-  readonly listeners: Set<(lease: Lease) => void>;
-  lastSignature: string;
-  onChange: (() => void) | null;
-}
-
 const now = (): number => performance.now();
+
 
 /** The `etcd` lease store. */
 export class EtcdStore implements LeaseStore {
@@ -118,6 +109,7 @@ export class EtcdStore implements LeaseStore {
 
   /** Stops at once without telling etcd anything, as a crash would: held leases run out on the server. */
   async abandon(): Promise<void> {
+    for (const ks of this.keys.values()) forgetBeat(ks);
     this.closed = true;
     if (this.ticker !== null) clearInterval(this.ticker);
     this.presence.abandon();
@@ -142,6 +134,11 @@ export class EtcdStore implements LeaseStore {
       return this.view(ks, now());
     }
     await this.writeClaim(ks);
+    if (h !== null && overdue(ks, this.opts.node, this.opts.leaseDuration, now())) {
+      if (bestCandidate(ks.candidates, this.opts.node, claim.priority) !== null) return this.view(ks, now());
+      this.opts.log?.(`ha: ${key}: ${h.n} wrote nothing for ${Math.round(now() - ks.seenAt)} ms: taking the key over`);
+      return this.take(ks, claim.priority, ks.kv!.modRevision);
+    }
     if (h === null) {
       if (t - ks.claim.since < this.opts.renewEvery) return this.view(ks, t);
       if (bestCandidate(ks.candidates, this.opts.node, claim.priority) !== null) return this.view(ks, t);
@@ -157,7 +154,11 @@ export class EtcdStore implements LeaseStore {
     const own = ks.own;
     if (own === null || own.releasing || !this.ownValid(ks, now())) return this.view(ks, now());
     const t0 = now();
-    const ttl = await this.client.keepAlive(own.id, Math.max(1, Math.floor(own.ttl / 3)));
+    // The keep-alive and the beat go out together: the lease counts from the later send.
+    const [ttl] = await Promise.all([
+      this.client.keepAlive(own.id, Math.max(1, Math.floor(own.ttl / 3))),
+      own.serving ? this.rewrite(ks, {}) : undefined,
+    ]);
     if (ttl === 0) {
       this.lose(ks, 'etcd no longer knows its lease');
       return this.view(ks, now());
@@ -189,7 +190,7 @@ export class EtcdStore implements LeaseStore {
     if (heir !== null) {
       own.releasing = true;
       await this.rewrite(ks, { o: heir }).catch((err: Error) => this.opts.log?.(`ha: ${key}: offering to ${heir} failed: ${err.message}`));
-      if (ks.holding?.o === heir) await this.handedOver(ks, heir);
+      if (ks.holding?.o === heir) await handedOver(ks, this.opts.node, heir, this.opts.handoverTimeout);
     }
     if (ks.own === own) ks.own = null;
     own.stop();
@@ -221,7 +222,7 @@ export class EtcdStore implements LeaseStore {
       return this.view(ks, now());
     }
     const revision = res.written ? res.revision : res.current!.modRevision;
-    const own = new OwnLease(granted.id, granted.ttl, t0, () => {
+    const own = new OwnLease(granted.id, granted.ttl, t0, this.opts.leaseDuration, () => {
       if (ks.own === own) this.lose(ks, "not renewed within its TTL on this node's clock");
     });
     ks.own = own;
@@ -237,8 +238,20 @@ export class EtcdStore implements LeaseStore {
     return this.view(ks, now());
   }
 
-  /** Rewrites our holding with `change`, under our lease, only if the key is as we last saw it. */
-  private async rewrite(ks: KeyState, change: Partial<Holding>): Promise<void> {
+  /**
+   * Rewrites our holding with `change`, under our lease, only if the key is as we last
+   * saw it. One write at a time, or they would void each other's revision; a beat (no
+   * change) asked while a write is queued is that write.
+   */
+  private rewrite(ks: KeyState, change: Partial<Holding>): Promise<void> {
+    if (ks.queued > 0 && Object.keys(change).length === 0) return ks.writes;
+    ks.queued++;
+    const write = ks.writes.then(() => this.writeHolding(ks, change)).finally(() => ks.queued--);
+    ks.writes = write.catch(() => {});
+    return write;
+  }
+
+  private async writeHolding(ks: KeyState, change: Partial<Holding>): Promise<void> {
     for (let attempt = 0; attempt < 2; attempt++) {
       const own = ks.own;
       const kv = ks.kv;
@@ -246,8 +259,10 @@ export class EtcdStore implements LeaseStore {
       if (own === null || kv === null || h === null || kv.lease !== own.id) return;
       const next: Holding = { ...h, ...change, e: ks.epoch, t: own.ttl };
       const value = JSON.stringify(next);
+      const sent = now();
       const res = await this.client.putIf(kv.key, value, own.id, kv.modRevision);
       if (res.written) {
+        own.beat(sent);
         this.apply(ks, { ...kv, value, modRevision: res.revision }, res.revision);
         return;
       }
@@ -269,25 +284,6 @@ export class EtcdStore implements LeaseStore {
     if (ks.own !== own || own.releasing || ks.holding === null || ks.holding.o !== null) return;
     own.offerUntil = now() + this.opts.handoverTimeout;
     await this.rewrite(ks, { o: best });
-  }
-
-  /** Resolves when the heir serves, the key is gone, the heir withdrew, or the offer ran out. */
-  private handedOver(ks: KeyState, heir: string): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const check = () => {
-        const h = ks.holding;
-        const done = h === null ? true : h.n !== this.opts.node ? h.s : !ks.candidates.has(heir) || h.o !== heir;
-        if (done) finish();
-      };
-      const finish = () => {
-        ks.onChange = null;
-        clearTimeout(timer);
-        resolve();
-      };
-      const timer = setTimeout(finish, this.opts.handoverTimeout);
-      ks.onChange = check;
-      check();
-    });
   }
 
   private lose(ks: KeyState, why: string): void {
@@ -337,6 +333,8 @@ export class EtcdStore implements LeaseStore {
     ks.rev = rev;
     ks.kv = kv;
     ks.holding = kv === null ? null : parseHolding(kv.value);
+    if (ks.holding !== null && ks.holding.n !== this.opts.node) sawBeat(ks, this.opts.leaseDuration, () => this.changed(ks));
+    else forgetBeat(ks);
     if (kv !== null && ks.holding !== null) ks.epoch = Math.max(ks.epoch, ks.holding.e ?? kv.modRevision);
     const own = ks.own;
     if (own !== null && (kv === null || kv.lease !== own.id) && !own.releasing) {
@@ -383,6 +381,7 @@ export class EtcdStore implements LeaseStore {
         void this.client.keepAlive(own.id, Math.max(1, Math.floor(own.ttl / 3))).then((ttl) => {
           if (ttl > 0 && ks.own === own) own.confirm(t, ttl);
         }, () => {});
+        void this.rewrite(ks, {}).catch(() => {});
       }
       if (own !== null && own.serving && !own.releasing && ks.holding?.o != null && t > own.offerUntil) {
         void this.rewrite(ks, { o: null }).catch(() => {});
@@ -397,7 +396,8 @@ export class EtcdStore implements LeaseStore {
 
   private view(ks: KeyState, t: number): Lease {
     const h = ks.holding;
-    if (h === null) return freeLease(ks.key, ks.epoch);
+    // A holder whose write is overdue is gone to us: the elector competes, acquire takes over.
+    if (h === null || overdue(ks, this.opts.node, this.opts.leaseDuration, t)) return freeLease(ks.key, ks.epoch);
     let remaining = h.t;
     if (h.n === this.opts.node) {
       // Ours only while our own clock says the lease lives; otherwise it is void to us.
@@ -421,7 +421,7 @@ export class EtcdStore implements LeaseStore {
   private state(key: string): KeyState {
     let ks = this.keys.get(key);
     if (ks === undefined) {
-      ks = { key, kv: null, holding: null, rev: 0, epoch: 0, candidates: new Map(), own: null, claim: null, listeners: new Set(), lastSignature: '', onChange: null };
+      ks = newKeyState(key);
       this.keys.set(key, ks);
     }
     return ks;
