@@ -31,6 +31,8 @@ export interface MetricsSource {
   readonly bus: EventBus;
   /** Messages between the control plane and its data planes by type, each way; a source with it gets `tandem_channel_messages_total`. */
   channelMessages?(): { readonly down: ReadonlyMap<string, number>; readonly up: ReadonlyMap<string, number> };
+  /** The HA lease store's counters, with the store's kind; null without HA. A source with it gets `tandem_ha_store_events_total`. */
+  storeStats?(): { readonly store: string; readonly stats: Readonly<Record<string, number>> } | null;
 }
 
 export interface Metrics {
@@ -267,6 +269,24 @@ class TandemMetrics implements Metrics {
     this.add(new ScrapedMetric('tandem_listener_connections', 'Client connections open now, by listener.', 'gauge', 'sum', (out) => {
       if (this.source === null) return;
       for (const l of this.source.listeners()) out.push({ value: l.connections, labels: { listener: l.name } });
+    }));
+
+    this.add(new ScrapedMetric('tandem_listener_refused_connections_total', "Client connections closed at once because the listener's maxConnections were open.", 'counter', 'sum', (out) => {
+      if (this.source === null) return;
+      for (const l of this.source.listeners()) out.push({ value: l.events.refused ?? 0, labels: { listener: l.name } });
+    }));
+
+    this.add(new ScrapedMetric('tandem_http2_sessions_closed_total', 'HTTP/2 sessions a guard closed, by listener and reason (rapid-reset, settings-flood, ping-flood); a series appears with its first.', 'counter', 'sum', (out) => {
+      if (this.source === null) return;
+      for (const l of this.source.listeners()) {
+        for (const [event, n] of Object.entries(l.events)) if (event.startsWith('http2-')) out.push({ value: n, labels: { listener: l.name, reason: event.slice(6) } });
+      }
+    }));
+
+    this.add(new ScrapedMetric('tandem_ha_store_events_total', 'What the HA lease store did, by store and event: for peer, adverts sent, received, accepted and dropped by reason; for etcd, requests, endpoint errors and failovers.', 'counter', 'sum', (out) => {
+      const s = this.source?.storeStats?.() ?? null;
+      if (s === null) return;
+      for (const [event, n] of Object.entries(s.stats)) out.push({ value: n, labels: { store: s.store, event: event.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`) } });
     }));
   }
 

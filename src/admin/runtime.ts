@@ -8,7 +8,11 @@ import type { EventBus } from '../events.ts';
 
 export interface ReloadOutcome { ok: boolean; errors: string[] }
 export interface VipStatusView { name: string; address: string; interface: string; state: 'MASTER'|'BACKUP'|'FAULT'|'STOP'; holder: string | null; epoch: number; leaseRemainingMs: number }
-export interface ListenerView { name: string; address: string; bound: boolean; connections: number }
+export interface ListenerView {
+  name: string; address: string; bound: boolean; connections: number;
+  /** Counts since start: `refused` connections, `http2-<reason>` sessions a guard closed. */
+  events: Readonly<Record<string, number>>;
+}
 export interface AdminRuntime {
   config(): Config;                       // the current compiled config
   pools(): ReadonlyMap<string, Pool>;     // current pools (swapped atomically on reload)

@@ -48,6 +48,11 @@ export interface DataPlaneStats {
   readonly upgrades: readonly (readonly [string, string, string, string, number])[];
   /** pool, error code, errors answered outside an exchange. */
   readonly rejected: readonly (readonly [string, string, number])[];
+  /**
+   * listener, event, count: `refused` (connections closed at once: listener
+   * maxConnections reached), and `http2-<reason>` (HTTP/2 sessions a guard closed).
+   */
+  readonly listenerEvents: readonly (readonly [string, string, number])[];
 }
 
 /** A bound listener as a data plane reports it. */

@@ -254,7 +254,13 @@ export class ControlPlane implements AdminRuntime {
       address: this.addresses.get(l.name) ?? (l.host.includes(':') ? `[${l.host}]:${l.port}` : `${l.host}:${l.port}`),
       bound,
       connections: this.planes.counts.connections(l.name),
+      events: this.planes.counts.listenerEvents(l.name),
     }));
+  }
+
+  storeStats(): { store: string; stats: Readonly<Record<string, number>> } | null {
+    const ha = this.operator?.ha ?? null;
+    return ha === null || this.current.ha === null ? null : { store: this.current.ha.store, stats: ha.storeStats() };
   }
 
   vips(): VipStatusView[] {

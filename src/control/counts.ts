@@ -19,11 +19,14 @@ export class DataPlaneCounts {
   /** Counts of data planes that exited, kept so that totals never go backwards. */
   private readonly retiredCounters: RequestCounters;
   private readonly retiredBackends: Map<string, BackendTotals>;
+  /** `listener\0event` -> count, of data planes that exited. */
+  private readonly retiredListenerEvents: Map<string, number>;
 
   constructor() {
     this.live = new Map();
     this.retiredCounters = new RequestCounters();
     this.retiredBackends = new Map();
+    this.retiredListenerEvents = new Map();
   }
 
   /** The latest copy from data plane `id`. */
@@ -37,6 +40,10 @@ export class DataPlaneCounts {
     if (stats === undefined) return;
     this.live.delete(id);
     addStats(this.retiredCounters, stats, null);
+    for (const [listener, event, n] of stats.listenerEvents) {
+      const key = `${listener}\u0000${event}`;
+      this.retiredListenerEvents.set(key, (this.retiredListenerEvents.get(key) ?? 0) + n);
+    }
     for (const [pool, backend, , requests, failures] of stats.backends) {
       const key = `${pool}\u0000${backend}`;
       const t = this.retiredBackends.get(key);
@@ -89,6 +96,17 @@ export class DataPlaneCounts {
         b.failures = s?.[2] ?? 0;
       }
     }
+  }
+
+  /** A listener's events (see DataPlaneStats.listenerEvents) over all data planes, live and retired. */
+  listenerEvents(listener: string): Record<string, number> {
+    const out: Record<string, number> = {};
+    const prefix = `${listener}\u0000`;
+    for (const [key, n] of this.retiredListenerEvents) if (key.startsWith(prefix)) out[key.slice(prefix.length)] = n;
+    for (const stats of this.live.values()) {
+      for (const [name, event, n] of stats.listenerEvents) if (name === listener) out[event] = (out[event] ?? 0) + n;
+    }
+    return out;
   }
 
   /** Open client connections of a listener over the live data planes. */

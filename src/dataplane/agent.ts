@@ -183,7 +183,7 @@ export class DataPlaneAgent {
 
   private stats(): DataPlaneStats {
     const plane = this.plane;
-    if (plane === null) return { counters: [], backends: [], listeners: [], upgrades: [], rejected: [] };
+    if (plane === null) return { counters: [], backends: [], listeners: [], upgrades: [], rejected: [], listenerEvents: [] };
     const counters: CounterSnapshot[] = [];
     for (const c of plane.counters.values()) {
       const codes: number[] = [];
@@ -206,7 +206,12 @@ export class DataPlaneAgent {
     }
     const backends: [string, string, number, number, number][] = [];
     for (const b of plane.backends()) backends.push([b.pool, b.name, b.active, b.requests, b.failures]);
-    return { counters, backends, listeners: plane.listeners().map((l) => [l.config.name, l.connections.size] as const), upgrades, rejected };
+    const listenerEvents: [string, string, number][] = [];
+    for (const l of plane.listeners()) {
+      if (l.refused > 0) listenerEvents.push([l.config.name, 'refused', l.refused]);
+      for (const [reason, n] of Object.entries(l.http2?.counters.closed ?? {})) if (n > 0) listenerEvents.push([l.config.name, `http2-${reason}`, n]);
+    }
+    return { counters, backends, listeners: plane.listeners().map((l) => [l.config.name, l.connections.size] as const), upgrades, rejected, listenerEvents };
   }
 
   /**

@@ -53,6 +53,8 @@ export class Listener {
   readonly http2: Http2Front | null;
   /** Reads PROXY headers from trusted balancers; null when the listener takes none. */
   readonly proxyProtocol: ProxyProtocolReader | null;
+  /** Connections closed at once because this process's share of maxConnections was open. */
+  refused: number;
 
   constructor(config: ListenerConfig, index: number, plane: ListenerState) {
     this.config = config;
@@ -80,6 +82,8 @@ export class Listener {
       : process.getBuiltinModule('node:https').createServer({ ...options, ...this.certificates!.serverOptions(config.tls, config.http2 === true) });
     (this.server as TandemServer)[kListener] = this;
     this.server.maxConnections = connectionShare(config, plane);
+    this.refused = 0;
+    this.server.on('drop', () => this.refused++);
     this.server.on('request', onRequest);
     this.server.on('connection', onConnection);
     this.server.on('secureConnection', onConnection);

@@ -62,7 +62,7 @@ export class TestRuntime implements AdminRuntime {
     this.current = new Map(pools.map((p) => [p.name, new Pool(p, this.bus)]));
     this.node = options.node ?? null;
     this.leaseDurationMs = options.leaseDurationMs ?? null;
-    this.listenerViews = [{ name: 'web', address: '127.0.0.1:8080', bound: true, connections: 0 }];
+    this.listenerViews = [{ name: 'web', address: '127.0.0.1:8080', bound: true, connections: 0, events: {} }];
     this.vipViews = [];
     this.nextReload = { ok: true, errors: [] };
     this.reloads = 0;

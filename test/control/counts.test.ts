@@ -18,6 +18,7 @@ function statsOf(counters: RequestCounters): DataPlaneStats {
     })),
     backends: [],
     listeners: [],
+    listenerEvents: [],
     upgrades: [...counters.upgrades].map(([key, n]) => [...key.split('\u0000'), n] as [string, string, string, string, number]),
     rejected: [...counters.rejected].map(([key, n]) => [...key.split('\u0000'), n] as [string, string, number]),
   };

@@ -187,6 +187,9 @@ test('SETTINGS flood and PING flood: the session is ended with ENHANCE_YOUR_CALM
     const code = raw.goaway();
     assert.ok(code === null || code === constants.NGHTTP2_ENHANCE_YOUR_CALM, `GOAWAY ${code}`);
     raw.destroy();
+    const metrics = await (await fetch(`${t.admin}/metrics`)).text();
+    const closed = new RegExp(`^tandem_http2_sessions_closed_total\\{listener="\\w+",reason="${reason}"\\} (\\d+)$`, 'm').exec(metrics);
+    assert.ok(closed !== null && Number(closed[1]) >= 1, `the ${reason} close is counted`);
   }
 });
 

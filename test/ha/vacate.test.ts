@@ -158,4 +158,8 @@ ha:
   const kept = await after.get('/after');
   assert.doesNotMatch(kept.head, /connection: close/, 'keep-alive once the VIP is held again');
   after.socket.destroy();
+
+  // The lease store's counters are scraped with the rest.
+  const metrics = await (await fetch(`${t.admin}/metrics`)).text();
+  assert.match(metrics, /^tandem_ha_store_events_total\{store="peer",event="sent"\} \d+$/m);
 });

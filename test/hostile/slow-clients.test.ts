@@ -61,6 +61,7 @@ before(async () => {
     listeners: [{ name: 'web', address: '127.0.0.1:0', timeouts: { send: '1s' }, maxConnections: 40 }],
     routes: [{ name: 'all', pool: 'web' }],
     pools: { web: { backends: [{ name: 'rec', url: backend.url, maxConnections: 16 }], queue: { timeout: '20s' } } },
+    admin: { address: '127.0.0.1:0' },
   }));
   address = [...t.listeners.values()][0];
 });
@@ -131,4 +132,7 @@ test('connections beyond the listener\'s maxConnections are closed; open ones ar
   const [data] = await once(first, 'data') as [Buffer];
   assert.match(data.toString(), /^HTTP\/1\.1 200/);
   for (const s of held) s.destroy();
+  const metrics = await (await fetch(`${t.admin}/metrics`)).text();
+  const refused = /^tandem_listener_refused_connections_total\{listener="web"\} (\d+)$/m.exec(metrics);
+  assert.ok(refused !== null && Number(refused[1]) >= 1, `the refusal is counted: ${refused?.[0]}`);
 });
