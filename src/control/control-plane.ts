@@ -40,6 +40,7 @@ import { DataPlaneSet, type DataPlaneSlot, type MessageCounts } from './data-pla
 import { launcher as makeLauncher, type Launcher } from './launch.ts';
 import type { OperatorSide } from './operator-side.ts';
 import { PortPins } from './port-pins.ts';
+import { restartOnly } from './reload-scope.ts';
 import { backendState, ControlPools, sameState } from './pools.ts';
 
 /** How long a data plane may take to bind its listeners at start. */
@@ -124,7 +125,10 @@ export class ControlPlane implements AdminRuntime {
     this.bus.on('event', this.onEvent);
     this.pools_ = new ControlPools(config, this.bus, this.planes);
     this.planes.on('ejected', (_slot, pool, backend, reason) => this.syncEjected(pool, backend, reason));
-    this.planes.on('stats', () => this.planes.counts.writeBackends(this.pools_.list()));
+    this.planes.on('stats', () => {
+      this.planes.counts.writeBackends(this.pools_.list());
+      this.pools_.sample();
+    });
     this.planes.on('exit', (slot, code, signal) => this.exited(slot, code, signal));
   }
 
@@ -314,6 +318,13 @@ export class ControlPlane implements AdminRuntime {
     if (this.stopping) return this.shuttingDown();
     if (!result.ok) return this.rejected(result.errors);
     const config = freezeConfig(result.config);
+    // What a reload cannot apply refuses it whole, rather than being ignored.
+    const restart = restartOnly(this.current, config, {
+      inProcess: this.launcher.inProcess,
+      workersFixed: this.workersOverride !== null,
+      haRuns: this.observing && this.node !== null,
+    });
+    if (restart.length > 0) return this.rejected(restart);
     let resolved;
     try {
       resolved = await this.pins.resolve(config);
@@ -341,6 +352,19 @@ export class ControlPlane implements AdminRuntime {
       this.planes.broadcast({ t: 'abort', id });
       return this.rejected([...new Set(problems)]);
     }
+    // The admin section: a new address is bound now, beside the running one.
+    let admin: { commit(): void; abort(): Promise<void> } | null = null;
+    try {
+      admin = (await this.operator?.prepare(config)) ?? null;
+    } catch (err) {
+      this.planes.broadcast({ t: 'abort', id });
+      return this.rejected([`${this.file}: admin: ${(err as Error).message}; the running admin API is kept`]);
+    }
+    if (this.stopping) {
+      this.planes.broadcast({ t: 'abort', id });
+      await admin?.abort();
+      return this.shuttingDown();
+    }
 
     // Phase two: the control plane's pools and health, then every data plane.
     this.applying = true;
@@ -352,8 +376,10 @@ export class ControlPlane implements AdminRuntime {
     this.current = config;
     if (this.stopping) {
       this.planes.broadcast({ t: 'abort', id });
+      await admin?.abort();
       return this.shuttingDown();
     }
+    admin?.commit();
     this.pins.keep(resolved.pins);
     this.dataConfig = dataConfig;
     const commit: ToDataPlane = { t: 'commit', id, config: dataConfig, states: this.statesSent() };
@@ -386,10 +412,8 @@ export class ControlPlane implements AdminRuntime {
   private resize(): void {
     if (this.workersOverride !== null) return;
     const wanted = this.current.workers;
-    if (this.launcher.inProcess || wanted === 0) {
-      if (this.launcher.inProcess !== (wanted === 0)) this.log(`workers is ${wanted} now: moving the data plane into or out of this process takes a restart`);
-      return;
-    }
+    // Moving the data plane into or out of this process is refused before (reload-scope.ts).
+    if (this.launcher.inProcess || wanted === 0) return;
     const live = this.planes.list().filter((s) => !s.stopping);
     for (let n = live.length; n < wanted; n++) {
       this.spawn()?.ready.then((bound) => this.remember(bound), () => {});

@@ -13,6 +13,9 @@ import { HealthChecker } from '../pool/health/index.ts';
 import { Pool } from '../pool/pool.ts';
 import { SlowStart } from '../pool/slow-start.ts';
 
+/** The window of a backend's recent error ratio, which the status shows for pools without health checks. */
+export const RECENT_MS = 30_000;
+
 interface CheckedPool {
   readonly pool: Pool;
   stop(): Promise<void>;
@@ -64,6 +67,11 @@ export class ControlPools {
     return out;
   }
 
+  /** Records every backend's request counts for its recent error ratio (see RECENT_MS). */
+  sample(now: number = Date.now()): void {
+    for (const e of this.entries.values()) for (const b of e.pool.backends) b.sample(now, RECENT_MS);
+  }
+
   /** True when every given pool (all when empty) has an available backend. */
   ready(pools: readonly string[]): boolean {
     const names = pools.length === 0 ? [...this.entries.keys()] : pools;
@@ -107,10 +115,10 @@ export class ControlPools {
 
 /** A backend's verdict as data planes receive it. */
 export function backendState(b: Backend): BackendState {
-  return { pool: b.pool, backend: b.name, healthy: b.healthy, admin: b.admin, weight: b.effectiveWeight };
+  return { pool: b.pool, backend: b.name, healthy: b.healthy, admin: b.admin, weight: b.effectiveWeight, runtimeWeight: b.runtimeWeight };
 }
 
 /** True when two verdicts would change nothing in a data plane. */
 export function sameState(a: BackendState | undefined, b: BackendState): boolean {
-  return a !== undefined && a.healthy === b.healthy && a.admin === b.admin && a.weight === b.weight;
+  return a !== undefined && a.healthy === b.healthy && a.admin === b.admin && a.weight === b.weight && a.runtimeWeight === b.runtimeWeight;
 }

@@ -1,4 +1,4 @@
-import { upstreamTls } from './tls.ts';
+import { upstreamTls, upstreamTlsKey } from './tls.ts';
 import { Pool as UndiciPool } from './undici.ts';
 import type { BackendConfig, PoolConfig } from '../config/types.ts';
 import type { BackendState } from '../events.ts';
@@ -28,6 +28,8 @@ export class Backend {
   readonly hostHeader: string;
   /** The pool settings the upstream was made with. */
   readonly poolConfig: PoolConfig;
+  /** The upstream's TLS settings and files, as upstreamTlsKey() gives them. */
+  readonly tlsKey: string;
   /** Its index in its pool's backends (set by the pool that holds it now). */
   slot: number;
   /** Verdict of active health checks. */
@@ -35,8 +37,10 @@ export class Backend {
   /** Taken out by passive outlier detection. */
   ejected: boolean;
   admin: AdminState;
-  /** Weight the balancer uses now: the configured weight, ramped during slow start. */
+  /** Weight the balancer uses now: the target weight, ramped during slow start. */
   effectiveWeight: number;
+  /** An operator's weight (`POST .../weight`), kept until the next reload; null: the configured one. */
+  runtimeWeight: number | null;
   /** Proxied requests in flight. */
   active: number;
   /** Proxied requests finished, and those that failed at the transport level (for metrics). */
@@ -49,13 +53,23 @@ export class Backend {
   checksOk: number;
   checksFailed: number;
   /** Called by the owner on every change of availability or effective weight. */
-  onChange: (backend: Backend, reason: string) => void;
+  onChange: (backend: Backend, reason: string, weight?: number) => void;
+  /** Wall-clock time (ms since the epoch) state() last changed, or the backend was made. */
+  stateSince: number;
+  /** Health downtime (unhealthy or ejected, whatever the admin state) that has ended, in ms. */
+  private downtimeMs: number;
+  /** When the current downtime began; null while the backend is up. */
+  private downSince: number | null;
+  private lastState: BackendState;
+  /** Samples of (time, requests, failures) for the recent error ratio, oldest first. */
+  private readonly samples: { time: number; requests: number; failures: number }[];
 
-  constructor(pool: PoolConfig, config: BackendConfig, onChange: (backend: Backend, reason: string) => void) {
+  constructor(pool: PoolConfig, config: BackendConfig, onChange: (backend: Backend, reason: string, weight?: number) => void) {
     this.name = config.name;
     this.pool = pool.name;
     this.config = config;
     this.poolConfig = pool;
+    this.tlsKey = upstreamTlsKey(config, pool.tls ?? null);
     const defaultPort = config.protocol === 'https:' ? 443 : 80;
     const host = config.host.includes(':') ? `[${config.host}]` : config.host;
     this.hostHeader = config.port === defaultPort ? host : `${host}:${config.port}`;
@@ -83,6 +97,17 @@ export class Backend {
     this.checksOk = 0;
     this.checksFailed = 0;
     this.onChange = onChange;
+    this.runtimeWeight = null;
+    this.stateSince = Date.now();
+    this.downtimeMs = 0;
+    this.downSince = this.healthy ? null : this.stateSince;
+    this.lastState = this.state();
+    this.samples = [];
+  }
+
+  /** The weight slow start ramps to and the balancer ends at: the operator's, else the configured one. */
+  get targetWeight(): number {
+    return this.runtimeWeight ?? this.config.weight;
   }
 
   /** The one availability check every balancer and policy uses. */
@@ -102,18 +127,62 @@ export class Backend {
   setHealthy(healthy: boolean, reason: string): void {
     if (this.healthy === healthy) return;
     this.healthy = healthy;
-    this.onChange(this, reason);
+    this.changed(reason);
   }
 
   setEjected(ejected: boolean, reason: string): void {
     if (this.ejected === ejected) return;
     this.ejected = ejected;
-    this.onChange(this, reason);
+    this.changed(reason);
   }
 
   setAdmin(admin: AdminState, reason: string): void {
     if (this.admin === admin) return;
     this.admin = admin;
+    this.changed(reason);
+  }
+
+  /** Health downtime so far, in ms: time spent unhealthy or ejected, the current spell included. */
+  downtime(now: number = Date.now()): number {
+    return this.downtimeMs + (this.downSince === null ? 0 : Math.max(0, now - this.downSince));
+  }
+
+  /**
+   * Records the request counts for the recent error ratio; the control plane calls it
+   * as the data planes' sums come in (about once a second). Keeps `window` ms of samples.
+   */
+  sample(now: number, window: number): void {
+    const last = this.samples.at(-1);
+    // Counters that went back (the data planes' sums restarted) restart the window.
+    if (last !== undefined && (this.requests < last.requests || this.failures < last.failures)) this.samples.length = 0;
+    const newest = this.samples.at(-1);
+    if (newest === undefined || now - newest.time >= window / 10) {
+      this.samples.push({ time: now, requests: this.requests, failures: this.failures });
+    }
+    while (this.samples.length > 1 && now - this.samples[1].time >= window) this.samples.shift();
+  }
+
+  /** Requests finished and failed since the oldest sample kept (about the last `window` ms). */
+  recent(): { requests: number; failures: number; since: number | null } {
+    const first = this.samples[0];
+    if (first === undefined) return { requests: 0, failures: 0, since: null };
+    return { requests: this.requests - first.requests, failures: this.failures - first.failures, since: first.time };
+  }
+
+  /** State age and downtime follow every change; then the owner hears of it. */
+  private changed(reason: string): void {
+    const state = this.state();
+    const now = Date.now();
+    if (state !== this.lastState) {
+      this.lastState = state;
+      this.stateSince = now;
+    }
+    const down = !this.healthy || this.ejected;
+    if (down && this.downSince === null) this.downSince = now;
+    else if (!down && this.downSince !== null) {
+      this.downtimeMs += Math.max(0, now - this.downSince);
+      this.downSince = null;
+    }
     this.onChange(this, reason);
   }
 
@@ -121,6 +190,19 @@ export class Backend {
     if (this.effectiveWeight === weight) return;
     this.effectiveWeight = weight;
     this.onChange(this, reason);
+  }
+
+  /**
+   * An operator's weight until the next reload (null: back to the configured one). The
+   * effective weight follows at once, unless slow start is ramping it (`ramping`): the
+   * ramp then ends at the new weight.
+   */
+  setRuntimeWeight(weight: number | null, reason: string, ramping = false): void {
+    if (this.runtimeWeight === weight) return;
+    this.runtimeWeight = weight;
+    const target = this.targetWeight;
+    if (!ramping || this.effectiveWeight > target) this.effectiveWeight = target;
+    this.onChange(this, reason, target);
   }
 
   close(): Promise<void> {
