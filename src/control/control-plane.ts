@@ -320,7 +320,6 @@ export class ControlPlane implements AdminRuntime {
     const config = freezeConfig(result.config);
     // What a reload cannot apply refuses it whole, rather than being ignored.
     const restart = restartOnly(this.current, config, {
-      inProcess: this.launcher.inProcess,
       workersFixed: this.workersOverride !== null,
       haRuns: this.observing && this.node !== null,
     });
@@ -412,7 +411,7 @@ export class ControlPlane implements AdminRuntime {
   private resize(): void {
     if (this.workersOverride !== null) return;
     const wanted = this.current.workers;
-    // Moving the data plane into or out of this process is refused before (reload-scope.ts).
+    // Only --workers 0 runs the data plane here, and --workers fixes the count (reload-scope.ts).
     if (this.launcher.inProcess || wanted === 0) return;
     const live = this.planes.list().filter((s) => !s.stopping);
     for (let n = live.length; n < wanted; n++) {

@@ -2,7 +2,7 @@
 // listeners (kept ones in place, others bound anew beside the old), routes, pools and
 // their backends (upstream connections anew where their address, limits, timeouts or
 // TLS changed), health checks, trustedProxies, accessLog, shutdownTimeout, the number
-// of worker processes and the whole admin section (token, authReads, a new address is
+// of worker processes (unless --workers fixed it) and the whole admin section (token, authReads, a new address is
 // bound before the old one closes). What is left here needs a restart, so a reload that
 // changes it is refused as a whole, naming each key, rather than answered "ok" while
 // the change is ignored.
@@ -10,9 +10,7 @@
 import type { Config } from '../config/types.ts';
 
 export interface RunningShape {
-  /** The data plane runs in this process (`workers: 0` or `--workers 0`). */
-  readonly inProcess: boolean;
-  /** `--workers` fixed the number of workers: the file's `workers` is not read. */
+  /** `--workers` fixed the number of workers (and whether the data plane runs in this process). */
   readonly workersFixed: boolean;
   /** HA runs (or would run) here: an `ha` section matters only with a node id. */
   readonly haRuns: boolean;
@@ -22,8 +20,10 @@ export interface RunningShape {
 export function restartOnly(running: Config, next: Config, shape: RunningShape): string[] {
   const out: string[] = [];
   const say = (key: string, why: string) => out.push(`${next.file}: ${key}: ${why}; restart tandem to change it (the running config is kept)`);
-  if (!shape.workersFixed && shape.inProcess !== (next.workers === 0)) {
-    say('workers', `${running.workers} to ${next.workers} moves the data plane ${shape.inProcess ? 'out of' : 'into'} the main process`);
+  // The file's workers (never 0: only --workers 0 runs the data plane in this process)
+  // follow a reload, unless the command line fixed them.
+  if (shape.workersFixed && running.workers !== next.workers) {
+    say('workers', `${running.workers} to ${next.workers}, but --workers given at start fixes the number of worker processes`);
   }
   if (shape.haRuns) {
     const changed = differences(running.ha, next.ha, 'ha');
