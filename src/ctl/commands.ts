@@ -82,7 +82,7 @@ export async function runCtl(o: CtlOptions): Promise<number> {
       path = `/api/v1/pools/${encodeURIComponent(m[1])}/backends/${encodeURIComponent(m[2])}/${o.command}`;
       if (o.command === 'weight') {
         const w = o.args[1];
-        if (w !== 'reset' && !/^(0|[1-9][0-9]{0,3})$/.test(w)) return usage(o, `the weight must be a whole number from 0 to 1000, or 'reset' (got '${w}')`);
+        if (w !== 'reset' && !(/^(0|[1-9][0-9]{0,3})$/.test(w) && Number(w) <= 1000)) return usage(o, `the weight must be a whole number from 0 to 1000, or 'reset' (got '${w}')`);
         body = { weight: w === 'reset' ? null : Number(w) };
       } else {
         body = {};
