@@ -5,11 +5,17 @@
 
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { connect as h2connect } from 'node:http2';
+import { createServer as createHttpsServer } from 'node:https';
 import net from 'node:net';
+import { join } from 'node:path';
+import { Agent, request } from 'undici';
+import { SseClient } from '../admin/helpers.ts';
+import { TestCa } from '../helpers/certs.ts';
 import { until } from '../cluster/support.ts';
 import { startBackend, type TestBackend } from '../helpers/backends.ts';
-import { singlePool } from '../helpers/config.ts';
+import { config, singlePool } from '../helpers/config.ts';
 import { startTandem, type TandemProcess } from '../helpers/tandem.ts';
 import { differences, restartOnly } from '../../src/control/reload-scope.ts';
 import type { Config } from '../../src/config/types.ts';
@@ -68,14 +74,37 @@ describe('reload of the admin section', () => {
     assert.equal(await change(t.admin!, OLD), 401, 'the old token is refused');
   });
 
-  test('POST /api/v1/reload with a rotated token: answered ok, then only the new token works', async () => {
-    const { t, conf } = await instance({ token: OLD });
-    writeFileSync(t.file, conf({ token: NEW }));
+  test('POST /api/v1/reload with a rotated token: answered ok, then only the new token works, and streams opened with the old one end', async () => {
+    const { t, conf } = await instance({ token: OLD, authReads: true });
+    const stream = await SseClient.connect(`${t.admin}/api/v1/events`, { authorization: `Bearer ${OLD}` });
+    await stream.waitFor((e) => e.event === 'backend');
+    writeFileSync(t.file, conf({ token: NEW, authReads: true }));
     const r = await reloadByApi(t.admin!, OLD);
     assert.equal(r.status, 200, JSON.stringify(r.body));
     assert.equal(await change(t.admin!, NEW), 200);
     assert.equal(await change(t.admin!, OLD), 401);
     assert.equal((await reloadByApi(t.admin!, OLD)).status, 401, 'not even a reload with the old one');
+    await stream.waitForEnd(10_000);
+    const again = await SseClient.connect(`${t.admin}/api/v1/events`, { authorization: `Bearer ${OLD}` });
+    assert.equal(again.response?.statusCode, 401, 'a stream cannot be reopened with the old token');
+    again.close();
+  });
+
+  test('adding the admin section starts the admin API; removing it stops it', async () => {
+    const a = await startBackend({ name: 'a' });
+    backends.push(a);
+    const plain = singlePool([{ name: 'a', url: a.url }], {}, { admin: false });
+    const t = await startTandem(plain);
+    procs.push(t);
+    assert.equal(t.admin, null);
+    const port = await freePort();
+    const from = t.output().length;
+    assert.equal(await t.reload(singlePool([{ name: 'a', url: a.url }], {}, { admin: { address: `127.0.0.1:${port}` } })), 'reloaded');
+    await t.waitForLog(new RegExp(`admin on http://127\\.0\\.0\\.1:${port}`), { from });
+    assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
+    assert.equal(await t.reload(plain), 'reloaded');
+    await t.waitForLog(/admin API stopped/, { from });
+    await until(async () => (await fetch(`http://127.0.0.1:${port}/healthz`).then(() => false, () => true)), 10_000, 'the admin API to stop');
   });
 
   test('authReads set by a reload makes reads need the token at once, and unset lets them through again', async () => {
@@ -151,5 +180,69 @@ describe('keys only a restart can change', () => {
     assert.deepEqual(differences({ a: [1, 2] }, { a: [1, 2, 3] }, 'x'), ['x.a']);
     // Without --workers the file's workers follow a reload.
     assert.deepEqual(restartOnly({ ...base, ha: null } as Config, { ...base, workers: 3, ha: null } as Config, shape), []);
+  });
+});
+
+describe('reload of what servers and connections were built with', () => {
+  test('a smaller maxHeaderSize applies to the running listener; turning http2 on binds a new server that speaks it', async () => {
+    const a = await startBackend({ name: 'a' });
+    backends.push(a);
+    // A fixed port: a new server for the same address is bound beside the running one.
+    const address = `127.0.0.1:${await freePort()}`;
+    const conf = (listener: Record<string, unknown>) => singlePool([{ name: 'a', url: a.url }], {}, { listeners: [{ name: 'web', address, ...listener }] });
+    const t = await startTandem(conf({}));
+    procs.push(t);
+    const big = { 'x-big': 'a'.repeat(4000) };
+    // Each on a new connection: the limit is set on a connection when it is accepted.
+    const fresh = () => request(`${t.url}/`, { headers: big, reset: true, dispatcher: new Agent() });
+    assert.equal((await fresh()).statusCode, 200);
+    assert.equal(await t.reload(conf({ maxHeaderSize: 2048 })), 'reloaded');
+    const r = await fresh();
+    assert.equal(r.statusCode, 431);
+    assert.equal((await r.body.json() as { error: string }).error, 'TANDEM_ERR_HEADERS_TOO_LARGE');
+
+    assert.equal(await t.reload(conf({ http2: true })), 'reloaded');
+    const session = h2connect(t.url);
+    try {
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = session.request({ ':path': '/' });
+        req.on('response', (h) => resolve(Number(h[':status'])));
+        req.on('error', reject);
+        req.resume();
+        req.end();
+      });
+      assert.equal(status, 200, 'h2c with prior knowledge after the reload');
+    } finally {
+      session.close();
+    }
+  });
+
+  test('a renewed upstream CA file at the same path is read by a reload: new connections use it', async () => {
+    const right = new TestCa('right CA');
+    const wrong = new TestCa('wrong CA');
+    const leaf = right.issue('backend.test', ['IP:127.0.0.1']);
+    const server = createHttpsServer({ cert: readFileSync(leaf.cert), key: readFileSync(leaf.key) }, (_req, res) => res.end('tls ok'));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const port = (server.address() as net.AddressInfo).port;
+      const caFile = join(wrong.dir, 'upstream-ca.pem');
+      copyFileSync(wrong.cert, caFile);
+      const text = config({
+        routes: [{ name: 'all', match: { pathPrefix: '/' }, pool: 'secure' }],
+        pools: { secure: { backends: [{ name: 's', url: `https://127.0.0.1:${port}` }], tls: { ca: caFile } } },
+      });
+      const t = await startTandem(text);
+      procs.push(t);
+      const before = await request(`${t.url}/`);
+      await before.body.text();
+      assert.equal(before.statusCode, 502, 'the backend\'s certificate does not chain to the configured CA');
+      copyFileSync(right.cert, caFile);
+      assert.equal(await t.reload(text), 'reloaded');
+      const after = await request(`${t.url}/`);
+      assert.equal(after.statusCode, 200);
+      assert.equal(await after.body.text(), 'tls ok');
+    } finally {
+      server.close();
+    }
   });
 });
