@@ -15,7 +15,8 @@
 //   status API read totals as if one process had served everything.
 // * Reload: validated once here, then two-phase: every data plane binds the listeners
 //   the new config adds (prepare); only when all could, the control plane and every
-//   data plane swap (commit). A failed reload changes nothing anywhere.
+//   data plane swap (commit), the admin API too (a new address bound first). A failed
+//   reload changes nothing anywhere; one that changes a restart-only key (reload-scope.ts) fails.
 // * A worker that dies is replaced at once (with growing delays if replacements keep
 //   dying young). Connections it had accepted, or that waited in its accept queue, are
 //   reset; clients retry those. With two or more workers the port stays open
@@ -36,9 +37,9 @@ import { errors, TandemError } from '../errors.ts';
 import { EventBus, type TandemEvent } from '../events.ts';
 import type { Pool } from '../pool/pool.ts';
 import type { AdminRuntime, ListenerView, ReloadOutcome, VipStatusView } from '../admin/runtime.ts';
-import { DataPlaneSet, type DataPlaneSlot, type MessageCounts } from './data-planes.ts';
+import { DataPlaneSet, withTimeout, type DataPlaneSlot, type MessageCounts } from './data-planes.ts';
 import { launcher as makeLauncher, type Launcher } from './launch.ts';
-import type { OperatorSide } from './operator-side.ts';
+import type { OperatorSide, PreparedSection } from './operator-side.ts';
 import { PortPins } from './port-pins.ts';
 import { restartOnly } from './reload-scope.ts';
 import { backendState, ControlPools, sameState } from './pools.ts';
@@ -319,10 +320,7 @@ export class ControlPlane implements AdminRuntime {
     if (!result.ok) return this.rejected(result.errors);
     const config = freezeConfig(result.config);
     // What a reload cannot apply refuses it whole, rather than being ignored.
-    const restart = restartOnly(this.current, config, {
-      workersFixed: this.workersOverride !== null,
-      haRuns: this.observing && this.node !== null,
-    });
+    const restart = restartOnly(this.current, config, { workersFixed: this.workersOverride !== null, haRuns: this.observing && this.node !== null });
     if (restart.length > 0) return this.rejected(restart);
     let resolved;
     try {
@@ -337,10 +335,7 @@ export class ControlPlane implements AdminRuntime {
     const id = this.planes.newId();
     const slots = this.planes.list().filter((s) => s.started && !s.stopping);
     const answers = await Promise.all(slots.map((s) => this.planes.request(s, id, { t: 'prepare', id, config: dataConfig }, RELOAD_TIMEOUT_MS)));
-    if (this.stopping) {
-      this.planes.broadcast({ t: 'abort', id });
-      return this.shuttingDown();
-    }
+    if (this.stopping) return this.abandon(id, null);
     const problems: string[] = [];
     answers.forEach((a, i) => {
       // A data plane that died meanwhile is replaced with whatever config is in force then.
@@ -352,18 +347,14 @@ export class ControlPlane implements AdminRuntime {
       return this.rejected([...new Set(problems)]);
     }
     // The admin section: a new address is bound now, beside the running one.
-    let admin: { commit(): void; abort(): Promise<void> } | null = null;
+    let admin: PreparedSection | null = null;
     try {
       admin = (await this.operator?.prepare(config)) ?? null;
     } catch (err) {
       this.planes.broadcast({ t: 'abort', id });
       return this.rejected([`${this.file}: admin: ${(err as Error).message}; the running admin API is kept`]);
     }
-    if (this.stopping) {
-      this.planes.broadcast({ t: 'abort', id });
-      await admin?.abort();
-      return this.shuttingDown();
-    }
+    if (this.stopping) return this.abandon(id, admin);
 
     // Phase two: the control plane's pools and health, then every data plane.
     this.applying = true;
@@ -373,11 +364,7 @@ export class ControlPlane implements AdminRuntime {
       this.applying = false;
     }
     this.current = config;
-    if (this.stopping) {
-      this.planes.broadcast({ t: 'abort', id });
-      await admin?.abort();
-      return this.shuttingDown();
-    }
+    if (this.stopping) return this.abandon(id, admin);
     admin?.commit();
     this.pins.keep(resolved.pins);
     this.dataConfig = dataConfig;
@@ -396,6 +383,13 @@ export class ControlPlane implements AdminRuntime {
     this.resize();
     this.bus.publish({ type: 'reload', result: 'success', errors: [] });
     return { ok: true, errors: [] };
+  }
+
+  /** A stop began during a reload: what was prepared is let go, nothing is committed. */
+  private async abandon(id: number, admin: PreparedSection | null): Promise<ReloadOutcome> {
+    this.planes.broadcast({ t: 'abort', id });
+    await admin?.abort();
+    return this.shuttingDown();
   }
 
   private shuttingDown(): ReloadOutcome {
@@ -450,12 +444,4 @@ export class ControlPlane implements AdminRuntime {
     await this.pools_.close();
     await this.operator?.close();
   }
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(message)), ms);
-  });
-  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }

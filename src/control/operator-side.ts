@@ -11,6 +11,12 @@ import type { HaHandle } from '../ha/index.ts';
 import type { ControlPlane } from './control-plane.ts';
 import { GatheringRegistry } from './registry.ts';
 
+/** A reload's section, checked and bound: commit() applies it, abort() lets go of it. */
+export interface PreparedSection {
+  commit(): void;
+  abort(): Promise<void>;
+}
+
 export class OperatorSide {
   /** The counters the registry reads; the control plane writes the data planes' sums into them. */
   readonly counters: RequestCounters;
@@ -69,7 +75,7 @@ export class OperatorSide {
    * stops, moves or takes a new token or authReads at commit. Throws (TandemError) when
    * the section cannot be applied, e.g. its new address cannot be bound; nothing changed then.
    */
-  async prepare(config: Config): Promise<{ commit(): void; abort(): Promise<void> }> {
+  async prepare(config: Config): Promise<PreparedSection> {
     const next = config.admin;
     const running = this.admin;
     if (running === null && next === null) return { commit: () => {}, abort: async () => {} };
