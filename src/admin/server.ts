@@ -44,6 +44,8 @@ export interface AdminOptions {
 export interface PreparedAdmin {
   /** The new address when prepare bound one, else null. */
   readonly address: string | null;
+  /** What commit() changes, by key: `token`, `authReads`, `address` (values never). */
+  readonly changes: readonly string[];
   commit(): void;
   abort(): Promise<void>;
 }
@@ -103,9 +105,15 @@ export async function startAdmin(runtime: AdminRuntime, metrics: Metrics, opts: 
       // Bound now, beside the running app: if the address is taken the reload is refused
       // and the running app never stopped serving.
       const fresh = moves ? await bind(ctx, guard, assets, next) : null;
+      const changes = [
+        ...(next.token !== running.token ? ['token'] : []),
+        ...(next.authReads !== running.authReads ? ['authReads'] : []),
+        ...(moves ? ['address'] : []),
+      ];
       let done = false;
       return {
         address: fresh?.address ?? null,
+        changes,
         commit() {
           if (done) return;
           done = true;

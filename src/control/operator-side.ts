@@ -103,6 +103,7 @@ export class OperatorSide {
     return {
       commit: () => {
         prepared.commit();
+        if (prepared.changes.length > 0) this.log(`admin: the reload changed ${prepared.changes.join(', ')}`);
         if (prepared.address !== null) this.log(`admin on http://${prepared.address}`);
       },
       abort: () => prepared.abort(),

@@ -69,7 +69,10 @@ describe('reload of the admin section', () => {
     const { t, conf } = await instance({ token: OLD });
     assert.equal(await change(t.admin!, OLD), 200);
     assert.equal(await change(t.admin!, NEW), 401);
+    const from = t.output().length;
     assert.equal(await t.reload(conf({ token: NEW })), 'reloaded');
+    await t.waitForLog(/admin: the reload changed token\n/, { from });
+    assert.ok(!t.output().includes(NEW), 'the token itself is never logged');
     assert.equal(await change(t.admin!, NEW), 200, 'the new token works');
     assert.equal(await change(t.admin!, OLD), 401, 'the old token is refused');
   });

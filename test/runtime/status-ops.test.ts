@@ -12,12 +12,10 @@ import { request } from 'undici';
 import { until } from '../cluster/support.ts';
 import { startBackend, type TestBackend } from '../helpers/backends.ts';
 import { config } from '../helpers/config.ts';
+import { backgroundOf } from '../helpers/page.ts';
 import { skipUnlessCi } from '../helpers/requirements.ts';
 import { startTandem, type TandemProcess } from '../helpers/tandem.ts';
 
-// Runs in the page; the project's type check knows no DOM.
-declare function getComputedStyle(element: unknown): { backgroundColor: string };
-declare const document: { querySelector(selector: string): { isConnected: boolean } | null };
 
 let c: TestBackend;
 let t: TandemProcess;
@@ -114,19 +112,8 @@ describe('a pool without health checks', () => {
       await row.waitFor({ timeout: 10_000 });
       assert.equal(await row.locator('td.state').textContent(), 'failing');
       await page.locator('tr[data-pool="checked"][data-backend="c"][data-shown="up"]').waitFor({ timeout: 10_000 });
-      const colour = async (selector: string) => {
-        for (let i = 0; i < 50; i++) {
-          const v = await page.evaluate((sel) => {
-            const td = document.querySelector(sel);
-            return td === null || !td.isConnected ? '' : getComputedStyle(td).backgroundColor;
-          }, selector);
-          if (v !== '') return v;
-          await new Promise((r) => setTimeout(r, 20));
-        }
-        return '';
-      };
-      const failing = await colour('tr[data-backend="gone"] td');
-      const up = await colour('tr[data-backend="c"] td');
+      const failing = await backgroundOf(page, 'tr[data-backend="gone"] td');
+      const up = await backgroundOf(page, 'tr[data-backend="c"] td');
       assert.equal(up, 'rgb(185, 236, 180)', 'a checked up backend is green');
       assert.equal(failing, 'rgb(247, 181, 138)');
       assert.match(await page.locator('table.pool[data-pool="dead"] caption').textContent() ?? '', /1 failing.*no health checks/);
