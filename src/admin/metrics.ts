@@ -9,13 +9,15 @@
 // metric still declares its `aggregator` (counters and histograms sum), for anyone
 // merging registries with prom-client's AggregatorRegistry.
 
+import { readFileSync } from 'node:fs';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import type { Aggregator, Metric } from 'prom-client';
 import type { EventBus, TandemEvent } from '../events.ts';
+import { BACKEND_STATES } from '../pool/backend.ts';
 import type { Pool } from '../pool/pool.ts';
-import { DENSE_CODES, DURATION_BUCKETS, RequestCounters } from '../dataplane/telemetry.ts';
+import { BUCKET_SLOTS, DENSE_CODES, DURATION_BUCKETS, RequestCounters, SUM_DURATION, SUM_REQUEST_BYTES, SUM_RESPONSE_BYTES, SUM_RETRIES, SUM_UPSTREAM } from '../dataplane/telemetry.ts';
 import type { RequestCounter, RequestHandle } from '../dataplane/telemetry.ts';
-import type { VipStatusView } from './runtime.ts';
+import type { ListenerView, VipStatusView } from './runtime.ts';
 
 export { DURATION_BUCKETS, RequestCounter } from '../dataplane/telemetry.ts';
 export type { RequestHandle } from '../dataplane/telemetry.ts';
@@ -24,6 +26,8 @@ export type { RequestHandle } from '../dataplane/telemetry.ts';
 export interface MetricsSource {
   pools(): ReadonlyMap<string, Pool>;
   vips(): VipStatusView[];
+  /** Listeners of the config in force, with their open client connections. */
+  listeners(): ListenerView[];
   readonly bus: EventBus;
   /** Messages between the control plane and its data planes by type, each way; a source with it gets `tandem_channel_messages_total`. */
   channelMessages?(): { readonly down: ReadonlyMap<string, number>; readonly up: ReadonlyMap<string, number> };
@@ -89,13 +93,22 @@ class ScrapedMetric {
   reset(): void {}
 }
 
+/** Default metrics left out. */
+const DEFAULT_METRICS_DROPPED = [
+  // prom-client's gauges that end in _total (promtool: non-counter metrics should not);
+  // each is the sum of the labeled gauge of the same name without the suffix.
+  'nodejs_active_handles_total',
+  'nodejs_active_requests_total',
+  'nodejs_active_resources_total',
+];
+
 class TandemMetrics implements Metrics {
   readonly registry: Registry;
   private readonly handles: RequestCounters;
   private readonly renewFailures: Map<string, number>;
   private readonly transitions: Map<string, number>;
   private readonly lastVipState: Map<string, string>;
-  private readonly reloads: { success: number; failure: number };
+  private readonly reloads: { success: number; failure: number; lastOk: boolean };
   private source: MetricsSource | null;
   private readonly onEvent: (event: TandemEvent) => void;
 
@@ -105,11 +118,14 @@ class TandemMetrics implements Metrics {
     this.renewFailures = new Map();
     this.transitions = new Map();
     this.lastVipState = new Map();
-    this.reloads = { success: 0, failure: 0 };
+    this.reloads = { success: 0, failure: 0, lastOk: true };
     this.source = null;
     this.onEvent = (event) => this.count(event);
     this.define();
-    if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+    if (options.defaultMetrics ?? true) {
+      collectDefaultMetrics({ register: this.registry });
+      for (const name of DEFAULT_METRICS_DROPPED) this.registry.removeSingleMetric(name);
+    }
   }
 
   requestHandle(listener: string, route: string, pool: string, backend: string): RequestHandle {
@@ -139,6 +155,7 @@ class TandemMetrics implements Metrics {
   private count(event: TandemEvent): void {
     if (event.type === 'reload') {
       this.reloads[event.result]++;
+      this.reloads.lastOk = event.result === 'success';
     } else if (event.type === 'vip') {
       // Events may repeat a state (a new holder or epoch seen from BACKUP); only changes count.
       if (this.lastVipState.get(event.vip) === event.state) return;
@@ -162,6 +179,21 @@ class TandemMetrics implements Metrics {
   }
 
   private define(): void {
+    this.defineBuild();
+    this.defineRequests();
+    this.defineBackends();
+    this.defineOperations();
+  }
+
+  private defineBuild(): void {
+    const labels = { version: packageVersion(), node_version: process.versions.node };
+    this.add(new ScrapedMetric('tandem_build_info', 'Always 1; the labels say which tandem and which Node.js run.', 'gauge', 'first', (out) => {
+      out.push({ value: 1, labels });
+    }));
+  }
+
+  /** What the data planes count per request, summed over them. */
+  private defineRequests(): void {
     this.add(new ScrapedMetric('tandem_requests_total', 'Finished proxied requests by listener, route, pool, backend and status code.', 'counter', 'sum', (out) => {
       for (const h of this.handles.values()) {
         for (let code = 0; code < DENSE_CODES; code++) {
@@ -174,39 +206,144 @@ class TandemMetrics implements Metrics {
 
     this.add(new ScrapedMetric('tandem_request_duration_seconds', 'Time from receiving a request to finishing its response.', 'histogram', 'sum', (out) => {
       for (const h of this.handles.values()) {
-        const labels = { listener: h.listener, route: h.route, pool: h.pool, backend: h.backend };
-        let cumulative = 0;
-        for (let i = 0; i < h.buckets.length; i++) {
-          cumulative += h.buckets[i];
-          const le = i < DURATION_BUCKETS.length ? DURATION_BUCKETS[i] : '+Inf';
-          out.push({ metricName: 'tandem_request_duration_seconds_bucket', value: cumulative, labels: { ...labels, le } });
+        histogram(out, 'tandem_request_duration_seconds', { listener: h.listener, route: h.route, pool: h.pool, backend: h.backend }, h.buckets, h.sums[SUM_DURATION]);
+      }
+    }));
+
+    this.add(new ScrapedMetric('tandem_upstream_response_seconds', 'Time from sending a request to the backend to receiving its response head, by pool and backend.', 'histogram', 'sum', (out) => {
+      const byBackend = new Map<string, { pool: string; backend: string; buckets: Float64Array; sum: number }>();
+      for (const h of this.handles.values()) {
+        if (h.backend === '') continue;
+        const key = `${h.pool}\u0000${h.backend}`;
+        let t = byBackend.get(key);
+        if (t === undefined) {
+          t = { pool: h.pool, backend: h.backend, buckets: new Float64Array(h.upstream.length), sum: 0 };
+          byBackend.set(key, t);
         }
-        out.push({ metricName: 'tandem_request_duration_seconds_sum', value: h.sum[0], labels });
-        out.push({ metricName: 'tandem_request_duration_seconds_count', value: cumulative, labels });
+        for (let i = 0; i < h.upstream.length; i++) t.buckets[i] += h.upstream[i];
+        t.sum += h.sums[SUM_UPSTREAM];
+      }
+      for (const t of byBackend.values()) histogram(out, 'tandem_upstream_response_seconds', { pool: t.pool, backend: t.backend }, t.buckets, t.sum);
+    }));
+
+    this.add(new ScrapedMetric('tandem_request_bytes_total', 'Request body bytes sent to backends, by listener, route and pool.', 'counter', 'sum', (out) => {
+      for (const [labels, n] of this.byRoute(SUM_REQUEST_BYTES)) out.push({ value: n, labels });
+    }));
+
+    this.add(new ScrapedMetric('tandem_response_bytes_total', 'Response body bytes relayed from backends to clients, by listener, route and pool.', 'counter', 'sum', (out) => {
+      for (const [labels, n] of this.byRoute(SUM_RESPONSE_BYTES)) out.push({ value: n, labels });
+    }));
+
+    this.add(new ScrapedMetric('tandem_retries_total', 'Requests sent again to another backend after a failed attempt, by pool.', 'counter', 'sum', (out) => {
+      const byPool = new Map<string, number>();
+      for (const pool of this.pools()) byPool.set(pool.name, 0);
+      for (const h of this.handles.values()) {
+        const n = byPool.get(h.pool);
+        if (n !== undefined) byPool.set(h.pool, n + h.sums[SUM_RETRIES]);
+      }
+      for (const [pool, n] of byPool) out.push({ value: n, labels: { pool } });
+    }));
+
+    this.add(new ScrapedMetric('tandem_proxy_errors_total', 'Errors tandem answered clients with itself, by pool (empty when none was routed to) and error code (docs/errors.md).', 'counter', 'sum', (out) => {
+      const byKey = new Map<string, number>();
+      for (const h of this.handles.values()) {
+        if (h.errors === null) continue;
+        for (const [code, n] of h.errors) addTo(byKey, `${h.pool}\u0000${code}`, n);
+      }
+      for (const [key, n] of this.handles.rejected) addTo(byKey, key, n);
+      for (const [key, n] of byKey) {
+        const [pool, code] = key.split('\u0000');
+        out.push({ value: n, labels: { pool, code } });
       }
     }));
 
-    this.add(new ScrapedMetric('tandem_backend_up', '1 while health checks and outlier detection count the backend as up, whatever its admin state.', 'gauge', 'min', (out) => {
-      for (const pool of this.pools()) {
-        for (const b of pool.backends) out.push({ value: b.healthy && !b.ejected ? 1 : 0, labels: { pool: pool.name, backend: b.name } });
+    this.add(new ScrapedMetric('tandem_upgrades_total', 'Upgrade (WebSocket) requests by listener, route, pool and result: success (the backend switched protocols), refused (it answered with a plain response) or error (tandem answered with an error).', 'counter', 'sum', (out) => {
+      for (const [key, n] of this.handles.upgrades) {
+        const [listener, route, pool, result] = key.split('\u0000');
+        out.push({ value: n, labels: { listener, route, pool, result } });
       }
     }));
 
-    this.add(new ScrapedMetric('tandem_backend_active_requests', 'Proxied requests in flight to the backend.', 'gauge', 'sum', (out) => {
-      for (const pool of this.pools()) {
-        for (const b of pool.backends) out.push({ value: b.active, labels: { pool: pool.name, backend: b.name } });
-      }
+    this.add(new ScrapedMetric('tandem_listener_connections', 'Client connections open now, by listener.', 'gauge', 'sum', (out) => {
+      if (this.source === null) return;
+      for (const l of this.source.listeners()) out.push({ value: l.connections, labels: { listener: l.name } });
     }));
+  }
 
-    this.add(new ScrapedMetric('tandem_health_checks_total', 'Active health checks by result.', 'counter', 'sum', (out) => {
-      for (const pool of this.pools()) {
-        for (const b of pool.backends) {
-          out.push({ value: b.checksOk, labels: { pool: pool.name, backend: b.name, result: 'success' } });
-          out.push({ value: b.checksFailed, labels: { pool: pool.name, backend: b.name, result: 'failure' } });
+  /** A sum of the counters, by listener, route and pool (backends added up); requests that matched no route are left out. */
+  private byRoute(slot: number): Iterable<[Labels, number]> {
+    const byKey = new Map<string, [Labels, number]>();
+    for (const h of this.handles.values()) {
+      if (h.route === '') continue;
+      const key = `${h.listener}\u0000${h.route}\u0000${h.pool}`;
+      const t = byKey.get(key);
+      if (t === undefined) byKey.set(key, [{ listener: h.listener, route: h.route, pool: h.pool }, h.sums[slot]]);
+      else t[1] += h.sums[slot];
+    }
+    return byKey.values();
+  }
+
+  /** Backend state, read live from the control plane's pools. */
+  private defineBackends(): void {
+    const perBackend = (name: string, help: string, type: MetricKind, aggregator: Aggregator, emit: (out: Sample[], pool: Pool, b: Pool['backends'][number], labels: Labels) => void) => {
+      this.add(new ScrapedMetric(name, help, type, aggregator, (out) => {
+        for (const pool of this.pools()) {
+          for (const b of pool.backends) emit(out, pool, b, { pool: pool.name, backend: b.name });
         }
+      }));
+    };
+
+    perBackend('tandem_backend_up', '1 while health checks and outlier detection count the backend as up, whatever its admin state.', 'gauge', 'min', (out, _p, b, labels) => {
+      out.push({ value: b.healthy && !b.ejected ? 1 : 0, labels });
+    });
+
+    perBackend('tandem_backend_state', '1 for the state the backend is in (up, down, ejected, draining, disabled), 0 for the others.', 'gauge', 'first', (out, _p, b, labels) => {
+      const state = b.state();
+      for (const s of BACKEND_STATES) out.push({ value: s === state ? 1 : 0, labels: { ...labels, state: s } });
+    });
+
+    perBackend('tandem_backend_weight', 'Weight the balancer gives the backend now: the configured or runtime weight, ramped during slow start.', 'gauge', 'first', (out, _p, b, labels) => {
+      out.push({ value: b.effectiveWeight, labels });
+    });
+
+    perBackend('tandem_backend_active_requests', 'Proxied requests in flight to the backend.', 'gauge', 'sum', (out, _p, b, labels) => {
+      out.push({ value: b.active, labels });
+    });
+
+    perBackend('tandem_backend_transitions_total', 'Changes of the backend\'s state, by the state entered (to).', 'counter', 'first', (out, _p, b, labels) => {
+      for (const s of BACKEND_STATES) out.push({ value: b.record.transitions.get(s) ?? 0, labels: { ...labels, to: s } });
+    });
+
+    perBackend('tandem_backend_downtime_seconds_total', 'Seconds the backend spent down or ejected (tandem_backend_up 0), the current period included.', 'counter', 'first', (out, _p, b, labels) => {
+      out.push({ value: b.record.downSeconds(), labels });
+    });
+
+    perBackend('tandem_backend_ejections_total', 'Times outlier detection took the backend out (ejections by several workers at once count once).', 'counter', 'first', (out, _p, b, labels) => {
+      out.push({ value: b.record.ejections, labels });
+    });
+
+    perBackend('tandem_health_checks_total', 'Active health checks by result.', 'counter', 'sum', (out, _p, b, labels) => {
+      out.push({ value: b.checksOk, labels: { ...labels, result: 'success' } });
+      out.push({ value: b.checksFailed, labels: { ...labels, result: 'failure' } });
+    });
+
+    const noChecks = new Float64Array(BUCKET_SLOTS);
+    perBackend('tandem_backend_check_duration_seconds', 'Time an active health check took, passed or failed.', 'histogram', 'first', (out, pool, b, labels) => {
+      if (pool.config.healthCheck === null) return;
+      histogram(out, 'tandem_backend_check_duration_seconds', labels, b.record.checkBuckets ?? noChecks, b.record.checkSum);
+    });
+
+    this.add(new ScrapedMetric('tandem_pool_available_backends', 'Backends of the pool that may take requests now (enabled, up, not ejected, weight above 0).', 'gauge', 'first', (out) => {
+      for (const pool of this.pools()) {
+        let n = 0;
+        for (const b of pool.backends) if (b.isAvailable()) n++;
+        out.push({ value: n, labels: { pool: pool.name } });
       }
     }));
+  }
 
+  /** VIPs and reloads. */
+  private defineOperations(): void {
     // VIP series: in a cluster the HA code runs once, so the primary's value is the one.
     this.add(new ScrapedMetric('tandem_vip_leader', '1 while this node holds the VIP.', 'gauge', 'max', (out) => {
       for (const v of this.vips()) out.push({ value: v.state === 'MASTER' ? 1 : 0, labels: { vip: v.name } });
@@ -217,22 +354,51 @@ class TandemMetrics implements Metrics {
     }));
 
     this.add(new ScrapedMetric('tandem_vip_transitions_total', 'Changes of this node\'s state for the VIP, by the state entered.', 'counter', 'sum', (out) => {
+      const vips = new Set(this.vips().map((v) => v.name));
       for (const [key, n] of this.transitions) {
         const sep = key.indexOf('\u0000');
-        out.push({ value: n, labels: { vip: key.slice(0, sep), state: key.slice(sep + 1) } });
+        const vip = key.slice(0, sep);
+        if (vips.has(vip)) out.push({ value: n, labels: { vip, state: key.slice(sep + 1) } });
       }
     }));
 
     this.add(new ScrapedMetric('tandem_lease_renew_failures_total', 'Lease renewals of a held VIP that failed.', 'counter', 'sum', (out) => {
-      for (const v of this.vips()) if (!this.renewFailures.has(v.name)) out.push({ value: 0, labels: { vip: v.name } });
-      for (const [vip, n] of this.renewFailures) out.push({ value: n, labels: { vip } });
+      for (const v of this.vips()) out.push({ value: this.renewFailures.get(v.name) ?? 0, labels: { vip: v.name } });
     }));
 
     this.add(new ScrapedMetric('tandem_config_reloads_total', 'Config reloads by result.', 'counter', 'sum', (out) => {
       out.push({ value: this.reloads.success, labels: { result: 'success' } });
       out.push({ value: this.reloads.failure, labels: { result: 'failure' } });
     }));
+
+    this.add(new ScrapedMetric('tandem_config_last_reload_successful', '0 after a reload failed (the running config is older than the file), 1 after one succeeded or before any.', 'gauge', 'min', (out) => {
+      out.push({ value: this.reloads.lastOk ? 1 : 0, labels: {} });
+    }));
   }
+}
+
+/** Pushes a histogram's bucket, sum and count samples from non-cumulative `buckets` (+Inf last). */
+function histogram(out: Sample[], name: string, labels: Labels, buckets: Float64Array, sum: number): void {
+  let cumulative = 0;
+  for (let i = 0; i < buckets.length; i++) {
+    cumulative += buckets[i];
+    const le = i < DURATION_BUCKETS.length ? DURATION_BUCKETS[i] : '+Inf';
+    out.push({ metricName: `${name}_bucket`, value: cumulative, labels: { ...labels, le } });
+  }
+  out.push({ metricName: `${name}_sum`, value: sum, labels });
+  out.push({ metricName: `${name}_count`, value: cumulative, labels });
+}
+
+function addTo(map: Map<string, number>, key: string, n: number): void {
+  map.set(key, (map.get(key) ?? 0) + n);
+}
+
+let version: string | null = null;
+
+/** package.json's version; src/ and the packaged dist/ are both one level below it. */
+function packageVersion(): string {
+  version ??= (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  return version;
 }
 
 function requestLabels(h: RequestCounter, code: number): Labels {

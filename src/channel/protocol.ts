@@ -29,9 +29,14 @@ export interface CounterSnapshot {
   readonly backend: string;
   /** Flat pairs: status code, count; only codes seen. */
   readonly codes: readonly number[];
-  /** Non-cumulative bucket counts, +Inf last. */
+  /** Non-cumulative bucket counts of the duration, +Inf last. */
   readonly buckets: Float64Array;
-  readonly sum: number;
+  /** Non-cumulative bucket counts of the time to the backend's response head. */
+  readonly upstream: Float64Array;
+  /** RequestCounter.sums: durations, body bytes each way, retries, upstream times. */
+  readonly sums: Float64Array;
+  /** Flat pairs: error code, count; only codes seen. */
+  readonly errors: readonly (string | number)[];
 }
 
 /** Everything a data plane counts, since it started. */
@@ -41,6 +46,10 @@ export interface DataPlaneStats {
   readonly backends: readonly (readonly [string, string, number, number, number])[];
   /** listener name, open client connections. */
   readonly listeners: readonly (readonly [string, number])[];
+  /** listener, route, pool, result, Upgrade requests. */
+  readonly upgrades: readonly (readonly [string, string, string, string, number])[];
+  /** pool, error code, errors answered outside an exchange. */
+  readonly rejected: readonly (readonly [string, string, number])[];
 }
 
 /** A bound listener as a data plane reports it. */
@@ -60,6 +69,8 @@ export type ToDataPlane =
   | { readonly t: 'commit'; readonly id: number; readonly config: Config; readonly states: readonly BackendState[] }
   | { readonly t: 'abort'; readonly id: number }
   | { readonly t: 'snapshot'; readonly id: number }
+  /** A VIP's address is about to move away (`leaving`), or stays or is gone: see src/dataplane/vacate.ts. */
+  | { readonly t: 'vacate'; readonly id: number; readonly address: string; readonly leaving: boolean; readonly wait: number }
   | { readonly t: 'stop'; readonly timeout: number };
 
 /** Data plane to control plane. `id` answers the request of the same id. */
@@ -72,7 +83,9 @@ export type ToControlPlane =
   | { readonly t: 'committed'; readonly id: number; readonly error: string | null; readonly listeners: readonly BoundListener[] }
   | { readonly t: 'ejected'; readonly pool: string; readonly backend: string; readonly ejected: boolean; readonly reason: string }
   /** id 0: pushed on the data plane's own timer. */
-  | { readonly t: 'stats'; readonly id: number; readonly stats: DataPlaneStats };
+  | { readonly t: 'stats'; readonly id: number; readonly stats: DataPlaneStats }
+  /** Connections on the vacated address still open when the wait ended. */
+  | { readonly t: 'vacated'; readonly id: number; readonly open: number };
 
 /** True for the messages of this protocol (node:cluster's own never have `t`). */
 export function isProtocolMessage(msg: unknown): boolean {

@@ -15,8 +15,7 @@
 //   status API read totals as if one process had served everything.
 // * Reload: validated once here, then two-phase: every data plane binds the listeners
 //   the new config adds (prepare); only when all could, the control plane and every
-//   data plane swap (commit), the admin API too (a new address bound first). A failed
-//   reload changes nothing anywhere; one that changes a restart-only key (reload-scope.ts) fails.
+//   data plane and the admin API swap (commit). A failed reload changes nothing anywhere.
 // * A worker that dies is replaced at once (with growing delays if replacements keep
 //   dying young). Connections it had accepted, or that waited in its accept queue, are
 //   reset; clients retry those. With two or more workers the port stays open
@@ -35,6 +34,7 @@ import { loadConfigFile } from '../config/load.ts';
 import type { Config } from '../config/types.ts';
 import { errors, TandemError } from '../errors.ts';
 import { EventBus, type TandemEvent } from '../events.ts';
+import { liveLabels } from '../dataplane/telemetry.ts';
 import type { Pool } from '../pool/pool.ts';
 import type { AdminRuntime, ListenerView, ReloadOutcome, VipStatusView } from '../admin/runtime.ts';
 import { DataPlaneSet, withTimeout, type DataPlaneSlot, type MessageCounts } from './data-planes.ts';
@@ -126,10 +126,7 @@ export class ControlPlane implements AdminRuntime {
     this.bus.on('event', this.onEvent);
     this.pools_ = new ControlPools(config, this.bus, this.planes);
     this.planes.on('ejected', (_slot, pool, backend, reason) => this.syncEjected(pool, backend, reason));
-    this.planes.on('stats', () => {
-      this.planes.counts.writeBackends(this.pools_.list());
-      this.pools_.sample();
-    });
+    this.planes.on('stats', () => this.planes.counts.writeBackends(this.pools_.list()));
     this.planes.on('exit', (slot, code, signal) => this.exited(slot, code, signal));
   }
 
@@ -288,6 +285,11 @@ export class ControlPlane implements AdminRuntime {
     return !this.stopping && this.planes.anyReady() && this.pools_.ready(pools);
   }
 
+  /** A VIP's address is about to move away, or not any more: see src/dataplane/vacate.ts. */
+  vacate(address: string, leaving: boolean, wait: number): Promise<number> {
+    return this.planes.vacate(address, leaving, wait);
+  }
+
   /** Asks every data plane for its counts and writes the sums into the counters and backends; for a scrape. */
   async gather(): Promise<void> {
     const asked: Promise<unknown>[] = [];
@@ -297,7 +299,7 @@ export class ControlPlane implements AdminRuntime {
       asked.push(this.planes.request(slot, id, { t: 'snapshot', id }, SNAPSHOT_TIMEOUT_MS));
     }
     await Promise.all(asked);
-    if (this.operator !== null) this.planes.counts.writeCounters(this.operator.counters);
+    if (this.operator !== null) this.planes.counts.writeCounters(this.operator.counters, liveLabels(this.current));
     this.planes.counts.writeBackends(this.pools_.list());
   }
 

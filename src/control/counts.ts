@@ -4,11 +4,15 @@
 // writes the sums into its own RequestCounters and Backend objects, which its registry
 // and status API read as if it had served the requests itself. A data plane that exits
 // leaves its last copy behind, so totals never go backwards (requests it finished after
-// its last copy are lost with it).
+// its last copy are lost with it). Counts whose labels a reload removed (a listener,
+// route, pool or backend) are dropped, retired ones included, so their series disappear.
 
 import type { CounterSnapshot, DataPlaneStats } from '../channel/protocol.ts';
-import { DENSE_CODES, RequestCounters, type RequestCounter } from '../dataplane/telemetry.ts';
+import { DENSE_CODES, RequestCounters, type LabelFilter, type RequestCounter, type UpgradeResult } from '../dataplane/telemetry.ts';
 import type { Pool } from '../pool/pool.ts';
+
+/** The window of a backend's recent error ratio (Backend.recent), which the status shows. */
+export const RECENT_MS = 30_000;
 
 interface BackendTotals { requests: number; failures: number }
 
@@ -35,7 +39,7 @@ export class DataPlaneCounts {
     const stats = this.live.get(id);
     if (stats === undefined) return;
     this.live.delete(id);
-    for (const c of stats.counters) addSnapshot(this.retiredCounters, c);
+    addStats(this.retiredCounters, stats, null);
     for (const [pool, backend, , requests, failures] of stats.backends) {
       const key = `${pool}\u0000${backend}`;
       const t = this.retiredBackends.get(key);
@@ -47,15 +51,26 @@ export class DataPlaneCounts {
     }
   }
 
-  /** Writes the sum over all data planes, live and retired, into `counters`, which nothing else counts into. */
-  writeCounters(counters: RequestCounters): void {
+  /**
+   * Writes the sum over all data planes, live and retired, into `counters`, which nothing
+   * else counts into; counts whose labels `keep` does not know are left out, and retired
+   * ones forgotten.
+   */
+  writeCounters(counters: RequestCounters, keep: LabelFilter): void {
+    this.retiredCounters.prune(keep);
+    counters.prune(keep);
     for (const c of counters.values()) clear(c);
+    counters.upgrades.clear();
+    counters.rejected.clear();
     for (const r of this.retiredCounters.values()) addCounter(counters, r);
-    for (const stats of this.live.values()) for (const s of stats.counters) addSnapshot(counters, s);
+    for (const [key, n] of this.retiredCounters.upgrades) counters.upgrades.set(key, n);
+    for (const [key, n] of this.retiredCounters.rejected) counters.rejected.set(key, n);
+    for (const stats of this.live.values()) addStats(counters, stats, keep);
   }
 
   /** Writes active, requests and failures summed over the data planes into the control plane's backends. */
   writeBackends(pools: Iterable<Pool>): void {
+    const now = Date.now();
     const sums = new Map<string, [number, number, number]>();
     for (const [key, t] of this.retiredBackends) sums.set(key, [0, t.requests, t.failures]);
     for (const stats of this.live.values()) {
@@ -76,6 +91,7 @@ export class DataPlaneCounts {
         b.active = s?.[0] ?? 0;
         b.requests = s?.[1] ?? 0;
         b.failures = s?.[2] ?? 0;
+        b.sample(now, RECENT_MS);
       }
     }
   }
@@ -94,7 +110,22 @@ function clear(c: RequestCounter): void {
   c.codes.fill(0);
   c.rareCodes = null;
   c.buckets.fill(0);
-  c.sum[0] = 0;
+  c.upstream.fill(0);
+  c.sums.fill(0);
+  c.errors = null;
+}
+
+/** Adds one data plane's counts to `counters`; only those `keep` knows, unless it is null. */
+function addStats(counters: RequestCounters, stats: DataPlaneStats, keep: LabelFilter | null): void {
+  for (const s of stats.counters) {
+    if (keep === null || keep.counter(s.listener, s.route, s.pool, s.backend)) addSnapshot(counters, s);
+  }
+  for (const [listener, route, pool, result, n] of stats.upgrades) {
+    if (keep === null || keep.counter(listener, route, pool, '')) counters.upgrade(listener, route, pool, result as UpgradeResult, n);
+  }
+  for (const [pool, code, n] of stats.rejected) {
+    if (keep === null || keep.pool(pool)) counters.reject(pool, code, n);
+  }
 }
 
 function addSnapshot(counters: RequestCounters, s: CounterSnapshot): void {
@@ -108,8 +139,14 @@ function addSnapshot(counters: RequestCounters, s: CounterSnapshot): void {
       c.rareCodes.set(code, (c.rareCodes.get(code) ?? 0) + n);
     }
   }
-  for (let i = 0; i < c.buckets.length && i < s.buckets.length; i++) c.buckets[i] += s.buckets[i];
-  c.sum[0] += s.sum;
+  addInto(c.buckets, s.buckets);
+  addInto(c.upstream, s.upstream);
+  addInto(c.sums, s.sums);
+  for (let i = 0; i < s.errors.length; i += 2) c.recordError(s.errors[i] as string, s.errors[i + 1] as number);
+}
+
+function addInto(to: Float64Array, from: Float64Array): void {
+  for (let i = 0; i < to.length && i < from.length; i++) to[i] += from[i];
 }
 
 function addCounter(counters: RequestCounters, r: RequestCounter): void {
@@ -119,6 +156,8 @@ function addCounter(counters: RequestCounters, r: RequestCounter): void {
     c.rareCodes ??= new Map();
     for (const [code, n] of r.rareCodes) c.rareCodes.set(code, (c.rareCodes.get(code) ?? 0) + n);
   }
-  for (let i = 0; i < c.buckets.length; i++) c.buckets[i] += r.buckets[i];
-  c.sum[0] += r.sum[0];
+  addInto(c.buckets, r.buckets);
+  addInto(c.upstream, r.upstream);
+  addInto(c.sums, r.sums);
+  if (r.errors !== null) for (const [code, n] of r.errors) c.recordError(code, n);
 }

@@ -10,6 +10,9 @@ import type { Backend } from '../pool/backend.ts';
 import type { Reinstater } from '../pool/health/active.ts';
 import { DataPlaneCounts } from './counts.ts';
 
+/** How long past its wait a data plane may take to answer a vacate. */
+const VACATE_ANSWER_MS = 1000;
+
 /** One data plane as the control plane tracks it. */
 export class DataPlaneSlot {
   readonly end: DataPlaneEnd;
@@ -169,6 +172,20 @@ export class DataPlaneSet extends EventEmitter<DataPlaneSetEvents> implements Re
       });
       slot.send(msg);
     });
+  }
+
+  /**
+   * Tells every data plane that the VIP at `address` is about to move away (or not any
+   * more); resolves with the connections on it still open after `wait` ms, over all.
+   */
+  async vacate(address: string, leaving: boolean, wait: number): Promise<number> {
+    const asked = this.list().filter((s) => s.started).map((slot) => {
+      const id = this.newId();
+      return this.request(slot, id, { t: 'vacate', id, address, leaving, wait }, wait + VACATE_ANSWER_MS);
+    });
+    let open = 0;
+    for (const answer of await Promise.all(asked)) if (answer?.t === 'vacated') open += answer.open;
+    return open;
   }
 
   /** Sends `msg` to every data plane that has been started. */

@@ -60,6 +60,7 @@ export class OperatorSide {
             ready: (vip: VipConfig) => plane.ready(vip.pools),
             log,
             leaseRenewFailed: (vip: string) => side.metrics.leaseRenewFailed(vip),
+            vacate: (address: string, leaving: boolean, wait: number) => plane.vacate(address, leaving, wait),
           });
         }
       }

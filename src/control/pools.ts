@@ -13,9 +13,6 @@ import { HealthChecker } from '../pool/health/index.ts';
 import { Pool } from '../pool/pool.ts';
 import { SlowStart } from '../pool/slow-start.ts';
 
-/** The window of a backend's recent error ratio, which the status shows for pools without health checks. */
-export const RECENT_MS = 30_000;
-
 interface CheckedPool {
   readonly pool: Pool;
   stop(): Promise<void>;
@@ -65,11 +62,6 @@ export class ControlPools {
     const out: BackendState[] = [];
     for (const e of this.entries.values()) for (const b of e.pool.backends) out.push(backendState(b));
     return out;
-  }
-
-  /** Records every backend's request counts for its recent error ratio (see RECENT_MS). */
-  sample(now: number = Date.now()): void {
-    for (const e of this.entries.values()) for (const b of e.pool.backends) b.sample(now, RECENT_MS);
   }
 
   /** True when every given pool (all when empty) has an available backend. */

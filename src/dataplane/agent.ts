@@ -60,6 +60,7 @@ export class DataPlaneAgent {
       case 'state': this.applyState(msg.state); return;
       case 'reinstate': this.reinstate(msg.pool, msg.backend, msg.age); return;
       case 'snapshot': this.end.send({ t: 'stats', id: msg.id, stats: this.stats() }); return;
+      case 'vacate': void this.vacate(msg.id, msg.address, msg.leaving, msg.wait); return;
       case 'stop': void this.stop(msg.timeout, 0); return;
       default:
         this.queue = this.queue.then(() => this.run(msg)).catch((err: Error) => this.log(`${msg.t}: ${err.stack ?? err.message}`));
@@ -175,19 +176,37 @@ export class DataPlaneAgent {
   }
 
   /** What this data plane has counted so far. Runs once a second at most: allocation here is fine. */
+  private async vacate(id: number, address: string, leaving: boolean, wait: number): Promise<void> {
+    const open = this.plane === null ? 0 : await this.plane.vacate(address, leaving, wait);
+    this.end.send({ t: 'vacated', id, open });
+  }
+
   private stats(): DataPlaneStats {
     const plane = this.plane;
-    if (plane === null) return { counters: [], backends: [], listeners: [] };
+    if (plane === null) return { counters: [], backends: [], listeners: [], upgrades: [], rejected: [] };
     const counters: CounterSnapshot[] = [];
     for (const c of plane.counters.values()) {
       const codes: number[] = [];
       for (let code = 0; code < DENSE_CODES; code++) if (c.codes[code] !== 0) codes.push(code, c.codes[code]);
       if (c.rareCodes !== null) for (const [code, n] of c.rareCodes) codes.push(code, n);
-      counters.push({ listener: c.listener, route: c.route, pool: c.pool, backend: c.backend, codes, buckets: c.buckets.slice(), sum: c.sum[0] });
+      const errors: (string | number)[] = [];
+      if (c.errors !== null) for (const [code, n] of c.errors) errors.push(code, n);
+      counters.push({ listener: c.listener, route: c.route, pool: c.pool, backend: c.backend, codes,
+        buckets: c.buckets.slice(), upstream: c.upstream.slice(), sums: c.sums.slice(), errors });
+    }
+    const upgrades: [string, string, string, string, number][] = [];
+    for (const [key, n] of plane.counters.upgrades) {
+      const [listener, route, pool, result] = key.split('\u0000');
+      upgrades.push([listener, route, pool, result, n]);
+    }
+    const rejected: [string, string, number][] = [];
+    for (const [key, n] of plane.counters.rejected) {
+      const sep = key.indexOf('\u0000');
+      rejected.push([key.slice(0, sep), key.slice(sep + 1), n]);
     }
     const backends: [string, string, number, number, number][] = [];
     for (const b of plane.backends()) backends.push([b.pool, b.name, b.active, b.requests, b.failures]);
-    return { counters, backends, listeners: plane.listeners().map((l) => [l.config.name, l.connections.size] as const) };
+    return { counters, backends, listeners: plane.listeners().map((l) => [l.config.name, l.connections.size] as const), upgrades, rejected };
   }
 
   /**

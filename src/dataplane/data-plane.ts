@@ -16,7 +16,8 @@ import { BackendStates, dataPlaneHealth } from './backend-states.ts';
 import { Generation, poolRuntime, type PoolRuntime } from './generation.ts';
 import { TrustedProxies } from './headers.ts';
 import { Listener, type ListenerState } from './server.ts';
-import { AccessLog, RequestCounters, Telemetry } from './telemetry.ts';
+import { AccessLog, liveLabels, RequestCounters, Telemetry } from './telemetry.ts';
+import { closedWithin, Vacancies } from './vacate.ts';
 
 /** A reload that has bound its new listeners and waits to be committed or aborted. */
 export interface PreparedConfig {
@@ -47,6 +48,7 @@ export class DataPlane implements ListenerState {
   trusted: TrustedProxies;
   observer: Telemetry;
   shuttingDown: boolean;
+  readonly vacancies: Vacancies;
   /** Proxied requests in flight (the request path counts them in and out). */
   active: number;
   private current: Config;
@@ -63,6 +65,7 @@ export class DataPlane implements ListenerState {
     this.counters = new RequestCounters();
     this.current = config;
     this.shuttingDown = false;
+    this.vacancies = new Vacancies();
     this.active = 0;
     this.entries = new Map();
     this.listenerMap = new Map();
@@ -88,6 +91,23 @@ export class DataPlane implements ListenerState {
 
   listeners(): Listener[] {
     return [...this.listenerMap.values()];
+  }
+
+  /**
+   * The VIP at `address` is about to move to another node (`leaving`), or stays or is
+   * gone (see vacate.ts). Waits up to `wait` ms for its connections to close after their
+   * next answer, then closes the idle rest; resolves with the busy ones left.
+   */
+  async vacate(address: string, leaving: boolean, wait: number): Promise<number> {
+    this.vacancies.set(address, leaving);
+    if (!leaving) return 0;
+    const listeners = this.listeners();
+    const open = listeners.flatMap((l) => l.vacate(address));
+    await closedWithin(open, wait);
+    const among = new Set(open);
+    let busy = 0;
+    for (const l of listeners) busy += l.closeIdle(among);
+    return busy;
   }
 
   /** Every backend of the current pools. */
@@ -151,6 +171,8 @@ export class DataPlane implements ListenerState {
     this.generation = generation;
     this.trusted = new TrustedProxies(config.trustedProxies);
     this.observer.setListeners(config.listeners.map((l) => l.name));
+    // Counts of what the config no longer has go: their series disappear from /metrics.
+    this.counters.prune(liveLabels(config));
     for (const [i, lc] of config.listeners.entries()) {
       if (keep.has(lc.name)) this.listenerMap.get(lc.name)!.update(lc, i);
     }

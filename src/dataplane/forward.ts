@@ -8,6 +8,7 @@ import { bodyBytesMoved } from './gc-pacer.ts';
 import { responseHeaders, upstreamHeaders, type ForwardContext } from './headers.ts';
 import { writeResumed, writeStalled } from './send-timeout.ts';
 import type { Waiter } from './backend-queue.ts';
+import type { UpgradeResult } from './telemetry.ts';
 
 // The hot path. One ProxyRequest per proxied request is the only allocation that is not
 // node's or undici's own: it is undici's dispatch handler, and the response stream's
@@ -32,11 +33,19 @@ export interface Exchange {
   readonly bytes: number;
   readonly retries: number;
   readonly errorCode: string | null;
+  /** Request body bytes sent to the backend (absent: none). */
+  readonly requestBytes?: number;
+  /** Seconds from sending the request to the backend to its response head (absent or -1: no head came). */
+  readonly upstreamSeconds?: number;
 }
 
 /** Finished requests are reported here; the metrics and access log implement it. */
 export interface RequestObserver {
   finished(exchange: Exchange): void;
+  /** An Upgrade request on listener index `listener` ended; `errorCode` when tandem answered it with an error. */
+  upgraded(listener: number, route: RouteRuntime | null, result: UpgradeResult, errorCode: string | null): void;
+  /** tandem answered with one of its errors outside an exchange (a request the parser refused). */
+  refused(errorCode: string): void;
 }
 
 const RETRYABLE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
@@ -59,6 +68,10 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
   headers: string[] | null;
   status: number;
   bytes: number;
+  requestBytes: number;
+  /** performance.now() when the current attempt was dispatched. */
+  dispatched: number;
+  upstreamSeconds: number;
   retries: number;
   /** First byte of the response reached the client: nothing can be retried or answered any more. */
   responded: boolean;
@@ -88,6 +101,9 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
     this.headers = null;
     this.status = 0;
     this.bytes = 0;
+    this.requestBytes = 0;
+    this.dispatched = 0;
+    this.upstreamSeconds = -1;
     this.retries = 0;
     this.responded = false;
     this.done = false;
@@ -151,6 +167,7 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
     if (this.pool.hostFromBackend) this.headers![this.headers!.length - 1] = backend.hostHeader;
     backend.active++;
     this.pool.activeRequests++;
+    this.dispatched = performance.now();
     const req = this.req;
     backend.upstream.dispatch({
       path: this.route.actions === null ? req.url ?? '/' : this.route.actions.path(req.url ?? '/'),
@@ -174,6 +191,7 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
     headers: Record<string, string | string[] | undefined>, statusMessage?: string): void {
     if (statusCode < 200) return; // 1xx: node answers 100-continue to the client itself.
     const backend = this.backend!;
+    this.upstreamSeconds = (performance.now() - this.dispatched) / 1000;
     this.status = statusCode;
     this.responded = true;
     const out = responseHeaders(headers);
@@ -199,6 +217,7 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
   }
 
   onBodySent(chunk: Buffer | string): void {
+    this.requestBytes += chunk.length;
     bodyBytesMoved(chunk.length);
   }
 

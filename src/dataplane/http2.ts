@@ -4,6 +4,7 @@ import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { ListenerConfig } from '../config/types.ts';
+import { plainAddress } from './vacate.ts';
 
 // HTTP/2 to clients. A listener with `http2: true` hands HTTP/2 connections (ALPN h2 on
 // TLS, the client preface on plain TCP) to a node:http2 server that never listens on its
@@ -147,6 +148,29 @@ export class Http2Front {
         sniff(socket, server.headersTimeout, (h2) => (h2 ? front.take(socket) : http1.call(server, socket)));
       });
     }
+  }
+
+  /**
+   * GOAWAY to the sessions accepted on local `address` (a VIP being handed over); returns
+   * them, and the raw sockets under every session, which HTTP/1.1 must leave alone.
+   */
+  goAway(address: string): { sessions: ServerHttp2Session[]; sockets: Set<Socket> } {
+    const sessions: ServerHttp2Session[] = [];
+    const sockets = new Set<Socket>();
+    for (const s of this.sessions) {
+      const raw = (s as GuardedSession)[kRawSocket];
+      sockets.add(raw);
+      if (s.closed || plainAddress(raw.localAddress) !== address) continue;
+      s.close();
+      sessions.push(s);
+    }
+    return { sessions, sockets };
+  }
+
+  /** True when `socket` carries one of this front's sessions. */
+  owns(socket: Socket): boolean {
+    for (const s of this.sessions) if ((s as GuardedSession)[kRawSocket] === socket) return true;
+    return false;
   }
 
   /** GOAWAY to every session: streams in flight finish, no new ones start. */

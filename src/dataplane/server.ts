@@ -13,6 +13,8 @@ import { Certificates } from './tls.ts';
 import { clientAddressOf, TrustedProxies, type ForwardContext } from './headers.ts';
 import { admit, attach, breakAfter, type Connection } from './pipeline.ts';
 import { checkRequest, isWebSocketUpgrade } from './request-checks.ts';
+import type { UpgradeReport } from './websocket.ts';
+import { plainAddress, type Closing, type Vacancies } from './vacate.ts';
 
 const kListener = Symbol('tandem.listener');
 const kContext = Symbol('tandem.context');
@@ -26,6 +28,8 @@ export interface ListenerState {
   trusted: TrustedProxies;
   observer: RequestObserver;
   shuttingDown: boolean;
+  /** VIP addresses being handed over: no more keep-alive on connections accepted on them. */
+  readonly vacancies: Vacancies;
   /** Proxied requests in flight, across config generations. */
   active: number;
 }
@@ -145,6 +149,46 @@ export class Listener {
     });
   }
 
+  /**
+   * Starts winding down the connections accepted on local `address` (a VIP being handed
+   * over, see vacate.ts): HTTP/2 sessions get a GOAWAY, the response in flight on a busy
+   * connection closes it, an idle one closes after the answer to its next request (the
+   * request path answers with Connection: close). Returns them all.
+   */
+  vacate(address: string): Closing[] {
+    const h2 = this.http2?.goAway(address) ?? { sessions: [], sockets: new Set<Socket>() };
+    const open: Closing[] = [...h2.sessions];
+    for (const socket of this.connections) {
+      if (socket.destroyed || h2.sockets.has(socket) || plainAddress(socket.localAddress) !== address) continue;
+      open.push(socket);
+      const conn = (socket as TandemSocket)[kContext];
+      const res = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+      if (conn === undefined || res == null) continue;
+      // Its head not out yet: it says Connection: close. Else the connection ends after it
+      // (requests held behind it are answered with close).
+      if (!res.headersSent) res.shouldKeepAlive = false;
+      else res.once('finish', () => endIfDone(conn));
+    }
+    return open;
+  }
+
+  /**
+   * Closes those of `among` (what vacate returned) that are idle (or upgraded) now: the
+   * last step of a handover, when their clients did not use them while it waited. Newer
+   * connections are left to close after their first answer: one may carry a request not
+   * yet read. Returns how many busy ones are left.
+   */
+  closeIdle(among: ReadonlySet<Closing>): number {
+    let busy = 0;
+    for (const socket of this.connections) {
+      if (socket.destroyed || !among.has(socket)) continue;
+      const conn = (socket as TandemSocket)[kContext];
+      if (conn !== undefined && (conn.busy || (conn.held !== null && conn.held.length > 0))) busy++;
+      else if (this.http2 === null || !this.http2.owns(socket)) socket.destroy();
+    }
+    return busy;
+  }
+
   /** Destroys every remaining connection. */
   destroyAll(): void {
     this.server.closeAllConnections();
@@ -183,6 +227,11 @@ function onConnection(this: TandemServer, socket: TandemSocket): void {
 }
 
 
+/** Ends a vacated connection after its last response, unless pipelined requests are still held. */
+function endIfDone(conn: Connection): void {
+  if (conn.held === null || conn.held.length === 0) conn.socket.end();
+}
+
 function onSocketClose(this: Socket & { [kListener]?: Listener }): void {
   this[kListener]?.connections.delete(this);
 }
@@ -208,6 +257,7 @@ function serve(ctx: Connection, req: IncomingMessage, res: ServerResponse, start
   if (listener.retired) {
     res.shouldKeepAlive = false;
     answer(res, errors.LISTENER_REMOVED, '', true);
+    plane.observer.refused(errors.LISTENER_REMOVED.code);
     return;
   }
   const invalid = checkRequest(req);
@@ -220,7 +270,9 @@ function serve(ctx: Connection, req: IncomingMessage, res: ServerResponse, start
   const gen = plane.generation;
   const asterisk = req.url === '*';
   const rt = gen.router.match(listener.index, req.headers.host, asterisk ? '/' : req.url!, req.method ?? 'GET', req.headers);
-  if (plane.shuttingDown) res.shouldKeepAlive = false;
+  // No keep-alive while stopping, or on a VIP about to move to another node.
+  const closing = plane.shuttingDown || plane.vacancies.covers(ctx.socket);
+  if (closing) res.shouldKeepAlive = false;
   if (asterisk && rt !== null) {
     // `OPTIONS *` asks about the server, not a resource, and undici cannot send it on:
     // tandem answers for the host it routes.
@@ -229,12 +281,12 @@ function serve(ctx: Connection, req: IncomingMessage, res: ServerResponse, start
     return;
   }
   if (rt === null) {
-    answer(res, errors.NO_ROUTE, '', plane.shuttingDown);
+    answer(res, errors.NO_ROUTE, '', closing);
     plane.observer.finished({ req, ctx, route: null, backend: null, status: 404, start, bytes: 0, retries: 0, errorCode: errors.NO_ROUTE.code });
     return;
   }
   if (rt.actions !== null) {
-    const status = rt.actions.answer(req, res, ctx, plane.shuttingDown);
+    const status = rt.actions.answer(req, res, ctx, closing);
     if (status !== 0) {
       plane.observer.finished({ req, ctx, route: rt, backend: null, status, start, bytes: 0, retries: 0, errorCode: status === 403 ? errors.FORBIDDEN.code : null });
       return;
@@ -243,12 +295,12 @@ function serve(ctx: Connection, req: IncomingMessage, res: ServerResponse, start
   if (rt.limiter !== null) {
     const wait = rt.limiter.take(ctx.clientAddress);
     if (wait > 0) {
-      answer(res, errors.RATE_LIMITED, '', plane.shuttingDown, wait);
+      answer(res, errors.RATE_LIMITED, '', closing, wait);
       plane.observer.finished({ req, ctx, route: rt, backend: null, status: 429, start, bytes: 0, retries: 0, errorCode: errors.RATE_LIMITED.code });
       return;
     }
   }
-  new ProxyRequest(req, res, rt, rt.pool, ctx, plane.observer, start, plane.shuttingDown).run();
+  new ProxyRequest(req, res, rt, rt.pool, ctx, plane.observer, start, closing).run();
 }
 
 /** One of tandem's own answers, outside a proxied exchange. */
@@ -286,6 +338,7 @@ function onClientError(this: TandemServer, err: Error & { code?: string }, socke
   // A later request is malformed: the earlier ones are answered first.
   if (conn !== undefined && conn.busy) breakAfter(conn, spec);
   else writeRaw(socket, spec, '');
+  this[kListener].plane.observer.refused(spec.code);
 }
 
 /** A request line of the right shape with a method llhttp does not know (501), not garbage (400). */
@@ -299,36 +352,45 @@ function onUpgrade(this: TandemServer, req: IncomingMessage, socket: Duplex, hea
   // one, a client resetting the connection would be an uncaught exception.
   socket.on('error', destroyOnError);
   const listener = this[kListener];
+  const observer = listener.plane.observer;
+  const li = listener.index;
   if (listener.retired) {
     writeRaw(socket, errors.LISTENER_REMOVED, '');
+    // Its index may name another listener of the new config now: only the error counts.
+    observer.refused(errors.LISTENER_REMOVED.code);
     return;
   }
   const invalid = checkRequest(req);
   if (invalid !== null) {
     writeRaw(socket, invalid, '');
+    observer.upgraded(li, null, 'error', invalid.code);
     return;
   }
   const gen = listener.plane.generation;
-  const rt = gen.router.match(listener.index, req.headers.host, req.url ?? '/', req.method ?? 'GET', req.headers);
+  const rt = gen.router.match(li, req.headers.host, req.url ?? '/', req.method ?? 'GET', req.headers);
   if (rt === null) {
     writeRaw(socket, errors.NO_ROUTE, '');
+    observer.upgraded(li, null, 'error', errors.NO_ROUTE.code);
     return;
   }
   const ctx = (req.socket as TandemSocket)[kContext]!;
   if (rt.actions !== null && rt.actions.refuses(ctx)) {
     refuseRaw(socket);
+    observer.upgraded(li, rt, 'error', errors.FORBIDDEN.code);
     return;
   }
   const sticky = rt.pool.sticky;
   const backend = (sticky === null ? null : sticky.lookup(req.headers.cookie)) ?? rt.pool.pool.pick();
   if (backend === null) {
     writeRaw(socket, errors.NO_BACKEND, rt.pool.name);
+    observer.upgraded(li, rt, 'error', errors.NO_BACKEND.code);
     return;
   }
+  const report: UpgradeReport = (result, code) => observer.upgraded(li, rt, result, code);
   // http-proxy-3 is loaded on the first upgrade: a data plane that never sees one keeps
   // its memory (a worker's whole budget is tight: it must stream 1 GiB under 150 MB).
   websocket ??= import('./websocket.ts');
-  websocket.then((ws) => ws.proxyUpgrade(req, socket, head, rt.pool, backend, ctx), () => socket.destroy());
+  websocket.then((ws) => ws.proxyUpgrade(req, socket, head, rt.pool, backend, ctx, report), () => socket.destroy());
 }
 
 let websocket: Promise<typeof import('./websocket.ts')> | null = null;

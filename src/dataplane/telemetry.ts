@@ -5,11 +5,20 @@
 
 import { createWriteStream, type WriteStream } from 'node:fs';
 import type { Exchange, RequestObserver } from './forward.ts';
+import type { RouteRuntime } from './generation.ts';
+import { BUCKET_SLOTS, bucketOf } from '../histogram.ts';
+
+export { BUCKET_SLOTS, bucketOf, DURATION_BUCKETS } from '../histogram.ts';
 
 /** Counts finished requests for one (listener, route, pool, backend); get it once, keep it. */
 export interface RequestHandle {
-  /** Counts one finished request: its status (0 when none was sent) and its duration. */
-  record(status: number, seconds: number): void;
+  /**
+   * Counts one finished request: its status (0 when none was sent), its duration, the
+   * body bytes it moved each way, its retries, the seconds until the backend's response
+   * head (-1: none came) and the catalogue code of tandem's own error (null: none).
+   */
+  record(status: number, seconds: number, requestBytes?: number, responseBytes?: number,
+    retries?: number, upstreamSeconds?: number, errorCode?: string | null): void;
 }
 
 /** Hands out request handles: RequestCounters here, or the admin side's Metrics. */
@@ -17,17 +26,17 @@ export interface RequestMetrics {
   requestHandle(listener: string, route: string, pool: string, backend: string): RequestHandle;
 }
 
-/** Upper bounds of `tandem_request_duration_seconds`: 1 ms (a cached answer on loopback) to 10 s. */
-export const DURATION_BUCKETS: readonly number[] = Object.freeze([
-  0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
-]);
-// The hot path scans a typed copy: reading a frozen array was several times slower
-// in V8 when measured here.
-const BOUNDS = new Float64Array(DURATION_BUCKETS);
-
 /** Status codes below this index live in a dense array; anything else (never seen from
  *  a conforming server) goes to a Map on a cold path. */
 export const DENSE_CODES = 600;
+
+/** Indexes into RequestCounter.sums. */
+export const SUM_DURATION = 0;
+export const SUM_REQUEST_BYTES = 1;
+export const SUM_RESPONSE_BYTES = 2;
+export const SUM_RETRIES = 3;
+export const SUM_UPSTREAM = 4;
+export const SUMS = 5;
 
 /** Plain counters of one label set; read by the registry at scrape time. */
 export class RequestCounter implements RequestHandle {
@@ -38,11 +47,16 @@ export class RequestCounter implements RequestHandle {
   /** Requests by status code; Float64 stays exact up to 2^53, far past any uptime. */
   readonly codes: Float64Array;
   rareCodes: Map<number, number> | null;
-  /** Non-cumulative bucket counts; the last slot is +Inf. Their total is the count. */
+  /** Non-cumulative bucket counts of the duration; the last slot is +Inf. Their total is the count. */
   readonly buckets: Float64Array;
-  /** Sum of durations in slot 0. A number field would box a new heap number on every
-   *  update; a typed array slot is written in place. */
-  readonly sum: Float64Array;
+  /** Non-cumulative bucket counts of the time to the backend's response head. */
+  readonly upstream: Float64Array;
+  /** Sums, indexed by the SUM_* constants: durations, body bytes each way, retries,
+   *  upstream times. A number field would box a new heap number on every update; a
+   *  typed array slot is written in place. */
+  readonly sums: Float64Array;
+  /** tandem's own errors by catalogue code; null until the first. */
+  errors: Map<string, number> | null;
 
   constructor(listener: string, route: string, pool: string, backend: string) {
     this.listener = listener;
@@ -51,18 +65,33 @@ export class RequestCounter implements RequestHandle {
     this.backend = backend;
     this.codes = new Float64Array(DENSE_CODES);
     this.rareCodes = null;
-    this.buckets = new Float64Array(BOUNDS.length + 1);
-    this.sum = new Float64Array(1);
+    this.buckets = new Float64Array(BUCKET_SLOTS);
+    this.upstream = new Float64Array(BUCKET_SLOTS);
+    this.sums = new Float64Array(SUMS);
+    this.errors = null;
   }
 
-  record(status: number, seconds: number): void {
+  record(status: number, seconds: number, requestBytes = 0, responseBytes = 0, retries = 0,
+    upstreamSeconds = -1, errorCode: string | null = null): void {
     if (status >= 0 && status < DENSE_CODES) this.codes[status]++;
     else this.recordRare(status);
-    // A linear scan stops early for the fast requests that dominate a proxy's traffic.
-    let i = 0;
-    while (i < BOUNDS.length && seconds > BOUNDS[i]) i++;
-    this.buckets[i]++;
-    this.sum[0] += seconds;
+    this.buckets[bucketOf(seconds)]++;
+    const sums = this.sums;
+    sums[SUM_DURATION] += seconds;
+    sums[SUM_REQUEST_BYTES] += requestBytes;
+    sums[SUM_RESPONSE_BYTES] += responseBytes;
+    sums[SUM_RETRIES] += retries;
+    if (upstreamSeconds >= 0) {
+      this.upstream[bucketOf(upstreamSeconds)]++;
+      sums[SUM_UPSTREAM] += upstreamSeconds;
+    }
+    if (errorCode !== null) this.recordError(errorCode, 1);
+  }
+
+  /** Adds `n` errors of `code` (also how sums over data planes are written). */
+  recordError(code: string, n: number): void {
+    this.errors ??= new Map();
+    this.errors.set(code, (this.errors.get(code) ?? 0) + n);
   }
 
   private recordRare(status: number): void {
@@ -71,12 +100,71 @@ export class RequestCounter implements RequestHandle {
   }
 }
 
-/** The request counters of one process, one per label set, kept for the process's life. */
+/** How an Upgrade (WebSocket) request ended: the backend switched protocols, answered
+ *  with a plain response, or tandem answered it with one of its errors. */
+export type UpgradeResult = 'success' | 'refused' | 'error';
+
+/** Which counter labels the config in force still has: counts of removed listeners, routes, pools and backends are dropped. */
+export interface LabelFilter {
+  counter(listener: string, route: string, pool: string, backend: string): boolean;
+  pool(pool: string): boolean;
+}
+
+/** What of a config names counter labels. */
+interface LabelSource {
+  readonly listeners: readonly { readonly name: string }[];
+  readonly routes: readonly { readonly name: string; readonly pool: string; readonly listeners: readonly string[] }[];
+  readonly pools: ReadonlyMap<string, { readonly backends: readonly { readonly name: string }[] }>;
+}
+
+const filters = new WeakMap<LabelSource, LabelFilter>();
+
+/** The LabelFilter of `config`; made once per config (the control plane asks on every scrape). */
+export function liveLabels(config: LabelSource): LabelFilter {
+  let f = filters.get(config);
+  if (f === undefined) {
+    f = labelFilter(config);
+    filters.set(config, f);
+  }
+  return f;
+}
+
+function labelFilter(config: LabelSource): LabelFilter {
+  const listeners = new Set(config.listeners.map((l) => l.name));
+  const routes = new Map(config.routes.map((r) => [r.name, r]));
+  const backends = new Map<string, Set<string>>();
+  for (const [name, p] of config.pools) backends.set(name, new Set(p.backends.map((b) => b.name)));
+  return {
+    counter(listener, route, pool, backend) {
+      if (!listeners.has(listener)) return false;
+      if (route === '') return pool === '' && backend === '';
+      const r = routes.get(route);
+      if (r === undefined || r.pool !== pool) return false;
+      if (r.listeners.length > 0 && !r.listeners.includes(listener)) return false;
+      return backend === '' || backends.get(pool)?.has(backend) === true;
+    },
+    pool(pool) {
+      return pool === '' || backends.has(pool);
+    },
+  };
+}
+
+/**
+ * The request counters of one process, one per label set, kept until a reload removes
+ * what their labels name; and the counts that are not per finished request: Upgrade
+ * requests, and errors tandem answered outside an exchange (a request the parser refused).
+ */
 export class RequestCounters {
   private readonly byKey: Map<string, RequestCounter>;
+  /** `listener\0route\0pool\0result` -> Upgrade requests. */
+  readonly upgrades: Map<string, number>;
+  /** `pool\0code` -> errors answered outside an exchange. */
+  readonly rejected: Map<string, number>;
 
   constructor() {
     this.byKey = new Map();
+    this.upgrades = new Map();
+    this.rejected = new Map();
   }
 
   /** The counter for these labels; the same one every time, so that counts survive reloads. */
@@ -93,6 +181,28 @@ export class RequestCounters {
   values(): IterableIterator<RequestCounter> {
     return this.byKey.values();
   }
+
+  /** Counts `n` Upgrade requests of this result. */
+  upgrade(listener: string, route: string, pool: string, result: UpgradeResult, n = 1): void {
+    const key = `${listener}\u0000${route}\u0000${pool}\u0000${result}`;
+    this.upgrades.set(key, (this.upgrades.get(key) ?? 0) + n);
+  }
+
+  /** Counts `n` errors answered outside an exchange. */
+  reject(pool: string, code: string, n = 1): void {
+    const key = `${pool}\u0000${code}`;
+    this.rejected.set(key, (this.rejected.get(key) ?? 0) + n);
+  }
+
+  /** Forgets every count whose labels `keep` does not know (a reload removed them). */
+  prune(keep: LabelFilter): void {
+    for (const [key, c] of this.byKey) if (!keep.counter(c.listener, c.route, c.pool, c.backend)) this.byKey.delete(key);
+    for (const key of this.upgrades.keys()) {
+      const [listener, route, pool] = key.split('\u0000');
+      if (!keep.counter(listener, route, pool, '')) this.upgrades.delete(key);
+    }
+    for (const key of this.rejected.keys()) if (!keep.pool(key.slice(0, key.indexOf('\u0000')))) this.rejected.delete(key);
+  }
 }
 
 /**
@@ -101,12 +211,12 @@ export class RequestCounters {
  * and backend slot), so a finished request finds its handle by two array reads.
  */
 export class Telemetry implements RequestObserver {
-  private readonly metrics: RequestMetrics | null;
+  private readonly metrics: RequestCounters | null;
   private accessLog: AccessLog | null;
   private listeners: readonly string[];
   private readonly noRoute: RequestHandle[];
 
-  constructor(metrics: RequestMetrics | null, accessLog: AccessLog | null, listeners: readonly string[]) {
+  constructor(metrics: RequestCounters | null, accessLog: AccessLog | null, listeners: readonly string[]) {
     this.metrics = metrics;
     this.accessLog = accessLog;
     this.listeners = listeners;
@@ -129,8 +239,24 @@ export class Telemetry implements RequestObserver {
 
   finished(e: Exchange): void {
     const seconds = (performance.now() - e.start) / 1000;
-    if (this.metrics !== null) this.handle(e).record(e.status, seconds);
+    if (this.metrics !== null) {
+      this.handle(e).record(e.status, seconds, e.requestBytes ?? 0, e.bytes, e.retries, e.upstreamSeconds ?? -1, e.errorCode);
+    }
     if (this.accessLog !== null) this.accessLog.write(e, seconds);
+  }
+
+  /** An Upgrade request on listener `li` ended as `result`; `errorCode` when tandem answered it with an error. */
+  upgraded(li: number, route: RouteRuntime | null, result: UpgradeResult, errorCode: string | null): void {
+    const m = this.metrics;
+    if (m === null) return;
+    const pool = route?.pool.name ?? '';
+    m.upgrade(this.listeners[li] ?? '', route?.name ?? '', pool, result);
+    if (errorCode !== null) m.reject(pool, errorCode);
+  }
+
+  /** tandem answered a request it could not parse or serve as an exchange with one of its errors. */
+  refused(errorCode: string): void {
+    this.metrics?.reject('', errorCode);
   }
 
   private handle(e: Exchange): RequestHandle {

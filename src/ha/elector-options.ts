@@ -48,4 +48,6 @@ export interface ElectorOptions {
    * the lease is lost or in doubt, before it can expire on another node.
    */
   readonly lead?: (signal: AbortSignal, lease: Lease) => void;
+  /** The VIP is about to leave this node in a planned handover, or not any more (see departure.ts). */
+  readonly vacate?: (leaving: boolean, patient: boolean) => Promise<void>;
 }

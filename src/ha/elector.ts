@@ -16,6 +16,7 @@
 import type { VipEvent } from '../events.ts';
 import type { HookState } from './hook.ts';
 import { freeLease, type Lease } from './lease-store.ts';
+import { Departure } from './departure.ts';
 import { RemovalRetry } from './removal-retry.ts';
 import type { ElectorOptions, VipStatus } from './elector-options.ts';
 
@@ -37,6 +38,7 @@ export class Elector {
   private readySince: number | null;
   private faultUntil: number;
   private handingUntil: number;
+  readonly departure: Departure;
   /** When the lease is in doubt unless a renewal succeeds first. */
   private doubtAt: number;
   private doubtTimer: NodeJS.Timeout | null;
@@ -64,6 +66,7 @@ export class Elector {
     this.readySince = null;
     this.faultUntil = 0;
     this.handingUntil = 0;
+    this.departure = new Departure(opts.vacate, () => this.phase === 'master', opts.handoverTimeout + opts.renewEvery);
     this.doubtAt = Infinity;
     this.doubtTimer = null;
     this.ticker = null;
@@ -230,6 +233,7 @@ export class Elector {
         if (view.holder === node) {
           // The successor never confirmed and the lease came back to us: we still serve.
           this.phase = 'master';
+          void this.departure.set(false);
           return;
         }
         if (view.holder === null || view.serving || t >= this.handingUntil) {
@@ -318,6 +322,7 @@ export class Elector {
       // Make-before-break: keep the VIP until the successor has it up.
       this.phase = 'handing';
       this.handingUntil = now() + this.opts.handoverTimeout;
+      void this.departure.set(true);
       return;
     }
     void this.enter('backup');
@@ -339,6 +344,7 @@ export class Elector {
     this.abortLeader();
     this.clearDoubt();
     this.phase = 'releasing';
+    await this.departure.set(true, true);
     await this.opts.store.release(this.key, this.opts.node).catch((err: Error) => this.opts.log(`ha: ${this.key}: release failed: ${err.message}`));
     // Awaited: after a release or stop, the VIP is off this host when the caller goes on.
     await this.enter(state === 'BACKUP' ? 'backup' : state === 'FAULT' ? 'fault' : 'stopped');
@@ -376,6 +382,9 @@ export class Elector {
       hook = state === 'STOP' ? retried : first.then(() => {});
     }
     this.publishIfChanged();
+    // Held again, or the VIP is off this host: its connections keep alive again.
+    if (phase === 'master') void this.departure.set(false);
+    else void hook.then(() => (this.hookState() === 'MASTER' ? undefined : this.departure.set(false)));
     return hook;
   }
 

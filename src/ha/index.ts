@@ -23,6 +23,12 @@ export interface HaOptions {
   /** True when this instance can serve `vip` (listeners bound, an available backend in its pools). */
   readonly ready: (vip: VipConfig) => boolean;
   readonly log: (msg: string) => void;
+  /**
+   * A held VIP's `address` (without prefix length) is about to move to another node
+   * (`leaving`), or stays or is gone: the data planes wind down the connections on it
+   * (src/dataplane/vacate.ts). Resolves with those still open after `wait` ms.
+   */
+  readonly vacate?: (address: string, leaving: boolean, wait: number) => Promise<number>;
   /** Called on each failed lease renewal, for `tandem_lease_renew_failures_total{vip}`. */
   readonly leaseRenewFailed?: (vip: string) => void;
 }
@@ -49,9 +55,11 @@ export async function startHa(opts: HaOptions): Promise<HaHandle> {
   }
   // A handover waits for the successor's MASTER hook, which may take up to its timeout.
   const handoverTimeout = config.leaseDuration + config.hookTimeout;
-  const basics: StoreBasics = { node, leaseDuration: config.leaseDuration, renewEvery: config.renewEvery, handoverTimeout, log };
-  const store = config.store === 'etcd' ? await openEtcdStore(config, basics) : await startPeerStore(config, basics);
   const electors = new Map<string, Elector>();
+  // A preempted holder winds the VIP's connections down before it offers the lease.
+  const beforeOffer = (key: string) => electors.get(key)?.departure.preempted() ?? Promise.resolve();
+  const basics: StoreBasics = { node, leaseDuration: config.leaseDuration, renewEvery: config.renewEvery, handoverTimeout, beforeOffer, log };
+  const store = config.store === 'etcd' ? await openEtcdStore(config, basics) : await startPeerStore(config, basics);
   const agentHooks: AgentHook[] = [];
   for (const vip of config.vips) {
     const hook = hookRunner(opts, vip);
@@ -68,6 +76,7 @@ export async function startHa(opts: HaOptions): Promise<HaHandle> {
       handoverTimeout,
       log,
       renewFailed: opts.leaseRenewFailed === undefined ? undefined : () => opts.leaseRenewFailed?.(vip.name),
+      vacate: opts.vacate === undefined ? undefined : vacating(opts.vacate, vip, log),
     }));
   }
   // Every elector runs its BACKUP hook (the defensive removal) before it competes.
@@ -98,6 +107,30 @@ export async function startHa(opts: HaOptions): Promise<HaHandle> {
 }
 
 /** The hook runner of one VIP: in this process, or through the vip-agent sidecar. */
+/**
+ * How long a planned handover waits for the connections on the VIP's address to close
+ * after their next answer before it closes the idle rest and lets the VIP go; a busy one
+ * still open then is reset when the VIP moves.
+ */
+export const VACATE_WAIT_MS = 1000;
+
+/** The elector's side of `HaOptions.vacate`: waits when patient, and logs what was still open. */
+function vacating(vacate: NonNullable<HaOptions['vacate']>, vip: VipConfig, log: (msg: string) => void): (leaving: boolean, patient: boolean) => Promise<void> {
+  const address = vip.address.split('/')[0];
+  return async (leaving, patient) => {
+    const t0 = performance.now();
+    const open = await vacate(address, leaving, patient ? VACATE_WAIT_MS : 0).catch((err: Error) => {
+      log(`ha: ${vip.name}: winding down its connections failed: ${err.message}`);
+      return 0;
+    });
+    if (!leaving) return;
+    const ms = Math.round(performance.now() - t0);
+    log(open === 0
+      ? `ha: ${vip.name}: connections on ${address} wound down in ${ms} ms; handing it over`
+      : `ha: ${vip.name}: ${open} connections on ${address} still busy after ${ms} ms; handing it over (they will be reset)`);
+  };
+}
+
 function hookRunner(opts: HaOptions, vip: VipConfig): HookRunner {
   const { config, node, log } = opts;
   if (config.agent) {

@@ -2,8 +2,75 @@ import { upstreamTls, upstreamTlsKey } from './tls.ts';
 import { Pool as UndiciPool } from './undici.ts';
 import type { BackendConfig, PoolConfig } from '../config/types.ts';
 import type { BackendState } from '../events.ts';
+import { BUCKET_SLOTS, bucketOf } from '../histogram.ts';
 
 export type AdminState = 'enabled' | 'draining' | 'disabled';
+
+/** Every state a backend can be in, as `tandem_backend_state` lists them. */
+export const BACKEND_STATES: readonly BackendState[] = Object.freeze(['up', 'down', 'ejected', 'draining', 'disabled']);
+
+/**
+ * What the metrics count of one backend over its life: state changes, ejections, time
+ * spent down and health check durations. Changes are rare (never per request), so plain
+ * fields do. A reload hands the record to the Backend that replaces one of the same pool
+ * and name, so these counters never go back.
+ */
+export class BackendRecord {
+  /** Changes of state(), by the state entered. */
+  readonly transitions: Map<BackendState, number>;
+  /** Times outlier detection took the backend out (the `ejected` flag rose). */
+  ejections: number;
+  /** Milliseconds of finished periods in which the backend was down or ejected. */
+  downMs: number;
+  /** performance.now() when the current such period began; -1 while it is up. */
+  downSince: number;
+  /** The state last seen. */
+  state: BackendState;
+  /** Wall-clock time (ms since the epoch) `state` was entered, for the status. */
+  since: number;
+  /** Active health check durations: non-cumulative bucket counts (+Inf last) and their sum in seconds; null until the first check. */
+  checkBuckets: Float64Array | null;
+  checkSum: number;
+
+  constructor(b: Backend) {
+    this.transitions = new Map();
+    this.ejections = 0;
+    this.downMs = 0;
+    this.state = b.state();
+    this.since = Date.now();
+    this.downSince = b.healthy && !b.ejected ? -1 : performance.now();
+    this.checkBuckets = null;
+    this.checkSum = 0;
+  }
+
+  /** Notes `b`'s state now; called after every change of health, ejection or admin state. */
+  follow(b: Backend): void {
+    const state = b.state();
+    if (state !== this.state) {
+      this.state = state;
+      this.since = Date.now();
+      this.transitions.set(state, (this.transitions.get(state) ?? 0) + 1);
+    }
+    const down = !b.healthy || b.ejected;
+    if (down && this.downSince < 0) this.downSince = performance.now();
+    else if (!down && this.downSince >= 0) {
+      this.downMs += performance.now() - this.downSince;
+      this.downSince = -1;
+    }
+  }
+
+  /** Seconds the backend has been down or ejected, the current period included. */
+  downSeconds(): number {
+    return (this.downMs + (this.downSince < 0 ? 0 : performance.now() - this.downSince)) / 1000;
+  }
+
+  /** Counts one active health check that took `seconds` (passed or not). */
+  check(seconds: number): void {
+    this.checkBuckets ??= new Float64Array(BUCKET_SLOTS);
+    this.checkBuckets[bucketOf(seconds)]++;
+    this.checkSum += seconds;
+  }
+}
 
 export interface CheckResult {
   /** Wall-clock time of the check, ms since the epoch. */
@@ -54,13 +121,8 @@ export class Backend {
   checksFailed: number;
   /** Called by the owner on every change of availability or effective weight. */
   onChange: (backend: Backend, reason: string, weight?: number) => void;
-  /** Wall-clock time (ms since the epoch) state() last changed, or the backend was made. */
-  stateSince: number;
-  /** Health downtime (unhealthy or ejected, whatever the admin state) that has ended, in ms. */
-  private downtimeMs: number;
-  /** When the current downtime began; null while the backend is up. */
-  private downSince: number | null;
-  private lastState: BackendState;
+  /** State changes, ejections, downtime and check durations, for the metrics and the status. */
+  record: BackendRecord;
   /** Samples of (time, requests, failures) for the recent error ratio, oldest first. */
   private readonly samples: { time: number; requests: number; failures: number }[];
 
@@ -98,11 +160,14 @@ export class Backend {
     this.checksFailed = 0;
     this.onChange = onChange;
     this.runtimeWeight = null;
-    this.stateSince = Date.now();
-    this.downtimeMs = 0;
-    this.downSince = this.healthy ? null : this.stateSince;
-    this.lastState = this.state();
     this.samples = [];
+    this.record = new BackendRecord(this);
+  }
+
+  /** Takes over the record of the Backend this one replaces on reload; its state now counts as a change from the old one's. */
+  adoptRecord(old: Backend): void {
+    this.record = old.record;
+    this.record.follow(this);
   }
 
   /** The weight slow start ramps to and the balancer ends at: the operator's, else the configured one. */
@@ -127,24 +192,33 @@ export class Backend {
   setHealthy(healthy: boolean, reason: string): void {
     if (this.healthy === healthy) return;
     this.healthy = healthy;
-    this.changed(reason);
+    this.record.follow(this);
+    this.onChange(this, reason);
   }
 
   setEjected(ejected: boolean, reason: string): void {
     if (this.ejected === ejected) return;
     this.ejected = ejected;
-    this.changed(reason);
+    if (ejected) this.record.ejections++;
+    this.record.follow(this);
+    this.onChange(this, reason);
   }
 
   setAdmin(admin: AdminState, reason: string): void {
     if (this.admin === admin) return;
     this.admin = admin;
-    this.changed(reason);
+    this.record.follow(this);
+    this.onChange(this, reason);
+  }
+
+  /** Wall-clock time (ms since the epoch) state() last changed, or the backend was first made. */
+  get stateSince(): number {
+    return this.record.since;
   }
 
   /** Health downtime so far, in ms: time spent unhealthy or ejected, the current spell included. */
-  downtime(now: number = Date.now()): number {
-    return this.downtimeMs + (this.downSince === null ? 0 : Math.max(0, now - this.downSince));
+  downtime(): number {
+    return Math.round(this.record.downSeconds() * 1000);
   }
 
   /**
@@ -167,23 +241,6 @@ export class Backend {
     const first = this.samples[0];
     if (first === undefined) return { requests: 0, failures: 0, since: null };
     return { requests: this.requests - first.requests, failures: this.failures - first.failures, since: first.time };
-  }
-
-  /** State age and downtime follow every change; then the owner hears of it. */
-  private changed(reason: string): void {
-    const state = this.state();
-    const now = Date.now();
-    if (state !== this.lastState) {
-      this.lastState = state;
-      this.stateSince = now;
-    }
-    const down = !this.healthy || this.ejected;
-    if (down && this.downSince === null) this.downSince = now;
-    else if (!down && this.downSince !== null) {
-      this.downtimeMs += Math.max(0, now - this.downSince);
-      this.downSince = null;
-    }
-    this.onChange(this, reason);
   }
 
   setEffectiveWeight(weight: number, reason: string): void {

@@ -38,7 +38,10 @@ export class Pool {
         old.config = bc;
         return old;
       }
-      return new Backend(config, bc, onChange);
+      const b = new Backend(config, bc, onChange);
+      // A new upstream for the same backend name: its counters go on from the old one's.
+      if (old !== undefined) b.adoptRecord(old);
+      return b;
     });
     this.backends.forEach((b, i) => (b.slot = i));
     this.byName = new Map(this.backends.map((b) => [b.name, b]));

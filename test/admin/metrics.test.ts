@@ -7,33 +7,8 @@ import { startAdmin } from '../../src/admin/server.ts';
 import type { AdminServer } from '../../src/admin/server.ts';
 import { startBackends, stopAll } from '../helpers/backends.ts';
 import type { TestBackend } from '../helpers/backends.ts';
+import { declared, find, parse, TANDEM_METRICS, value } from '../helpers/prom.ts';
 import { poolConfig, TestRuntime } from './helpers.ts';
-
-interface Series { name: string; labels: Record<string, string>; value: number }
-
-/** Parses Prometheus text format, enough for our own output. */
-function parse(text: string): Series[] {
-  const out: Series[] = [];
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    assert.ok(m, `unparsable line: ${line}`);
-    const labels: Record<string, string> = {};
-    for (const [, k, v] of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[k] = v;
-    out.push({ name: m[1], labels, value: Number(m[3]) });
-  }
-  return out;
-}
-
-function find(series: Series[], name: string, labels: Record<string, string> = {}): Series[] {
-  return series.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
-}
-
-function value(series: Series[], name: string, labels: Record<string, string>): number {
-  const found = find(series, name, labels);
-  assert.equal(found.length, 1, `${name}${JSON.stringify(labels)}: ${found.length} series`);
-  return found[0].value;
-}
 
 describe('metrics', () => {
   let backends: TestBackend[];
@@ -206,19 +181,107 @@ describe('metrics', () => {
 
   it('declares each tandem metric once with its type', async () => {
     const text = await (await fetch(`http://${admin.address}/metrics`)).text();
-    const types = Object.fromEntries(Array.from(text.matchAll(/^# TYPE (tandem_\w+) (\w+)$/gm), (m) => [m[1], m[2]]));
-    assert.deepEqual(types, {
-      tandem_requests_total: 'counter',
-      tandem_request_duration_seconds: 'histogram',
-      tandem_backend_up: 'gauge',
-      tandem_backend_active_requests: 'gauge',
-      tandem_health_checks_total: 'counter',
-      tandem_vip_leader: 'gauge',
-      tandem_vip_epoch: 'gauge',
-      tandem_vip_transitions_total: 'counter',
-      tandem_lease_renew_failures_total: 'counter',
-      tandem_config_reloads_total: 'counter',
-    });
+    const types = Object.fromEntries([...declared(text)].filter(([name]) => name.startsWith('tandem_')));
+    // Everything but the channel's messages, which only a control plane with data planes has.
+    const { tandem_channel_messages_total: _, ...expected } = TANDEM_METRICS;
+    assert.deepEqual(types, expected);
+  });
+
+  it('drops prom-client\'s gauges that end in _total and keeps their labeled versions', async () => {
+    const types = declared(await (await fetch(`http://${admin.address}/metrics`)).text());
+    for (const name of ['nodejs_active_handles', 'nodejs_active_requests', 'nodejs_active_resources']) {
+      assert.equal(types.get(`${name}_total`), undefined, `${name}_total`);
+      assert.equal(types.get(name), 'gauge', name);
+    }
+  });
+
+  it('follows backend state, weight, transitions, downtime and ejections; pools say how many backends are available', async () => {
+    const web2 = runtime.backend('web', 'web2');
+    const labels = { pool: 'web', backend: 'web2' };
+    let s = await scrape();
+    assert.equal(value(s, 'tandem_backend_state', { ...labels, state: 'up' }), 1);
+    assert.equal(find(s, 'tandem_backend_state', labels).reduce((n, x) => n + x.value, 0), 1);
+    const downs0 = value(s, 'tandem_backend_transitions_total', { ...labels, to: 'down' });
+    const ejections0 = value(s, 'tandem_backend_ejections_total', labels);
+    const downtime0 = value(s, 'tandem_backend_downtime_seconds_total', labels);
+    assert.equal(value(s, 'tandem_pool_available_backends', { pool: 'web' }), 2);
+
+    web2.setHealthy(false, 'test');
+    await new Promise((r) => setTimeout(r, 60));
+    s = await scrape();
+    assert.equal(value(s, 'tandem_backend_state', { ...labels, state: 'down' }), 1);
+    assert.equal(value(s, 'tandem_backend_state', { ...labels, state: 'up' }), 0);
+    assert.equal(value(s, 'tandem_pool_available_backends', { pool: 'web' }), 1);
+    assert.ok(value(s, 'tandem_backend_downtime_seconds_total', labels) >= downtime0 + 0.05, 'the period under way counts');
+    web2.setEjected(true, 'test'); // still down: health wins, but the ejection counts
+    web2.setHealthy(true, 'test'); // ejected now
+    web2.setEjected(false, 'test');
+    web2.setAdmin('draining', 'test');
+    web2.setEffectiveWeight(3, 'test');
+    s = await scrape();
+    assert.equal(value(s, 'tandem_backend_transitions_total', { ...labels, to: 'down' }), downs0 + 1);
+    assert.equal(value(s, 'tandem_backend_transitions_total', { ...labels, to: 'ejected' }), 1);
+    assert.equal(value(s, 'tandem_backend_transitions_total', { ...labels, to: 'draining' }), 1);
+    assert.ok(value(s, 'tandem_backend_transitions_total', { ...labels, to: 'up' }) >= 1);
+    assert.equal(value(s, 'tandem_backend_ejections_total', labels), ejections0 + 1);
+    assert.equal(value(s, 'tandem_backend_state', { ...labels, state: 'draining' }), 1);
+    assert.equal(value(s, 'tandem_backend_weight', labels), 3);
+    const downtime = value(s, 'tandem_backend_downtime_seconds_total', labels);
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(value(await scrape(), 'tandem_backend_downtime_seconds_total', labels), downtime, 'up again: downtime stands still');
+    web2.setAdmin('enabled', 'test');
+    web2.setEffectiveWeight(1, 'test');
+  });
+
+  it('sums bytes by route, retries by pool and errors by pool and code', async () => {
+    const h1 = metrics.requestHandle('sums', 'r', 'web', 'web1');
+    const h2 = metrics.requestHandle('sums', 'r', 'web', 'web2');
+    h1.record(200, 0.01, 100, 1000, 0, 0.004, null);
+    h2.record(200, 0.01, 50, 500, 1, 0.2, null);
+    h2.record(502, 0.01, 0, 0, 1, -1, 'TANDEM_ERR_BACKEND_UNREACHABLE');
+    metrics.requestHandle('sums', '', '', '').record(404, 0.001, 0, 0, 0, -1, 'TANDEM_ERR_NO_ROUTE');
+    const s = await scrape();
+    const route = { listener: 'sums', route: 'r', pool: 'web' };
+    assert.equal(value(s, 'tandem_request_bytes_total', route), 150);
+    assert.equal(value(s, 'tandem_response_bytes_total', route), 1500);
+    assert.ok(value(s, 'tandem_retries_total', { pool: 'web' }) >= 2);
+    assert.equal(value(s, 'tandem_retries_total', { pool: 'api' }), 0, 'every pool has a series');
+    assert.ok(value(s, 'tandem_proxy_errors_total', { pool: 'web', code: 'TANDEM_ERR_BACKEND_UNREACHABLE' }) >= 1);
+    assert.ok(value(s, 'tandem_proxy_errors_total', { pool: '', code: 'TANDEM_ERR_NO_ROUTE' }) >= 1);
+    assert.equal(value(s, 'tandem_upstream_response_seconds_count', { pool: 'web', backend: 'web2' }) >= 1, true);
+    assert.equal(value(s, 'tandem_upstream_response_seconds_bucket', { pool: 'web', backend: 'web1', le: '0.005' }) >= 1, true);
+  });
+
+  it('says whether the last reload succeeded', async () => {
+    runtime.nextReload = { ok: false, errors: ['f.yaml:1:1: nope'] };
+    await runtime.reload();
+    assert.equal(value(await scrape(), 'tandem_config_last_reload_successful', {}), 0);
+    runtime.nextReload = { ok: true, errors: [] };
+    await runtime.reload();
+    assert.equal(value(await scrape(), 'tandem_config_last_reload_successful', {}), 1);
+  });
+
+  it('shows build info and open connections by listener', async () => {
+    runtime.listenerViews = [{ name: 'web', address: '127.0.0.1:8080', bound: true, connections: 7 }];
+    const s = await scrape();
+    assert.equal(value(s, 'tandem_listener_connections', { listener: 'web' }), 7);
+    const [info] = find(s, 'tandem_build_info');
+    assert.equal(info.value, 1);
+    assert.match(info.labels.version, /^\d+\.\d+\.\d+/);
+    assert.equal(info.labels.node_version, process.versions.node);
+  });
+
+  it('drops the series of a VIP that is gone', async () => {
+    const views = runtime.vipViews;
+    try {
+      runtime.vipViews = views.filter((v) => v.name !== 'vip-a');
+      const s = await scrape();
+      assert.equal(find(s, 'tandem_vip_transitions_total', { vip: 'vip-a' }).length, 0);
+      assert.equal(find(s, 'tandem_lease_renew_failures_total', { vip: 'vip-a' }).length, 0);
+      assert.equal(find(s, 'tandem_vip_leader', { vip: 'vip-a' }).length, 0);
+    } finally {
+      runtime.vipViews = views;
+    }
   });
 });
 

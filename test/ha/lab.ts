@@ -25,7 +25,7 @@ const NODE = process.execPath;
 export const NODE_ADDR: Record<string, string> = { lb1: '10.213.0.11', lb2: '10.213.0.12' };
 export const VIP_ADDR: Record<string, string> = { 'vip-a': '10.213.0.100', 'vip-b': '10.213.0.101' };
 const HA_PORT = 7946;
-const LISTEN_PORT = 8080;
+export const LISTEN_PORT = 8080;
 export const SECRET = 'netns-test-secret-0123456789';
 
 export interface LabOptions {

@@ -11,15 +11,14 @@ import { authenticated } from '../context.ts';
 /** The status document of the running instance. */
 export function statusView(runtime: AdminRuntime, showConfigPath: boolean) {
   const config = runtime.config();
-  const now = Date.now();
   return {
     node: runtime.node,
-    time: now,
+    time: Date.now(),
     // Where the config lives (and so the layout of the machine) is for token holders.
     configFile: showConfigPath ? config.file : null,
     listeners: runtime.listeners(),
     routes: config.routes.map(routeView),
-    pools: Array.from(runtime.pools().values(), (p) => poolView(p, now)),
+    pools: Array.from(runtime.pools().values(), poolView),
     vips: runtime.vips(),
   };
 }
@@ -38,7 +37,7 @@ function routeView(r: RouteConfig) {
   };
 }
 
-function poolView(pool: Pool, now: number) {
+function poolView(pool: Pool) {
   const checked = pool.config.healthCheck !== null;
   return {
     name: pool.name,
@@ -47,7 +46,7 @@ function poolView(pool: Pool, now: number) {
     /** Active health checks run: without them `up` only means nothing took the backend out. */
     healthChecks: checked,
     active: pool.active(),
-    backends: pool.backends.map((b) => backendView(b, checked, now)),
+    backends: pool.backends.map((b) => backendView(b, checked)),
   };
 }
 
@@ -71,7 +70,7 @@ export function shownState(b: Backend, checked: boolean): string {
   return checked ? 'up' : 'unchecked';
 }
 
-function backendView(b: Backend, checked: boolean, now: number) {
+function backendView(b: Backend, checked: boolean) {
   const recent = b.recent();
   return {
     name: b.name,
@@ -82,7 +81,7 @@ function backendView(b: Backend, checked: boolean, now: number) {
     /** Since when (ms since the epoch) `state` is what it is. */
     stateSince: b.stateSince,
     /** Time spent unhealthy or ejected since tandem started (or the backend was added). */
-    downtimeMs: b.downtime(now),
+    downtimeMs: b.downtime(),
     admin: b.admin,
     healthy: b.healthy,
     ejected: b.ejected,

@@ -119,7 +119,9 @@ export class HealthChecker {
   }
 
   private record(backend: Backend, cfg: HealthCheckConfig, outcome: Outcome, started: number): void {
-    backend.lastCheck = { time: Date.now(), ok: outcome.ok, latencyMs: Math.round(performance.now() - started), detail: outcome.detail };
+    const ms = performance.now() - started;
+    backend.lastCheck = { time: Date.now(), ok: outcome.ok, latencyMs: Math.round(ms), detail: outcome.detail };
+    backend.record.check(ms / 1000);
     let streak = streaks.get(backend);
     if (streak === undefined) {
       streak = { ok: 0, failed: 0 };

@@ -18,6 +18,8 @@ export class OwnLease {
   releasing: boolean;
   /** Until when an offer made to a preempting candidate stands. */
   offerUntil: number;
+  /** Set while a preemption's offer waits for the holder to be ready to let the key go. */
+  offering: boolean;
   private timer: NodeJS.Timeout | null;
   private readonly onExpire: () => void;
 
@@ -29,6 +31,7 @@ export class OwnLease {
     this.serving = false;
     this.releasing = false;
     this.offerUntil = 0;
+    this.offering = false;
     this.timer = null;
     this.onExpire = onExpire;
     this.arm();

@@ -34,6 +34,8 @@ export interface EtcdStoreOptions {
   readonly renewEvery: number;
   /** How long a holder waits, in a planned handover, for the new holder to serve. */
   readonly handoverTimeout: number;
+  /** Awaited before the holder offers a key to a preempting candidate (see PeerStoreOptions). */
+  readonly beforeOffer?: (key: string) => Promise<void>;
   readonly log?: (msg: string) => void;
 }
 
@@ -258,9 +260,13 @@ export class EtcdStore implements LeaseStore {
   private async offerToPreempter(ks: KeyState): Promise<void> {
     const h = ks.holding;
     const own = ks.own;
-    if (h === null || own === null || !own.serving || own.releasing || h.o !== null) return;
+    if (h === null || own === null || !own.serving || own.releasing || own.offering || h.o !== null) return;
     const best = bestCandidate(ks.candidates, this.opts.node, h.p, (c) => c.x && c.p > h.p);
     if (best === null) return;
+    own.offering = true;
+    await this.opts.beforeOffer?.(ks.key).catch(() => {});
+    own.offering = false;
+    if (ks.own !== own || own.releasing || ks.holding === null || ks.holding.o !== null) return;
     own.offerUntil = now() + this.opts.handoverTimeout;
     await this.rewrite(ks, { o: best });
   }

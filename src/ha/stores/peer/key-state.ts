@@ -39,6 +39,8 @@ export interface KeyState {
   lastSignature: string;
   /** Wakes release() when the view changes. */
   onChange: (() => void) | null;
+  /** Set while a preemption's offer waits for the holder to be ready to let the key go. */
+  offering: boolean;
 }
 
 export interface PeerState {
@@ -55,7 +57,7 @@ export function newKeyState(key: string): KeyState {
   return {
     key, holder: null, holderBoot: -1, epoch: 0, priority: 0, expiresAt: 0, serving: false, offeredTo: null, offerUntil: 0,
     maxEpoch: 0, claimPriority: 0, claimAt: -Infinity, releasing: false, candidates: new Map(), lastConflict: '',
-    takeSentAt: -Infinity, expiryTimer: null, listeners: new Set(), lastSignature: '', onChange: null,
+    takeSentAt: -Infinity, expiryTimer: null, listeners: new Set(), lastSignature: '', onChange: null, offering: false,
   };
 }
 
@@ -122,4 +124,19 @@ export function beats(p1: number, e1: number, n1: string, p2: number, e2: number
   if (p1 !== p2) return p1 > p2;
   if (e1 !== e2) return e1 > e2;
   return n1 < n2;
+}
+
+/** Resolves when a handed-over lease serves at its new holder (`self` no longer holds it), or the offer ran out. */
+export function handedOver(ks: KeyState, self: string, timeout: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      ks.onChange = null;
+      clearTimeout(timer);
+      resolve();
+    };
+    const timer = setTimeout(done, timeout);
+    ks.onChange = () => {
+      if (ks.holder !== self ? ks.holder === null || ks.serving : ks.offeredTo === null) done();
+    };
+  });
 }

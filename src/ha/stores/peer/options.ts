@@ -14,5 +14,10 @@ export interface PeerStoreOptions {
   readonly handoverTimeout: number;
   /** Link-local multicast group for a second copy of every advert (see transport.ts); null: unicast only. */
   readonly multicastGroup?: string | null;
+  /**
+   * Awaited before the holder offers a key to a candidate that preempts it: the elector
+   * winds down the VIP's connections first (bounded; see src/ha/departure.ts).
+   */
+  readonly beforeOffer?: (key: string) => Promise<void>;
   readonly log?: (msg: string) => void;
 }

@@ -18,7 +18,7 @@
 import type { HaNodeConfig } from '../../../config/types.ts';
 import { TandemError, errors } from '../../../errors.ts';
 import { subscribe, type Claim, type Lease, type LeaseStore } from '../../lease-store.ts';
-import { beats, bestCandidate, clearLease, newKeyState, viewOf, warm, type KeyState, type PeerState } from './key-state.ts';
+import { beats, bestCandidate, clearLease, handedOver, newKeyState, viewOf, warm, type KeyState, type PeerState } from './key-state.ts';
 import { Heartbeats } from './heartbeat.ts';
 import { AdvertTransport } from './transport.ts';
 import { admitDatagram, type PeerStoreStats } from './admission.ts';
@@ -168,7 +168,7 @@ export class PeerStore implements LeaseStore {
       this.armExpiry(ks, t);
       this.changed(ks);
       await this.broadcast(this.holdAdvert(ks)).catch(() => {});
-      await this.handedOver(ks);
+      await handedOver(ks, this.self.id, this.opts.handoverTimeout);
       ks.releasing = false;
       if (ks.holder !== this.self.id) return;
     }
@@ -246,19 +246,17 @@ export class PeerStore implements LeaseStore {
     return { t: 'hold', k: ks.key, e: ks.epoch, p: ks.priority, r: this.opts.leaseDuration, sv: ks.serving, o: ks.offeredTo };
   }
 
-  /** Resolves when a handed-over lease serves at its new holder, or the offer ran out. */
-  private handedOver(ks: KeyState): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const done = () => {
-        ks.onChange = null;
-        clearTimeout(timer);
-        resolve();
-      };
-      const timer = setTimeout(done, this.opts.handoverTimeout);
-      ks.onChange = () => {
-        if (ks.holder !== this.self.id ? ks.holder === null || ks.serving : ks.offeredTo === null) done();
-      };
-    });
+  /** Preemption: offers the key to `n` once this holder is ready to let it go (opts.beforeOffer). */
+  private async offerTo(ks: KeyState, n: string, epoch: number): Promise<void> {
+    if (ks.offering) return;
+    ks.offering = true;
+    await this.opts.beforeOffer?.(ks.key).catch(() => {});
+    ks.offering = false;
+    if (ks.holder !== this.self.id || !ks.serving || ks.releasing || ks.offeredTo !== null || ks.epoch !== epoch) return;
+    ks.offeredTo = n;
+    ks.offerUntil = now() + this.opts.handoverTimeout;
+    this.changed(ks);
+    void this.broadcast(this.holdAdvert(ks)).catch(() => {});
   }
 
   private expireIfDue(ks: KeyState, t: number): void {
@@ -350,12 +348,7 @@ export class PeerStore implements LeaseStore {
         }
         break;
       case 'take':
-        if (ks.holder === this.self.id && ks.serving && !ks.releasing && ks.offeredTo === null && a.p > ks.priority && a.e === ks.epoch) {
-          ks.offeredTo = n;
-          ks.offerUntil = t + this.opts.handoverTimeout;
-          this.changed(ks);
-          void this.broadcast(this.holdAdvert(ks)).catch(() => {});
-        }
+        if (ks.holder === this.self.id && ks.serving && !ks.releasing && ks.offeredTo === null && a.p > ks.priority && a.e === ks.epoch) void this.offerTo(ks, n, a.e);
         break;
     }
     if (ks.holder === this.self.id && ks.maxEpoch > ks.epoch) {
