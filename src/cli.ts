@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { loadConfigFile } from './config/load.ts';
+import { CTL_COMMANDS, CTL_HELP, DEFAULT_ADMIN, type CtlCommand } from './ctl/commands.ts';
 import { TandemError } from './errors.ts';
 
 // Exit codes, as in DESIGN.md: 0 ok, 1 invalid input (config, arguments), 2 runtime failure.
@@ -16,8 +17,20 @@ Commands:
   vip-agent --admin URL --hook PATH  the VIP sidecar: follows the admin event stream, runs the hook
   drill -c FILE | --admin URL...   hand every VIP over and back while probing it; exit 0 when no probe failed
   bench                            the benchmark: needs the development tree (npm run bench)
+  version                          print tandem's version and Node's
 
-Run 'tandem <command> --help' for a command's options; 'tandem --version' for the version.
+Runtime commands, each one call to a running instance's admin API:
+  status                           listeners, backends (state, since when, downtime, weight), VIPs
+  drain POOL/BACKEND               no new requests to the backend; those in flight finish
+  disable POOL/BACKEND             drain, and keep it out whatever its health checks say
+  enable POOL/BACKEND              undo drain and disable
+  weight POOL/BACKEND N|reset      the backend's weight until the next reload
+  release VIP                      give up a VIP this instance holds (the peer takes it)
+  reload                           reload the config file, as SIGHUP does
+  Their options: --admin URL (default: admin.address of -c FILE, else ${DEFAULT_ADMIN}),
+  -c FILE, --token TOKEN (default: $TANDEM_ADMIN_TOKEN, then admin.token of -c FILE), --json.
+
+Options: -h, --help (also after a command: its options); -V, --version.
 `;
 
 const HELP: Record<string, string> = {
@@ -64,6 +77,11 @@ Exit 0: every VIP moved both ways with no failed probe; 2: otherwise; 1: bad arg
 The benchmark compares tandem with other Node proxies; it lives in the development tree
 (bench/, with autocannon), not in the product. In a checkout run: npm run bench -- [options]
 `,
+  version: `Usage: tandem version (or tandem --version)
+
+Prints tandem's version (from its package.json) and the version of Node running it.
+`,
+  ...CTL_HELP,
 };
 
 const OPTIONS: ParseArgsConfig['options'] = {
@@ -75,6 +93,7 @@ const OPTIONS: ParseArgsConfig['options'] = {
   vip: { type: 'string', multiple: true },
   hook: { type: 'string' },
   token: { type: 'string' },
+  json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 };
 
@@ -86,8 +105,8 @@ function version(): string {
 /** Runs the CLI; resolves to the exit code for commands that end, never for `run`/`demo`. */
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
-  if (command === '--version' || command === '-V' || command === 'version') {
-    process.stdout.write(`tandem ${version()}\n`);
+  if (command === '--version' || command === '-V' || (command === 'version' && rest.length === 0)) {
+    process.stdout.write(`tandem ${version()} (node ${process.versions.node})\n`);
     return 0;
   }
   if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
@@ -98,9 +117,11 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`tandem: unknown command '${command}'\n\n${USAGE}`);
     return EXIT_INVALID;
   }
+  const runtimeCommand = (CTL_COMMANDS as readonly string[]).includes(command);
   let values: Record<string, string | boolean | undefined>;
+  let positionals: string[];
   try {
-    values = parseArgs({ args: rest, options: OPTIONS, strict: true, allowPositionals: false }).values as typeof values;
+    ({ values, positionals } = parseArgs({ args: rest, options: OPTIONS, strict: true, allowPositionals: runtimeCommand }) as { values: typeof values; positionals: string[] });
   } catch (err) {
     process.stderr.write(`tandem ${command}: ${(err as Error).message}\n\n${HELP[command]}`);
     return EXIT_INVALID;
@@ -152,6 +173,19 @@ export async function main(argv: string[]): Promise<number> {
         const { runDrill } = await import('./ha/drill.ts');
         const token = str('token') ?? process.env.TANDEM_ADMIN_TOKEN ?? null;
         return await runDrill({ config: str('config') ?? null, admin: list('admin'), token, url: str('url') ?? null, vips: list('vip') });
+      }
+      case 'version':
+        process.stdout.write(`tandem ${version()} (node ${process.versions.node})\n`);
+        return 0;
+      case 'status': case 'drain': case 'disable': case 'enable': case 'weight': case 'release': case 'reload': {
+        const { runCtl } = await import('./ctl/commands.ts');
+        const admin = list('admin');
+        if (admin.length > 1) return usageError(command, 'takes one --admin URL');
+        return await runCtl({
+          command: command as CtlCommand, args: positionals, admin: admin[0] ?? null, config: str('config') ?? null,
+          node: str('node') ?? process.env.TANDEM_NODE ?? null, token: str('token') ?? null, json: values.json === true,
+          out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t),
+        });
       }
       case 'bench':
         // bench/ and autocannon are development tools: an image or an installed package has neither.

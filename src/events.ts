@@ -9,6 +9,8 @@ export interface BackendEvent {
   readonly backend: string;
   readonly state: BackendState;
   readonly reason: string;
+  /** Set when the change is of the weight an operator gave (reason `admin`) or a reload took back. */
+  readonly weight?: number;
 }
 
 export interface ReloadEvent {

@@ -1,7 +1,6 @@
 // The CLI as users run it: bin/tandem.js in a process of its own, its output and its
 // exit codes (0 ok, 1 invalid input, 2 runtime failure).
 
-import { spawn } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
@@ -9,33 +8,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { loadConfigFile } from '../src/config/load.ts';
+import { runCli } from './helpers/cli.ts';
 import { singlePool } from './helpers/config.ts';
 
-const BIN = join(import.meta.dirname, '../bin/tandem.js');
 const fixtures = join(import.meta.dirname, 'fixtures/config');
 const conf = join(import.meta.dirname, '../conf');
 
-interface Ran { code: number; stdout: string; stderr: string }
-
 /** Runs `tandem ARGS` with Node's own executable, an environment without TANDEM_ variables. */
-function tandem(args: string[], env: Record<string, string> = {}): Promise<Ran> {
-  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TANDEM_')));
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { ...clean, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`tandem ${args.join(' ')} did not exit: ${stderr}`));
-    }, 20_000);
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? -1, stdout, stderr });
-    });
-  });
-}
+const tandem = (args: string[], env: Record<string, string> = {}) => runCli(args, env);
 
 let dir = '';
 before(async () => {

@@ -96,6 +96,12 @@ export class EventStream {
     this.clients.add(res);
   }
 
+  /** Ends every stream but goes on: clients reconnect (with Last-Event-ID) and are checked anew. */
+  endClients(): void {
+    for (const res of this.clients) res.end();
+    this.clients.clear();
+  }
+
   /** Ends every stream and stops listening to the bus; for shutdown. */
   close(): void {
     if (this.closed) return;

@@ -21,21 +21,30 @@ export type Verdict =
   | { readonly ok: false; readonly error: ErrorSpec; readonly retryAfter?: number };
 
 export class AdminGuard {
-  private readonly tokens: TokenCheck;
-  private readonly hasToken: boolean;
-  private readonly authReads: boolean;
+  private tokens: TokenCheck;
+  private hasToken: boolean;
+  private authReads: boolean;
   /** Host names a request without the token may use; null: any (a wildcard bind, which needs a token). */
-  private readonly hosts: ReadonlySet<string> | null;
+  private hosts: ReadonlySet<string> | null;
   private readonly wrong: RateLimiter;
 
   constructor(opts: { host: string; token: string | null; authReads: boolean }) {
+    this.tokens = new TokenCheck(opts.token);
+    this.hasToken = false;
+    this.authReads = false;
+    this.hosts = null;
+    this.wrong = new RateLimiter(WRONG_TOKENS);
+    this.update(opts);
+  }
+
+  /** A reload's admin section: from the next request on, only its token (and rules) count. */
+  update(opts: { host: string; token: string | null; authReads: boolean }): void {
     this.tokens = new TokenCheck(opts.token);
     this.hasToken = opts.token !== null;
     this.authReads = opts.authReads;
     const bound = opts.host.toLowerCase();
     const wildcard = bound === '0.0.0.0' || bound === '::' || bound === '';
     this.hosts = wildcard ? null : new Set([bare(bound), ...(isLoopback(bound) ? ['localhost', '127.0.0.1', '::1'] : [])]);
-    this.wrong = new RateLimiter(WRONG_TOKENS);
   }
 
   /** `open`: a path anyone may read (probes, the page's static files). */

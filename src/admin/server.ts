@@ -2,14 +2,20 @@
 // probes, /metrics, the JSON API, the event stream and the status page. Mutating calls
 // need the bearer token; with `authReads`, reads do too (except the probes and the
 // page's static files, which carry no data).
+//
+// A reload applies the admin section here (prepare, then commit or abort, like the
+// data planes' listeners): a new token or authReads takes effect at once, and a new
+// address is bound by a second app before the first one closes.
 
 import Fastify from 'fastify';
-import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { ServerResponse } from 'node:http';
 import { errors, TandemError } from '../errors.ts';
 import { isLoopback } from './auth.ts';
 import { AdminGuard } from './guard.ts';
 import { authenticated, sendError } from './context.ts';
 import type { AdminContext } from './context.ts';
+import { fastifyError, MethodTable } from './errors.ts';
 import { EventStream } from './event-stream.ts';
 import type { EventStreamOptions } from './event-stream.ts';
 import type { Metrics } from './metrics.ts';
@@ -19,6 +25,7 @@ import { healthRoutes } from './routes/health.ts';
 import { metricsRoutes } from './routes/metrics.ts';
 import { reloadRoutes } from './routes/reload.ts';
 import { loadStatusPage, STATUS_PAGE_PATHS, statusPageRoutes } from './routes/status-page.ts';
+import type { StatusPageAssets } from './routes/status-page.ts';
 import { statusRoutes } from './routes/status.ts';
 import { vipRoutes } from './routes/vips.ts';
 import type { AdminRuntime } from './runtime.ts';
@@ -33,40 +40,141 @@ export interface AdminOptions {
   events?: EventStreamOptions;
 }
 
+/** A reload's admin section, prepared: commit() applies it, abort() lets go of what prepare bound. */
+export interface PreparedAdmin {
+  /** The new address when prepare bound one, else null. */
+  readonly address: string | null;
+  /** What commit() changes, by key: `token`, `authReads`, `address` (values never). */
+  readonly changes: readonly string[];
+  commit(): void;
+  abort(): Promise<void>;
+}
+
 export interface AdminServer {
-  /** `host:port` as bound (IPv6 in brackets), like ListenerView.address. */
+  /** `host:port` as bound (IPv6 in brackets), like ListenerView.address; follows a rebind. */
   readonly address: string;
   /** Ends event streams, then stops the server. */
   close(): Promise<void>;
 }
 
+/** The admin server a control plane runs: one whose section a reload can change. */
+export interface ReloadableAdmin extends AdminServer {
+  /**
+   * Checks and binds a reloaded admin section without applying it: a new address is
+   * bound now (TandemError LISTEN when it cannot be), the token and authReads change at
+   * commit. Throws TandemError CONFIG_INVALID for a section startAdmin would refuse.
+   */
+  prepare(opts: AdminOptions): Promise<PreparedAdmin>;
+}
+
 const OPEN_PATHS = new Set<string>(['/healthz', '/readyz', ...STATUS_PAGE_PATHS]);
 
+/** One bound fastify app and the event streams it carries. */
+interface BoundApp {
+  readonly app: FastifyInstance;
+  readonly address: string;
+  readonly streams: Set<ServerResponse>;
+  /** Set once the app is closing: new requests get 503 and Connection: close. */
+  closing: boolean;
+}
+
 /** Starts the admin server; refuses a non-loopback address without a token. */
-export async function startAdmin(runtime: AdminRuntime, metrics: Metrics, opts: AdminOptions): Promise<AdminServer> {
-  if (opts.token === null && !isLoopback(opts.host)) {
-    throw new TandemError(errors.CONFIG_INVALID,
-      `admin address ${opts.host} is reachable from other machines; set admin.token or bind the admin API to 127.0.0.1`);
-  }
-  if (opts.token === '') throw new TandemError(errors.CONFIG_INVALID, 'admin.token is empty');
+export async function startAdmin(runtime: AdminRuntime, metrics: Metrics, opts: AdminOptions): Promise<ReloadableAdmin> {
+  checkOptions(opts);
   const assets = await loadStatusPage();
   metrics.observe(runtime);
   const events = new EventStream(runtime, opts.events);
   const ctx: AdminContext = { runtime, metrics, events };
   const guard = new AdminGuard(opts);
+  let running: AdminOptions = opts;
+  let current: BoundApp;
+  try {
+    current = await bind(ctx, guard, assets, opts);
+  } catch (err) {
+    events.close();
+    throw err;
+  }
 
-  const app = Fastify({ logger: false, return503OnClosing: true });
+  return {
+    get address() {
+      return current.address;
+    },
+    async prepare(next: AdminOptions): Promise<PreparedAdmin> {
+      checkOptions(next);
+      const moves = next.host !== running.host || next.port !== running.port;
+      // Bound now, beside the running app: if the address is taken the reload is refused
+      // and the running app never stopped serving.
+      const fresh = moves ? await bind(ctx, guard, assets, next) : null;
+      const changes = [
+        ...(next.token !== running.token ? ['token'] : []),
+        ...(next.authReads !== running.authReads ? ['authReads'] : []),
+        ...(moves ? ['address'] : []),
+      ];
+      let done = false;
+      return {
+        address: fresh?.address ?? null,
+        changes,
+        commit() {
+          if (done) return;
+          done = true;
+          const credentials = next.token !== running.token || next.authReads !== running.authReads;
+          guard.update(next);
+          running = next;
+          // Streams opened under the old credentials end: their clients reconnect (with
+          // Last-Event-ID, so they miss nothing) and are checked against the new ones.
+          if (credentials) events.endClients();
+          if (fresh !== null) {
+            const old = current;
+            current = fresh;
+            // The reload call itself may be in flight on the old app: it is answered first.
+            void retire(old);
+          }
+        },
+        async abort() {
+          if (done) return;
+          done = true;
+          if (fresh !== null) await retire(fresh);
+        },
+      };
+    },
+    async close() {
+      // Streams never end by themselves: end them before fastify waits for open requests.
+      events.close();
+      await retire(current);
+    },
+  };
+}
+
+function checkOptions(opts: AdminOptions): void {
+  if (opts.token === null && !isLoopback(opts.host)) {
+    throw new TandemError(errors.CONFIG_INVALID,
+      `admin address ${opts.host} is reachable from other machines; set admin.token or bind the admin API to 127.0.0.1`);
+  }
+  if (opts.token === '') throw new TandemError(errors.CONFIG_INVALID, 'admin.token is empty');
+}
+
+/** Builds an app with every route and binds it to `opts`' address. */
+async function bind(ctx: AdminContext, guard: AdminGuard, assets: StatusPageAssets, opts: AdminOptions): Promise<BoundApp> {
+  // return503OnClosing is done in onRequest below, so that its answer has tandem's shape.
+  const app = Fastify({ logger: false, return503OnClosing: false });
+  const bound: BoundApp = { app, address: '', streams: new Set(), closing: false };
+  const methods = new MethodTable();
+  app.addHook('onRoute', (route) => methods.add(route.method, route.url));
+
   // A change without a body still says application/json (see guard.ts): accept it empty.
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
     try {
       done(null, body === '' ? {} : JSON.parse(body as string));
     } catch (err) {
-      (err as { statusCode?: number }).statusCode = 400;
-      done(err as Error, undefined);
+      done(new TandemError(errors.ADMIN_BAD_REQUEST, `the body is not valid JSON (${(err as Error).message})`), undefined);
     }
   });
 
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
+    if (bound.closing) {
+      reply.header('connection', 'close');
+      return sendError(reply, errors.ADMIN_SHUTTING_DOWN);
+    }
     const verdict = guard.check(req, OPEN_PATHS.has(req.routeOptions.url ?? ''));
     if (verdict.ok) {
       authenticated.set(req.raw, verdict.authenticated);
@@ -77,15 +185,19 @@ export async function startAdmin(runtime: AdminRuntime, metrics: Metrics, opts: 
     return sendError(reply, verdict.error);
   });
 
-  app.setNotFoundHandler((req, reply) => sendError(reply, errors.ADMIN_NOT_FOUND, `no ${req.method} ${req.url.split('?')[0]}`));
-  app.setErrorHandler((err: FastifyError | TandemError, _req, reply) => {
-    if (err instanceof TandemError) return reply.code(err.status > 0 ? err.status : 500).send({ code: err.code, message: err.message });
-    const status = typeof err.statusCode === 'number' && err.statusCode >= 400 ? err.statusCode : 500;
-    return reply.code(status).send({ code: err.code ?? 'TANDEM_ERR_INTERNAL', message: err.message });
+  app.setNotFoundHandler((req, reply) => {
+    const path = req.url.split('?')[0];
+    const allowed = methods.allowed(path);
+    if (allowed.length > 0) {
+      reply.header('allow', allowed.join(', '));
+      return sendError(reply, errors.ADMIN_METHOD_NOT_ALLOWED, `${req.method} ${path} (it takes ${allowed.join(', ')})`);
+    }
+    return sendError(reply, errors.ADMIN_NOT_FOUND, `no ${req.method} ${path}`);
   });
-
-  // Streams never end by themselves; end them before fastify waits for open requests.
-  app.addHook('preClose', async () => events.close());
+  app.setErrorHandler((err: Error, _req, reply) => {
+    const { spec, detail } = fastifyError(err);
+    return sendError(reply, spec, detail);
+  });
 
   healthRoutes(app, ctx);
   metricsRoutes(app, ctx);
@@ -93,22 +205,24 @@ export async function startAdmin(runtime: AdminRuntime, metrics: Metrics, opts: 
   backendRoutes(app, ctx);
   reloadRoutes(app, ctx);
   vipRoutes(app, ctx);
-  eventRoutes(app, ctx);
+  eventRoutes(app, ctx, bound.streams);
   statusPageRoutes(app, assets);
 
   try {
     await app.listen({ host: opts.host, port: opts.port });
   } catch (cause) {
-    events.close();
     await app.close();
-    throw new TandemError(errors.LISTEN, `admin ${opts.host}:${opts.port}`, { cause });
+    throw new TandemError(errors.LISTEN, `admin ${opts.host}:${opts.port}: ${(cause as Error).message}`, { cause });
   }
-  const bound = app.server.address();
-  const address = typeof bound === 'object' && bound !== null
-    ? `${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}`
-    : String(bound);
-  return {
-    address,
-    close: () => app.close(),
-  };
+  const a = app.server.address();
+  const address = typeof a === 'object' && a !== null ? `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}` : String(a);
+  return Object.assign(bound, { address });
+}
+
+/** Stops an app: its event streams end, requests in flight are answered, then it closes. */
+async function retire(bound: BoundApp): Promise<void> {
+  bound.closing = true;
+  for (const res of bound.streams) res.end();
+  bound.streams.clear();
+  await bound.app.close();
 }

@@ -17,6 +17,8 @@ export interface BackendState {
   readonly admin: AdminState;
   /** The effective weight (slow start ramps it in the control plane). */
   readonly weight: number;
+  /** An operator's weight until the next reload; null: the configured one. A data plane's own slow start ramps to it. */
+  readonly runtimeWeight: number | null;
 }
 
 /** One data plane's request counters for one label set, as RequestCounter keeps them. */

@@ -15,7 +15,7 @@
 //   status API read totals as if one process had served everything.
 // * Reload: validated once here, then two-phase: every data plane binds the listeners
 //   the new config adds (prepare); only when all could, the control plane and every
-//   data plane swap (commit). A failed reload changes nothing anywhere.
+//   data plane and the admin API swap (commit). A failed reload changes nothing anywhere.
 // * A worker that dies is replaced at once (with growing delays if replacements keep
 //   dying young). Connections it had accepted, or that waited in its accept queue, are
 //   reset; clients retry those. With two or more workers the port stays open
@@ -37,10 +37,11 @@ import { EventBus, type TandemEvent } from '../events.ts';
 import { liveLabels } from '../dataplane/telemetry.ts';
 import type { Pool } from '../pool/pool.ts';
 import type { AdminRuntime, ListenerView, ReloadOutcome, VipStatusView } from '../admin/runtime.ts';
-import { DataPlaneSet, type DataPlaneSlot, type MessageCounts } from './data-planes.ts';
+import { DataPlaneSet, withTimeout, type DataPlaneSlot, type MessageCounts } from './data-planes.ts';
 import { launcher as makeLauncher, type Launcher } from './launch.ts';
-import type { OperatorSide } from './operator-side.ts';
+import type { OperatorSide, PreparedSection } from './operator-side.ts';
 import { PortPins } from './port-pins.ts';
+import { restartOnly } from './reload-scope.ts';
 import { backendState, ControlPools, sameState } from './pools.ts';
 
 /** How long a data plane may take to bind its listeners at start. */
@@ -326,6 +327,9 @@ export class ControlPlane implements AdminRuntime {
     if (this.stopping) return this.shuttingDown();
     if (!result.ok) return this.rejected(result.errors);
     const config = freezeConfig(result.config);
+    // What a reload cannot apply refuses it whole, rather than being ignored.
+    const restart = restartOnly(this.current, config, { workersFixed: this.workersOverride !== null, haRuns: this.observing && this.node !== null });
+    if (restart.length > 0) return this.rejected(restart);
     let resolved;
     try {
       resolved = await this.pins.resolve(config);
@@ -339,10 +343,7 @@ export class ControlPlane implements AdminRuntime {
     const id = this.planes.newId();
     const slots = this.planes.list().filter((s) => s.started && !s.stopping);
     const answers = await Promise.all(slots.map((s) => this.planes.request(s, id, { t: 'prepare', id, config: dataConfig }, RELOAD_TIMEOUT_MS)));
-    if (this.stopping) {
-      this.planes.broadcast({ t: 'abort', id });
-      return this.shuttingDown();
-    }
+    if (this.stopping) return this.abandon(id, null);
     const problems: string[] = [];
     answers.forEach((a, i) => {
       // A data plane that died meanwhile is replaced with whatever config is in force then.
@@ -353,6 +354,15 @@ export class ControlPlane implements AdminRuntime {
       this.planes.broadcast({ t: 'abort', id });
       return this.rejected([...new Set(problems)]);
     }
+    // The admin section: a new address is bound now, beside the running one.
+    let admin: PreparedSection | null = null;
+    try {
+      admin = (await this.operator?.prepare(config)) ?? null;
+    } catch (err) {
+      this.planes.broadcast({ t: 'abort', id });
+      return this.rejected([`${this.file}: admin: ${(err as Error).message}; the running admin API is kept`]);
+    }
+    if (this.stopping) return this.abandon(id, admin);
 
     // Phase two: the control plane's pools and health, then every data plane.
     this.applying = true;
@@ -362,10 +372,8 @@ export class ControlPlane implements AdminRuntime {
       this.applying = false;
     }
     this.current = config;
-    if (this.stopping) {
-      this.planes.broadcast({ t: 'abort', id });
-      return this.shuttingDown();
-    }
+    if (this.stopping) return this.abandon(id, admin);
+    admin?.commit();
     this.pins.keep(resolved.pins);
     this.dataConfig = dataConfig;
     const commit: ToDataPlane = { t: 'commit', id, config: dataConfig, states: this.statesSent() };
@@ -385,6 +393,13 @@ export class ControlPlane implements AdminRuntime {
     return { ok: true, errors: [] };
   }
 
+  /** A stop began during a reload: what was prepared is let go, nothing is committed. */
+  private async abandon(id: number, admin: PreparedSection | null): Promise<ReloadOutcome> {
+    this.planes.broadcast({ t: 'abort', id });
+    await admin?.abort();
+    return this.shuttingDown();
+  }
+
   private shuttingDown(): ReloadOutcome {
     return this.rejected([`${this.file}: shutting down`]);
   }
@@ -398,10 +413,8 @@ export class ControlPlane implements AdminRuntime {
   private resize(): void {
     if (this.workersOverride !== null) return;
     const wanted = this.current.workers;
-    if (this.launcher.inProcess || wanted === 0) {
-      if (this.launcher.inProcess !== (wanted === 0)) this.log(`workers is ${wanted} now: moving the data plane into or out of this process takes a restart`);
-      return;
-    }
+    // Only --workers 0 runs the data plane here, and --workers fixes the count (reload-scope.ts).
+    if (this.launcher.inProcess || wanted === 0) return;
     const live = this.planes.list().filter((s) => !s.stopping);
     for (let n = live.length; n < wanted; n++) {
       this.spawn()?.ready.then((bound) => this.remember(bound), () => {});
@@ -439,12 +452,4 @@ export class ControlPlane implements AdminRuntime {
     await this.pools_.close();
     await this.operator?.close();
   }
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(message)), ms);
-  });
-  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }

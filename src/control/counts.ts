@@ -11,6 +11,9 @@ import type { CounterSnapshot, DataPlaneStats } from '../channel/protocol.ts';
 import { DENSE_CODES, RequestCounters, type LabelFilter, type RequestCounter, type UpgradeResult } from '../dataplane/telemetry.ts';
 import type { Pool } from '../pool/pool.ts';
 
+/** The window of a backend's recent error ratio (Backend.recent), which the status shows. */
+export const RECENT_MS = 30_000;
+
 interface BackendTotals { requests: number; failures: number }
 
 /** The control plane's view of every data plane's counts. */
@@ -74,6 +77,7 @@ export class DataPlaneCounts {
 
   /** Writes active, requests and failures summed over the data planes into the control plane's backends. */
   writeBackends(pools: Iterable<Pool>): void {
+    const now = Date.now();
     const sums = new Map<string, [number, number, number]>();
     for (const [key, t] of this.retiredBackends) sums.set(key, [0, t.requests, t.failures]);
     for (const stats of this.live.values()) {
@@ -94,6 +98,7 @@ export class DataPlaneCounts {
         b.active = s?.[0] ?? 0;
         b.requests = s?.[1] ?? 0;
         b.failures = s?.[2] ?? 0;
+        b.sample(now, RECENT_MS);
       }
     }
   }

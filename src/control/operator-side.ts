@@ -3,23 +3,31 @@
 // VIP elector. Loaded only in the control plane's process (fastify, prom-client and the
 // status page never reach a worker), and only when the control plane serves operators.
 
-import type { VipConfig } from '../config/types.ts';
+import type { Config, VipConfig } from '../config/types.ts';
 import { createMetrics, type Metrics } from '../admin/metrics.ts';
-import { startAdmin, type AdminServer } from '../admin/server.ts';
+import { startAdmin, type ReloadableAdmin } from '../admin/server.ts';
 import { RequestCounters } from '../dataplane/telemetry.ts';
 import type { HaHandle } from '../ha/index.ts';
 import type { ControlPlane } from './control-plane.ts';
 import { GatheringRegistry } from './registry.ts';
 
+/** A reload's section, checked and bound: commit() applies it, abort() lets go of it. */
+export interface PreparedSection {
+  commit(): void;
+  abort(): Promise<void>;
+}
+
 export class OperatorSide {
   /** The counters the registry reads; the control plane writes the data planes' sums into them. */
   readonly counters: RequestCounters;
   readonly metrics: Metrics;
-  private admin: AdminServer | null;
+  private admin: ReloadableAdmin | null;
   ha: HaHandle | null;
+  private readonly plane: ControlPlane;
   private readonly log: (msg: string) => void;
 
-  private constructor(counters: RequestCounters, metrics: Metrics, log: (msg: string) => void) {
+  private constructor(plane: ControlPlane, counters: RequestCounters, metrics: Metrics, log: (msg: string) => void) {
+    this.plane = plane;
     this.counters = counters;
     this.metrics = metrics;
     this.log = log;
@@ -32,7 +40,7 @@ export class OperatorSide {
     const counters = new RequestCounters();
     // Every scrape first gathers the data planes' counts into `counters`.
     const registry = new GatheringRegistry(() => plane.gather());
-    const side = new OperatorSide(counters, createMetrics({ registry, counters }), log);
+    const side = new OperatorSide(plane, counters, createMetrics({ registry, counters }), log);
     side.metrics.observe(plane);
     const config = plane.config();
     try {
@@ -61,6 +69,46 @@ export class OperatorSide {
       throw err;
     }
     return side;
+  }
+
+  /**
+   * A reload's admin section, checked and bound but not applied: the admin API starts,
+   * stops, moves or takes a new token or authReads at commit. Throws (TandemError) when
+   * the section cannot be applied, e.g. its new address cannot be bound; nothing changed then.
+   */
+  async prepare(config: Config): Promise<PreparedSection> {
+    const next = config.admin;
+    const running = this.admin;
+    if (running === null && next === null) return { commit: () => {}, abort: async () => {} };
+    if (running === null) {
+      const started = await startAdmin(this.plane, this.metrics, next!);
+      return {
+        commit: () => {
+          this.admin = started;
+          this.log(`admin on http://${started.address}`);
+        },
+        abort: () => started.close(),
+      };
+    }
+    if (next === null) {
+      return {
+        commit: () => {
+          this.admin = null;
+          // A reload asked through this API is answered before it closes.
+          void running.close().then(() => this.log('admin API stopped: the config has no admin section now'));
+        },
+        abort: async () => {},
+      };
+    }
+    const prepared = await running.prepare(next);
+    return {
+      commit: () => {
+        prepared.commit();
+        if (prepared.changes.length > 0) this.log(`admin: the reload changed ${prepared.changes.join(', ')}`);
+        if (prepared.address !== null) this.log(`admin on http://${prepared.address}`);
+      },
+      abort: () => prepared.abort(),
+    };
   }
 
   /** The first step of a stop: VIPs go to the other node before anything stops serving. */

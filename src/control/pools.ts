@@ -107,10 +107,10 @@ export class ControlPools {
 
 /** A backend's verdict as data planes receive it. */
 export function backendState(b: Backend): BackendState {
-  return { pool: b.pool, backend: b.name, healthy: b.healthy, admin: b.admin, weight: b.effectiveWeight };
+  return { pool: b.pool, backend: b.name, healthy: b.healthy, admin: b.admin, weight: b.effectiveWeight, runtimeWeight: b.runtimeWeight };
 }
 
 /** True when two verdicts would change nothing in a data plane. */
 export function sameState(a: BackendState | undefined, b: BackendState): boolean {
-  return a !== undefined && a.healthy === b.healthy && a.admin === b.admin && a.weight === b.weight;
+  return a !== undefined && a.healthy === b.healthy && a.admin === b.admin && a.weight === b.weight && a.runtimeWeight === b.runtimeWeight;
 }

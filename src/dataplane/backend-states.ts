@@ -33,6 +33,7 @@ export class BackendStates {
    *  control plane changed it, so that a local slow start (after a local ejection) is
    *  not undone by an unrelated update. */
   static apply(b: Backend, state: BackendState, previous: BackendState | undefined): void {
+    b.runtimeWeight = state.runtimeWeight ?? null;
     b.setAdmin(state.admin, 'control plane');
     b.setHealthy(state.healthy, 'control plane health check');
     if (previous === undefined || previous.weight !== state.weight) b.setEffectiveWeight(state.weight, 'control plane');

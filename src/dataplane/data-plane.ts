@@ -6,7 +6,7 @@
 // the data plane sees its requests fail.
 
 import { readFileSync } from 'node:fs';
-import type { Config } from '../config/types.ts';
+import type { Config, ListenerConfig } from '../config/types.ts';
 import { EventBus } from '../events.ts';
 import type { Backend } from '../pool/backend.ts';
 import type { PoolHealth } from '../pool/health/index.ts';
@@ -129,8 +129,7 @@ export class DataPlane implements ListenerState {
     const keep = new Set<string>();
     for (const [i, lc] of config.listeners.entries()) {
       const old = this.listenerMap.get(lc.name);
-      if (old !== undefined && old.config.host === lc.host && old.config.port === lc.port
-        && JSON.stringify(old.config.tls) === JSON.stringify(lc.tls)) {
+      if (old !== undefined && keepsServer(old.config, lc)) {
         // A kept TLS listener reloads its certificate at commit (renewed in place); a
         // file that does not parse must reject the reload here, before anything changes.
         if (lc.tls !== null) {
@@ -255,4 +254,20 @@ export class DataPlane implements ListenerState {
     }
     await this.accessLog?.close();
   }
+}
+
+/**
+ * True when a reload can apply `next` to the running server of `running` (timeouts,
+ * limits and renewed certificates are set in place by Listener.update). Whatever the
+ * server was built with (address, TLS, HTTP/2 and its settings, PROXY protocol) takes a
+ * new server instead: prepare binds it beside the old one (SO_REUSEPORT), commit swaps.
+ */
+export function keepsServer(running: ListenerConfig, next: ListenerConfig): boolean {
+  const h2 = running.http2 === true;
+  return running.host === next.host && running.port === next.port
+    && JSON.stringify(running.tls) === JSON.stringify(next.tls)
+    && h2 === (next.http2 === true)
+    && JSON.stringify(running.proxyProtocol ?? null) === JSON.stringify(next.proxyProtocol ?? null)
+    // The HTTP/2 front takes these at construction.
+    && (!h2 || (running.maxHeaderSize === next.maxHeaderSize && running.keepAliveTimeout === next.keepAliveTimeout));
 }

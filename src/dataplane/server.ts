@@ -96,13 +96,15 @@ export class Listener {
     this.proxyProtocol?.attach(this.server, () => this.config.headersTimeout);
   }
 
-  /** Applies a reloaded config's timeouts to the running server. */
+  /** Applies a reloaded config's timeouts and limits to the running server (see keepsServer in data-plane.ts). */
   update(config: ListenerConfig, index: number): void {
     this.config = config;
     this.index = index;
     this.server.headersTimeout = config.headersTimeout;
     this.server.requestTimeout = config.requestTimeout;
     this.server.keepAliveTimeout = config.keepAliveTimeout;
+    // node:http reads it for each new connection.
+    (this.server as Server & { maxHeaderSize: number }).maxHeaderSize = config.maxHeaderSize;
     this.server.maxConnections = connectionShare(config, this.plane);
     // Certificates renewed in place (same paths) are read again: new handshakes use them,
     // established connections keep theirs.

@@ -1,5 +1,5 @@
 // A client of one node's admin API, for tools that watch or steer a running pair from
-// outside (`tandem drill`, the demo's relay). It speaks HTTP only and reads just the parts
+// outside (`tandem drill`, the demo's relay, the `tandem status` family of commands). It speaks HTTP only and reads just the parts
 // of GET /api/v1/status it needs, so the server side may change behind it.
 
 /** A VIP as one node sees it. */
@@ -58,16 +58,22 @@ export class AdminClient {
     return true;
   }
 
-  private async call(method: string, path: string): Promise<Response> {
+  private call(method: string, path: string): Promise<Response> {
+    // A release waits for the successor to serve: give it longer than a read.
+    return this.send(method, path, method === 'POST' ? {} : undefined, method === 'POST' ? this.timeout * 5 : this.timeout);
+  }
+
+  /**
+   * One call with the token; `body` goes as JSON (without a token the admin API takes
+   * changes as nothing else: no form can send it). Rejects with an Error whose `code`
+   * says why when no answer came (ECONNREFUSED, TimeoutError...).
+   */
+  async send(method: string, path: string, body?: unknown, timeoutMs: number = this.timeout): Promise<Response> {
     const headers: Record<string, string> = {};
     if (this.token !== null && this.token !== '') headers.authorization = `Bearer ${this.token}`;
+    if (body !== undefined) headers['content-type'] = 'application/json';
     try {
-      // A release waits for the successor to serve: give it longer than a read.
-      const timeout = method === 'POST' ? this.timeout * 5 : this.timeout;
-      // Changes go as JSON: without a token the admin API takes nothing else (no form can send it).
-      const body = method === 'POST' ? '{}' : undefined;
-      if (body !== undefined) headers['content-type'] = 'application/json';
-      return await fetch(this.url + path, { method, headers, body, signal: AbortSignal.timeout(timeout) });
+      return await fetch(this.url + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: AbortSignal.timeout(timeoutMs) });
     } catch (err) {
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
       const code = cause?.code ?? (err as Error).name;

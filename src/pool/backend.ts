@@ -1,4 +1,4 @@
-import { upstreamTls } from './tls.ts';
+import { upstreamTls, upstreamTlsKey } from './tls.ts';
 import { Pool as UndiciPool } from './undici.ts';
 import type { BackendConfig, PoolConfig } from '../config/types.ts';
 import type { BackendState } from '../events.ts';
@@ -26,6 +26,8 @@ export class BackendRecord {
   downSince: number;
   /** The state last seen. */
   state: BackendState;
+  /** Wall-clock time (ms since the epoch) `state` was entered, for the status. */
+  since: number;
   /** Active health check durations: non-cumulative bucket counts (+Inf last) and their sum in seconds; null until the first check. */
   checkBuckets: Float64Array | null;
   checkSum: number;
@@ -35,6 +37,7 @@ export class BackendRecord {
     this.ejections = 0;
     this.downMs = 0;
     this.state = b.state();
+    this.since = Date.now();
     this.downSince = b.healthy && !b.ejected ? -1 : performance.now();
     this.checkBuckets = null;
     this.checkSum = 0;
@@ -45,6 +48,7 @@ export class BackendRecord {
     const state = b.state();
     if (state !== this.state) {
       this.state = state;
+      this.since = Date.now();
       this.transitions.set(state, (this.transitions.get(state) ?? 0) + 1);
     }
     const down = !b.healthy || b.ejected;
@@ -91,6 +95,8 @@ export class Backend {
   readonly hostHeader: string;
   /** The pool settings the upstream was made with. */
   readonly poolConfig: PoolConfig;
+  /** The upstream's TLS settings and files, as upstreamTlsKey() gives them. */
+  readonly tlsKey: string;
   /** Its index in its pool's backends (set by the pool that holds it now). */
   slot: number;
   /** Verdict of active health checks. */
@@ -98,8 +104,10 @@ export class Backend {
   /** Taken out by passive outlier detection. */
   ejected: boolean;
   admin: AdminState;
-  /** Weight the balancer uses now: the configured weight, ramped during slow start. */
+  /** Weight the balancer uses now: the target weight, ramped during slow start. */
   effectiveWeight: number;
+  /** An operator's weight (`POST .../weight`), kept until the next reload; null: the configured one. */
+  runtimeWeight: number | null;
   /** Proxied requests in flight. */
   active: number;
   /** Proxied requests finished, and those that failed at the transport level (for metrics). */
@@ -112,15 +120,18 @@ export class Backend {
   checksOk: number;
   checksFailed: number;
   /** Called by the owner on every change of availability or effective weight. */
-  onChange: (backend: Backend, reason: string) => void;
-  /** State changes, ejections, downtime and check durations, for the metrics. */
+  onChange: (backend: Backend, reason: string, weight?: number) => void;
+  /** State changes, ejections, downtime and check durations, for the metrics and the status. */
   record: BackendRecord;
+  /** Samples of (time, requests, failures) for the recent error ratio, oldest first. */
+  private readonly samples: { time: number; requests: number; failures: number }[];
 
-  constructor(pool: PoolConfig, config: BackendConfig, onChange: (backend: Backend, reason: string) => void) {
+  constructor(pool: PoolConfig, config: BackendConfig, onChange: (backend: Backend, reason: string, weight?: number) => void) {
     this.name = config.name;
     this.pool = pool.name;
     this.config = config;
     this.poolConfig = pool;
+    this.tlsKey = upstreamTlsKey(config, pool.tls ?? null);
     const defaultPort = config.protocol === 'https:' ? 443 : 80;
     const host = config.host.includes(':') ? `[${config.host}]` : config.host;
     this.hostHeader = config.port === defaultPort ? host : `${host}:${config.port}`;
@@ -148,6 +159,8 @@ export class Backend {
     this.checksOk = 0;
     this.checksFailed = 0;
     this.onChange = onChange;
+    this.runtimeWeight = null;
+    this.samples = [];
     this.record = new BackendRecord(this);
   }
 
@@ -155,6 +168,11 @@ export class Backend {
   adoptRecord(old: Backend): void {
     this.record = old.record;
     this.record.follow(this);
+  }
+
+  /** The weight slow start ramps to and the balancer ends at: the operator's, else the configured one. */
+  get targetWeight(): number {
+    return this.runtimeWeight ?? this.config.weight;
   }
 
   /** The one availability check every balancer and policy uses. */
@@ -193,10 +211,55 @@ export class Backend {
     this.onChange(this, reason);
   }
 
+  /** Wall-clock time (ms since the epoch) state() last changed, or the backend was first made. */
+  get stateSince(): number {
+    return this.record.since;
+  }
+
+  /** Health downtime so far, in ms: time spent unhealthy or ejected, the current spell included. */
+  downtime(): number {
+    return Math.round(this.record.downSeconds() * 1000);
+  }
+
+  /**
+   * Records the request counts for the recent error ratio; the control plane calls it
+   * as the data planes' sums come in (about once a second). Keeps `window` ms of samples.
+   */
+  sample(now: number, window: number): void {
+    const last = this.samples.at(-1);
+    // Counters that went back (the data planes' sums restarted) restart the window.
+    if (last !== undefined && (this.requests < last.requests || this.failures < last.failures)) this.samples.length = 0;
+    const newest = this.samples.at(-1);
+    if (newest === undefined || now - newest.time >= window / 10) {
+      this.samples.push({ time: now, requests: this.requests, failures: this.failures });
+    }
+    while (this.samples.length > 1 && now - this.samples[1].time >= window) this.samples.shift();
+  }
+
+  /** Requests finished and failed since the oldest sample kept (about the last `window` ms). */
+  recent(): { requests: number; failures: number; since: number | null } {
+    const first = this.samples[0];
+    if (first === undefined) return { requests: 0, failures: 0, since: null };
+    return { requests: this.requests - first.requests, failures: this.failures - first.failures, since: first.time };
+  }
+
   setEffectiveWeight(weight: number, reason: string): void {
     if (this.effectiveWeight === weight) return;
     this.effectiveWeight = weight;
     this.onChange(this, reason);
+  }
+
+  /**
+   * An operator's weight until the next reload (null: back to the configured one). The
+   * effective weight follows at once, unless slow start is ramping it (`ramping`): the
+   * ramp then ends at the new weight.
+   */
+  setRuntimeWeight(weight: number | null, reason: string, ramping = false): void {
+    if (this.runtimeWeight === weight) return;
+    this.runtimeWeight = weight;
+    const target = this.targetWeight;
+    if (!ramping || this.effectiveWeight > target) this.effectiveWeight = target;
+    this.onChange(this, reason, target);
   }
 
   close(): Promise<void> {

@@ -1,6 +1,7 @@
 import type { PoolConfig } from '../config/types.ts';
 import type { EventBus } from '../events.ts';
 import { Backend } from './backend.ts';
+import { upstreamTlsKey } from './tls.ts';
 import type { Balancer } from './balancer.ts';
 import { createBalancer } from './balancers/index.ts';
 
@@ -23,13 +24,17 @@ export class Pool {
     this.name = config.name;
     this.config = config;
     this.bus = bus;
-    const onChange = (b: Backend, reason: string) => this.changed(b, reason);
+    const onChange = (b: Backend, reason: string, weight?: number) => this.changed(b, reason, weight);
+    const dropped: Backend[] = [];
     this.backends = config.backends.map((bc) => {
       const old = reuse?.get(bc.name);
       if (old !== undefined && sameUpstream(old, config, bc)) {
-        // Keep connections and health state; take the new weight and flags.
+        // Keep connections and health state; take the new weight and flags. An
+        // operator's runtime weight lasts until a reload: this one.
         old.onChange = onChange;
-        if (old.effectiveWeight === old.config.weight) old.effectiveWeight = bc.weight;
+        if (old.effectiveWeight === old.targetWeight) old.effectiveWeight = bc.weight;
+        if (old.runtimeWeight !== null) dropped.push(old);
+        old.runtimeWeight = null;
         old.config = bc;
         return old;
       }
@@ -46,6 +51,9 @@ export class Pool {
     this.backup = createBalancer(config.balance, backups);
     // Panic mode ignores health: a balancer over everything, each counted as available.
     this.everyone = createBalancer(config.balance, this.backends.map(panicView));
+    for (const b of dropped) {
+      this.bus?.publish({ type: 'backend', pool: this.name, backend: b.name, state: b.state(), reason: 'reload: the runtime weight gives way to the configured one', weight: b.config.weight });
+    }
   }
 
   /** The backend for the next request, or null when none is available. */
@@ -69,13 +77,13 @@ export class Pool {
     return n;
   }
 
-  private changed(backend: Backend, reason: string): void {
+  private changed(backend: Backend, reason: string, weight?: number): void {
     this.primary.rebuild();
     this.backup.rebuild();
     // The panic balancer reads effective weights too (slow start changes them).
     // rebuild() only marks it stale, so this costs nothing until panic needs it.
     this.everyone.rebuild();
-    this.bus?.publish({ type: 'backend', pool: this.name, backend: backend.name, state: backend.state(), reason });
+    this.bus?.publish({ type: 'backend', pool: this.name, backend: backend.name, state: backend.state(), reason, ...(weight === undefined ? {} : { weight }) });
   }
 
   /** Closes upstream connections of backends not in `keep`, after in-flight requests finish. */
@@ -90,7 +98,10 @@ function sameTimeouts(a: PoolConfig, b: PoolConfig): boolean {
 
 function sameUpstream(old: Backend, pool: PoolConfig, bc: PoolConfig['backends'][number]): boolean {
   return old.config.origin === bc.origin && old.config.maxConnections === bc.maxConnections
-    && old.pool === pool.name && sameTimeouts(old.poolConfig, pool);
+    && old.pool === pool.name && sameTimeouts(old.poolConfig, pool)
+    // Upstream TLS is set on the connection pool when it is made: a change, or renewed
+    // files, need a new one.
+    && old.tlsKey === upstreamTlsKey(bc, pool.tls ?? null);
 }
 
 interface PanicView extends Backend { readonly backend: Backend }
@@ -100,6 +111,6 @@ interface PanicView extends Backend { readonly backend: Backend }
 function panicView(backend: Backend): Backend {
   const view = Object.create(backend) as PanicView & { backend: Backend };
   Object.defineProperty(view, 'backend', { value: backend });
-  view.isAvailable = () => backend.effectiveWeight > 0 || backend.config.weight > 0;
+  view.isAvailable = () => backend.effectiveWeight > 0 || backend.targetWeight > 0;
   return view;
 }

@@ -49,11 +49,11 @@ export class SlowStart implements RecoveryListener {
   /** Begins (or restarts) the ramp of a backend that just became available. */
   recovered(backend: Backend): void {
     if (this.stopped || this.duration <= 0) return;
-    if (!backend.healthy || backend.ejected || backend.config.weight <= 0) return;
+    if (!backend.healthy || backend.ejected || backend.targetWeight <= 0) return;
     if (!this.pool.byName.has(backend.name)) return;
     ramps.set(backend, performance.now());
     this.ramping.add(backend);
-    backend.setEffectiveWeight(weightAt(backend.config.weight, 0), 'slow start');
+    backend.setEffectiveWeight(weightAt(backend.targetWeight, 0), 'slow start');
     this.schedule();
   }
 
@@ -79,7 +79,7 @@ export class SlowStart implements RecoveryListener {
         this.ramping.delete(b);
         finish(b);
       } else {
-        b.setEffectiveWeight(weightAt(b.config.weight, elapsed / this.duration), 'slow start');
+        b.setEffectiveWeight(weightAt(b.targetWeight, elapsed / this.duration), 'slow start');
       }
     }
     if (this.ramping.size === 0 && this.timer !== null) {
@@ -87,6 +87,11 @@ export class SlowStart implements RecoveryListener {
       this.timer = null;
     }
   }
+}
+
+/** True while slow start ramps this backend's effective weight up. */
+export function ramping(b: Backend): boolean {
+  return ramps.has(b);
 }
 
 /** Effective weight at `progress` (0..1) of the ramp: from 10% (at least 1) up to `weight`. */
@@ -97,5 +102,5 @@ export function weightAt(weight: number, progress: number): number {
 
 function finish(b: Backend): void {
   ramps.delete(b);
-  b.setEffectiveWeight(b.config.weight, 'slow start done');
+  b.setEffectiveWeight(b.targetWeight, 'slow start done');
 }

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
 import type buildConnectorType from 'undici/lib/core/connect.js';
 import type { BackendConfig, UpstreamTlsConfig } from '../config/types.ts';
@@ -31,4 +32,24 @@ export function upstreamTls(backend: BackendConfig, tls: UpstreamTlsConfig | nul
   });
   const connect: buildConnectorType.connector = (options, callback) => base({ ...options, servername }, callback);
   return { connect };
+}
+
+/**
+ * What an https:// backend's connections were made with: the pool's TLS settings and
+ * the content of their files. A reload that changes it (a renewed client certificate
+ * at the same path included) gives the backend new connections; '' for http://.
+ */
+export function upstreamTlsKey(backend: BackendConfig, tls: UpstreamTlsConfig | null): string {
+  if (backend.protocol !== 'https:') return '';
+  const hash = createHash('sha256').update(JSON.stringify(tls));
+  for (const f of [tls?.ca, tls?.cert, tls?.key]) {
+    if (f == null) continue;
+    try {
+      hash.update(readFileSync(f));
+    } catch {
+      // Unreadable now: the reload's validation or the next connection says so.
+      hash.update(`unreadable ${f}`);
+    }
+  }
+  return hash.digest('hex');
 }

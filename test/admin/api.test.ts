@@ -93,11 +93,18 @@ describe('admin API', () => {
       const web = s.pools[0];
       assert.equal(web.available, true);
       assert.equal(web.active, 2);
-      assert.deepEqual(web.backends[0], {
+      const { stateSince, downtimeMs, ...rest } = web.backends[0];
+      assert.deepEqual(rest, {
         name: 'web1', url: backends[0].url, backup: false, state: 'up', admin: 'enabled', healthy: true, ejected: false,
-        weight: 3, effectiveWeight: 3, active: 2, requests: 41, failures: 1, checksOk: 7, checksFailed: 0,
+        // No active health checks in this pool: up, but not verified.
+        shown: 'unchecked',
+        weight: 3, runtimeWeight: null, effectiveWeight: 3, active: 2, requests: 41, failures: 1,
+        recentRequests: 0, recentFailures: 0, checksOk: 7, checksFailed: 0,
         lastCheck: { time: 1_700_000_000_000, ok: true, latencyMs: 3, detail: '200' },
       });
+      assert.ok(stateSince <= s.time && s.time - stateSince < 60_000, `stateSince ${stateSince} is when the backend was made`);
+      assert.equal(downtimeMs, 0);
+      assert.equal(web.healthChecks, false);
       assert.equal(web.backends[1].state, 'draining');
       assert.equal(s.pools[1].backends[0].backup, true);
       assert.deepEqual(s.vips, runtime.vipViews);

@@ -17,11 +17,9 @@ import type { PoolHealth } from '../../src/pool/health/index.ts';
 import { startBackends, stopAll } from '../helpers/backends.ts';
 import type { TestBackend } from '../helpers/backends.ts';
 import { poolConfig, quickChecks, TestRuntime } from './helpers.ts';
+import { backgroundOf } from '../helpers/page.ts';
 import { skipUnlessCi } from '../helpers/requirements.ts';
 
-// Runs in the page; the project's type check knows no DOM.
-declare function getComputedStyle(element: unknown): { backgroundColor: string };
-declare const document: { querySelector(selector: string): { isConnected: boolean } | null };
 
 const CHROMIUM = '/usr/bin/chromium';
 const skip = skipUnlessCi(existsSync(CHROMIUM) ? null : `${CHROMIUM} is missing: install Debian's chromium package (apt-get install -y chromium) to run the status page test`);
@@ -76,20 +74,8 @@ describe('status page in headless Chromium', { skip }, () => {
     assert.equal(runtime.backend('web', 'web2').state(), 'down');
     assert.equal(await page.evaluate(() => (globalThis as unknown as { mark?: number }).mark), 42, 'the page was not reloaded');
     assert.equal(await row.locator('td.state').textContent(), 'down');
-    // Red at a glance: the row's cells take the `down` colour. The page re-renders rows
-    // as events and polls arrive; a cell replaced between finding it and reading its
-    // style is detached and has none, so read again until the cell is the live one.
-    const background = async (selector: string): Promise<string> => {
-      for (let i = 0; i < 50; i++) {
-        const colour = await page.evaluate((sel) => {
-          const td = document.querySelector(sel);
-          return td === null || !td.isConnected ? '' : getComputedStyle(td).backgroundColor;
-        }, selector);
-        if (colour !== '') return colour;
-        await new Promise((r) => setTimeout(r, 20));
-      }
-      return '';
-    };
+    // Red at a glance: the row's cells take the `down` colour.
+    const background = (selector: string) => backgroundOf(page, selector);
     const down = await background('tr[data-pool="web"][data-backend="web2"] td');
     const up = await background('tr[data-pool="web"][data-backend="web1"] td');
     assert.equal(down, 'rgb(244, 166, 166)');

@@ -41,9 +41,9 @@ describe('tandem drill in network namespaces', { skip, concurrency: false }, () 
     await h?.destroy();
   });
 
-  /** Runs `tandem drill ARGS` in the client's namespace; resolves with its exit code and output. */
-  const drill = (args: string[], env: Record<string, string> = {}): Promise<Run> => {
-    const child = h.lab.spawn(h.ns.client, [NODE, CLI, 'drill', ...args], { env: { ...process.env, NODE_OPTIONS: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  /** Runs `tandem ARGS` in the client's namespace; resolves with its exit code and output. */
+  const inClient = (args: string[], env: Record<string, string> = {}): Promise<Run> => {
+    const child = h.lab.spawn(h.ns.client, [NODE, CLI, ...args], { env: { ...process.env, NODE_OPTIONS: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
     child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
@@ -52,6 +52,7 @@ describe('tandem drill in network namespaces', { skip, concurrency: false }, () 
       resolve({ code, out });
     }));
   };
+  const drill = (args: string[], env: Record<string, string> = {}) => inClient(['drill', ...args], env);
 
   test('-c FILE: every VIP moves both ways, failback by preemption, no failed probe', async () => {
     const r = await drill(['-c', h.configFile]);
@@ -92,6 +93,22 @@ describe('tandem drill in network namespaces', { skip, concurrency: false }, () 
     assert.equal(r.code, 2, r.out);
     assert.match(r.out, /answered 401/);
     assert.deepEqual(await h.holders('vip-a'), ['lb1']);
+  });
+
+  test('tandem release VIP on the holder hands the VIP over; tandem status on the peer shows its VIPs', async () => {
+    await h.settle('vip-a', 'lb1');
+    const releases = () => h.nodes.get('lb1')!.output().match(/vip-a released/g)?.length ?? 0;
+    const before = releases();
+    const r = await inClient(['release', 'vip-a', '--admin', `http://${NODE_ADDR.lb1}:9901`], { TANDEM_ADMIN_TOKEN: TOKEN });
+    assert.equal(r.code, 0, r.out);
+    assert.match(r.out, /^vip-a: released \(the peer takes it over\)$/m);
+    assert.equal(releases(), before + 1, 'lb1 released it');
+    const status = await inClient(['status', '--admin', `http://${NODE_ADDR.lb2}:9901`], { TANDEM_ADMIN_TOKEN: TOKEN });
+    assert.equal(status.code, 0, status.out);
+    assert.match(status.out, /^VIP +ADDRESS +THIS NODE +HOLDER +EPOCH +LEASE LEFT$/m);
+    assert.match(status.out, /^vip-a +10\.213\.0\.100\/\d+ +(MASTER|BACKUP) /m);
+    // Preemption brings it back to lb1.
+    await h.settle('vip-a', 'lb1');
   });
 
   test('a peer that is down: the drill names it, moves nothing and exits 2', async () => {

@@ -62,6 +62,29 @@ function ago(ms) {
   return `${Math.floor(s / 3600)}h ago`;
 }
 
+/** 42s, 3m12s, 5h07m, 2d03h. */
+function span(ms) {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+  return `${Math.floor(s / 86400)}d${String(Math.floor((s % 86400) / 3600)).padStart(2, '0')}h`;
+}
+
+// What the State cell says: `unchecked` is up but verified by no active health check
+// (HAProxy's "no check"); `failing` is up, but most recent requests failed.
+const SHOWN_TEXT = { unchecked: 'up (no check)' };
+
+function shownOf(b) {
+  return b.shown || b.state;
+}
+
+function weightCell(b) {
+  if (b.runtimeWeight === null || b.runtimeWeight === undefined) return el('td', { class: 'num' }, b.weight);
+  return el('td', { class: 'num runtime-weight', title: `set at runtime; the config says ${b.weight}; the next reload goes back to it` },
+    `${b.runtimeWeight} (runtime; config ${b.weight})`);
+}
+
 function checkCell(check) {
   if (!check) return el('td', {}, '—');
   const verdict = check.ok ? 'ok' : `fail${check.detail ? `: ${check.detail}` : ''}`;
@@ -76,16 +99,22 @@ function actionButton(pool, backend, action) {
 function backendRow(pool, b) {
   const k = key(pool.name, b.name);
   const rate = view.rates.get(k);
+  const shown = shownOf(b);
+  const since = b.stateSince ? view.status.time - b.stateSince : null;
+  const recent = b.recentRequests ? ` · ${b.recentFailures} of ${b.recentRequests} recent requests failed` : '';
   const row = el('tr', {
-    class: `state-${b.state}${b.backup ? ' backup' : ''}${view.changed.has(k) ? ' changed' : ''}`,
+    class: `state-${shown}${b.backup ? ' backup' : ''}${view.changed.has(k) ? ' changed' : ''}`,
     'data-pool': pool.name,
     'data-backend': b.name,
     'data-state': b.state,
+    'data-shown': shown,
   },
   el('td', { title: b.url }, b.name),
   el('td', {}, b.url),
-  el('td', { class: 'state' }, b.state),
-  el('td', { class: 'num' }, b.weight),
+  el('td', { class: 'state', title: `state ${b.state}${recent}` }, SHOWN_TEXT[shown] || shown),
+  el('td', { class: 'num since', title: b.stateSince ? new Date(b.stateSince).toISOString() : '' }, since === null ? '—' : span(since)),
+  el('td', { class: 'num downtime' }, b.downtimeMs === undefined ? '—' : span(b.downtimeMs)),
+  weightCell(b),
   el('td', { class: 'num' }, b.effectiveWeight),
   el('td', { class: 'num' }, b.active),
   el('td', { class: 'num' }, rate === undefined ? '—' : rate.toFixed(1)),
@@ -101,11 +130,15 @@ function backendRow(pool, b) {
 }
 
 function poolTable(pool) {
-  const up = pool.backends.filter((b) => b.state === 'up').length;
-  const caption = el('caption', { class: pool.available ? '' : 'unavailable' }, pool.name,
-    el('span', { class: 'meta' }, `${pool.balance} · ${up}/${pool.backends.length} up · ${pool.active} active${pool.available ? '' : ' · NO AVAILABLE BACKEND'}`));
+  const shown = pool.backends.map(shownOf);
+  const up = shown.filter((x) => x === 'up' || x === 'unchecked').length;
+  const failing = shown.filter((x) => x === 'failing').length;
+  const caption = el('caption', { class: pool.available && up > 0 ? '' : 'unavailable' }, pool.name,
+    el('span', { class: 'meta' }, `${pool.balance} · ${up}/${pool.backends.length} up${failing ? ` · ${failing} failing` : ''} · ${pool.active} active`
+      + `${pool.healthChecks === false ? ' · no health checks' : ''}${pool.available ? '' : ' · NO AVAILABLE BACKEND'}`));
   const head = el('thead', {}, el('tr', {},
     el('th', {}, 'Backend'), el('th', {}, 'URL'), el('th', {}, 'State'),
+    el('th', { class: 'num', title: 'time in this state' }, 'Since'), el('th', { class: 'num', title: 'time unhealthy or ejected' }, 'Downtime'),
     el('th', { class: 'num' }, 'Weight'), el('th', { class: 'num' }, 'Eff. weight'),
     el('th', { class: 'num' }, 'Active'), el('th', { class: 'num' }, 'Req/s'),
     el('th', { class: 'num' }, 'Requests'), el('th', { class: 'num' }, 'Errors'),
@@ -197,10 +230,18 @@ function refreshSoon() {
 function applyBackendEvent(e) {
   const pool = view.status?.pools.find((p) => p.name === e.pool);
   const b = pool?.backends.find((x) => x.name === e.backend);
-  if (!b || b.state === e.state) return;
+  if (!b) return;
+  if (e.weight !== undefined && e.reason !== 'current state') {
+    // An operator's weight, or a reload taking it back: the next poll shows it.
+    refreshSoon();
+  }
+  if (b.state === e.state) return;
   view.eventSeq++;
   view.changed.add(key(e.pool, e.backend));
   b.state = e.state;
+  // Until the poll this triggers: what the new state shows without the recent counts.
+  b.shown = e.state === 'up' && pool.healthChecks === false ? 'unchecked' : e.state;
+  b.stateSince = Date.now();
   pool.available = pool.backends.some((x) => x.state === 'up');
   render();
   refreshSoon();
