@@ -164,7 +164,7 @@ export class ControlPlane implements AdminRuntime {
       try {
         // Loaded here, not at the top: the benchmark's bare data plane runs without it.
         const { OperatorSide } = await import('./operator-side.ts');
-        plane.operator = await OperatorSide.start(plane, opts.log);
+        plane.operator = await OperatorSide.start(plane, (...args) => plane.planes.vacate(...args), opts.log);
       } catch (err) {
         await plane.close(0);
         throw err;
@@ -289,11 +289,6 @@ export class ControlPlane implements AdminRuntime {
   /** True when a data plane serves and every given pool (all when empty) has an available backend. */
   ready(pools: readonly string[] = []): boolean {
     return !this.stopping && this.planes.anyReady() && this.pools_.ready(pools);
-  }
-
-  /** A VIP's address is about to move away, or not any more: see src/dataplane/vacate.ts. */
-  vacate(address: string, leaving: boolean, wait: number): Promise<number> {
-    return this.planes.vacate(address, leaving, wait);
   }
 
   /** Asks every data plane for its counts and writes the sums into the counters and backends; for a scrape. */

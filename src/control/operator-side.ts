@@ -7,7 +7,7 @@ import type { Config, VipConfig } from '../config/types.ts';
 import { createMetrics, type Metrics } from '../admin/metrics.ts';
 import { startAdmin, type ReloadableAdmin } from '../admin/server.ts';
 import { RequestCounters } from '../dataplane/telemetry.ts';
-import type { HaHandle } from '../ha/index.ts';
+import type { HaHandle, HaOptions } from '../ha/index.ts';
 import type { ControlPlane } from './control-plane.ts';
 import { GatheringRegistry } from './registry.ts';
 
@@ -36,7 +36,8 @@ export class OperatorSide {
   }
 
   /** Starts the metrics, the admin API (when configured) and HA (when configured and a node is given). */
-  static async start(plane: ControlPlane, log: (msg: string) => void): Promise<OperatorSide> {
+  /** `vacate`: tells the data planes a VIP's address is about to move away, or not (src/dataplane/vacate.ts). */
+  static async start(plane: ControlPlane, vacate: NonNullable<HaOptions['vacate']>, log: (msg: string) => void): Promise<OperatorSide> {
     const counters = new RequestCounters();
     // Every scrape first gathers the data planes' counts into `counters`.
     const registry = new GatheringRegistry(() => plane.gather());
@@ -60,7 +61,7 @@ export class OperatorSide {
             ready: (vip: VipConfig) => plane.ready(vip.pools),
             log,
             leaseRenewFailed: (vip: string) => side.metrics.leaseRenewFailed(vip),
-            vacate: (address: string, leaving: boolean, wait: number) => plane.vacate(address, leaving, wait),
+            vacate,
           });
         }
       }
