@@ -165,7 +165,7 @@ function compileHa(ha: RawHa, dir: string): HaConfig {
     garpCount: ha.garp.count,
     garpInterval: ha.garp.interval,
     garpRefresh: ha.garp.refresh,
-    vips: present(ha.vips).map((v) => compileVip(v, nodes)),
+    vips: spreadPriorities(present(ha.vips), nodes).map(([v, priority]) => compileVip(v, priority)),
   };
 }
 
@@ -180,11 +180,34 @@ function compileEtcd(etcd: NonNullable<RawHa['etcd']>, dir: string): EtcdStoreCo
   };
 }
 
-function compileVip(v: RawVip, nodes: readonly { id: string }[]): VipConfig {
-  // Without a priority map every node may hold the VIP, at equal priority (ties break by id).
-  const priority: Record<string, number> = {};
-  if (v.priority === null) for (const n of nodes) priority[n.id] = 100;
-  else for (const [id, p] of v.priority) priority[id] = p;
+/**
+ * The priorities of each VIP: its own map, or, for the VIPs that give none, an order of
+ * the nodes that spreads them. The i-th such VIP prefers node i mod N, so with every node
+ * up each holds ⌈M/N⌉ or ⌊M/N⌋ of them; the VIPs that prefer the same node fall back to
+ * different next nodes in turn, so a node's death spreads its VIPs over the survivors.
+ * Priorities: 150 for the first choice, 120 for the second, then 100, 99, ...
+ */
+function spreadPriorities(vips: readonly RawVip[], nodes: readonly { id: string }[]): [RawVip, Record<string, number>][] {
+  let spread = 0;
+  return vips.map((v) => {
+    const priority: Record<string, number> = {};
+    if (v.priority !== null) {
+      for (const [id, p] of v.priority) priority[id] = p;
+      return [v, priority];
+    }
+    const n = nodes.length;
+    const first = spread % n;
+    const round = Math.floor(spread / n);
+    spread++;
+    const rest = Array.from({ length: n - 1 }, (_, k) => nodes[(first + 1 + k) % n].id);
+    const shift = rest.length === 0 ? 0 : round % rest.length;
+    const order = [nodes[first].id, ...rest.slice(shift), ...rest.slice(0, shift)];
+    order.forEach((id, k) => (priority[id] = k === 0 ? 150 : k === 1 ? 120 : 102 - k));
+    return [v, priority];
+  });
+}
+
+function compileVip(v: RawVip, priority: Record<string, number>): VipConfig {
   return {
     name: present(v.name),
     address: `${present(v.address).ip}/${present(v.address).prefix}`,

@@ -153,9 +153,35 @@ ${HA}`);
     garpCount: 3,
     garpInterval: 200,
     garpRefresh: 60_000,
-    // Without a priority map every node may hold the VIP, at equal priority.
-    vips: [{ name: 'vip', address: '10.0.0.100/24', interface: 'eth0', priority: { lb1: 100, lb2: 100 }, preempt: true, preemptDelay: 0, pools: [] }],
+    // Without a priority map every node may hold the VIP; the VIPs without one are spread.
+    vips: [{ name: 'vip', address: '10.0.0.100/24', interface: 'eth0', priority: { lb1: 150, lb2: 120 }, preempt: true, preemptDelay: 0, pools: [] }],
   });
+});
+
+test('VIPs without priorities spread over the nodes, and so do the VIPs of a node that dies', () => {
+  const nodes = ['lb1', 'lb2', 'lb3'];
+  const vips = Array.from({ length: 6 }, (_, i) => `    - { name: v${i}, address: 10.0.0.${100 + i}/24, interface: eth0 }`);
+  const config = load(`${MINIMAL}
+ha:
+  nodes: { lb1: { address: 127.0.0.1:7946 }, lb2: { address: 127.0.0.1:7947 }, lb3: { address: 127.0.0.1:7948 } }
+  secret: "0123456789abcdef"
+  vips:
+${vips.join('\n')}
+    - { name: given, address: 10.0.0.99/24, interface: eth0, priority: { lb3: 10 } }
+`);
+  const all = config.ha!.vips;
+  const order = (p: Record<string, number>) => Object.entries(p).sort((a, b) => b[1] - a[1]).map(([id]) => id);
+  const spread = all.filter((v) => v.name !== 'given');
+  // Every node up: each holds 6 / 3 = 2.
+  for (const n of nodes) assert.equal(spread.filter((v) => order(v.priority)[0] === n).length, 2, `${n} first for two VIPs`);
+  // Each node down in turn: its two VIPs go to the two others, one each.
+  for (const dead of nodes) {
+    const heirs = spread.filter((v) => order(v.priority)[0] === dead).map((v) => order(v.priority).find((id) => id !== dead));
+    assert.deepEqual([...heirs].sort(), nodes.filter((n) => n !== dead), `${dead}'s VIPs go to ${heirs.join(', ')}`);
+  }
+  // Every node may hold every spread VIP; a map that is given is kept as it is.
+  for (const v of spread) assert.deepEqual(Object.keys(v.priority).sort(), nodes);
+  assert.deepEqual(all.find((v) => v.name === 'given')!.priority, { lb3: 10 });
 });
 
 test('every key given explicitly reaches the compiled form', () => {
