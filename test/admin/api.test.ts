@@ -86,7 +86,7 @@ describe('admin API', () => {
       const s = await json(res);
       assert.equal(s.node, 'lb1');
       assert.equal(s.configFile, null, 'the config path is shown to token holders only');
-      assert.deepEqual(s.listeners, [{ name: 'web', address: '127.0.0.1:8080', bound: true, connections: 0 }]);
+      assert.deepEqual(s.listeners, [{ name: 'web', address: '127.0.0.1:8080', bound: true, connections: 0, events: {} }]);
       assert.deepEqual(s.routes.map((r: { name: string; pool: string; match: { hosts: string[] } }) => [r.name, r.pool, r.match.hosts]),
         [['to-web', 'web', ['web.example.com']], ['to-api', 'api', ['api.example.com']]]);
       assert.deepEqual(s.pools.map((p: { name: string }) => p.name), ['web', 'api']);

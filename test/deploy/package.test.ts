@@ -43,7 +43,7 @@ test('the tarball ships the compiled JavaScript, not the TypeScript sources or t
 test('installed: `tandem --version` prints package.json\'s version', async () => {
   const r = await sh(bin, ['--version'], { cwd: dir });
   assert.equal(r.code, 0, r.stderr);
-  assert.equal(r.stdout, `tandem ${version}\n`);
+  assert.equal(r.stdout, `tandem ${version} (node ${process.versions.node})\n`);
 });
 
 test('installed: `tandem check` accepts the shipped example and names a mistake in a broken file', async () => {
