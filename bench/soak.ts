@@ -40,14 +40,26 @@ function yaml(backends: TestBackend[], serial: number): string {
     timeouts: { response: `${10 + (serial % 5)}s` },
   }, {
     listeners: [{ name: 'web', address: '127.0.0.1:0', timeouts: { headers: '10s', send: '5s' } }],
+    admin: { address: '127.0.0.1:0' },
   });
 }
 
-interface Phase { failed: number; non2xx: number; requests: number; p99: number; p50: number; rps: number }
+interface Phase { failed: number; non2xx: number; requests: number; p99: number; p50: number; rps: number; codes: Record<string, number> }
 
 async function load(url: string): Promise<Phase> {
   const r = await autocannon({ url: `${url}/soak`, connections: CONNECTIONS, duration: SECONDS, timeout: 10 });
-  return { failed: r.errors + r.timeouts, non2xx: r.non2xx, requests: r.requests.total, p99: r.latency.p99, p50: r.latency.p50, rps: r.requests.average };
+  // The answers that were not 2xx, by status code, as the well-behaved clients saw them.
+  const codes: Record<string, number> = {};
+  for (const [code, stat] of Object.entries(r.statusCodeStats ?? {})) if (!code.startsWith('2')) codes[code] = (stat as { count: number }).count;
+  return { failed: r.errors + r.timeouts, non2xx: r.non2xx, requests: r.requests.total, p99: r.latency.p99, p50: r.latency.p50, rps: r.requests.average, codes };
+}
+
+/** tandem's own error answers by pool and catalogue code (every client: the attackers' too). */
+async function proxyErrors(admin: string): Promise<Record<string, number>> {
+  const text = await (await fetch(`${admin}/metrics`)).text();
+  const out: Record<string, number> = {};
+  for (const m of text.matchAll(/^tandem_proxy_errors_total\{pool="([^"]*)",code="([^"]*)"\} (\d+)$/gm)) if (m[3] !== '0') out[`${m[1] || '-'} ${m[2]}`] = Number(m[3]);
+  return out;
 }
 
 /** 200 connections that send a header byte every few seconds, reopened when cut. */
@@ -124,6 +136,7 @@ async function main(): Promise<void> {
   const ratio = hostile.p99 / Math.max(1, quiet.p99);
   console.log(JSON.stringify({ seconds: SECONDS, quiet, hostile, reloads, p99Ratio: Number(ratio.toFixed(2)), worker: { before, after } }, null, 2));
   console.log(`well-behaved clients: ${hostile.requests} requests, ${hostile.failed} failed, ${hostile.non2xx} non-2xx (quiet run: ${quiet.failed} failed, ${quiet.non2xx} non-2xx)`);
+  console.log(`non-2xx by status (well-behaved clients): ${JSON.stringify(hostile.codes)}; tandem's own error answers (all clients): ${JSON.stringify(await proxyErrors(t.admin!))}`);
   console.log(`p99 ${hostile.p99} ms with attackers, ${quiet.p99} ms without: ${ratio.toFixed(2)}x`);
   console.log(`worker fds ${before.fds} -> ${after.fds}, RSS ${before.rss.toFixed(1)} -> ${after.rss.toFixed(1)} MB`);
   await t.stop();
