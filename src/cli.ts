@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { loadConfigFile } from './config/load.ts';
 import { TandemError } from './errors.ts';
+import { configureLogging, isLogLevel, LOG_LEVELS, type LogLevel } from './log.ts';
 
 // Exit codes, as in DESIGN.md: 0 ok, 1 invalid input (config, arguments), 2 runtime failure.
 const EXIT_INVALID = 1;
@@ -21,13 +22,14 @@ Run 'tandem <command> --help' for a command's options; 'tandem --version' for th
 `;
 
 const HELP: Record<string, string> = {
-  run: `Usage: tandem run -c FILE [--node ID] [--workers N]
+  run: `Usage: tandem run -c FILE [--node ID] [--workers N] [--log-level LEVEL]
 
 Runs one tandem instance from FILE.
   -c, --config FILE   the YAML config
   --node ID           which of ha.nodes this instance is (default: $TANDEM_NODE)
   --workers N         worker processes sharing the listeners (overrides 'workers');
                       0: no worker processes, the data plane runs in the main process
+  --log-level LEVEL   ${LOG_LEVELS.join(', ')} (overrides 'log.level')
 Signals: SIGHUP reloads the config; SIGTERM and SIGINT stop gracefully.
 `,
   check: `Usage: tandem check -c FILE [--node ID]
@@ -41,7 +43,7 @@ Starts demo backends and a tandem pair on loopback, the VIP hook in log-only mod
 relay on 127.0.0.1:8088 that sends each new connection to the holder of vip-a. Prints a
 probe command and what to kill. Stop it with Ctrl-C.
 `,
-  'vip-agent': `Usage: tandem vip-agent --admin URL --hook PATH [--token TOKEN]
+  'vip-agent': `Usage: tandem vip-agent --admin URL --hook PATH [--token TOKEN] [--log-level LEVEL]
 
 Follows the admin event stream of a tandem instance and runs the VIP hook on each VIP
 state change. Removes the VIP when the stream is lost for longer than the lease.
@@ -75,6 +77,7 @@ const OPTIONS: ParseArgsConfig['options'] = {
   vip: { type: 'string', multiple: true },
   hook: { type: 'string' },
   token: { type: 'string' },
+  'log-level': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 };
 
@@ -111,6 +114,8 @@ export async function main(argv: string[]): Promise<number> {
   }
   const str = (k: string) => values[k] as string | undefined;
   const list = (k: string) => (values[k] as string[] | undefined) ?? [];
+  const logLevel = str('log-level') ?? null;
+  if (logLevel !== null && !isLogLevel(logLevel)) return usageError(command, `--log-level must be one of ${LOG_LEVELS.join(', ')}`);
   try {
     switch (command) {
       case 'check': {
@@ -135,6 +140,7 @@ export async function main(argv: string[]): Promise<number> {
           file,
           node: str('node') ?? process.env.TANDEM_NODE ?? null,
           workers: workers === undefined ? null : Number(workers),
+          logLevel: logLevel as LogLevel | null,
         });
       }
       case 'demo': {
@@ -145,6 +151,7 @@ export async function main(argv: string[]): Promise<number> {
         const admin = list('admin').at(-1);
         const hook = str('hook');
         if (admin === undefined || hook === undefined) return usageError(command, 'needs --admin URL and --hook PATH');
+        if (logLevel !== null) configureLogging({ level: logLevel as LogLevel });
         const { runVipAgent } = await import('./ha/vip-agent.ts');
         return await runVipAgent({ admin, hook, token: str('token') ?? process.env.TANDEM_ADMIN_TOKEN ?? null });
       }

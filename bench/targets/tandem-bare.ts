@@ -8,7 +8,7 @@
 
 import { ControlPlane } from '../../src/control/control-plane.ts';
 
-const plane = await ControlPlane.start({ file: process.argv[2], node: null, workers: 0, log: () => {}, bare: true });
+const plane = await ControlPlane.start({ file: process.argv[2], node: null, workers: 0, logLevel: 'silent', bare: true });
 const address = plane.listeners()[0].address;
 process.stdout.write(JSON.stringify({ port: Number(address.slice(address.lastIndexOf(':') + 1)) }) + '\n');
 process.on('SIGTERM', () => {

@@ -3,9 +3,10 @@
 // need the bearer token; with `authReads`, reads do too (except the probes and the
 // page's static files, which carry no data).
 
-import Fastify from 'fastify';
-import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import Fastify, { LogController } from 'fastify';
+import type { FastifyBaseLogger, FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { errors, TandemError } from '../errors.ts';
+import { log as rootLog, type Logger } from '../log.ts';
 import { isLoopback } from './auth.ts';
 import { AdminGuard } from './guard.ts';
 import { authenticated, sendError } from './context.ts';
@@ -31,6 +32,8 @@ export interface AdminOptions {
   authReads: boolean;
   /** Event stream tuning; defaults suit production. */
   events?: EventStreamOptions;
+  /** fastify's logger and the admin lines; default: the process's logger. */
+  log?: Logger;
 }
 
 export interface AdminServer {
@@ -55,7 +58,14 @@ export async function startAdmin(runtime: AdminRuntime, metrics: Metrics, opts: 
   const ctx: AdminContext = { runtime, metrics, events };
   const guard = new AdminGuard(opts);
 
-  const app = Fastify({ logger: false, return503OnClosing: true });
+  const log = opts.log ?? rootLog.child({ component: 'admin' });
+  // fastify logs through the one logger; requests get the `admin` line below instead of
+  // fastify's two lines per request.
+  const app = Fastify({
+    loggerInstance: log as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    return503OnClosing: true,
+  });
   // A change without a body still says application/json (see guard.ts): accept it empty.
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
     try {
@@ -84,6 +94,8 @@ export async function startAdmin(runtime: AdminRuntime, metrics: Metrics, opts: 
     return reply.code(status).send({ code: err.code ?? 'TANDEM_ERR_INTERNAL', message: err.message });
   });
 
+  app.addHook('onResponse', async (req: FastifyRequest, reply: FastifyReply) => logRequest(log, req, reply));
+
   // Streams never end by themselves; end them before fastify waits for open requests.
   app.addHook('preClose', async () => events.close());
 
@@ -97,7 +109,7 @@ export async function startAdmin(runtime: AdminRuntime, metrics: Metrics, opts: 
   statusPageRoutes(app, assets);
 
   try {
-    await app.listen({ host: opts.host, port: opts.port });
+    await app.listen({ host: opts.host, port: opts.port, listenTextResolver: (address) => `admin API listening on ${address}` });
   } catch (cause) {
     events.close();
     await app.close();
@@ -111,4 +123,26 @@ export async function startAdmin(runtime: AdminRuntime, metrics: Metrics, opts: 
     address,
     close: () => app.close(),
   };
+}
+
+/**
+ * One line per admin request: every change (drain, disable, enable, release, reload...)
+ * at info with who asked and what came of it, refusals at warn, and reads (and the
+ * vip-agent's hook reports) at debug only, since scrapes and the status page poll.
+ */
+function logRequest(log: Logger, req: FastifyRequest, reply: FastifyReply): void {
+  const status = reply.statusCode;
+  const route = req.routeOptions.url;
+  const change = req.method !== 'GET' && req.method !== 'HEAD' && req.method !== 'OPTIONS';
+  const action = change && route !== undefined ? (route.split('/').at(-1) ?? req.method) : req.method;
+  const params = (req.params ?? {}) as Record<string, string>;
+  const target = params.backend !== undefined ? `${params.pool}/${params.backend}` : (params.vip ?? params.pool ?? null);
+  const fields = {
+    event: 'admin', client: req.ip, method: req.method, path: req.url.split('?')[0], action, target, status,
+    durationMs: Math.round(reply.elapsedTime),
+  };
+  const msg = `admin ${action}${target === null ? '' : ` ${target}`} by ${req.ip}: ${status}`;
+  if (status >= 400 && (change || status === 401 || status === 403 || status === 429)) log.warn(fields, msg);
+  else if (change && action !== 'hook') log.info(fields, msg);
+  else log.debug(fields, msg);
 }

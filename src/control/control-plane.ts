@@ -30,13 +30,16 @@
 import type { DataPlaneEnd } from '../channel/ends.ts';
 import type { BackendState, BoundListener, ToDataPlane } from '../channel/protocol.ts';
 import { freezeConfig } from '../config/freeze.ts';
+import { diffConfig } from '../config/diff.ts';
 import { loadConfigFile } from '../config/load.ts';
 import type { Config } from '../config/types.ts';
 import { errors, TandemError } from '../errors.ts';
-import { EventBus, type TandemEvent } from '../events.ts';
+import { EventBus, type ReloadSource, type TandemEvent } from '../events.ts';
+import { configureLogging, log as rootLog, type Logger, type LogLevel } from '../log.ts';
 import type { Pool } from '../pool/pool.ts';
 import type { AdminRuntime, ListenerView, ReloadOutcome, VipStatusView } from '../admin/runtime.ts';
 import { DataPlaneSet, type DataPlaneSlot, type MessageCounts } from './data-planes.ts';
+import { logEvents } from './event-log.ts';
 import { launcher as makeLauncher, type Launcher } from './launch.ts';
 import type { OperatorSide } from './operator-side.ts';
 import { PortPins } from './port-pins.ts';
@@ -59,7 +62,10 @@ export interface ControlPlaneOptions {
   node: string | null;
   /** Overrides the config's `workers` (0: the data plane runs in this process); null: as configured. */
   workers: number | null;
-  log: (msg: string) => void;
+  /** Overrides the config's `log.level` (`--log-level`), here and in every data plane; null: as configured. */
+  logLevel?: LogLevel | null;
+  /** Where the control plane logs; default: the process's logger (src/log.ts). */
+  log?: Logger;
   /** No request counters, metrics, admin API or HA: the benchmark's bare data plane. Default false. */
   bare?: boolean;
 }
@@ -74,8 +80,10 @@ export class ControlPlane implements AdminRuntime {
   private readonly planes: DataPlaneSet;
   private readonly launcher: Launcher;
   private readonly pins: PortPins;
-  private readonly log: (msg: string) => void;
+  private readonly log: Logger;
   private readonly workersOverride: number | null;
+  private readonly logLevel: LogLevel | null;
+  private readonly unlogEvents: () => void;
   private readonly observing: boolean;
   /** The admin API, metrics and HA; null until started (and without `observe`). */
   private operator: OperatorSide | null;
@@ -105,8 +113,9 @@ export class ControlPlane implements AdminRuntime {
     this.dataConfig = dataConfig;
     this.pins = pins;
     this.launcher = launcher;
-    this.log = opts.log;
+    this.log = opts.log ?? rootLog;
     this.workersOverride = opts.workers;
+    this.logLevel = opts.logLevel ?? null;
     this.observing = !(opts.bare ?? false);
     this.operator = null;
     this.sentStates = new Map();
@@ -123,6 +132,7 @@ export class ControlPlane implements AdminRuntime {
     };
     this.bus.on('event', this.onEvent);
     this.pools_ = new ControlPools(config, this.bus, this.planes);
+    this.unlogEvents = logEvents(this.bus, this.log, () => this.pools_.pools());
     this.planes.on('ejected', (_slot, pool, backend, reason) => this.syncEjected(pool, backend, reason));
     this.planes.on('stats', () => this.planes.counts.writeBackends(this.pools_.list()));
     this.planes.on('exit', (slot, code, signal) => this.exited(slot, code, signal));
@@ -136,7 +146,8 @@ export class ControlPlane implements AdminRuntime {
   static async start(opts: ControlPlaneOptions): Promise<ControlPlane> {
     const result = await loadConfigFile(opts.file, { env: process.env, node: opts.node });
     if (!result.ok) throw new TandemError(errors.CONFIG_INVALID, '\n' + result.errors.join('\n'));
-    const config = freezeConfig(result.config);
+    const config = freezeConfig(withLogLevel(result.config, opts.logLevel ?? null));
+    configureLogging(config.log);
     const pins = new PortPins();
     let resolved;
     try {
@@ -146,7 +157,7 @@ export class ControlPlane implements AdminRuntime {
     }
     pins.keep(resolved.pins);
     const workers = opts.workers ?? config.workers;
-    const launcher = await makeLauncher(workers === 0, opts.log);
+    const launcher = await makeLauncher(workers === 0, opts.log ?? rootLog);
     const plane = new ControlPlane(config, freezeConfig(resolved.config), pins, launcher, opts);
     const starting = Array.from({ length: Math.max(1, workers) }, () => plane.spawn()!.ready);
     try {
@@ -157,12 +168,11 @@ export class ControlPlane implements AdminRuntime {
       await plane.close(0);
       throw new TandemError(errors.LISTEN, (err as Error).message, { cause: err });
     }
-    for (const l of plane.listeners()) opts.log(`listener ${l.name} on ${l.address}`);
     if (plane.observing) {
       try {
         // Loaded here, not at the top: the benchmark's bare data plane runs without it.
         const { OperatorSide } = await import('./operator-side.ts');
-        plane.operator = await OperatorSide.start(plane, opts.log);
+        plane.operator = await OperatorSide.start(plane, plane.log);
       } catch (err) {
         await plane.close(0);
         throw err;
@@ -175,7 +185,9 @@ export class ControlPlane implements AdminRuntime {
   private spawn(): { slot: DataPlaneSlot; ready: Promise<readonly BoundListener[]> } | null {
     if (this.stopping) return null;
     const started = this.planes.spawn(() => this.startMessage());
-    this.log(this.launcher.inProcess ? `data plane in this process, pid ${started.slot.pid}` : `worker ${started.slot.id} pid ${started.slot.pid}`);
+    const fields = { event: 'worker-start', workerId: started.slot.id, workerPid: started.slot.pid };
+    if (this.launcher.inProcess) this.log.info({ ...fields, inProcess: true }, `data plane in this process, pid ${started.slot.pid}`);
+    else this.log.info(fields, `worker ${started.slot.id} pid ${started.slot.pid} started`);
     return started;
   }
 
@@ -217,7 +229,10 @@ export class ControlPlane implements AdminRuntime {
     const young = performance.now() - slot.since < YOUNG_MS;
     this.crashes = young ? this.crashes + 1 : 0;
     const delay = this.crashes <= 1 ? 0 : Math.min(MAX_BACKOFF_MS, 100 * 2 ** this.crashes);
-    this.log(`worker ${slot.id} pid ${slot.pid} exited (${how}); starting a replacement${delay > 0 ? ` in ${delay} ms` : ''}`);
+    this.log.error(
+      { event: 'worker-exit', workerId: slot.id, workerPid: slot.pid, code, signal, restartInMs: delay },
+      `worker ${slot.id} pid ${slot.pid} exited (${how}); starting a replacement${delay > 0 ? ` in ${delay} ms` : ''}`,
+    );
     const replace = () => {
       const started = this.spawn();
       if (started === null) return;
@@ -225,7 +240,7 @@ export class ControlPlane implements AdminRuntime {
       ready.then(
         (bound) => this.remember(bound),
         (err: Error) => {
-          if (!next.exited) this.log(`worker ${next.id} could not start: ${err.message}`);
+          if (!next.exited) this.log.error({ workerId: next.id, workerPid: next.pid, err: err.message }, `worker ${next.id} could not start: ${err.message}`);
         },
       );
     };
@@ -268,6 +283,16 @@ export class ControlPlane implements AdminRuntime {
     return this.current.ha?.leaseDuration ?? null;
   }
 
+  /** Worker processes serving now; 0 when the data plane runs in this process. */
+  workerCount(): number {
+    return this.launcher.inProcess ? 0 : this.planes.list().filter((s) => !s.stopping).length;
+  }
+
+  /** `host:port` of the admin API, or null without one. */
+  adminAddress(): string | null {
+    return this.operator?.admin?.address ?? null;
+  }
+
   /** Pids of the live data planes, oldest first. */
   workerPids(): number[] {
     return this.planes.list().map((s) => s.pid);
@@ -296,10 +321,13 @@ export class ControlPlane implements AdminRuntime {
     this.planes.counts.writeBackends(this.pools_.list());
   }
 
-  /** Loads the file again; on success every data plane swaps to it, else nothing changes anywhere. */
-  reload(): Promise<ReloadOutcome> {
+  /**
+   * Loads the file again; on success every data plane swaps to it, else nothing changes
+   * anywhere. `request` says who asked, for the reload's event and log line.
+   */
+  reload(request: { source: ReloadSource; client?: string } = { source: 'api' }): Promise<ReloadOutcome> {
     // Reloads queue behind each other: two at once would race on listeners.
-    const run = () => this.reloadNow();
+    const run = () => this.reloadNow(new ReloadRun(request));
     const next = (this.reloading ?? Promise.resolve()).then(run, run);
     this.reloading = next;
     return next;
@@ -308,19 +336,19 @@ export class ControlPlane implements AdminRuntime {
   // A stop may begin at any await below: `stopping` is checked after each one, so that a
   // reload never commits to data planes that are stopping, nor starts new ones after
   // close() has stopped the ones it knew of (they would keep the process alive for ever).
-  private async reloadNow(): Promise<ReloadOutcome> {
-    if (this.stopping) return this.shuttingDown();
+  private async reloadNow(run: ReloadRun): Promise<ReloadOutcome> {
+    if (this.stopping) return this.shuttingDown(run);
     const result = await loadConfigFile(this.file, { env: process.env, node: this.node });
-    if (this.stopping) return this.shuttingDown();
-    if (!result.ok) return this.rejected(result.errors);
-    const config = freezeConfig(result.config);
+    if (this.stopping) return this.shuttingDown(run);
+    if (!result.ok) return this.rejected(run, result.errors);
+    const config = freezeConfig(withLogLevel(result.config, this.logLevel));
     let resolved;
     try {
       resolved = await this.pins.resolve(config);
     } catch (err) {
-      return this.rejected([`${this.file}: ${(err as Error).message}`]);
+      return this.rejected(run, [`${this.file}: ${(err as Error).message}`]);
     }
-    if (this.stopping) return this.shuttingDown();
+    if (this.stopping) return this.shuttingDown(run);
     const dataConfig = freezeConfig(resolved.config);
 
     // Phase one: every data plane binds the listeners the new config adds.
@@ -329,7 +357,7 @@ export class ControlPlane implements AdminRuntime {
     const answers = await Promise.all(slots.map((s) => this.planes.request(s, id, { t: 'prepare', id, config: dataConfig }, RELOAD_TIMEOUT_MS)));
     if (this.stopping) {
       this.planes.broadcast({ t: 'abort', id });
-      return this.shuttingDown();
+      return this.shuttingDown(run);
     }
     const problems: string[] = [];
     answers.forEach((a, i) => {
@@ -339,7 +367,7 @@ export class ControlPlane implements AdminRuntime {
     });
     if (problems.length > 0) {
       this.planes.broadcast({ t: 'abort', id });
-      return this.rejected([...new Set(problems)]);
+      return this.rejected(run, [...new Set(problems)]);
     }
 
     // Phase two: the control plane's pools and health, then every data plane.
@@ -349,10 +377,11 @@ export class ControlPlane implements AdminRuntime {
     } finally {
       this.applying = false;
     }
+    const changes = diffConfig(this.current, config);
     this.current = config;
     if (this.stopping) {
       this.planes.broadcast({ t: 'abort', id });
-      return this.shuttingDown();
+      return this.shuttingDown(run);
     }
     this.pins.keep(resolved.pins);
     this.dataConfig = dataConfig;
@@ -360,7 +389,7 @@ export class ControlPlane implements AdminRuntime {
     const committing = this.planes.list().filter((s) => s.started);
     const done = await Promise.all(committing.map((s) => this.planes.request(s, id, commit, RELOAD_TIMEOUT_MS)));
     // Data planes that are stopping answer nothing; there is nothing to replace or resize then.
-    if (this.stopping) return this.shuttingDown();
+    if (this.stopping) return this.shuttingDown(run);
     done.forEach((a, i) => {
       if (a === null || a.t !== 'committed') return;
       if (a.error === null) this.remember(a.listeners);
@@ -369,16 +398,18 @@ export class ControlPlane implements AdminRuntime {
       else committing[i].end.kill();
     });
     this.resize();
-    this.bus.publish({ type: 'reload', result: 'success', errors: [] });
+    this.bus.publish({ type: 'reload', result: 'success', errors: [], ...run.fields(), changes });
+    // After the reload's own line, which goes out at the level it was asked at.
+    configureLogging(config.log);
     return { ok: true, errors: [] };
   }
 
-  private shuttingDown(): ReloadOutcome {
-    return this.rejected([`${this.file}: shutting down`]);
+  private shuttingDown(run: ReloadRun): ReloadOutcome {
+    return this.rejected(run, [`${this.file}: shutting down`]);
   }
 
-  private rejected(errs: string[]): ReloadOutcome {
-    this.bus.publish({ type: 'reload', result: 'failure', errors: errs });
+  private rejected(run: ReloadRun, errs: string[]): ReloadOutcome {
+    this.bus.publish({ type: 'reload', result: 'failure', errors: errs, ...run.fields() });
     return { ok: false, errors: errs };
   }
 
@@ -387,7 +418,7 @@ export class ControlPlane implements AdminRuntime {
     if (this.workersOverride !== null) return;
     const wanted = this.current.workers;
     if (this.launcher.inProcess || wanted === 0) {
-      if (this.launcher.inProcess !== (wanted === 0)) this.log(`workers is ${wanted} now: moving the data plane into or out of this process takes a restart`);
+      if (this.launcher.inProcess !== (wanted === 0)) this.log.warn({ workers: wanted }, `workers is ${wanted} now: moving the data plane into or out of this process takes a restart`);
       return;
     }
     const live = this.planes.list().filter((s) => !s.stopping);
@@ -395,7 +426,7 @@ export class ControlPlane implements AdminRuntime {
       this.spawn()?.ready.then((bound) => this.remember(bound), () => {});
     }
     for (const slot of live.slice(wanted).reverse()) {
-      this.log(`worker ${slot.id} pid ${slot.pid} stopping: workers is ${wanted} now`);
+      this.log.info({ event: 'worker-stop', workerId: slot.id, workerPid: slot.pid, workers: wanted }, `worker ${slot.id} pid ${slot.pid} stopping: workers is ${wanted} now`);
       void this.planes.stop(slot, this.current.shutdownTimeout, STOP_GRACE_MS);
     }
   }
@@ -422,11 +453,32 @@ export class ControlPlane implements AdminRuntime {
     // A reload under way ends at its next step now (its data planes are gone, so it waits
     // for none of them); wait for it, or its apply could restart health checks after the
     // close below, and their timers would keep this process alive.
-    await this.reloading?.then(() => {}, (err: Error) => this.log(`reload during stop: ${err.message}`));
+    await this.reloading?.then(() => {}, (err: Error) => this.log.error({ err: err.message }, `reload during stop: ${err.message}`));
     this.bus.off('event', this.onEvent);
+    this.unlogEvents();
     await this.pools_.close();
     await this.operator?.close();
   }
+}
+
+/** One reload as its event tells it: who asked, and how long it took. */
+class ReloadRun {
+  private readonly request: { source: ReloadSource; client?: string };
+  private readonly started: number;
+
+  constructor(request: { source: ReloadSource; client?: string }) {
+    this.request = request;
+    this.started = performance.now();
+  }
+
+  fields(): { source: ReloadSource; client?: string; durationMs: number } {
+    return { ...this.request, durationMs: Math.round(performance.now() - this.started) };
+  }
+}
+
+/** The config with `--log-level` in place of its `log.level`, so that data planes get it too. */
+function withLogLevel(config: Config, level: LogLevel | null): Config {
+  return level === null ? config : { ...config, log: { ...config.log, level } };
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {

@@ -8,6 +8,7 @@ import { createMetrics, type Metrics } from '../admin/metrics.ts';
 import { startAdmin, type AdminServer } from '../admin/server.ts';
 import { RequestCounters } from '../dataplane/telemetry.ts';
 import type { HaHandle } from '../ha/index.ts';
+import type { Logger } from '../log.ts';
 import type { ControlPlane } from './control-plane.ts';
 import { GatheringRegistry } from './registry.ts';
 
@@ -15,11 +16,11 @@ export class OperatorSide {
   /** The counters the registry reads; the control plane writes the data planes' sums into them. */
   readonly counters: RequestCounters;
   readonly metrics: Metrics;
-  private admin: AdminServer | null;
+  admin: AdminServer | null;
   ha: HaHandle | null;
-  private readonly log: (msg: string) => void;
+  private readonly log: Logger;
 
-  private constructor(counters: RequestCounters, metrics: Metrics, log: (msg: string) => void) {
+  private constructor(counters: RequestCounters, metrics: Metrics, log: Logger) {
     this.counters = counters;
     this.metrics = metrics;
     this.log = log;
@@ -28,7 +29,7 @@ export class OperatorSide {
   }
 
   /** Starts the metrics, the admin API (when configured) and HA (when configured and a node is given). */
-  static async start(plane: ControlPlane, log: (msg: string) => void): Promise<OperatorSide> {
+  static async start(plane: ControlPlane, log: Logger): Promise<OperatorSide> {
     const counters = new RequestCounters();
     // Every scrape first gathers the data planes' counts into `counters`.
     const registry = new GatheringRegistry(() => plane.gather());
@@ -37,12 +38,11 @@ export class OperatorSide {
     const config = plane.config();
     try {
       if (config.admin !== null) {
-        side.admin = await startAdmin(plane, side.metrics, config.admin);
-        log(`admin on http://${side.admin.address}`);
+        side.admin = await startAdmin(plane, side.metrics, { ...config.admin, log: log.child({ component: 'admin' }) });
       }
       if (config.ha !== null) {
         if (plane.node === null) {
-          log('ha is configured but no --node (or TANDEM_NODE) was given: running without VIPs');
+          log.warn('ha is configured but no --node (or TANDEM_NODE) was given: running without VIPs');
         } else {
           const { startHa } = await import('../ha/index.ts');
           side.ha = await startHa({
@@ -50,7 +50,7 @@ export class OperatorSide {
             node: plane.node,
             bus: plane.bus,
             ready: (vip: VipConfig) => plane.ready(vip.pools),
-            log,
+            log: log.child({ component: 'ha' }),
             leaseRenewFailed: (vip: string) => side.metrics.leaseRenewFailed(vip),
           });
         }
@@ -66,7 +66,7 @@ export class OperatorSide {
   async releaseVips(): Promise<void> {
     const ha = this.ha;
     this.ha = null;
-    await ha?.stop().catch((err: Error) => this.log(`ha stop: ${err.message}`));
+    await ha?.stop().catch((err: Error) => this.log.error({ component: 'ha', err: err.message }, `ha stop: ${err.message}`));
   }
 
   async close(): Promise<void> {

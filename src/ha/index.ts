@@ -6,6 +6,7 @@
 import type { HaConfig, VipConfig } from '../config/types.ts';
 import { TandemError, errors } from '../errors.ts';
 import type { EventBus } from '../events.ts';
+import type { Logger } from '../log.ts';
 import { Elector, type VipStatus } from './elector.ts';
 import { AgentHook } from './agent-hook.ts';
 import { VipHook, type HookRunner } from './hook.ts';
@@ -22,7 +23,7 @@ export interface HaOptions {
   readonly bus: EventBus;
   /** True when this instance can serve `vip` (listeners bound, an available backend in its pools). */
   readonly ready: (vip: VipConfig) => boolean;
-  readonly log: (msg: string) => void;
+  readonly log: Logger;
   /** Called on each failed lease renewal, for `tandem_lease_renew_failures_total{vip}`. */
   readonly leaseRenewFailed?: (vip: string) => void;
 }
@@ -72,7 +73,10 @@ export async function startHa(opts: HaOptions): Promise<HaHandle> {
   }
   // Every elector runs its BACKUP hook (the defensive removal) before it competes.
   await Promise.all([...electors.values()].map((e) => e.start()));
-  log(`ha: node ${node} competing for ${[...electors.keys()].join(', ')} (lease ${config.leaseDuration} ms, renew every ${config.renewEvery} ms)`);
+  log.info(
+    { node, vips: [...electors.keys()], store: config.store, leaseDuration: config.leaseDuration, renewEvery: config.renewEvery },
+    `ha: node ${node} competing for ${[...electors.keys()].join(', ')} (lease ${config.leaseDuration} ms, renew every ${config.renewEvery} ms)`,
+  );
 
   let stopping: Promise<void> | null = null;
   return {
@@ -82,7 +86,7 @@ export async function startHa(opts: HaOptions): Promise<HaHandle> {
       const e = electors.get(name);
       if (e === undefined) return false;
       const released = await e.release();
-      log(released ? `ha: ${name} released` : `ha: ${name} release asked, but this node does not hold it`);
+      log.info({ vip: name, released }, released ? `ha: ${name} released` : `ha: ${name} release asked, but this node does not hold it`);
       return true;
     },
     stop: () => {
@@ -90,7 +94,7 @@ export async function startHa(opts: HaOptions): Promise<HaHandle> {
         await Promise.all([...electors.values()].map((e) => e.stop()));
         for (const h of agentHooks) h.close();
         await store.close();
-        log('ha: stopped');
+        log.info('ha: stopped');
       })();
       return stopping;
     },
@@ -119,7 +123,7 @@ function hookRunner(opts: HaOptions, vip: VipConfig): HookRunner {
 
 /** Starts the embedded peer store on this node's HA address. */
 async function startPeerStore(config: HaConfig, basics: StoreBasics): Promise<PeerStore> {
-  if (config.secret === null && config.nodes.length > 1) basics.log('ha: no ha.secret: peer adverts are not authenticated');
+  if (config.secret === null && config.nodes.length > 1) basics.log.warn('ha: no ha.secret: peer adverts are not authenticated');
   const store = new PeerStore({ ...basics, nodes: config.nodes, secret: config.secret, multicastGroup: config.multicastGroup });
   try {
     await store.start();

@@ -1,7 +1,7 @@
 import { upstreamTls } from './tls.ts';
 import { Pool as UndiciPool } from './undici.ts';
 import type { BackendConfig, PoolConfig } from '../config/types.ts';
-import type { BackendState } from '../events.ts';
+import type { BackendState, CheckSummary } from '../events.ts';
 
 export type AdminState = 'enabled' | 'draining' | 'disabled';
 
@@ -11,7 +11,21 @@ export interface CheckResult {
   readonly ok: boolean;
   readonly latencyMs: number;
   readonly detail: string;
+  /** The HTTP status the backend answered; null when it did not (refused, timed out...). */
+  readonly status?: number | null;
 }
+
+/** What a change of a backend came with, besides its reason. */
+export interface ChangeCause {
+  /** The state before the change. */
+  readonly previous: BackendState;
+  /** The active health check that made it. */
+  readonly check?: CheckSummary;
+  /** The admin API client that made it. */
+  readonly actor?: string;
+}
+
+export type BackendChangeListener = (backend: Backend, reason: string, cause?: ChangeCause) => void;
 
 /**
  * One backend of a pool: its upstream connections and the state every part of tandem
@@ -49,9 +63,9 @@ export class Backend {
   checksOk: number;
   checksFailed: number;
   /** Called by the owner on every change of availability or effective weight. */
-  onChange: (backend: Backend, reason: string) => void;
+  onChange: BackendChangeListener;
 
-  constructor(pool: PoolConfig, config: BackendConfig, onChange: (backend: Backend, reason: string) => void) {
+  constructor(pool: PoolConfig, config: BackendConfig, onChange: BackendChangeListener) {
     this.name = config.name;
     this.pool = pool.name;
     this.config = config;
@@ -99,28 +113,34 @@ export class Backend {
     return 'up';
   }
 
-  setHealthy(healthy: boolean, reason: string): void {
+  /** `check`: the active health check whose result this is. */
+  setHealthy(healthy: boolean, reason: string, check?: CheckSummary): void {
     if (this.healthy === healthy) return;
+    const previous = this.state();
     this.healthy = healthy;
-    this.onChange(this, reason);
+    this.onChange(this, reason, check === undefined ? { previous } : { previous, check });
   }
 
   setEjected(ejected: boolean, reason: string): void {
     if (this.ejected === ejected) return;
+    const previous = this.state();
     this.ejected = ejected;
-    this.onChange(this, reason);
+    this.onChange(this, reason, { previous });
   }
 
-  setAdmin(admin: AdminState, reason: string): void {
+  /** `actor`: who asked (the admin API client's address). */
+  setAdmin(admin: AdminState, reason: string, actor?: string): void {
     if (this.admin === admin) return;
+    const previous = this.state();
     this.admin = admin;
-    this.onChange(this, reason);
+    this.onChange(this, reason, actor === undefined ? { previous } : { previous, actor });
   }
 
   setEffectiveWeight(weight: number, reason: string): void {
     if (this.effectiveWeight === weight) return;
+    const previous = this.state();
     this.effectiveWeight = weight;
-    this.onChange(this, reason);
+    this.onChange(this, reason, { previous });
   }
 
   close(): Promise<void> {

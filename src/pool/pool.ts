@@ -1,6 +1,6 @@
 import type { PoolConfig } from '../config/types.ts';
 import type { EventBus } from '../events.ts';
-import { Backend } from './backend.ts';
+import { Backend, type ChangeCause } from './backend.ts';
 import type { Balancer } from './balancer.ts';
 import { createBalancer } from './balancers/index.ts';
 
@@ -23,7 +23,7 @@ export class Pool {
     this.name = config.name;
     this.config = config;
     this.bus = bus;
-    const onChange = (b: Backend, reason: string) => this.changed(b, reason);
+    const onChange = (b: Backend, reason: string, cause?: ChangeCause) => this.changed(b, reason, cause);
     this.backends = config.backends.map((bc) => {
       const old = reuse?.get(bc.name);
       if (old !== undefined && sameUpstream(old, config, bc)) {
@@ -66,13 +66,13 @@ export class Pool {
     return n;
   }
 
-  private changed(backend: Backend, reason: string): void {
+  private changed(backend: Backend, reason: string, cause?: ChangeCause): void {
     this.primary.rebuild();
     this.backup.rebuild();
     // The panic balancer reads effective weights too (slow start changes them).
     // rebuild() only marks it stale, so this costs nothing until panic needs it.
     this.everyone.rebuild();
-    this.bus?.publish({ type: 'backend', pool: this.name, backend: backend.name, state: backend.state(), reason });
+    this.bus?.publish({ type: 'backend', pool: this.name, backend: backend.name, state: backend.state(), reason, ...cause });
   }
 
   /** Closes upstream connections of backends not in `keep`, after in-flight requests finish. */

@@ -45,6 +45,7 @@ test('a minimal file gets every default filled in', () => {
     file: '/srv/tandem/tandem.yaml',
     workers: availableParallelism(),
     shutdownTimeout: 30_000,
+    log: { level: 'info', format: 'auto' },
     trustedProxies: [],
     accessLog: null,
     listeners: [

@@ -17,7 +17,7 @@ export function backendRoutes(app: FastifyInstance, ctx: AdminContext): void {
     if (pool === undefined || backend === undefined) {
       return sendError(reply, errors.ADMIN_NOT_FOUND, pool === undefined ? `pool ${poolName}` : `backend ${backendName} in pool ${poolName}`);
     }
-    backend.setAdmin(admin, 'admin');
+    backend.setAdmin(admin, 'admin', req.ip);
     return { pool: pool.name, backend: backend.name, admin: backend.admin, state: backend.state() };
   };
   app.post('/api/v1/pools/:pool/backends/:backend/drain', set('draining'));

@@ -25,6 +25,7 @@ import { KeyLayout, bestCandidate, parseCandidacy, parseHolding, type Candidacy,
 import { OwnLease } from './own-lease.ts';
 import { Presence } from './presence.ts';
 import { PrefixWatch, type WatchEvent } from './watch.ts';
+import type { Logger } from '../../../log.ts';
 
 export interface EtcdStoreOptions {
   readonly node: string;
@@ -34,7 +35,7 @@ export interface EtcdStoreOptions {
   readonly renewEvery: number;
   /** How long a holder waits, in a planned handover, for the new holder to serve. */
   readonly handoverTimeout: number;
-  readonly log?: (msg: string) => void;
+  readonly log?: Logger;
 }
 
 interface KeyState {
@@ -74,7 +75,7 @@ export class EtcdStore implements LeaseStore {
     this.ttlSeconds = Math.max(1, Math.ceil(opts.leaseDuration / 1000));
     this.keys = new Map();
     this.watcher = null;
-    this.presence = new Presence(opts.client, this.ttlSeconds, opts.renewEvery, (m) => opts.log?.(m));
+    this.presence = new Presence(opts.client, this.ttlSeconds, opts.renewEvery, opts.log);
     this.presence.onRenewed = () => {
       for (const ks of this.keys.values()) if (ks.claim !== null) ks.claim.written = null;
     };
@@ -92,7 +93,7 @@ export class EtcdStore implements LeaseStore {
     const revision = await this.readAll();
     const granted = await this.presence.start();
     if (granted > this.ttlSeconds) {
-      this.opts.log?.(`ha etcd store: etcd grants leases of at least ${granted} s (asked ${this.ttlSeconds} s): lower its --election-timeout for shorter leases`);
+      this.opts.log?.warn({ granted, asked: this.ttlSeconds }, `ha etcd store: etcd grants leases of at least ${granted} s (asked ${this.ttlSeconds} s): lower its --election-timeout for shorter leases`);
     }
     this.watcher = new PrefixWatch({
       client: this.client,
@@ -186,7 +187,7 @@ export class EtcdStore implements LeaseStore {
     const heir = own.serving && this.ownValid(ks, now()) ? bestCandidate(ks.candidates, this.opts.node, 0) : null;
     if (heir !== null) {
       own.releasing = true;
-      await this.rewrite(ks, { o: heir }).catch((err: Error) => this.opts.log?.(`ha: ${key}: offering to ${heir} failed: ${err.message}`));
+      await this.rewrite(ks, { o: heir }).catch((err: Error) => this.opts.log?.warn({ vip: key, heir, err: err.message }, `ha: ${key}: offering to ${heir} failed: ${err.message}`));
       if (ks.holding?.o === heir) await this.handedOver(ks, heir);
     }
     if (ks.own === own) ks.own = null;
@@ -289,7 +290,7 @@ export class EtcdStore implements LeaseStore {
     if (own === null) return;
     own.stop();
     ks.own = null;
-    this.opts.log?.(`ha: ${ks.key}: lease lost: ${why}`);
+    this.opts.log?.warn({ vip: ks.key, reason: why }, `ha: ${ks.key}: lease lost: ${why}`);
     this.changed(ks);
   }
 

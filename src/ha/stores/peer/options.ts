@@ -1,6 +1,7 @@
 // What a peer store is started with.
 
 import type { HaNodeConfig } from '../../../config/types.ts';
+import type { Logger } from '../../../log.ts';
 
 export interface PeerStoreOptions {
   /** This node's id; it must be in `nodes`. */
@@ -14,5 +15,5 @@ export interface PeerStoreOptions {
   readonly handoverTimeout: number;
   /** Link-local multicast group for a second copy of every advert (see transport.ts); null: unicast only. */
   readonly multicastGroup?: string | null;
-  readonly log?: (msg: string) => void;
+  readonly log?: Logger;
 }
