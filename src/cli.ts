@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { loadConfigFile } from './config/load.ts';
 import { TandemError } from './errors.ts';
-import { configureLogging, isLogLevel, LOG_LEVELS, type LogLevel } from './log.ts';
+import { isLogLevel, LOG_LEVELS, overrideLogLevel } from './log.ts';
 
 // Exit codes, as in DESIGN.md: 0 ok, 1 invalid input (config, arguments), 2 runtime failure.
 const EXIT_INVALID = 1;
@@ -29,7 +29,7 @@ Runs one tandem instance from FILE.
   --node ID           which of ha.nodes this instance is (default: $TANDEM_NODE)
   --workers N         worker processes sharing the listeners (overrides 'workers');
                       0: no worker processes, the data plane runs in the main process
-  --log-level LEVEL   ${LOG_LEVELS.join(', ')} (overrides 'log.level')
+  --log-level LEVEL   ${LOG_LEVELS.join(', ')} (overrides 'log.level'; default: $TANDEM_LOG_LEVEL)
 Signals: SIGHUP reloads the config; SIGTERM and SIGINT stop gracefully.
 `,
   check: `Usage: tandem check -c FILE [--node ID]
@@ -114,8 +114,11 @@ export async function main(argv: string[]): Promise<number> {
   }
   const str = (k: string) => values[k] as string | undefined;
   const list = (k: string) => (values[k] as string[] | undefined) ?? [];
-  const logLevel = str('log-level') ?? null;
-  if (logLevel !== null && !isLogLevel(logLevel)) return usageError(command, `--log-level must be one of ${LOG_LEVELS.join(', ')}`);
+  const logLevel = str('log-level');
+  if (logLevel !== undefined) {
+    if (!isLogLevel(logLevel)) return usageError(command, `--log-level must be one of ${LOG_LEVELS.join(', ')}`);
+    overrideLogLevel(logLevel);
+  }
   try {
     switch (command) {
       case 'check': {
@@ -140,7 +143,6 @@ export async function main(argv: string[]): Promise<number> {
           file,
           node: str('node') ?? process.env.TANDEM_NODE ?? null,
           workers: workers === undefined ? null : Number(workers),
-          logLevel: logLevel as LogLevel | null,
         });
       }
       case 'demo': {
@@ -151,7 +153,6 @@ export async function main(argv: string[]): Promise<number> {
         const admin = list('admin').at(-1);
         const hook = str('hook');
         if (admin === undefined || hook === undefined) return usageError(command, 'needs --admin URL and --hook PATH');
-        if (logLevel !== null) configureLogging({ level: logLevel as LogLevel });
         const { runVipAgent } = await import('./ha/vip-agent.ts');
         return await runVipAgent({ admin, hook, token: str('token') ?? process.env.TANDEM_ADMIN_TOKEN ?? null });
       }

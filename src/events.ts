@@ -31,6 +31,12 @@ export interface CheckSummary {
 /** What asked for a reload: the SIGHUP signal or the admin API (POST /api/v1/reload). */
 export type ReloadSource = 'SIGHUP' | 'api';
 
+/** Who asked for a reload: the source, and for the API the client's address. */
+export interface ReloadRequest {
+  readonly source: ReloadSource;
+  readonly client?: string;
+}
+
 export interface ReloadEvent {
   readonly type: 'reload';
   readonly result: 'success' | 'failure';

@@ -5,8 +5,8 @@
 //
 // `log.format`: `json`, `pretty` (pino-pretty: one coloured line per event for a person
 // at a terminal), or `auto` (the default): pretty when stderr is a terminal, else JSON.
-// `log.level` and the format change at a reload; `tandem run --log-level` overrides the
-// level (src/control/control-plane.ts applies it).
+// `log.level` and the format change at a reload; `--log-level` (or TANDEM_LOG_LEVEL)
+// overrides the level, in the worker processes too, which inherit the variable.
 //
 // Operators' lines only: nothing here is called per request (the access log is
 // src/dataplane/telemetry.ts). Long-lived loggers are children of `log` made without a
@@ -80,14 +80,25 @@ export function loggerOptions(level: LogLevel = 'info'): pino.LoggerOptions {
 /** The root logger of this process. */
 export const log: Logger = pino(loggerOptions(), sink);
 
-/** Applies `log.level` and `log.format` (at start, and again on every reload). */
+/** `--log-level`, as the environment hands it to worker processes; it wins over `log.level`. */
+const LEVEL_VARIABLE = 'TANDEM_LOG_LEVEL';
+
+/** Applies `log.level` (unless overridden) and `log.format`, at start and on every reload. */
 export function configureLogging(config: Partial<LogConfig>): void {
-  if (config.level !== undefined && log.level !== config.level) log.level = config.level;
+  const override = process.env[LEVEL_VARIABLE];
+  const level = override !== undefined && isLogLevel(override) ? override : config.level;
+  if (level !== undefined && log.level !== level) log.level = level;
   const format = resolveFormat(config.format ?? sink.format ?? 'auto');
   if (format !== sink.format) {
     sink.target = open(format);
     sink.format = format;
   }
+}
+
+/** Sets the level whatever `log.level` says, here and in worker processes started from now on. */
+export function overrideLogLevel(level: LogLevel): void {
+  process.env[LEVEL_VARIABLE] = level;
+  configureLogging({});
 }
 
 /** True for a level name `--log-level` and `log.level` accept. */

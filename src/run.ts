@@ -3,15 +3,13 @@
 
 import { readFileSync } from 'node:fs';
 import { ControlPlane } from './control/control-plane.ts';
-import { configureLogging, log, type LogLevel } from './log.ts';
+import { log } from './log.ts';
 
 export interface RunOptions {
   file: string;
   node: string | null;
   /** Overrides the config's `workers` (0: the data plane runs in this process); null: as configured. */
   workers: number | null;
-  /** Overrides the config's `log.level`; null: as configured. */
-  logLevel?: LogLevel | null;
 }
 
 /** package.json's version; src/ and the packaged dist/ are both one level below it. */
@@ -21,9 +19,7 @@ function version(): string {
 
 /** Runs until SIGTERM or SIGINT; resolves with the exit code after a graceful stop. */
 export async function run(opts: RunOptions): Promise<number> {
-  const logLevel = opts.logLevel ?? null;
-  if (logLevel !== null) configureLogging({ level: logLevel });
-  const plane = await ControlPlane.start({ file: opts.file, node: opts.node, workers: opts.workers, logLevel });
+  const plane = await ControlPlane.start({ file: opts.file, node: opts.node, workers: opts.workers });
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: string) => {
@@ -52,7 +48,9 @@ export async function run(opts: RunOptions): Promise<number> {
     // of SIGHUP would end the process.
     const listeners = plane.listeners();
     const admin = plane.adminAddress();
-    const workers = plane.workerCount();
+    // With --workers 0 the one data plane is this process.
+    const pids = plane.workerPids();
+    const workers = pids.includes(process.pid) ? 0 : pids.length;
     const v = version();
     log.info({
       event: 'start', version: v, nodeVersion: process.version, workers, node: plane.node, config: plane.file,

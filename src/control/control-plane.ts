@@ -34,15 +34,16 @@ import { diffConfig } from '../config/diff.ts';
 import { loadConfigFile } from '../config/load.ts';
 import type { Config } from '../config/types.ts';
 import { errors, TandemError } from '../errors.ts';
-import { EventBus, type ReloadSource, type TandemEvent } from '../events.ts';
-import { configureLogging, log as rootLog, type Logger, type LogLevel } from '../log.ts';
+import { EventBus, type ReloadRequest, type TandemEvent } from '../events.ts';
+import { configureLogging, log } from '../log.ts';
 import type { Pool } from '../pool/pool.ts';
 import type { AdminRuntime, ListenerView, ReloadOutcome, VipStatusView } from '../admin/runtime.ts';
-import { DataPlaneSet, type DataPlaneSlot, type MessageCounts } from './data-planes.ts';
+import { DataPlaneSet, withTimeout, type DataPlaneSlot, type MessageCounts } from './data-planes.ts';
 import { logEvents } from './event-log.ts';
 import { launcher as makeLauncher, type Launcher } from './launch.ts';
 import type { OperatorSide } from './operator-side.ts';
 import { PortPins } from './port-pins.ts';
+import { RestartBackoff } from './restart-backoff.ts';
 import { backendState, ControlPools, sameState } from './pools.ts';
 
 /** How long a data plane may take to bind its listeners at start. */
@@ -53,19 +54,12 @@ const RELOAD_TIMEOUT_MS = 10_000;
 const SNAPSHOT_TIMEOUT_MS = 1000;
 /** Kill a stopping data plane this long after its shutdown timeout. */
 const STOP_GRACE_MS = 2000;
-/** A worker that dies younger than this counts as crashing at start; replacements then back off. */
-const YOUNG_MS = 5000;
-const MAX_BACKOFF_MS = 10_000;
 
 export interface ControlPlaneOptions {
   file: string;
   node: string | null;
   /** Overrides the config's `workers` (0: the data plane runs in this process); null: as configured. */
   workers: number | null;
-  /** Overrides the config's `log.level` (`--log-level`), here and in every data plane; null: as configured. */
-  logLevel?: LogLevel | null;
-  /** Where the control plane logs; default: the process's logger (src/log.ts). */
-  log?: Logger;
   /** No request counters, metrics, admin API or HA: the benchmark's bare data plane. Default false. */
   bare?: boolean;
 }
@@ -80,10 +74,7 @@ export class ControlPlane implements AdminRuntime {
   private readonly planes: DataPlaneSet;
   private readonly launcher: Launcher;
   private readonly pins: PortPins;
-  private readonly log: Logger;
   private readonly workersOverride: number | null;
-  private readonly logLevel: LogLevel | null;
-  private readonly unlogEvents: () => void;
   private readonly observing: boolean;
   /** The admin API, metrics and HA; null until started (and without `observe`). */
   private operator: OperatorSide | null;
@@ -101,8 +92,8 @@ export class ControlPlane implements AdminRuntime {
   private closing: Promise<void> | null;
   /** Start-up is over: from now on a worker that dies is replaced. */
   private serving: boolean;
-  /** Workers in a row that died young. */
-  private crashes: number;
+  /** How long the replacement of a worker that died waits. */
+  private readonly backoff: RestartBackoff;
   private readonly onEvent: (event: TandemEvent) => void;
 
   private constructor(config: Config, dataConfig: Config, pins: PortPins, launcher: Launcher, opts: ControlPlaneOptions) {
@@ -113,9 +104,7 @@ export class ControlPlane implements AdminRuntime {
     this.dataConfig = dataConfig;
     this.pins = pins;
     this.launcher = launcher;
-    this.log = opts.log ?? rootLog;
     this.workersOverride = opts.workers;
-    this.logLevel = opts.logLevel ?? null;
     this.observing = !(opts.bare ?? false);
     this.operator = null;
     this.sentStates = new Map();
@@ -125,14 +114,14 @@ export class ControlPlane implements AdminRuntime {
     this.stopping = false;
     this.closing = null;
     this.serving = false;
-    this.crashes = 0;
+    this.backoff = new RestartBackoff();
     this.planes = new DataPlaneSet(launcher.launch);
     this.onEvent = (event) => {
       if (event.type === 'backend' && !this.applying) this.sendState(event.pool, event.backend);
     };
     this.bus.on('event', this.onEvent);
     this.pools_ = new ControlPools(config, this.bus, this.planes);
-    this.unlogEvents = logEvents(this.bus, this.log, () => this.pools_.pools());
+    logEvents(this.bus, log, () => this.pools_.pools());
     this.planes.on('ejected', (_slot, pool, backend, reason) => this.syncEjected(pool, backend, reason));
     this.planes.on('stats', () => this.planes.counts.writeBackends(this.pools_.list()));
     this.planes.on('exit', (slot, code, signal) => this.exited(slot, code, signal));
@@ -146,7 +135,7 @@ export class ControlPlane implements AdminRuntime {
   static async start(opts: ControlPlaneOptions): Promise<ControlPlane> {
     const result = await loadConfigFile(opts.file, { env: process.env, node: opts.node });
     if (!result.ok) throw new TandemError(errors.CONFIG_INVALID, '\n' + result.errors.join('\n'));
-    const config = freezeConfig(withLogLevel(result.config, opts.logLevel ?? null));
+    const config = freezeConfig(result.config);
     configureLogging(config.log);
     const pins = new PortPins();
     let resolved;
@@ -157,7 +146,7 @@ export class ControlPlane implements AdminRuntime {
     }
     pins.keep(resolved.pins);
     const workers = opts.workers ?? config.workers;
-    const launcher = await makeLauncher(workers === 0, opts.log ?? rootLog);
+    const launcher = await makeLauncher(workers === 0, log);
     const plane = new ControlPlane(config, freezeConfig(resolved.config), pins, launcher, opts);
     const starting = Array.from({ length: Math.max(1, workers) }, () => plane.spawn()!.ready);
     try {
@@ -172,7 +161,7 @@ export class ControlPlane implements AdminRuntime {
       try {
         // Loaded here, not at the top: the benchmark's bare data plane runs without it.
         const { OperatorSide } = await import('./operator-side.ts');
-        plane.operator = await OperatorSide.start(plane, plane.log);
+        plane.operator = await OperatorSide.start(plane, log);
       } catch (err) {
         await plane.close(0);
         throw err;
@@ -185,9 +174,9 @@ export class ControlPlane implements AdminRuntime {
   private spawn(): { slot: DataPlaneSlot; ready: Promise<readonly BoundListener[]> } | null {
     if (this.stopping) return null;
     const started = this.planes.spawn(() => this.startMessage());
-    const fields = { event: 'worker-start', workerId: started.slot.id, workerPid: started.slot.pid };
-    if (this.launcher.inProcess) this.log.info({ ...fields, inProcess: true }, `data plane in this process, pid ${started.slot.pid}`);
-    else this.log.info(fields, `worker ${started.slot.id} pid ${started.slot.pid} started`);
+    const { id, pid } = started.slot;
+    if (this.launcher.inProcess) log.info({ event: 'worker-start', workerId: id, workerPid: pid, inProcess: true }, `data plane in this process, pid ${pid}`);
+    else log.info({ event: 'worker-start', workerId: id, workerPid: pid }, `worker ${id} pid ${pid} started`);
     return started;
   }
 
@@ -226,13 +215,9 @@ export class ControlPlane implements AdminRuntime {
     this.planes.counts.writeBackends(this.pools_.list());
     if (this.stopping || slot.stopping || !this.serving) return;
     const how = signal !== null ? `signal ${signal}` : `code ${code}`;
-    const young = performance.now() - slot.since < YOUNG_MS;
-    this.crashes = young ? this.crashes + 1 : 0;
-    const delay = this.crashes <= 1 ? 0 : Math.min(MAX_BACKOFF_MS, 100 * 2 ** this.crashes);
-    this.log.error(
-      { event: 'worker-exit', workerId: slot.id, workerPid: slot.pid, code, signal, restartInMs: delay },
-      `worker ${slot.id} pid ${slot.pid} exited (${how}); starting a replacement${delay > 0 ? ` in ${delay} ms` : ''}`,
-    );
+    const delay = this.backoff.delay(slot.since);
+    const fields = { event: 'worker-exit', workerId: slot.id, workerPid: slot.pid, code, signal, restartInMs: delay };
+    log.error(fields, `worker ${slot.id} pid ${slot.pid} exited (${how}); starting a replacement${delay > 0 ? ` in ${delay} ms` : ''}`);
     const replace = () => {
       const started = this.spawn();
       if (started === null) return;
@@ -240,7 +225,7 @@ export class ControlPlane implements AdminRuntime {
       ready.then(
         (bound) => this.remember(bound),
         (err: Error) => {
-          if (!next.exited) this.log.error({ workerId: next.id, workerPid: next.pid, err: err.message }, `worker ${next.id} could not start: ${err.message}`);
+          if (!next.exited) log.error({ workerId: next.id, workerPid: next.pid, err: err.message }, `worker ${next.id} could not start: ${err.message}`);
         },
       );
     };
@@ -283,11 +268,6 @@ export class ControlPlane implements AdminRuntime {
     return this.current.ha?.leaseDuration ?? null;
   }
 
-  /** Worker processes serving now; 0 when the data plane runs in this process. */
-  workerCount(): number {
-    return this.launcher.inProcess ? 0 : this.planes.list().filter((s) => !s.stopping).length;
-  }
-
   /** `host:port` of the admin API, or null without one. */
   adminAddress(): string | null {
     return this.operator?.admin?.address ?? null;
@@ -325,9 +305,9 @@ export class ControlPlane implements AdminRuntime {
    * Loads the file again; on success every data plane swaps to it, else nothing changes
    * anywhere. `request` says who asked, for the reload's event and log line.
    */
-  reload(request: { source: ReloadSource; client?: string } = { source: 'api' }): Promise<ReloadOutcome> {
+  reload(request: ReloadRequest = { source: 'api' }): Promise<ReloadOutcome> {
     // Reloads queue behind each other: two at once would race on listeners.
-    const run = () => this.reloadNow(new ReloadRun(request));
+    const run = () => this.reloadNow({ ...request, started: performance.now() });
     const next = (this.reloading ?? Promise.resolve()).then(run, run);
     this.reloading = next;
     return next;
@@ -341,7 +321,7 @@ export class ControlPlane implements AdminRuntime {
     const result = await loadConfigFile(this.file, { env: process.env, node: this.node });
     if (this.stopping) return this.shuttingDown(run);
     if (!result.ok) return this.rejected(run, result.errors);
-    const config = freezeConfig(withLogLevel(result.config, this.logLevel));
+    const config = freezeConfig(result.config);
     let resolved;
     try {
       resolved = await this.pins.resolve(config);
@@ -398,7 +378,7 @@ export class ControlPlane implements AdminRuntime {
       else committing[i].end.kill();
     });
     this.resize();
-    this.bus.publish({ type: 'reload', result: 'success', errors: [], ...run.fields(), changes });
+    this.bus.publish({ type: 'reload', result: 'success', errors: [], ...finished(run), changes });
     // After the reload's own line, which goes out at the level it was asked at.
     configureLogging(config.log);
     return { ok: true, errors: [] };
@@ -409,7 +389,7 @@ export class ControlPlane implements AdminRuntime {
   }
 
   private rejected(run: ReloadRun, errs: string[]): ReloadOutcome {
-    this.bus.publish({ type: 'reload', result: 'failure', errors: errs, ...run.fields() });
+    this.bus.publish({ type: 'reload', result: 'failure', errors: errs, ...finished(run) });
     return { ok: false, errors: errs };
   }
 
@@ -418,7 +398,7 @@ export class ControlPlane implements AdminRuntime {
     if (this.workersOverride !== null) return;
     const wanted = this.current.workers;
     if (this.launcher.inProcess || wanted === 0) {
-      if (this.launcher.inProcess !== (wanted === 0)) this.log.warn({ workers: wanted }, `workers is ${wanted} now: moving the data plane into or out of this process takes a restart`);
+      if (this.launcher.inProcess !== (wanted === 0)) log.warn({ workers: wanted }, `workers is ${wanted} now: moving the data plane into or out of this process takes a restart`);
       return;
     }
     const live = this.planes.list().filter((s) => !s.stopping);
@@ -426,7 +406,7 @@ export class ControlPlane implements AdminRuntime {
       this.spawn()?.ready.then((bound) => this.remember(bound), () => {});
     }
     for (const slot of live.slice(wanted).reverse()) {
-      this.log.info({ event: 'worker-stop', workerId: slot.id, workerPid: slot.pid, workers: wanted }, `worker ${slot.id} pid ${slot.pid} stopping: workers is ${wanted} now`);
+      log.info({ event: 'worker-stop', workerId: slot.id, workerPid: slot.pid, workers: wanted }, `worker ${slot.id} pid ${slot.pid} stopping: workers is ${wanted} now`);
       void this.planes.stop(slot, this.current.shutdownTimeout, STOP_GRACE_MS);
     }
   }
@@ -453,38 +433,17 @@ export class ControlPlane implements AdminRuntime {
     // A reload under way ends at its next step now (its data planes are gone, so it waits
     // for none of them); wait for it, or its apply could restart health checks after the
     // close below, and their timers would keep this process alive.
-    await this.reloading?.then(() => {}, (err: Error) => this.log.error({ err: err.message }, `reload during stop: ${err.message}`));
+    await this.reloading?.then(() => {}, (err: Error) => log.error({ err: err.message }, `reload during stop: ${err.message}`));
     this.bus.off('event', this.onEvent);
-    this.unlogEvents();
     await this.pools_.close();
     await this.operator?.close();
   }
 }
 
-/** One reload as its event tells it: who asked, and how long it took. */
-class ReloadRun {
-  private readonly request: { source: ReloadSource; client?: string };
-  private readonly started: number;
+/** A reload under way: who asked, and when (performance.now()). */
+type ReloadRun = ReloadRequest & { readonly started: number };
 
-  constructor(request: { source: ReloadSource; client?: string }) {
-    this.request = request;
-    this.started = performance.now();
-  }
-
-  fields(): { source: ReloadSource; client?: string; durationMs: number } {
-    return { ...this.request, durationMs: Math.round(performance.now() - this.started) };
-  }
-}
-
-/** The config with `--log-level` in place of its `log.level`, so that data planes get it too. */
-function withLogLevel(config: Config, level: LogLevel | null): Config {
-  return level === null ? config : { ...config, log: { ...config.log, level } };
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(message)), ms);
-  });
-  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+/** What a reload's event says of who asked and how long it took. */
+function finished({ started, ...request }: ReloadRun): ReloadRequest & { durationMs: number } {
+  return { ...request, durationMs: Math.round(performance.now() - started) };
 }

@@ -220,3 +220,12 @@ export class DataPlaneSet extends EventEmitter<DataPlaneSetEvents> implements Re
     await slot.exit;
   }
 }
+
+/** `p`, or a rejection with `message` after `ms`. */
+export function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}

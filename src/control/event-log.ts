@@ -20,8 +20,8 @@ export function availableIn(pool: Pool | undefined): { active: number; backup: n
   return { active, backup };
 }
 
-/** Writes the bus's events to `log` until the returned function is called. */
-export function logEvents(bus: EventBus, log: Logger, pools: () => ReadonlyMap<string, Pool>): () => void {
+/** Writes the bus's events to `log` from now on. */
+export function logEvents(bus: EventBus, log: Logger, pools: () => ReadonlyMap<string, Pool>): void {
   const vips = new Map<string, VipEvent>();
   const onEvent = (event: TandemEvent) => {
     switch (event.type) {
@@ -38,7 +38,6 @@ export function logEvents(bus: EventBus, log: Logger, pools: () => ReadonlyMap<s
     }
   };
   bus.on('event', onEvent);
-  return () => bus.off('event', onEvent);
 }
 
 function backendLine(log: Logger, e: BackendEvent, pool: Pool | undefined): void {
