@@ -111,4 +111,12 @@ export function silentLogger(): Logger {
   return pino({ level: 'silent' });
 }
 
+/** An override that names no level is ignored, and said so once. */
+function checkOverride(): void {
+  const override = process.env[LEVEL_VARIABLE];
+  if (override === undefined || isLogLevel(override)) return;
+  log.warn({ [LEVEL_VARIABLE]: override }, `${LEVEL_VARIABLE}=${override} is not one of ${LOG_LEVELS.join(', ')}: ignored, log.level applies`);
+}
+
 configureLogging(DEFAULT_LOG);
+checkOverride();

@@ -220,6 +220,24 @@ describe('the operators log', () => {
     assert.deepEqual(after.filter((l) => l.level === 'info'), [], 'after the reload to warn: no admin, backend, stop or worker line at info');
   });
 
+  test('a level that is none is refused: --log-level exits 1 with the usage, log.level is a config error', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tandem-log-'));
+    const file = join(dir, 'tandem.yaml');
+    writeFileSync(file, singlePool([{ name: 'b1', url: 'http://127.0.0.1:9' }], {}, { log: { level: 'loud' } }));
+    const run = (args: string[]) => new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const child = spawn(NODE, [CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+      child.once('exit', (code) => resolve({ code, stderr }));
+    });
+    const flag = await run(['run', '-c', file, '--log-level', 'loud']);
+    assert.equal(flag.code, 1);
+    assert.match(flag.stderr, /--log-level must be one of fatal, error, warn, info, debug, trace, silent[\s\S]*Usage: tandem run/);
+    const key = await run(['check', '-c', file]);
+    assert.equal(key.code, 1);
+    assert.match(key.stderr, /tandem\.yaml:\d+:\d+: log\.level: must be one of fatal, error, warn, info, debug, trace, silent \(got "loud"\)/);
+  });
+
   test('a VIP transition carries its epoch', async () => {
     const [b1] = await threeBackends();
     const t = await startTandem(singlePool([{ name: 'b1', url: b1.url }], {}, {
