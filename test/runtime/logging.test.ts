@@ -220,6 +220,21 @@ describe('the operators log', () => {
     assert.deepEqual(after.filter((l) => l.level === 'info'), [], 'after the reload to warn: no admin, backend, stop or worker line at info');
   });
 
+  test('a reload to format: pretty turns the next lines, the workers\' too, into readable ones', async () => {
+    const [b1] = await threeBackends();
+    const yaml = (format: string) => singlePool([{ name: 'b1', url: b1.url }], {}, { log: { format } });
+    const t = await startTandem(yaml('json'));
+    procs.push(t);
+    assert.equal(await t.reload(yaml('pretty')), 'reloaded');
+    const from = t.output().length;
+    assert.equal(await t.stop(), 0);
+    const after = t.output().slice(from).split('\n').filter((l) => l !== '');
+    assert.ok(after.length >= 3, after.join('\n'));
+    assert.ok(after.every((l) => !l.startsWith('{')), `no JSON after the reload:\n${after.join('\n')}`);
+    assert.ok(after.some((l) => /^\[[\d-]+ [\d:.]+\] INFO: SIGTERM: stopping .*\{"event":"stop"/.test(l)), after.join('\n'));
+    assert.ok(after.some((l) => /INFO: worker 1: data plane stopped/.test(l)), after.join('\n'));
+  });
+
   test('a level that is none is refused: --log-level exits 1 with the usage, log.level is a config error', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tandem-log-'));
     const file = join(dir, 'tandem.yaml');
