@@ -105,7 +105,7 @@ routes: [{ name: all, pool: app }]
 pools: { app: { backends: [{ name: app1, url: "http://${upstream}" }] } }
 admin: false
 `);
-    const tandem: Service = await spawnService([join(ROOT, 'src/cli.ts'), 'run', '-c', join(dir, 'tandem.yaml')], { ready: /tandem: ready/ });
+    const tandem: Service = await spawnService([join(ROOT, 'src/cli.ts'), 'run', '-c', join(dir, 'tandem.yaml')], { ready: /"event":"start"/ });
     targets.push({ id: 'tandem', port: tport, stop: () => tandem.stop() });
 
     const haproxy = installed('haproxy');

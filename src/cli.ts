@@ -3,6 +3,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { loadConfigFile } from './config/load.ts';
 import { CTL_COMMANDS, CTL_HELP, DEFAULT_ADMIN, type CtlCommand } from './ctl/commands.ts';
 import { TandemError } from './errors.ts';
+import { isLogLevel, LOG_LEVELS, overrideLogLevel } from './log.ts';
 
 // Exit codes, as in DESIGN.md: 0 ok, 1 invalid input (config, arguments), 2 runtime failure.
 const EXIT_INVALID = 1;
@@ -34,13 +35,14 @@ Options: -h, --help (also after a command: its options); -V, --version.
 `;
 
 const HELP: Record<string, string> = {
-  run: `Usage: tandem run -c FILE [--node ID] [--workers N]
+  run: `Usage: tandem run -c FILE [--node ID] [--workers N] [--log-level LEVEL]
 
 Runs one tandem instance from FILE.
   -c, --config FILE   the YAML config
   --node ID           which of ha.nodes this instance is (default: $TANDEM_NODE)
   --workers N         worker processes sharing the listeners (overrides 'workers');
                       0: no worker processes, the data plane runs in the main process
+  --log-level LEVEL   ${LOG_LEVELS.join(', ')} (overrides 'log.level'; default: $TANDEM_LOG_LEVEL)
 Signals: SIGHUP reloads the config; SIGTERM and SIGINT stop gracefully.
 `,
   check: `Usage: tandem check -c FILE [--node ID]
@@ -54,7 +56,7 @@ Starts demo backends and a tandem pair on loopback, the VIP hook in log-only mod
 relay on 127.0.0.1:8088 that sends each new connection to the holder of vip-a. Prints a
 probe command and what to kill. Stop it with Ctrl-C.
 `,
-  'vip-agent': `Usage: tandem vip-agent --admin URL --hook PATH [--token TOKEN]
+  'vip-agent': `Usage: tandem vip-agent --admin URL --hook PATH [--token TOKEN] [--log-level LEVEL]
 
 Follows the admin event stream of a tandem instance and runs the VIP hook on each VIP
 state change. Removes the VIP when the stream is lost for longer than the lease.
@@ -94,6 +96,7 @@ const OPTIONS: ParseArgsConfig['options'] = {
   hook: { type: 'string' },
   token: { type: 'string' },
   json: { type: 'boolean' },
+  'log-level': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 };
 
@@ -132,6 +135,11 @@ export async function main(argv: string[]): Promise<number> {
   }
   const str = (k: string) => values[k] as string | undefined;
   const list = (k: string) => (values[k] as string[] | undefined) ?? [];
+  const logLevel = str('log-level');
+  if (logLevel !== undefined) {
+    if (!isLogLevel(logLevel)) return usageError(command, `--log-level must be one of ${LOG_LEVELS.join(', ')}`);
+    overrideLogLevel(logLevel);
+  }
   try {
     switch (command) {
       case 'check': {

@@ -41,6 +41,8 @@ async function demoBackend(name: string): Promise<Server> {
 /** The demo's config: one file for both nodes. */
 export function demoConfig(backends: readonly { name: string; url: string }[]): string {
   return stringify({
+    // The demo prints each instance's lines for a person, prefixed with its node.
+    log: { format: 'pretty' },
     listeners: [{ name: 'web', address: '${TANDEM_DEMO_LISTEN:-127.0.0.1:8080}' }],
     routes: [{ name: 'default', match: { pathPrefix: '/' }, pool: 'web' }],
     pools: {

@@ -109,9 +109,9 @@ async function startTandem(ctx: TargetContext, workers: number, config: 'realist
   const file = join(ctx.dir, `tandem-${config}-${workers}w.yaml`);
   const backends = ctx.backend.urls.slice(0, 2);
   writeFileSync(file, config === 'realistic' ? tandemConfig(backends, workers) : tandemBareConfig(backends));
-  // Port 0 everywhere; the bound address comes from the log line tests rely on too.
+  // Port 0 everywhere; the bound address comes from the `start` log line tests rely on too.
   const service = await spawnService([CLI, 'run', '-c', file, '--workers', String(workers)], {
-    ready: /listener web on (\S+)[\s\S]*tandem: ready\b/,
+    ready: /"event":"start"[^\n]*"listeners":\{"web":"([^"]+)"/,
   });
   const address = (service.info.match as string[])[0];
   return running(service, Number(address.slice(address.lastIndexOf(':') + 1)));

@@ -7,8 +7,12 @@
 //   node bench/targets/tandem-bare.ts CONFIG.yaml    # prints {"port":N}
 
 import { ControlPlane } from '../../src/control/control-plane.ts';
+import { overrideLogLevel } from '../../src/log.ts';
 
-const plane = await ControlPlane.start({ file: process.argv[2], node: null, workers: 0, log: () => {}, bare: true });
+// stdout carries the one JSON line the bench reads; the log would only add noise on stderr.
+overrideLogLevel('silent');
+
+const plane = await ControlPlane.start({ file: process.argv[2], node: null, workers: 0, bare: true });
 const address = plane.listeners()[0].address;
 process.stdout.write(JSON.stringify({ port: Number(address.slice(address.lastIndexOf(':') + 1)) }) + '\n');
 process.on('SIGTERM', () => {

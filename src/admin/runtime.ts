@@ -4,7 +4,7 @@
 
 import type { Config } from '../config/types.ts';
 import type { Pool } from '../pool/pool.ts';
-import type { EventBus } from '../events.ts';
+import type { EventBus, ReloadRequest } from '../events.ts';
 
 export interface ReloadOutcome { ok: boolean; errors: string[] }
 export interface VipStatusView { name: string; address: string; interface: string; state: 'MASTER'|'BACKUP'|'FAULT'|'STOP'; holder: string | null; epoch: number; leaseRemainingMs: number }
@@ -18,7 +18,7 @@ export interface AdminRuntime {
   pools(): ReadonlyMap<string, Pool>;     // current pools (swapped atomically on reload)
   listeners(): ListenerView[];
   bus: EventBus;                          // state-change events
-  reload(): Promise<ReloadOutcome>;       // load+validate+compile+swap; errors are FILE:LINE:COL lines
+  reload(request?: ReloadRequest): Promise<ReloadOutcome>; // load+validate+compile+swap; errors are FILE:LINE:COL lines
   vips(): VipStatusView[];                // [] without HA
   releaseVip(name: string): Promise<boolean>;   // false: unknown VIP
   node: string | null;

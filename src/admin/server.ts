@@ -7,10 +7,11 @@
 // data planes' listeners): a new token or authReads takes effect at once, and a new
 // address is bound by a second app before the first one closes.
 
-import Fastify from 'fastify';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import Fastify, { LogController } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ServerResponse } from 'node:http';
 import { errors, TandemError } from '../errors.ts';
+import { log as rootLog, type Logger } from '../log.ts';
 import { isLoopback } from './auth.ts';
 import { AdminGuard } from './guard.ts';
 import { authenticated, sendError } from './context.ts';
@@ -38,6 +39,8 @@ export interface AdminOptions {
   authReads: boolean;
   /** Event stream tuning; defaults suit production. */
   events?: EventStreamOptions;
+  /** fastify's logger and the admin lines; default: the process's logger. */
+  log?: Logger;
 }
 
 /** A reload's admin section, prepared: commit() applies it, abort() lets go of what prepare bound. */
@@ -155,8 +158,15 @@ function checkOptions(opts: AdminOptions): void {
 
 /** Builds an app with every route and binds it to `opts`' address. */
 async function bind(ctx: AdminContext, guard: AdminGuard, assets: StatusPageAssets, opts: AdminOptions): Promise<BoundApp> {
-  // return503OnClosing is done in onRequest below, so that its answer has tandem's shape.
-  const app = Fastify({ logger: false, return503OnClosing: false });
+  const log = opts.log ?? rootLog.child({ component: 'admin' });
+  // fastify logs through the one logger; requests get the `admin` line below instead of
+  // fastify's two lines per request. return503OnClosing is done in onRequest below, so
+  // that its answer has tandem's shape.
+  const app = Fastify({
+    loggerInstance: log as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    return503OnClosing: false,
+  });
   const bound: BoundApp = { app, address: '', streams: new Set(), closing: false };
   const methods = new MethodTable();
   app.addHook('onRoute', (route) => methods.add(route.method, route.url));
@@ -199,6 +209,8 @@ async function bind(ctx: AdminContext, guard: AdminGuard, assets: StatusPageAsse
     return sendError(reply, spec, detail);
   });
 
+  app.addHook('onResponse', async (req: FastifyRequest, reply: FastifyReply) => logRequest(log, req, reply));
+
   healthRoutes(app, ctx);
   metricsRoutes(app, ctx);
   statusRoutes(app, ctx);
@@ -209,7 +221,7 @@ async function bind(ctx: AdminContext, guard: AdminGuard, assets: StatusPageAsse
   statusPageRoutes(app, assets);
 
   try {
-    await app.listen({ host: opts.host, port: opts.port });
+    await app.listen({ host: opts.host, port: opts.port, listenTextResolver: (address) => `admin API listening on ${address}` });
   } catch (cause) {
     await app.close();
     throw new TandemError(errors.LISTEN, `admin ${opts.host}:${opts.port}: ${(cause as Error).message}`, { cause });
@@ -225,4 +237,26 @@ async function retire(bound: BoundApp): Promise<void> {
   for (const res of bound.streams) res.end();
   bound.streams.clear();
   await bound.app.close();
+}
+
+/**
+ * One line per admin request: every change (drain, disable, enable, release, reload...)
+ * at info with who asked and what came of it, refusals at warn, and reads (and the
+ * vip-agent's hook reports) at debug only, since scrapes and the status page poll.
+ */
+function logRequest(log: Logger, req: FastifyRequest, reply: FastifyReply): void {
+  const status = reply.statusCode;
+  const route = req.routeOptions.url;
+  const change = req.method !== 'GET' && req.method !== 'HEAD' && req.method !== 'OPTIONS';
+  const action = change && route !== undefined ? (route.split('/').at(-1) ?? req.method) : req.method;
+  const params = (req.params ?? {}) as Record<string, string>;
+  const target = params.backend !== undefined ? `${params.pool}/${params.backend}` : (params.vip ?? params.pool ?? null);
+  const fields = {
+    event: 'admin', client: req.ip, method: req.method, path: req.url.split('?')[0], action, target, status,
+    durationMs: Math.round(reply.elapsedTime),
+  };
+  const msg = `admin ${action}${target === null ? '' : ` ${target}`} by ${req.ip}: ${status}`;
+  if (status >= 400 && (change || status === 401 || status === 403 || status === 429)) log.warn(fields, msg);
+  else if (change && action !== 'hook') log.info(fields, msg);
+  else log.debug(fields, msg);
 }

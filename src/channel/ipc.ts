@@ -6,6 +6,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { EventEmitter } from 'node:events';
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Logger } from '../log.ts';
 import type { ControlPlaneEnd, DataPlaneEnd, DataPlaneEndEvents } from './ends.ts';
 import { isProtocolMessage, type ToControlPlane, type ToDataPlane } from './protocol.ts';
 
@@ -62,7 +63,7 @@ export function forkDataPlane(execArgv: readonly string[], env: Record<string, s
 }
 
 /** A worker process's end of the channel to the control plane in its parent. */
-export function parentEnd(log: (msg: string) => void): ControlPlaneEnd {
+export function parentEnd(log: Logger): ControlPlaneEnd {
   let exiting = false;
   return {
     send(msg, done) {
@@ -71,7 +72,7 @@ export function parentEnd(log: (msg: string) => void): ControlPlaneEnd {
         return;
       }
       process.send(msg, undefined, {}, (err) => {
-        if (err !== null && err !== undefined && !exiting) log(`message to the control plane failed: ${err.message}`);
+        if (err !== null && err !== undefined && !exiting) log.error({ message: msg.t, err: err.message }, `message to the control plane failed: ${err.message}`);
         done?.();
       });
     },

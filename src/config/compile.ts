@@ -37,6 +37,7 @@ export function compile(raw: RawConfig, file: string, dir: string): Config {
     file,
     workers: raw.workers === 'auto' ? availableParallelism() : raw.workers,
     shutdownTimeout: raw.shutdownTimeout,
+    log: { level: raw.log.level, format: raw.log.format },
     trustedProxies: [...raw.trustedProxies],
     accessLog: raw.accessLog === null ? null : { path: raw.accessLog.path === 'stdout' ? 'stdout' : resolve(dir, raw.accessLog.path) },
     listeners: present(raw.listeners).map((l) => compileListener(l, dir)),

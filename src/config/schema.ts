@@ -4,6 +4,7 @@
 // step.
 
 import { isMap } from 'yaml';
+import { LOG_FORMATS, LOG_LEVELS } from '../log.ts';
 import { edgeFields } from './edge-schema.ts';
 import { MAX_DURATION_MS, formatDuration, parseDuration } from './duration.ts';
 import { isHostName, parseCidr, parseHostPort, parseServerUrl, parseVipAddress } from './net.ts';
@@ -249,6 +250,11 @@ const accessLog = either<{ path: string } | null>('false, or a mapping { path: s
   return null;
 });
 
+const logSettings = section({
+  level: withDefault(oneOf(LOG_LEVELS), 'info'),
+  format: withDefault(oneOf(LOG_FORMATS), 'auto'),
+}, 'a mapping { level, format }');
+
 const preemptStruct = struct({ delay: withDefault(duration(), 0) });
 const preempt = either<{ enabled: boolean; delay: number }>('true, false, or a mapping { delay }', (node, leaf) => {
   if (isMap(node)) {
@@ -317,6 +323,7 @@ export const configSchema = struct(
   {
     workers: withDefault(workers, 'auto' as const),
     shutdownTimeout: withDefault(duration(), 30_000),
+    log: logSettings,
     trustedProxies: withDefault(list(cidr, { expects: 'a list of IP addresses or CIDR blocks' }), []),
     accessLog: optional(accessLog),
     listeners: required(list(listener, { min: 1, expects: 'a list of listeners { name, address }' })),

@@ -1,6 +1,8 @@
 // The compiled, frozen runtime form of a tandem config. Everything outside src/config
 // reads these types only; raw YAML never leaves the loader. Durations are milliseconds.
 
+import type { LogConfig } from '../log.ts';
+
 /** A listener: one bound address that accepts client connections. */
 export interface ListenerConfig {
   readonly name: string;
@@ -254,6 +256,8 @@ export interface Config {
   readonly file: string;
   readonly workers: number;
   readonly shutdownTimeout: number;
+  /** The operators' log on stderr (src/log.ts); not the access log. */
+  readonly log: LogConfig;
   /** CIDR blocks whose X-Forwarded-For is kept. */
   readonly trustedProxies: readonly string[];
   readonly accessLog: AccessLogConfig | null;

@@ -30,18 +30,22 @@
 import type { DataPlaneEnd } from '../channel/ends.ts';
 import type { BackendState, BoundListener, ToDataPlane } from '../channel/protocol.ts';
 import { freezeConfig } from '../config/freeze.ts';
+import { diffConfig } from '../config/diff.ts';
 import { loadConfigFile } from '../config/load.ts';
 import type { Config } from '../config/types.ts';
 import { errors, TandemError } from '../errors.ts';
-import { EventBus, type TandemEvent } from '../events.ts';
+import { EventBus, type ReloadRequest, type TandemEvent } from '../events.ts';
 import { liveLabels } from '../dataplane/telemetry.ts';
+import { configureLogging, log } from '../log.ts';
 import type { Pool } from '../pool/pool.ts';
 import type { AdminRuntime, ListenerView, ReloadOutcome, VipStatusView } from '../admin/runtime.ts';
 import { DataPlaneSet, withTimeout, type DataPlaneSlot, type MessageCounts } from './data-planes.ts';
+import { logEvents } from './event-log.ts';
 import { launcher as makeLauncher, type Launcher } from './launch.ts';
 import type { OperatorSide, PreparedSection } from './operator-side.ts';
 import { PortPins } from './port-pins.ts';
 import { restartOnly } from './reload-scope.ts';
+import { RestartBackoff } from './restart-backoff.ts';
 import { backendState, ControlPools, sameState } from './pools.ts';
 
 /** How long a data plane may take to bind its listeners at start. */
@@ -52,16 +56,12 @@ const RELOAD_TIMEOUT_MS = 10_000;
 const SNAPSHOT_TIMEOUT_MS = 1000;
 /** Kill a stopping data plane this long after its shutdown timeout. */
 const STOP_GRACE_MS = 2000;
-/** A worker that dies younger than this counts as crashing at start; replacements then back off. */
-const YOUNG_MS = 5000;
-const MAX_BACKOFF_MS = 10_000;
 
 export interface ControlPlaneOptions {
   file: string;
   node: string | null;
   /** Overrides the config's `workers` (0: the data plane runs in this process); null: as configured. */
   workers: number | null;
-  log: (msg: string) => void;
   /** No request counters, metrics, admin API or HA: the benchmark's bare data plane. Default false. */
   bare?: boolean;
 }
@@ -76,7 +76,6 @@ export class ControlPlane implements AdminRuntime {
   private readonly planes: DataPlaneSet;
   private readonly launcher: Launcher;
   private readonly pins: PortPins;
-  private readonly log: (msg: string) => void;
   private readonly workersOverride: number | null;
   private readonly observing: boolean;
   /** The admin API, metrics and HA; null until started (and without `observe`). */
@@ -95,8 +94,8 @@ export class ControlPlane implements AdminRuntime {
   private closing: Promise<void> | null;
   /** Start-up is over: from now on a worker that dies is replaced. */
   private serving: boolean;
-  /** Workers in a row that died young. */
-  private crashes: number;
+  /** How long the replacement of a worker that died waits. */
+  private readonly backoff: RestartBackoff;
   private readonly onEvent: (event: TandemEvent) => void;
 
   private constructor(config: Config, dataConfig: Config, pins: PortPins, launcher: Launcher, opts: ControlPlaneOptions) {
@@ -107,7 +106,6 @@ export class ControlPlane implements AdminRuntime {
     this.dataConfig = dataConfig;
     this.pins = pins;
     this.launcher = launcher;
-    this.log = opts.log;
     this.workersOverride = opts.workers;
     this.observing = !(opts.bare ?? false);
     this.operator = null;
@@ -118,13 +116,14 @@ export class ControlPlane implements AdminRuntime {
     this.stopping = false;
     this.closing = null;
     this.serving = false;
-    this.crashes = 0;
+    this.backoff = new RestartBackoff();
     this.planes = new DataPlaneSet(launcher.launch);
     this.onEvent = (event) => {
       if (event.type === 'backend' && !this.applying) this.sendState(event.pool, event.backend);
     };
     this.bus.on('event', this.onEvent);
     this.pools_ = new ControlPools(config, this.bus, this.planes);
+    logEvents(this.bus, log, () => this.pools_.pools());
     this.planes.on('ejected', (_slot, pool, backend, reason) => this.syncEjected(pool, backend, reason));
     this.planes.on('stats', () => this.planes.counts.writeBackends(this.pools_.list()));
     this.planes.on('exit', (slot, code, signal) => this.exited(slot, code, signal));
@@ -139,6 +138,7 @@ export class ControlPlane implements AdminRuntime {
     const result = await loadConfigFile(opts.file, { env: process.env, node: opts.node });
     if (!result.ok) throw new TandemError(errors.CONFIG_INVALID, '\n' + result.errors.join('\n'));
     const config = freezeConfig(result.config);
+    configureLogging(config.log);
     const pins = new PortPins();
     let resolved;
     try {
@@ -148,7 +148,7 @@ export class ControlPlane implements AdminRuntime {
     }
     pins.keep(resolved.pins);
     const workers = opts.workers ?? config.workers;
-    const launcher = await makeLauncher(workers === 0, opts.log);
+    const launcher = await makeLauncher(workers === 0, log);
     const plane = new ControlPlane(config, freezeConfig(resolved.config), pins, launcher, opts);
     const starting = Array.from({ length: Math.max(1, workers) }, () => plane.spawn()!.ready);
     try {
@@ -159,12 +159,11 @@ export class ControlPlane implements AdminRuntime {
       await plane.close(0);
       throw new TandemError(errors.LISTEN, (err as Error).message, { cause: err });
     }
-    for (const l of plane.listeners()) opts.log(`listener ${l.name} on ${l.address}`);
     if (plane.observing) {
       try {
         // Loaded here, not at the top: the benchmark's bare data plane runs without it.
         const { OperatorSide } = await import('./operator-side.ts');
-        plane.operator = await OperatorSide.start(plane, (...args) => plane.planes.vacate(...args), opts.log);
+        plane.operator = await OperatorSide.start(plane, (...args) => plane.planes.vacate(...args), log);
       } catch (err) {
         await plane.close(0);
         throw err;
@@ -177,7 +176,9 @@ export class ControlPlane implements AdminRuntime {
   private spawn(): { slot: DataPlaneSlot; ready: Promise<readonly BoundListener[]> } | null {
     if (this.stopping) return null;
     const started = this.planes.spawn(() => this.startMessage());
-    this.log(this.launcher.inProcess ? `data plane in this process, pid ${started.slot.pid}` : `worker ${started.slot.id} pid ${started.slot.pid}`);
+    const { id, pid } = started.slot;
+    if (this.launcher.inProcess) log.info({ event: 'worker-start', workerId: id, workerPid: pid, inProcess: true }, `data plane in this process, pid ${pid}`);
+    else log.info({ event: 'worker-start', workerId: id, workerPid: pid }, `worker ${id} pid ${pid} started`);
     return started;
   }
 
@@ -216,10 +217,9 @@ export class ControlPlane implements AdminRuntime {
     this.planes.counts.writeBackends(this.pools_.list());
     if (this.stopping || slot.stopping || !this.serving) return;
     const how = signal !== null ? `signal ${signal}` : `code ${code}`;
-    const young = performance.now() - slot.since < YOUNG_MS;
-    this.crashes = young ? this.crashes + 1 : 0;
-    const delay = this.crashes <= 1 ? 0 : Math.min(MAX_BACKOFF_MS, 100 * 2 ** this.crashes);
-    this.log(`worker ${slot.id} pid ${slot.pid} exited (${how}); starting a replacement${delay > 0 ? ` in ${delay} ms` : ''}`);
+    const delay = this.backoff.delay(slot.since);
+    const fields = { event: 'worker-exit', workerId: slot.id, workerPid: slot.pid, code, signal, restartInMs: delay };
+    log.error(fields, `worker ${slot.id} pid ${slot.pid} exited (${how}); starting a replacement${delay > 0 ? ` in ${delay} ms` : ''}`);
     const replace = () => {
       const started = this.spawn();
       if (started === null) return;
@@ -227,7 +227,7 @@ export class ControlPlane implements AdminRuntime {
       ready.then(
         (bound) => this.remember(bound),
         (err: Error) => {
-          if (!next.exited) this.log(`worker ${next.id} could not start: ${err.message}`);
+          if (!next.exited) log.error({ workerId: next.id, workerPid: next.pid, err: err.message }, `worker ${next.id} could not start: ${err.message}`);
         },
       );
     };
@@ -276,6 +276,11 @@ export class ControlPlane implements AdminRuntime {
     return this.current.ha?.leaseDuration ?? null;
   }
 
+  /** `host:port` of the admin API, or null without one. */
+  adminAddress(): string | null {
+    return this.operator?.admin?.address ?? null;
+  }
+
   /** Pids of the live data planes, oldest first. */
   workerPids(): number[] {
     return this.planes.list().map((s) => s.pid);
@@ -304,10 +309,13 @@ export class ControlPlane implements AdminRuntime {
     this.planes.counts.writeBackends(this.pools_.list());
   }
 
-  /** Loads the file again; on success every data plane swaps to it, else nothing changes anywhere. */
-  reload(): Promise<ReloadOutcome> {
+  /**
+   * Loads the file again; on success every data plane swaps to it, else nothing changes
+   * anywhere. `request` says who asked, for the reload's event and log line.
+   */
+  reload(request: ReloadRequest = { source: 'api' }): Promise<ReloadOutcome> {
     // Reloads queue behind each other: two at once would race on listeners.
-    const run = () => this.reloadNow();
+    const run = () => this.reloadNow({ ...request, started: performance.now() });
     const next = (this.reloading ?? Promise.resolve()).then(run, run);
     this.reloading = next;
     return next;
@@ -316,29 +324,29 @@ export class ControlPlane implements AdminRuntime {
   // A stop may begin at any await below: `stopping` is checked after each one, so that a
   // reload never commits to data planes that are stopping, nor starts new ones after
   // close() has stopped the ones it knew of (they would keep the process alive for ever).
-  private async reloadNow(): Promise<ReloadOutcome> {
-    if (this.stopping) return this.shuttingDown();
+  private async reloadNow(run: ReloadRun): Promise<ReloadOutcome> {
+    if (this.stopping) return this.shuttingDown(run);
     const result = await loadConfigFile(this.file, { env: process.env, node: this.node });
-    if (this.stopping) return this.shuttingDown();
-    if (!result.ok) return this.rejected(result.errors);
+    if (this.stopping) return this.shuttingDown(run);
+    if (!result.ok) return this.rejected(run, result.errors);
     const config = freezeConfig(result.config);
     // What a reload cannot apply refuses it whole, rather than being ignored.
     const restart = restartOnly(this.current, config, { workersFixed: this.workersOverride !== null, haRuns: this.observing && this.node !== null });
-    if (restart.length > 0) return this.rejected(restart);
+    if (restart.length > 0) return this.rejected(run, restart);
     let resolved;
     try {
       resolved = await this.pins.resolve(config);
     } catch (err) {
-      return this.rejected([`${this.file}: ${(err as Error).message}`]);
+      return this.rejected(run, [`${this.file}: ${(err as Error).message}`]);
     }
-    if (this.stopping) return this.shuttingDown();
+    if (this.stopping) return this.shuttingDown(run);
     const dataConfig = freezeConfig(resolved.config);
 
     // Phase one: every data plane binds the listeners the new config adds.
     const id = this.planes.newId();
     const slots = this.planes.list().filter((s) => s.started && !s.stopping);
     const answers = await Promise.all(slots.map((s) => this.planes.request(s, id, { t: 'prepare', id, config: dataConfig }, RELOAD_TIMEOUT_MS)));
-    if (this.stopping) return this.abandon(id, null);
+    if (this.stopping) return this.abandon(run, id, null);
     const problems: string[] = [];
     answers.forEach((a, i) => {
       // A data plane that died meanwhile is replaced with whatever config is in force then.
@@ -347,7 +355,7 @@ export class ControlPlane implements AdminRuntime {
     });
     if (problems.length > 0) {
       this.planes.broadcast({ t: 'abort', id });
-      return this.rejected([...new Set(problems)]);
+      return this.rejected(run, [...new Set(problems)]);
     }
     // The admin section: a new address is bound now, beside the running one.
     let admin: PreparedSection | null = null;
@@ -355,9 +363,9 @@ export class ControlPlane implements AdminRuntime {
       admin = (await this.operator?.prepare(config)) ?? null;
     } catch (err) {
       this.planes.broadcast({ t: 'abort', id });
-      return this.rejected([`${this.file}: admin: ${(err as Error).message}; the running admin API is kept`]);
+      return this.rejected(run, [`${this.file}: admin: ${(err as Error).message}; the running admin API is kept`]);
     }
-    if (this.stopping) return this.abandon(id, admin);
+    if (this.stopping) return this.abandon(run, id, admin);
 
     // Phase two: the control plane's pools and health, then every data plane.
     this.applying = true;
@@ -366,8 +374,9 @@ export class ControlPlane implements AdminRuntime {
     } finally {
       this.applying = false;
     }
+    const changes = diffConfig(this.current, config);
     this.current = config;
-    if (this.stopping) return this.abandon(id, admin);
+    if (this.stopping) return this.abandon(run, id, admin);
     admin?.commit();
     this.pins.keep(resolved.pins);
     this.dataConfig = dataConfig;
@@ -375,7 +384,7 @@ export class ControlPlane implements AdminRuntime {
     const committing = this.planes.list().filter((s) => s.started);
     const done = await Promise.all(committing.map((s) => this.planes.request(s, id, commit, RELOAD_TIMEOUT_MS)));
     // Data planes that are stopping answer nothing; there is nothing to replace or resize then.
-    if (this.stopping) return this.shuttingDown();
+    if (this.stopping) return this.shuttingDown(run);
     done.forEach((a, i) => {
       if (a === null || a.t !== 'committed') return;
       if (a.error === null) this.remember(a.listeners);
@@ -384,23 +393,25 @@ export class ControlPlane implements AdminRuntime {
       else committing[i].end.kill();
     });
     this.resize();
-    this.bus.publish({ type: 'reload', result: 'success', errors: [] });
+    this.bus.publish({ type: 'reload', result: 'success', errors: [], ...finished(run), changes });
+    // After the reload's own line, which goes out at the level it was asked at.
+    configureLogging(config.log);
     return { ok: true, errors: [] };
   }
 
   /** A stop began during a reload: what was prepared is let go, nothing is committed. */
-  private async abandon(id: number, admin: PreparedSection | null): Promise<ReloadOutcome> {
+  private async abandon(run: ReloadRun, id: number, admin: PreparedSection | null): Promise<ReloadOutcome> {
     this.planes.broadcast({ t: 'abort', id });
     await admin?.abort();
-    return this.shuttingDown();
+    return this.shuttingDown(run);
   }
 
-  private shuttingDown(): ReloadOutcome {
-    return this.rejected([`${this.file}: shutting down`]);
+  private shuttingDown(run: ReloadRun): ReloadOutcome {
+    return this.rejected(run, [`${this.file}: shutting down`]);
   }
 
-  private rejected(errs: string[]): ReloadOutcome {
-    this.bus.publish({ type: 'reload', result: 'failure', errors: errs });
+  private rejected(run: ReloadRun, errs: string[]): ReloadOutcome {
+    this.bus.publish({ type: 'reload', result: 'failure', errors: errs, ...finished(run) });
     return { ok: false, errors: errs };
   }
 
@@ -415,7 +426,7 @@ export class ControlPlane implements AdminRuntime {
       this.spawn()?.ready.then((bound) => this.remember(bound), () => {});
     }
     for (const slot of live.slice(wanted).reverse()) {
-      this.log(`worker ${slot.id} pid ${slot.pid} stopping: workers is ${wanted} now`);
+      log.info({ event: 'worker-stop', workerId: slot.id, workerPid: slot.pid, workers: wanted }, `worker ${slot.id} pid ${slot.pid} stopping: workers is ${wanted} now`);
       void this.planes.stop(slot, this.current.shutdownTimeout, STOP_GRACE_MS);
     }
   }
@@ -442,9 +453,17 @@ export class ControlPlane implements AdminRuntime {
     // A reload under way ends at its next step now (its data planes are gone, so it waits
     // for none of them); wait for it, or its apply could restart health checks after the
     // close below, and their timers would keep this process alive.
-    await this.reloading?.then(() => {}, (err: Error) => this.log(`reload during stop: ${err.message}`));
+    await this.reloading?.then(() => {}, (err: Error) => log.error({ err: err.message }, `reload during stop: ${err.message}`));
     this.bus.off('event', this.onEvent);
     await this.pools_.close();
     await this.operator?.close();
   }
+}
+
+/** A reload under way: who asked, and when (performance.now()). */
+type ReloadRun = ReloadRequest & { readonly started: number };
+
+/** What a reload's event says of who asked and how long it took. */
+function finished({ started, ...request }: ReloadRun): ReloadRequest & { durationMs: number } {
+  return { ...request, durationMs: Math.round(performance.now() - started) };
 }

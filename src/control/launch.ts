@@ -5,6 +5,7 @@
 import type { DataPlaneEnd } from '../channel/ends.ts';
 import { forkDataPlane } from '../channel/ipc.ts';
 import { inMemoryChannel } from '../channel/in-memory.ts';
+import type { Logger } from '../log.ts';
 
 export interface Launcher {
   /** The data plane runs in the control plane's process. */
@@ -30,7 +31,7 @@ function workerEnv(): Record<string, string> {
 }
 
 /** The launcher for `inProcess` data planes or worker processes. */
-export async function launcher(inProcess: boolean, log: (msg: string) => void): Promise<Launcher> {
+export async function launcher(inProcess: boolean, log: Logger): Promise<Launcher> {
   if (!inProcess) {
     const execArgv = [...process.execArgv, ...WORKER_FLAGS];
     const env = workerEnv();

@@ -8,6 +8,7 @@ import { createMetrics, type Metrics } from '../admin/metrics.ts';
 import { startAdmin, type ReloadableAdmin } from '../admin/server.ts';
 import { RequestCounters } from '../dataplane/telemetry.ts';
 import type { HaHandle, HaOptions } from '../ha/index.ts';
+import type { Logger } from '../log.ts';
 import type { ControlPlane } from './control-plane.ts';
 import { GatheringRegistry } from './registry.ts';
 
@@ -21,12 +22,12 @@ export class OperatorSide {
   /** The counters the registry reads; the control plane writes the data planes' sums into them. */
   readonly counters: RequestCounters;
   readonly metrics: Metrics;
-  private admin: ReloadableAdmin | null;
+  admin: ReloadableAdmin | null;
   ha: HaHandle | null;
   private readonly plane: ControlPlane;
-  private readonly log: (msg: string) => void;
+  private readonly log: Logger;
 
-  private constructor(plane: ControlPlane, counters: RequestCounters, metrics: Metrics, log: (msg: string) => void) {
+  private constructor(plane: ControlPlane, counters: RequestCounters, metrics: Metrics, log: Logger) {
     this.plane = plane;
     this.counters = counters;
     this.metrics = metrics;
@@ -37,7 +38,7 @@ export class OperatorSide {
 
   /** Starts the metrics, the admin API (when configured) and HA (when configured and a node is given). */
   /** `vacate`: tells the data planes a VIP's address is about to move away, or not (src/dataplane/vacate.ts). */
-  static async start(plane: ControlPlane, vacate: NonNullable<HaOptions['vacate']>, log: (msg: string) => void): Promise<OperatorSide> {
+  static async start(plane: ControlPlane, vacate: NonNullable<HaOptions['vacate']>, log: Logger): Promise<OperatorSide> {
     const counters = new RequestCounters();
     // Every scrape first gathers the data planes' counts into `counters`.
     const registry = new GatheringRegistry(() => plane.gather());
@@ -46,12 +47,11 @@ export class OperatorSide {
     const config = plane.config();
     try {
       if (config.admin !== null) {
-        side.admin = await startAdmin(plane, side.metrics, config.admin);
-        log(`admin on http://${side.admin.address}`);
+        side.admin = await startAdmin(plane, side.metrics, { ...config.admin, log: log.child({ component: 'admin' }) });
       }
       if (config.ha !== null) {
         if (plane.node === null) {
-          log('ha is configured but no --node (or TANDEM_NODE) was given: running without VIPs');
+          log.warn('ha is configured but no --node (or TANDEM_NODE) was given: running without VIPs');
         } else {
           const { startHa } = await import('../ha/index.ts');
           side.ha = await startHa({
@@ -59,7 +59,7 @@ export class OperatorSide {
             node: plane.node,
             bus: plane.bus,
             ready: (vip: VipConfig) => plane.ready(vip.pools),
-            log,
+            log: log.child({ component: 'ha' }),
             leaseRenewFailed: (vip: string) => side.metrics.leaseRenewFailed(vip),
             vacate,
           });
@@ -86,7 +86,7 @@ export class OperatorSide {
       return {
         commit: () => {
           this.admin = started;
-          this.log(`admin on http://${started.address}`);
+          this.log.info({ address: started.address }, `admin on http://${started.address}`);
         },
         abort: () => started.close(),
       };
@@ -96,7 +96,7 @@ export class OperatorSide {
         commit: () => {
           this.admin = null;
           // A reload asked through this API is answered before it closes.
-          void running.close().then(() => this.log('admin API stopped: the config has no admin section now'));
+          void running.close().then(() => this.log.info('admin API stopped: the config has no admin section now'));
         },
         abort: async () => {},
       };
@@ -105,8 +105,8 @@ export class OperatorSide {
     return {
       commit: () => {
         prepared.commit();
-        if (prepared.changes.length > 0) this.log(`admin: the reload changed ${prepared.changes.join(', ')}`);
-        if (prepared.address !== null) this.log(`admin on http://${prepared.address}`);
+        if (prepared.changes.length > 0) this.log.info({ changed: prepared.changes }, `admin: the reload changed ${prepared.changes.join(', ')}`);
+        if (prepared.address !== null) this.log.info({ address: prepared.address }, `admin on http://${prepared.address}`);
       },
       abort: () => prepared.abort(),
     };
@@ -116,7 +116,7 @@ export class OperatorSide {
   async releaseVips(): Promise<void> {
     const ha = this.ha;
     this.ha = null;
-    await ha?.stop().catch((err: Error) => this.log(`ha stop: ${err.message}`));
+    await ha?.stop().catch((err: Error) => this.log.error({ component: 'ha', err: err.message }, `ha stop: ${err.message}`));
   }
 
   async close(): Promise<void> {

@@ -9,6 +9,7 @@ import type { BackendState, BoundListener, CounterSnapshot, DataPlaneStats, ToDa
 import { freezeConfig } from '../config/freeze.ts';
 import type { Config } from '../config/types.ts';
 import type { TandemEvent } from '../events.ts';
+import { configureLogging, type Logger } from '../log.ts';
 import type { Backend } from '../pool/backend.ts';
 import { OutlierDetector } from '../pool/health/index.ts';
 import { BackendStates } from './backend-states.ts';
@@ -22,7 +23,7 @@ const PUSH_EVERY_MS = 1000;
 export class DataPlaneAgent {
   private plane: DataPlane | null;
   private readonly end: ControlPlaneEnd;
-  private readonly log: (msg: string) => void;
+  private readonly log: Logger;
   private readonly states: BackendStates;
   private pending: { readonly id: number; readonly prepared: PreparedConfig } | null;
   /** `pool\0backend` of backends this data plane reported as ejected. */
@@ -33,7 +34,7 @@ export class DataPlaneAgent {
   private stopping: boolean;
   private readonly onEvent: (event: TandemEvent) => void;
 
-  constructor(end: ControlPlaneEnd, log: (msg: string) => void) {
+  constructor(end: ControlPlaneEnd, log: Logger) {
     this.plane = null;
     this.end = end;
     this.log = log;
@@ -63,7 +64,7 @@ export class DataPlaneAgent {
       case 'vacate': void this.vacate(msg.id, msg.address, msg.leaving, msg.wait); return;
       case 'stop': void this.stop(msg.timeout, 0); return;
       default:
-        this.queue = this.queue.then(() => this.run(msg)).catch((err: Error) => this.log(`${msg.t}: ${err.stack ?? err.message}`));
+        this.queue = this.queue.then(() => this.run(msg)).catch((err: Error) => this.log.error({ message: msg.t, err }, `${msg.t}: ${err.message}`));
     }
   }
 
@@ -88,6 +89,7 @@ export class DataPlaneAgent {
         return;
       }
       case 'commit': {
+        configureLogging(msg.config.log);
         for (const s of msg.states) this.states.set(s);
         const p = this.pending;
         this.pending = null;
@@ -98,7 +100,7 @@ export class DataPlaneAgent {
           else await this.plane!.apply(freezeConfig(msg.config));
         } catch (err) {
           error = (err as Error).message;
-          this.log(`could not apply the reloaded config: ${error}`);
+          this.log.error({ err: error }, `could not apply the reloaded config: ${error}`);
         }
         this.syncEjections();
         this.end.send({ t: 'committed', id: msg.id, error, listeners: this.bound() });
@@ -108,6 +110,8 @@ export class DataPlaneAgent {
   }
 
   private async start(config: Config, states: readonly BackendState[], count: boolean): Promise<void> {
+    // The control plane's level (with --log-level applied) and format, in this process too.
+    configureLogging(config.log);
     for (const s of states) this.states.set(s);
     const plane = new DataPlane(config, this.states, count, this.log);
     try {
@@ -127,7 +131,12 @@ export class DataPlaneAgent {
     plane.bus.on('event', this.onEvent);
     this.timer = setInterval(() => this.end.send({ t: 'stats', id: 0, stats: this.stats() }), PUSH_EVERY_MS);
     this.timer.unref();
-    this.end.send({ t: 'ready', listeners: this.bound() });
+    const bound = this.bound();
+    this.log.info(
+      { event: 'serving', listeners: Object.fromEntries(bound.map((l) => [l.name, l.address])) },
+      `data plane serving: ${bound.map((l) => `${l.name} on ${l.address}`).join(', ')}`,
+    );
+    this.end.send({ t: 'ready', listeners: bound });
   }
 
   private bound(): BoundListener[] {
@@ -233,9 +242,11 @@ export class DataPlaneAgent {
     // let them go before the drain, or they would take connections nobody serves.
     const p = this.pending;
     this.pending = null;
-    if (p !== null) await plane.abort(p.prepared).catch((err: Error) => this.log(`stop: ${err.message}`));
+    if (p !== null) await plane.abort(p.prepared).catch((err: Error) => this.log.error({ err }, `stop: ${err.message}`));
     plane.bus.off('event', this.onEvent);
-    await plane.close(timeout ?? plane.config().shutdownTimeout).catch((err: Error) => this.log(`stop: ${err.message}`));
+    const started = performance.now();
+    await plane.close(timeout ?? plane.config().shutdownTimeout).catch((err: Error) => this.log.error({ err }, `stop: ${err.message}`));
+    this.log.info({ event: 'drained', durationMs: Math.round(performance.now() - started) }, 'data plane stopped: listeners closed, requests in flight done');
     this.end.send({ t: 'stats', id: 0, stats: this.stats() }, () => this.end.exit(code));
     // The channel may be gone (the control plane died): do not wait for the send forever.
     setTimeout(() => this.end.exit(code), 1000).unref();

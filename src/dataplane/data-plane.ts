@@ -8,6 +8,7 @@
 import { readFileSync } from 'node:fs';
 import type { Config, ListenerConfig } from '../config/types.ts';
 import { EventBus } from '../events.ts';
+import type { Logger } from '../log.ts';
 import type { Backend } from '../pool/backend.ts';
 import type { PoolHealth } from '../pool/health/index.ts';
 import { Pool } from '../pool/pool.ts';
@@ -55,10 +56,10 @@ export class DataPlane implements ListenerState {
   private entries: Map<string, PoolEntry>;
   private readonly listenerMap: Map<string, Listener>;
   private accessLog: AccessLog | null;
-  private readonly log: (msg: string) => void;
+  private readonly log: Logger;
 
   /** `count`: keep request counters (off for the benchmark's bare data plane). */
-  constructor(config: Config, states: BackendStates, count: boolean, log: (msg: string) => void) {
+  constructor(config: Config, states: BackendStates, count: boolean, log: Logger) {
     this.log = log;
     this.bus = new EventBus();
     this.states = states;
@@ -223,7 +224,7 @@ export class DataPlane implements ListenerState {
   }
 
   private openAccessLog(config: Config): AccessLog | null {
-    return config.accessLog !== null ? new AccessLog(config.accessLog.path, this.log) : null;
+    return config.accessLog !== null ? new AccessLog(config.accessLog.path, (msg) => this.log.error({ accessLog: config.accessLog!.path }, msg)) : null;
   }
 
   private buildGeneration(config: Config, entries: ReadonlyMap<string, PoolEntry>): Generation {

@@ -5,6 +5,7 @@ import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { ListenerConfig } from '../config/types.ts';
 import { plainAddress } from './vacate.ts';
+import { log } from '../log.ts';
 
 // HTTP/2 to clients. A listener with `http2: true` hands HTTP/2 connections (ALPN h2 on
 // TLS, the client preface on plain TCP) to a node:http2 server that never listens on its
@@ -206,7 +207,8 @@ export class Http2Front {
     if (session.destroyed) return;
     this.counters.closed[reason]++;
     // Never per request: only when a client is cut off for abuse.
-    process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), event: 'http2_session_refused', reason, client: session.socket?.remoteAddress ?? null })}\n`);
+    const client = session.socket?.remoteAddress ?? null;
+    log.warn({ event: 'http2_session_refused', reason, client }, `HTTP/2 session from ${client} refused: ${reason}`);
     session.goaway(ENHANCE_YOUR_CALM);
     session.destroy();
   }

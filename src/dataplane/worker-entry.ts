@@ -4,11 +4,11 @@
 
 import cluster from 'node:cluster';
 import { parentEnd } from '../channel/ipc.ts';
+import { log } from '../log.ts';
 import { DataPlaneAgent } from './agent.ts';
 import { enableGcPacing } from './gc-pacer.ts';
 
-const id = cluster.worker?.id ?? 0;
-const log = (msg: string) => process.stderr.write(`${new Date().toISOString()} tandem worker ${id}: ${msg}\n`);
+// Every line this process writes carries `worker` (src/log.ts adds it in a worker).
 enableGcPacing();
 const agent = new DataPlaneAgent(parentEnd(log), log);
 

@@ -11,6 +11,7 @@
 // whenever it loses the stream).
 
 import type { EventBus, HookEvent, TandemEvent } from '../events.ts';
+import type { Logger } from '../log.ts';
 import type { HookOutcome, HookRunner, HookState } from './hook.ts';
 
 export interface AgentHookOptions {
@@ -21,7 +22,7 @@ export interface AgentHookOptions {
   readonly interface: string;
   /** How long a MASTER run waits for the agent's report before it counts as failed. */
   readonly timeout: number;
-  readonly log: (msg: string) => void;
+  readonly log: Logger;
 }
 
 interface Waiting {
@@ -51,12 +52,15 @@ export class AgentHook implements HookRunner {
     this.settle('superseded');
     o.bus.publish({
       type: 'vip', vip: o.vip, state, node: o.node, holder: state === 'MASTER' ? o.node : null,
-      epoch, address: o.address, interface: o.interface, leaseRemaining: 0,
+      epoch, address: o.address, interface: o.interface, leaseRemaining: 0, hookRun: true,
     });
     if (state !== 'MASTER') return Promise.resolve('ok');
     return new Promise<HookOutcome>((resolve) => {
       const timer = setTimeout(() => {
-        o.log(`vip hook (agent): ${o.vip} MASTER (epoch ${epoch}) not reported done within ${o.timeout} ms: is the vip-agent running?`);
+        o.log.error(
+          { event: 'hook', vip: o.vip, state: 'MASTER', epoch, runner: 'agent', outcome: 'failed', reason: 'no report' },
+          `vip hook (agent): ${o.vip} MASTER (epoch ${epoch}) not reported done within ${o.timeout} ms: is the vip-agent running?`,
+        );
         this.settle('failed');
       }, o.timeout);
       this.waiting = { epoch, resolve, timer, started: performance.now() };
@@ -73,7 +77,11 @@ export class AgentHook implements HookRunner {
     const w = this.waiting;
     if (w === null || event.state !== 'MASTER' || event.epoch !== w.epoch) return;
     const o = this.opts;
-    o.log(`vip hook (agent): ${o.vip} MASTER (epoch ${event.epoch}) ${event.outcome === 'ok' ? 'done' : 'failed'} in ${event.ms} ms, confirmed after ${Math.round(performance.now() - w.started)} ms`);
+    const confirmedMs = Math.round(performance.now() - w.started);
+    o.log[event.outcome === 'ok' ? 'info' : 'error'](
+      { event: 'hook', vip: o.vip, state: 'MASTER', epoch: event.epoch, runner: 'agent', outcome: event.outcome, durationMs: event.ms, confirmedMs },
+      `vip hook (agent): ${o.vip} MASTER (epoch ${event.epoch}) ${event.outcome === 'ok' ? 'done' : 'failed'} in ${event.ms} ms, confirmed after ${confirmedMs} ms`,
+    );
     this.settle(event.outcome);
   }
 

@@ -2,6 +2,7 @@
 
 import type { VipConfig } from '../config/types.ts';
 import type { EventBus } from '../events.ts';
+import type { Logger } from '../log.ts';
 import type { HookRunner, HookState } from './hook.ts';
 import type { Lease, LeaseStore } from './lease-store.ts';
 
@@ -40,7 +41,7 @@ export interface ElectorOptions {
   readonly faultHold?: number;
   /** How long stop() keeps retrying a failed STOP hook (default: handoverTimeout). */
   readonly stopRetryFor?: number;
-  readonly log: (msg: string) => void;
+  readonly log: Logger;
   /** Called on every failed renewal (for `tandem_lease_renew_failures_total`). */
   readonly renewFailed?: () => void;
   /**

@@ -159,7 +159,7 @@ export class Elector {
     const result = this.chain.then(fn);
     this.chain = result.then(
       () => {},
-      (err: Error) => this.opts.log(`ha: ${this.key}: ${err.message}`),
+      (err: Error) => this.opts.log.error({ vip: this.key, err }, `ha: ${this.key}: ${err.message}`),
     );
     return result;
   }
@@ -204,7 +204,7 @@ export class Elector {
         try {
           lease = await this.opts.store.acquire(this.key, { node, priority: this.priority, preempt });
         } catch (err) {
-          this.opts.log(`ha: ${this.key}: acquire failed: ${(err as Error).message}`);
+          this.opts.log.warn({ vip: this.key, err: (err as Error).message }, `ha: ${this.key}: acquire failed: ${(err as Error).message}`);
           return;
         }
         if (lease.holder === node && lease.serving) {
@@ -221,7 +221,7 @@ export class Elector {
       case 'master': {
         if (view.holder !== node) return this.lost(view);
         if (!ready) {
-          this.opts.log(`ha: ${this.key}: not ready (no listener or no available backend): handing the VIP over`);
+          this.opts.log.warn({ vip: this.key, epoch: this.epoch, reason: 'not ready' }, `ha: ${this.key}: not ready (no listener or no available backend): handing the VIP over`);
           return this.giveUp('FAULT');
         }
         if (t >= this.doubtAt) return this.doubt();
@@ -262,7 +262,7 @@ export class Elector {
     const outcome = await this.opts.hook.run('MASTER', lease.epoch);
     if (this.phase !== 'acquiring') return;
     if (outcome !== 'ok') {
-      this.opts.log(`ha: ${this.key}: MASTER hook failed: giving the lease up (FAULT)`);
+      this.opts.log.error({ vip: this.key, epoch: lease.epoch, reason: 'MASTER hook failed' }, `ha: ${this.key}: MASTER hook failed: giving the lease up (FAULT)`);
       this.faultUntil = now() + (this.opts.faultHold ?? 2 * this.opts.leaseDuration);
       await this.opts.store.release(this.key, node).catch(() => {});
       void this.enter('fault');
@@ -296,7 +296,7 @@ export class Elector {
     try {
       this.opts.lead?.(this.leader.signal, renewed);
     } catch (err) {
-      this.opts.log(`ha: ${this.key}: leader work failed to start: ${(err as Error).message}`);
+      this.opts.log.error({ vip: this.key, epoch: this.epoch, err: (err as Error).message }, `ha: ${this.key}: leader work failed to start: ${(err as Error).message}`);
     }
   }
 
@@ -330,7 +330,7 @@ export class Elector {
 
   /** Renewals stopped being confirmed: step down before the lease can expire elsewhere. */
   private doubt(): void {
-    this.opts.log(`ha: ${this.key}: lease renewal not confirmed for half a lease: stepping down`);
+    this.opts.log.warn({ vip: this.key, epoch: this.epoch, reason: 'renewal not confirmed' }, `ha: ${this.key}: lease renewal not confirmed for half a lease: stepping down`);
     this.abortLeader();
     this.clearDoubt();
     void this.enter('backup');
@@ -345,15 +345,16 @@ export class Elector {
     this.clearDoubt();
     this.phase = 'releasing';
     await this.departure.set(true, true);
-    await this.opts.store.release(this.key, this.opts.node).catch((err: Error) => this.opts.log(`ha: ${this.key}: release failed: ${err.message}`));
+    await this.opts.store.release(this.key, this.opts.node).catch((err: Error) => this.opts.log.warn({ vip: this.key, epoch: this.epoch, err: err.message }, `ha: ${this.key}: release failed: ${err.message}`));
     // Awaited: after a release or stop, the VIP is off this host when the caller goes on.
     await this.enter(state === 'BACKUP' ? 'backup' : state === 'FAULT' ? 'fault' : 'stopped');
   }
 
   /** Split brain won (or the store moved our epoch): announce the VIP again. */
   private reannounce(epoch: number): void {
+    const previousEpoch = this.epoch;
     this.epoch = epoch;
-    this.opts.log(`ha: ${this.key}: epoch moved to ${epoch} while holding: announcing again`);
+    this.opts.log.warn({ vip: this.key, epoch, previousEpoch }, `ha: ${this.key}: epoch moved to ${epoch} while holding: announcing again`);
     void this.opts.hook.run('MASTER', epoch).then((outcome) => {
       if (outcome === 'failed') this.schedule(false);
     });
@@ -445,6 +446,6 @@ export class Elector {
   private countRenewFailure(err: Error): void {
     this.renewFailures++;
     this.opts.renewFailed?.();
-    this.opts.log(`ha: ${this.key}: renewal failed: ${err.message}`);
+    this.opts.log.warn({ vip: this.key, epoch: this.epoch, renewFailures: this.renewFailures, err: err.message }, `ha: ${this.key}: renewal failed: ${err.message}`);
   }
 }

@@ -6,6 +6,7 @@
 
 import { spawn } from 'node:child_process';
 import { errors } from '../errors.ts';
+import type { Logger } from '../log.ts';
 
 export type HookState = 'MASTER' | 'BACKUP' | 'FAULT' | 'STOP';
 
@@ -31,7 +32,7 @@ export interface HookOptions {
   readonly garpInterval: number;
   /** Milliseconds between refresh announcements while holding; 0: none. */
   readonly garpRefresh: number;
-  readonly log: (msg: string) => void;
+  readonly log: Logger;
 }
 
 interface Request {
@@ -84,8 +85,9 @@ export class VipHook implements HookRunner {
   private exec(state: HookState, epoch: number): Promise<HookOutcome> {
     const o = this.opts;
     const line = `${o.vip} ${state} ${o.address} ${o.interface} (epoch ${epoch})`;
+    const fields = { event: 'hook', vip: o.vip, state, epoch, address: o.address, interface: o.interface, runner: o.path === null ? 'log-only' : 'script' };
     if (o.path === null) {
-      o.log(`vip hook (log-only): ${line}`);
+      o.log.info(fields, `vip hook (log-only): ${line}`);
       return Promise.resolve('ok');
     }
     const started = performance.now();
@@ -97,8 +99,13 @@ export class VipHook implements HookRunner {
         settled = true;
         clearTimeout(timer);
         const ms = Math.round(performance.now() - started);
-        if (outcome === 'ok') o.log(`vip hook: ${line} done in ${ms} ms`);
-        else o.log(`${errors.HOOK_FAILED.code}: vip hook ${line} ${why} after ${ms} ms${output ? `: ${output.trim()}` : ''}`);
+        if (outcome === 'ok') o.log.info({ ...fields, outcome, durationMs: ms }, `vip hook: ${line} done in ${ms} ms`);
+        else {
+          o.log.error(
+            { ...fields, outcome, durationMs: ms, code: errors.HOOK_FAILED.code, reason: why, output: output.trim() },
+            `${errors.HOOK_FAILED.code}: vip hook ${line} ${why} after ${ms} ms${output ? `: ${output.trim()}` : ''}`,
+          );
+        }
         resolve(outcome);
       };
       const child = spawn(o.path as string, [state, o.vip, o.address, o.interface], {

@@ -6,6 +6,7 @@
 import type { HaConfig, VipConfig } from '../config/types.ts';
 import { TandemError, errors } from '../errors.ts';
 import type { EventBus } from '../events.ts';
+import type { Logger } from '../log.ts';
 import { Elector, type VipStatus } from './elector.ts';
 import { AgentHook } from './agent-hook.ts';
 import { VipHook, type HookRunner } from './hook.ts';
@@ -22,7 +23,7 @@ export interface HaOptions {
   readonly bus: EventBus;
   /** True when this instance can serve `vip` (listeners bound, an available backend in its pools). */
   readonly ready: (vip: VipConfig) => boolean;
-  readonly log: (msg: string) => void;
+  readonly log: Logger;
   /**
    * A held VIP's `address` (without prefix length) is about to move to another node
    * (`leaving`), or stays or is gone: the data planes wind down the connections on it
@@ -81,7 +82,10 @@ export async function startHa(opts: HaOptions): Promise<HaHandle> {
   }
   // Every elector runs its BACKUP hook (the defensive removal) before it competes.
   await Promise.all([...electors.values()].map((e) => e.start()));
-  log(`ha: node ${node} competing for ${[...electors.keys()].join(', ')} (lease ${config.leaseDuration} ms, renew every ${config.renewEvery} ms)`);
+  log.info(
+    { node, vips: [...electors.keys()], store: config.store, leaseDuration: config.leaseDuration, renewEvery: config.renewEvery },
+    `ha: node ${node} competing for ${[...electors.keys()].join(', ')} (lease ${config.leaseDuration} ms, renew every ${config.renewEvery} ms)`,
+  );
 
   let stopping: Promise<void> | null = null;
   return {
@@ -91,7 +95,7 @@ export async function startHa(opts: HaOptions): Promise<HaHandle> {
       const e = electors.get(name);
       if (e === undefined) return false;
       const released = await e.release();
-      log(released ? `ha: ${name} released` : `ha: ${name} release asked, but this node does not hold it`);
+      log.info({ vip: name, released }, released ? `ha: ${name} released` : `ha: ${name} release asked, but this node does not hold it`);
       return true;
     },
     stop: () => {
@@ -99,14 +103,13 @@ export async function startHa(opts: HaOptions): Promise<HaHandle> {
         await Promise.all([...electors.values()].map((e) => e.stop()));
         for (const h of agentHooks) h.close();
         await store.close();
-        log('ha: stopped');
+        log.info('ha: stopped');
       })();
       return stopping;
     },
   };
 }
 
-/** The hook runner of one VIP: in this process, or through the vip-agent sidecar. */
 /**
  * How long a planned handover waits for the connections on the VIP's address to close
  * after their next answer before it closes the idle rest and lets the VIP go; a busy one
@@ -115,22 +118,22 @@ export async function startHa(opts: HaOptions): Promise<HaHandle> {
 export const VACATE_WAIT_MS = 1000;
 
 /** The elector's side of `HaOptions.vacate`: waits when patient, and logs what was still open. */
-function vacating(vacate: NonNullable<HaOptions['vacate']>, vip: VipConfig, log: (msg: string) => void): (leaving: boolean, patient: boolean) => Promise<void> {
+function vacating(vacate: NonNullable<HaOptions['vacate']>, vip: VipConfig, log: Logger): (leaving: boolean, patient: boolean) => Promise<void> {
   const address = vip.address.split('/')[0];
   return async (leaving, patient) => {
     const t0 = performance.now();
     const open = await vacate(address, leaving, patient ? VACATE_WAIT_MS : 0).catch((err: Error) => {
-      log(`ha: ${vip.name}: winding down its connections failed: ${err.message}`);
+      log.warn({ vip: vip.name, err: err.message }, `ha: ${vip.name}: winding down its connections failed: ${err.message}`);
       return 0;
     });
     if (!leaving) return;
     const ms = Math.round(performance.now() - t0);
-    log(open === 0
-      ? `ha: ${vip.name}: connections on ${address} wound down in ${ms} ms; handing it over`
-      : `ha: ${vip.name}: ${open} connections on ${address} still busy after ${ms} ms; handing it over (they will be reset)`);
+    if (open === 0) log.info({ vip: vip.name, address, ms }, `ha: ${vip.name}: connections on ${address} wound down in ${ms} ms; handing it over`);
+    else log.warn({ vip: vip.name, address, ms, open }, `ha: ${vip.name}: ${open} connections on ${address} still busy after ${ms} ms; handing it over (they will be reset)`);
   };
 }
 
+/** The hook runner of one VIP: in this process, or through the vip-agent sidecar. */
 function hookRunner(opts: HaOptions, vip: VipConfig): HookRunner {
   const { config, node, log } = opts;
   if (config.agent) {
@@ -152,7 +155,7 @@ function hookRunner(opts: HaOptions, vip: VipConfig): HookRunner {
 
 /** Starts the embedded peer store on this node's HA address. */
 async function startPeerStore(config: HaConfig, basics: StoreBasics): Promise<PeerStore> {
-  if (config.secret === null && config.nodes.length > 1) basics.log('ha: no ha.secret: peer adverts are not authenticated');
+  if (config.secret === null && config.nodes.length > 1) basics.log.warn('ha: no ha.secret: peer adverts are not authenticated');
   const store = new PeerStore({ ...basics, nodes: config.nodes, secret: config.secret, multicastGroup: config.multicastGroup });
   try {
     await store.start();

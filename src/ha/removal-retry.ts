@@ -4,6 +4,7 @@
 // at a time per VIP; a new one (or a change of state) cancels the one before.
 
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from '../log.ts';
 import type { HookRunner, HookState } from './hook.ts';
 
 export interface RemovalRetryOptions {
@@ -13,7 +14,7 @@ export interface RemovalRetryOptions {
   readonly leaseDuration: number;
   /** How long STOP is retried before giving up. */
   readonly stopRetryFor: number;
-  readonly log: (msg: string) => void;
+  readonly log: Logger;
   /** The state the VIP is in now: retries stop once it is no longer the failed one. */
   readonly current: () => HookState;
   /** The epoch the hook is run with. */
@@ -59,10 +60,10 @@ export class RemovalRetry {
     for (let failures = 1; ; failures++) {
       if (removal.signal.aborted || o.current() !== state) return;
       if (now() + pause > deadline) {
-        o.log(`ha: ${o.key}: ${state} hook failed ${failures} times, giving up at the stop deadline: the VIP may still be on this host`);
+        o.log.error({ vip: o.key, state, epoch: o.epoch(), failures }, `ha: ${o.key}: ${state} hook failed ${failures} times, giving up at the stop deadline: the VIP may still be on this host`);
         return;
       }
-      o.log(`ha: ${o.key}: ${state} hook failed (the VIP may still be on this host): running it again in ${pause} ms`);
+      o.log.warn({ vip: o.key, state, epoch: o.epoch(), failures, retryInMs: pause }, `ha: ${o.key}: ${state} hook failed (the VIP may still be on this host): running it again in ${pause} ms`);
       try {
         await sleep(pause, undefined, { signal: removal.signal });
       } catch {
@@ -71,7 +72,7 @@ export class RemovalRetry {
       if (o.current() !== state) return;
       const outcome = await o.hook.run(state, o.epoch());
       if (outcome !== 'failed') {
-        if (outcome === 'ok') o.log(`ha: ${o.key}: ${state} hook succeeded on attempt ${failures + 1}`);
+        if (outcome === 'ok') o.log.info({ vip: o.key, state, epoch: o.epoch(), attempt: failures + 1 }, `ha: ${o.key}: ${state} hook succeeded on attempt ${failures + 1}`);
         return;
       }
       pause = Math.min(pause * 2, longest);

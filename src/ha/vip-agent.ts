@@ -13,6 +13,7 @@
 // sidecar stays make-before-break.
 
 import type { VipEvent } from '../events.ts';
+import { log as rootLog, type Logger } from '../log.ts';
 import { VipHook, type HookState } from './hook.ts';
 
 export interface VipAgentOptions {
@@ -30,7 +31,8 @@ export interface VipAgentOptions {
   readonly garpRefresh?: number;
   /** Pause between connection attempts (default 200 ms). */
   readonly reconnectEvery?: number;
-  readonly log?: (msg: string) => void;
+  /** Default: the process's logger, with `component: vip-agent`. */
+  readonly log?: Logger;
   /** Stops the agent (then every VIP is removed); default: SIGTERM or SIGINT. */
   readonly signal?: AbortSignal;
 }
@@ -46,7 +48,7 @@ const DEFAULT_LEASE = 3000;
 
 /** Runs the agent until stopped; resolves with the exit code. */
 export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
-  const log = opts.log ?? ((msg: string) => process.stderr.write(`${new Date().toISOString()} tandem vip-agent: ${msg}\n`));
+  const log = opts.log ?? rootLog.child({ component: 'vip-agent' });
   const base = opts.admin.replace(/\/+$/, '');
   const headers: Record<string, string> = { accept: 'text/event-stream' };
   if (opts.token) headers.authorization = `Bearer ${opts.token}`;
@@ -105,17 +107,17 @@ export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
         body: JSON.stringify(body),
         signal: AbortSignal.timeout(2000),
       });
-      if (!res.ok) log(`reporting the ${body.state} run of ${vip} to the proxy: HTTP ${res.status}`);
+      if (!res.ok) log.warn({ vip, state: body.state, epoch: body.epoch, status: res.status }, `reporting the ${body.state} run of ${vip} to the proxy: HTTP ${res.status}`);
       await res.body?.cancel();
     } catch (err) {
-      if (!stop.signal.aborted) log(`reporting the ${body.state} run of ${vip} to the proxy: ${(err as Error).message}`);
+      if (!stop.signal.aborted) log.warn({ vip, state: body.state, epoch: body.epoch, err: (err as Error).message }, `reporting the ${body.state} run of ${vip} to the proxy: ${(err as Error).message}`);
     }
   };
 
   /** The proxy is gone or silent: nothing may stay up. */
   const removeAll = (why: string): Promise<unknown> => {
     const held = [...vips.entries()].filter(([, v]) => v.state !== 'FAULT' && v.state !== 'STOP' && v.state !== 'BACKUP');
-    if (held.length > 0) log(`${why}: removing ${held.map(([name]) => name).join(', ')}`);
+    if (held.length > 0) log.warn({ event: 'vip-remove', vips: held.map(([name]) => name), reason: why }, `${why}: removing ${held.map(([name]) => name).join(', ')}`);
     return Promise.all(held.map(([, v]) => {
       v.state = 'FAULT';
       return v.hook.run('FAULT', v.epoch);
@@ -144,7 +146,7 @@ export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
       arm();
       const res = await fetch(`${base}/api/v1/events`, { headers, signal: conn.signal });
       if (!res.ok || res.body === null) throw new Error(`GET /api/v1/events answered ${res.status}`);
-      if (!connectedOnce || lastError !== '') log(`following ${base}/api/v1/events (lease ${silence} ms)`);
+      if (!connectedOnce || lastError !== '') log.info({ event: 'connected', admin: base, lease: silence }, `following ${base}/api/v1/events (lease ${silence} ms)`);
       connectedOnce = true;
       lastError = '';
       await readEvents(res.body, (type, data) => {
@@ -162,7 +164,7 @@ export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
     } catch (err) {
       if (!stop.signal.aborted) {
         const why = silent ? `no event for ${silence} ms` : `event stream: ${(err as Error).message}`;
-        if (why !== lastError) log(why);
+        if (why !== lastError) log.warn({ event: 'disconnected', admin: base, reason: why }, why);
         lastError = why;
         await removeAll(silent ? `the proxy was silent for ${silence} ms` : 'the proxy cannot be reached');
       }
@@ -178,7 +180,7 @@ export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
   }
   // Stopping the agent leaves no VIP behind: without it nobody would remove one later.
   await Promise.all([...vips.values()].map((v) => (v.state === 'STOP' ? null : v.hook.run('STOP', v.epoch))));
-  log('stopped');
+  log.info({ event: 'stopped' }, 'stopped');
   return 0;
 }
 

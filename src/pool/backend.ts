@@ -1,7 +1,7 @@
 import { upstreamTls, upstreamTlsKey } from './tls.ts';
 import { Pool as UndiciPool } from './undici.ts';
 import type { BackendConfig, PoolConfig } from '../config/types.ts';
-import type { BackendState } from '../events.ts';
+import type { BackendState, CheckSummary } from '../events.ts';
 import { BUCKET_SLOTS, bucketOf } from '../histogram.ts';
 
 export type AdminState = 'enabled' | 'draining' | 'disabled';
@@ -78,7 +78,23 @@ export interface CheckResult {
   readonly ok: boolean;
   readonly latencyMs: number;
   readonly detail: string;
+  /** The HTTP status the backend answered; null when it did not (refused, timed out...). */
+  readonly status?: number | null;
 }
+
+/** What a change of a backend came with, besides its reason. */
+export interface ChangeCause {
+  /** The state before the change. */
+  readonly previous: BackendState;
+  /** The active health check that made it. */
+  readonly check?: CheckSummary;
+  /** The admin API client that made it. */
+  readonly actor?: string;
+  /** The weight an operator set (reason `admin`) or a reload took back. */
+  readonly weight?: number;
+}
+
+export type BackendChangeListener = (backend: Backend, reason: string, cause?: ChangeCause) => void;
 
 /**
  * One backend of a pool: its upstream connections and the state every part of tandem
@@ -120,13 +136,13 @@ export class Backend {
   checksOk: number;
   checksFailed: number;
   /** Called by the owner on every change of availability or effective weight. */
-  onChange: (backend: Backend, reason: string, weight?: number) => void;
+  onChange: BackendChangeListener;
   /** State changes, ejections, downtime and check durations, for the metrics and the status. */
   record: BackendRecord;
   /** Samples of (time, requests, failures) for the recent error ratio, oldest first. */
   private readonly samples: { time: number; requests: number; failures: number }[];
 
-  constructor(pool: PoolConfig, config: BackendConfig, onChange: (backend: Backend, reason: string, weight?: number) => void) {
+  constructor(pool: PoolConfig, config: BackendConfig, onChange: BackendChangeListener) {
     this.name = config.name;
     this.pool = pool.name;
     this.config = config;
@@ -189,26 +205,31 @@ export class Backend {
     return 'up';
   }
 
-  setHealthy(healthy: boolean, reason: string): void {
+  /** `check`: the active health check whose result this is. */
+  setHealthy(healthy: boolean, reason: string, check?: CheckSummary): void {
     if (this.healthy === healthy) return;
+    const previous = this.state();
     this.healthy = healthy;
     this.record.follow(this);
-    this.onChange(this, reason);
+    this.onChange(this, reason, check === undefined ? { previous } : { previous, check });
   }
 
   setEjected(ejected: boolean, reason: string): void {
     if (this.ejected === ejected) return;
+    const previous = this.state();
     this.ejected = ejected;
     if (ejected) this.record.ejections++;
     this.record.follow(this);
-    this.onChange(this, reason);
+    this.onChange(this, reason, { previous });
   }
 
-  setAdmin(admin: AdminState, reason: string): void {
+  /** `actor`: who asked (the admin API client's address). */
+  setAdmin(admin: AdminState, reason: string, actor?: string): void {
     if (this.admin === admin) return;
+    const previous = this.state();
     this.admin = admin;
     this.record.follow(this);
-    this.onChange(this, reason);
+    this.onChange(this, reason, actor === undefined ? { previous } : { previous, actor });
   }
 
   /** Wall-clock time (ms since the epoch) state() last changed, or the backend was first made. */
@@ -245,8 +266,9 @@ export class Backend {
 
   setEffectiveWeight(weight: number, reason: string): void {
     if (this.effectiveWeight === weight) return;
+    const previous = this.state();
     this.effectiveWeight = weight;
-    this.onChange(this, reason);
+    this.onChange(this, reason, { previous });
   }
 
   /**
@@ -254,12 +276,12 @@ export class Backend {
    * effective weight follows at once, unless slow start is ramping it (`ramping`): the
    * ramp then ends at the new weight.
    */
-  setRuntimeWeight(weight: number | null, reason: string, ramping = false): void {
+  setRuntimeWeight(weight: number | null, reason: string, ramping = false, actor?: string): void {
     if (this.runtimeWeight === weight) return;
     this.runtimeWeight = weight;
     const target = this.targetWeight;
     if (!ramping || this.effectiveWeight > target) this.effectiveWeight = target;
-    this.onChange(this, reason, target);
+    this.onChange(this, reason, { previous: this.state(), weight: target, ...(actor === undefined ? {} : { actor }) });
   }
 
   close(): Promise<void> {

@@ -1,6 +1,6 @@
 import type { PoolConfig } from '../config/types.ts';
 import type { EventBus } from '../events.ts';
-import { Backend } from './backend.ts';
+import { Backend, type ChangeCause } from './backend.ts';
 import { upstreamTlsKey } from './tls.ts';
 import type { Balancer } from './balancer.ts';
 import { createBalancer } from './balancers/index.ts';
@@ -24,7 +24,7 @@ export class Pool {
     this.name = config.name;
     this.config = config;
     this.bus = bus;
-    const onChange = (b: Backend, reason: string, weight?: number) => this.changed(b, reason, weight);
+    const onChange = (b: Backend, reason: string, cause?: ChangeCause) => this.changed(b, reason, cause);
     const dropped: Backend[] = [];
     this.backends = config.backends.map((bc) => {
       const old = reuse?.get(bc.name);
@@ -77,13 +77,13 @@ export class Pool {
     return n;
   }
 
-  private changed(backend: Backend, reason: string, weight?: number): void {
+  private changed(backend: Backend, reason: string, cause?: ChangeCause): void {
     this.primary.rebuild();
     this.backup.rebuild();
     // The panic balancer reads effective weights too (slow start changes them).
     // rebuild() only marks it stale, so this costs nothing until panic needs it.
     this.everyone.rebuild();
-    this.bus?.publish({ type: 'backend', pool: this.name, backend: backend.name, state: backend.state(), reason, ...(weight === undefined ? {} : { weight }) });
+    this.bus?.publish({ type: 'backend', pool: this.name, backend: backend.name, state: backend.state(), reason, ...cause });
   }
 
   /** Closes upstream connections of backends not in `keep`, after in-flight requests finish. */

@@ -89,7 +89,7 @@ describe('admin event stream', () => {
     await c.waitFor((e) => e.event === 'reload');
     const events = c.events.filter(live);
     assert.deepEqual(events.map((e) => [e.id, e.event]), [['1', 'backend'], ['2', 'vip'], ['3', 'reload']]);
-    assert.deepEqual(events[0].data, { type: 'backend', pool: 'web', backend: 'web2', state: 'down', reason: 'health check: connection refused' });
+    assert.deepEqual(events[0].data, { type: 'backend', pool: 'web', backend: 'web2', state: 'down', reason: 'health check: connection refused', previous: 'up' });
     assert.equal((events[1].data as { state: string }).state, 'MASTER');
     assert.deepEqual(events[2].data, { type: 'reload', result: 'failure', errors: ['x.yaml:1:1: bad'] });
   });

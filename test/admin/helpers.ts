@@ -70,6 +70,7 @@ export class TestRuntime implements AdminRuntime {
       file: '/etc/tandem/test.yaml',
       workers: 1,
       shutdownTimeout: 5000,
+      log: { level: 'info', format: 'auto' },
       trustedProxies: [],
       accessLog: null,
       listeners: [{ name: 'web', host: '127.0.0.1', port: 8080, tls: null, headersTimeout: 10000, requestTimeout: 0, keepAliveTimeout: 5000, maxHeaderSize: 16384, sendTimeout: 30000, maxConnections: 0 }],

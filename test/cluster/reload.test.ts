@@ -173,7 +173,7 @@ describe('cluster reload', () => {
     assert.equal(t.workerPids().length, 2);
     let from = t.output().length;
     assert.equal(await t.reload(weighted(b1, b2, 1, 1, { workers: 3 })), 'reloaded');
-    await t.waitForLog(/tandem: worker 3 pid \d+$/m, { from });
+    await t.waitForLog(/"msg":"worker 3 pid \d+ started"/, { from });
     await until(async () => new Set(servedBy(t.workerPids(), await getMany(t.url, 12), [b1, b2])).size === 3, 10_000, 'three workers serving');
 
     from = t.output().length;

@@ -132,7 +132,7 @@ describe('cluster signals', () => {
     const t = await reloadPending();
     const from = t.output().length;
     t.child.kill('SIGHUP');
-    await t.waitForLog(/tandem: worker 3 pid \d+$/m, from);
+    await t.waitForLog(/"msg":"worker 3 pid \d+ started"/, from);
     t.child.kill('SIGTERM');
     await exitsCleanly(t);
   });

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { CLI, NODE } from '../helpers/tandem.ts';
+import { parseLogLines } from '../helpers/log.ts';
 
 /** A backend answering its name, with `x-peer-port`: the port tandem's connection came from. */
 export class PeerBackend {
@@ -204,15 +205,16 @@ export async function startGrouped(yaml: string, opts: { args?: string[]; setup?
     if (m === null) throw new Error(`tandem exited before logging ${re}; output:\n${out}`);
     return m;
   };
-  await waitForLog(/tandem: ready\b/);
-  const listener = out.match(/listener \S+ on (\S+)/)![1];
+  await waitForLog(/"event":"start"/);
+  const start = parseLogLines(out).find((l) => l.event === 'start')!;
+  const listener = Object.values(start.listeners as Record<string, string>)[0];
   return {
     child,
     pgid: child.pid!,
     dir,
     url: `http://${listener}`,
     output: () => out,
-    everyWorkerPid: () => [...out.matchAll(/tandem: worker \d+ pid (\d+)$/gm)].map((m) => Number(m[1])),
+    everyWorkerPid: () => parseLogLines(out).filter((l) => l.event === 'worker-start').map((l) => l.workerPid as number),
     waitForLog,
     signalGroup: (signal) => process.kill(-child.pid!, signal),
     exited,

@@ -71,7 +71,7 @@ describe('cluster workers', () => {
     const [b1] = await twoBackends();
     const t = await start(singlePool([{ name: 'b1', url: b1.url }], {}, { workers: 1 }), ['--workers', '3']);
     assert.equal(t.workerPids().length, 3);
-    assert.match(t.output(), /tandem: worker 1 pid \d+\n[^]*tandem: worker 3 pid \d+\n/);
+    assert.match(t.output(), /"msg":"worker 1 pid \d+ started"[^]*"msg":"worker 3 pid \d+ started"/);
     for (const pid of t.workerPids()) assert.ok(alive(pid));
     await t.stop();
   });
@@ -114,7 +114,7 @@ describe('cluster workers', () => {
       process.kill(victim, 'SIGKILL');
       const exited = await t.waitForLog(/worker \d+ pid (\d+) exited \(signal SIGKILL\); starting a replacement/, { from });
       assert.equal(Number(exited[1]), victim);
-      const replaced = await t.waitForLog(/tandem: worker \d+ pid (\d+)$/m, { from });
+      const replaced = await t.waitForLog(/"msg":"worker \d+ pid (\d+) started"/, { from });
       replacement = Number(replaced[1]);
       const before = ok;
       await until(() => ok > before + 40, 10_000, 'traffic after the replacement');
@@ -142,7 +142,7 @@ describe('cluster workers', () => {
     assert.equal((await getFresh(t.url)).status, 200);
     const from = t.output().length;
     process.kill(victim, 'SIGKILL');
-    const replaced = await t.waitForLog(/tandem: worker \d+ pid (\d+)$/m, { from });
+    const replaced = await t.waitForLog(/"msg":"worker \d+ pid (\d+) started"/, { from });
     // The one documented gap: until the replacement has bound the port, connections are refused.
     await until(async () => {
       try {
@@ -183,7 +183,7 @@ describe('cluster workers', () => {
     await new Promise((r) => setTimeout(r, 1300));
     const from = t.output().length;
     process.kill(t.workerPids()[0], 'SIGKILL');
-    await t.waitForLog(/tandem: worker \d+ pid \d+$/m, { from });
+    await t.waitForLog(/"msg":"worker \d+ pid \d+ started"/, { from });
     await getMany(t.url, 5);
     const text = await (await fetch(`${t.admin}/metrics`)).text();
     assert.equal(requestsTotal(text), 25);

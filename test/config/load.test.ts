@@ -45,6 +45,7 @@ test('a minimal file gets every default filled in', () => {
     file: '/srv/tandem/tandem.yaml',
     workers: availableParallelism(),
     shutdownTimeout: 30_000,
+    log: { level: 'info', format: 'auto' },
     trustedProxies: [],
     accessLog: null,
     listeners: [
@@ -510,4 +511,15 @@ pools:
 `);
   assert.equal(config.pools.get('b')?.healthCheck?.path, '/ping');
   assert.equal(config.pools.get('b')?.healthCheck?.interval, 3_000);
+});
+
+test('log takes a level and a format, each checked with its position and key path', () => {
+  assert.deepEqual(load(MINIMAL).log, { level: 'info', format: 'auto' });
+  assert.deepEqual(load(`log: { level: debug, format: json }\n${MINIMAL}`).log, { level: 'debug', format: 'json' });
+  assert.deepEqual(load(`log: { format: pretty }\n${MINIMAL}`).log, { level: 'info', format: 'pretty' });
+  assert.deepEqual(errors(`log: { level: verbose, format: text }\n${MINIMAL}`), [
+    'x.yaml:1:15: log.level: must be one of fatal, error, warn, info, debug, trace, silent (got "verbose")',
+    'x.yaml:1:32: log.format: must be one of auto, json, pretty (got "text")',
+  ]);
+  assert.match(errors(`log: { levle: warn }\n${MINIMAL}`)[0], /^x\.yaml:1:8: log\.levle: .*level/);
 });

@@ -159,7 +159,7 @@ describe('the image, run', { skip }, () => {
 
   test('ENTRYPOINT and CMD as the image\'s user: tandem serves through the backends, the HEALTHCHECK exits 0, Prometheus can scrape, SIGHUP reloads', async () => {
     proxyRun = root.start([...proxy.entrypoint, ...proxy.cmd], { netns: lb1, user: proxy.user, env: inImage(proxy, envOf('lb1')) });
-    await until('tandem: ready', async () => proxyRun!.output().includes('tandem: ready'), 60_000);
+    await until('tandem to start', async () => proxyRun!.output().includes('"event":"start"'), 60_000);
     const pid = await proxyRun.pid;
     const status = await readFile(`/proc/${pid}/status`, 'utf8');
     assert.match(status, /^Uid:\s+1000\s+1000\s+1000\s+1000$/m, 'PID 1 runs as the image user');
@@ -187,7 +187,7 @@ describe('the image, run', { skip }, () => {
     // docker kill -s HUP: tini, PID 1, passes it on and tandem reloads its config.
     const from = proxyRun.output().length;
     process.kill(pid, 'SIGHUP');
-    await until('the reload', async () => /tandem: reloaded/.test(proxyRun!.output().slice(from)), 15_000);
+    await until('the reload', async () => /"event":"reload","result":"success"/.test(proxyRun!.output().slice(from)), 15_000);
   });
 
   test('the vip-agent target beside it, as root with only NET_ADMIN and NET_RAW: both VIPs go up; SIGTERM to the proxy takes them down, and tini reaps the announcers', async () => {

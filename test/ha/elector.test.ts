@@ -14,6 +14,7 @@ import { VipHook } from '../../src/ha/hook.ts';
 import type { Claim, Lease, LeaseStore } from '../../src/ha/lease-store.ts';
 import { PeerStore } from '../../src/ha/stores/peer/store.ts';
 import { freePort, sleep } from './support.ts';
+import { silentLogger } from '../helpers/log.ts';
 
 const HOOK = new URL('./fixtures/record-hook.sh', import.meta.url).pathname;
 const LEASE = 600;
@@ -91,11 +92,11 @@ describe('elector', () => {
     const aborts: number[] = [];
     const hook = new VipHook({
       path: HOOK, node: id, vip: vip.name, address: vip.address, interface: vip.interface,
-      timeout: 5000, garpCount: 3, garpInterval: 200, garpRefresh: 0, log: () => {},
+      timeout: 5000, garpCount: 3, garpInterval: 200, garpRefresh: 0, log: silentLogger(),
     });
     const elector = new Elector({
       vip, node: id, store: opts.wrap ? opts.wrap(store) : store, hook, bus, ready: () => readyFlag.ready,
-      leaseDuration: LEASE, renewEvery: RENEW, handoverTimeout: LEASE + 2000, stopRetryFor: opts.stopRetryFor, log: () => {},
+      leaseDuration: LEASE, renewEvery: RENEW, handoverTimeout: LEASE + 2000, stopRetryFor: opts.stopRetryFor, log: silentLogger(),
       lead: (signal) => signal.addEventListener('abort', () => aborts.push(performance.now())),
     });
     const node: Node = { id, store, elector, events, readyFlag, aborts };

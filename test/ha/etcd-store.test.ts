@@ -11,6 +11,7 @@ import { TandemError } from '../../src/errors.ts';
 import { etcdSkip, startEtcd, type EtcdCluster } from '../helpers/etcd.ts';
 import { leaseStoreContract, type ClusterOptions, type StoreCluster } from './lease-store.contract.ts';
 import { Competitor, freePort, sleep, waitLease } from './support.ts';
+import { messageLogger } from '../helpers/log.ts';
 
 const skip = etcdSkip();
 let shared: EtcdCluster | null = null;
@@ -26,7 +27,7 @@ after(async () => {
 });
 
 function newStore(endpoints: readonly string[], node: string, prefix: string, lease: number, renew: number, logs?: string[]): EtcdStore {
-  const log = (m: string) => logs?.push(`${node} ${m}`);
+  const log = messageLogger(logs ?? [], `${node} `);
   return new EtcdStore({
     node,
     client: new EtcdClient({ endpoints, timeout: lease, log }),

@@ -13,6 +13,7 @@ import { openEtcdStore } from '../../src/ha/stores/etcd/open.ts';
 import type { EtcdStore } from '../../src/ha/stores/etcd/store.ts';
 import { etcdSkip, makeCerts, startEtcd, type EtcdCluster } from '../helpers/etcd.ts';
 import { Competitor, waitLease } from './support.ts';
+import { silentLogger } from '../helpers/log.ts';
 
 const skip = etcdSkip();
 
@@ -36,7 +37,7 @@ describe('etcd store over TLS', { skip }, () => {
       nodes: [{ id: 'lb1', host: '127.0.0.1', port: 1 }],
       secret: null, multicastGroup: null, agent: false, leaseDuration: 1000, renewEvery: 200, hook: null, hookTimeout: 1000, garpCount: 0, garpInterval: 0, garpRefresh: 0, vips: [],
     });
-    const basics = { node: 'lb1', leaseDuration: 1000, renewEvery: 200, handoverTimeout: 2000, log: () => {} };
+    const basics = { node: 'lb1', leaseDuration: 1000, renewEvery: 200, handoverTimeout: 2000, log: silentLogger() };
     const err = await openEtcdStore(ha({ ca: certs.ca, cert: null, key: null }), basics).then(() => null, (e: unknown) => e);
     assert.ok(err instanceof TandemError, String(err));
     assert.match(err.message, new RegExp(`cannot use etcd at ${etcd.endpoints[0].replaceAll('.', '\\.')}`));

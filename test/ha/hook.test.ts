@@ -8,6 +8,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VipHook, type HookOptions } from '../../src/ha/hook.ts';
+import { messageLogger } from '../helpers/log.ts';
 
 const HOOK = new URL('./fixtures/record-hook.sh', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'tandem-hook-runner-'));
@@ -26,7 +27,7 @@ beforeEach(() => {
 function runner(overrides: Partial<HookOptions> = {}): VipHook {
   return new VipHook({
     path: HOOK, node: 'lb1', vip: 'vip-a', address: '10.0.0.100/24', interface: 'eth0',
-    timeout: 5000, garpCount: 3, garpInterval: 200, garpRefresh: 0, log: (l) => lines.push(l),
+    timeout: 5000, garpCount: 3, garpInterval: 200, garpRefresh: 0, log: messageLogger(lines),
     ...overrides,
   });
 }

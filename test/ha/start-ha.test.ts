@@ -8,6 +8,7 @@ import { EventBus, type VipEvent } from '../../src/events.ts';
 import { startHa, type HaHandle } from '../../src/ha/index.ts';
 import { TandemError } from '../../src/errors.ts';
 import { freePort, sleep } from './support.ts';
+import { messageLogger, silentLogger } from '../helpers/log.ts';
 
 const handles: HaHandle[] = [];
 after(async () => {
@@ -56,7 +57,7 @@ test('active-active: each node holds its preferred VIP, takes both when the othe
     bus.on('event', (e) => {
       if (e.type === 'vip' && node === 'lb1') events.push(e);
     });
-    return startHa({ config: cfg, node, bus, ready: () => true, log: (m) => logs.push(`${node} ${m}`) });
+    return startHa({ config: cfg, node, bus, ready: () => true, log: messageLogger(logs, `${node} `) });
   };
   const a = await start('lb1');
   handles.push(a);
@@ -92,7 +93,7 @@ test('an etcd store that no endpoint answers is a clear startup error naming the
   const endpoint = `http://127.0.0.1:${await freePort()}`;
   const cfg = { ...(await config()), store: 'etcd' as const, leaseDuration: 1000, etcd: { endpoints: [endpoint], prefix: '/tandem', tls: null, auth: null } };
   await assert.rejects(
-    startHa({ config: cfg, node: 'lb1', bus: new EventBus(), ready: () => true, log: () => {} }),
+    startHa({ config: cfg, node: 'lb1', bus: new EventBus(), ready: () => true, log: silentLogger() }),
     (err: unknown) => err instanceof TandemError && err.code === 'TANDEM_ERR_LEASE_STORE' && err.message.includes(`cannot use etcd at ${endpoint}`) && /ECONNREFUSED/.test(err.message),
   );
 });

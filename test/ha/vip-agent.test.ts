@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import type { VipEvent } from '../../src/events.ts';
 import { findLease, runVipAgent } from '../../src/ha/vip-agent.ts';
 import { sleep } from './support.ts';
+import { messageLogger } from '../helpers/log.ts';
 
 const HOOK = new URL('./fixtures/record-hook.sh', import.meta.url).pathname;
 const LEASE = 500;
@@ -117,7 +118,7 @@ describe('vip-agent', () => {
   let logged: string[] = [];
   const start = () => {
     logged = [];
-    agent = runVipAgent({ admin: url, hook: HOOK, signal: stopAgent.signal, reconnectEvery: 50, log: (msg) => logged.push(msg) });
+    agent = runVipAgent({ admin: url, hook: HOOK, signal: stopAgent.signal, reconnectEvery: 50, log: messageLogger(logged) });
   };
   async function until(what: string, test: () => boolean, ms = 3000): Promise<number> {
     const t0 = performance.now();

@@ -1,6 +1,6 @@
 // Real tandem processes for tests: writes a config into a temp dir, starts
-// `node src/cli.ts run` on it, and reads the bound addresses from its log lines, so
-// every listener and the admin API can use port 0.
+// `node src/cli.ts run` on it, and reads the bound addresses from its `start` log line
+// (JSON lines on stderr, src/log.ts), so every listener and the admin API can use port 0.
 //
 //   const t = await startTandem(yamlText);
 //   await fetch(`${t.url}/`);          // the first listener
@@ -12,6 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { parseLogLines, type LogLine } from './log.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 /** The Node the project pins; tests start tandem with it whatever `node` is on PATH. */
@@ -30,11 +31,21 @@ export interface TandemProcess {
   readonly admin: string | null;
   /** Everything written to stderr and stdout so far. */
   output(): string;
+  /** The log lines (JSON on stderr) so far, parsed, in order. */
+  lines(): LogLine[];
+  /**
+   * Resolves with the first log line for which `match` is true, looking from index `from`
+   * of lines() (default: from now on).
+   */
+  waitForLine(match: (line: LogLine) => boolean, opts?: { from?: number; timeoutMs?: number }): Promise<LogLine>;
   /** Pids of the live worker processes, oldest first, as the primary logged them. */
   workerPids(): number[];
   /** Resolves with the first match of `re` in the output after offset `from` (default: from now on). */
   waitForLog(re: RegExp, opts?: { from?: number; timeoutMs?: number }): Promise<RegExpMatchArray>;
-  /** Rewrites the config file and sends SIGHUP; resolves when the reload was logged. */
+  /**
+   * Rewrites the config file and sends SIGHUP; resolves when the reload was logged, with
+   * `reloaded`, or `reload rejected, running config kept:` and the FILE:LINE:COL lines.
+   */
   reload(yaml: string): Promise<string>;
   /** SIGTERM (or `signal`) and wait for the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
@@ -63,8 +74,20 @@ export async function startTandem(yaml: string, opts: StartOptions = {}): Promis
     : spawn('ip', ['netns', 'exec', opts.netns, cmd, ...args], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const waiters: { re: RegExp; from: number; resolve: (m: RegExpMatchArray) => void }[] = [];
-  const onData = (chunk: Buffer) => {
+  const lineWaiters: { match: (l: LogLine) => boolean; from: number; resolve: (l: LogLine) => void }[] = [];
+  // stderr apart, whole lines only: a chunk of stdout (the access log) can fall between
+  // two chunks of one stderr line in `out`.
+  const logLines: LogLine[] = [];
+  let partial = '';
+  const findLine = (match: (l: LogLine) => boolean, from: number) => logLines.slice(from).find(match);
+  const onData = (chunk: Buffer, stderr: boolean) => {
     out += chunk.toString();
+    if (stderr) {
+      partial += chunk.toString();
+      const end = partial.lastIndexOf('\n') + 1;
+      logLines.push(...parseLogLines(partial.slice(0, end)));
+      partial = partial.slice(end);
+    }
     for (const w of [...waiters]) {
       const m = out.slice(w.from).match(w.re);
       if (m) {
@@ -72,9 +95,16 @@ export async function startTandem(yaml: string, opts: StartOptions = {}): Promis
         w.resolve(m);
       }
     }
+    for (const w of [...lineWaiters]) {
+      const l = findLine(w.match, w.from);
+      if (l !== undefined) {
+        lineWaiters.splice(lineWaiters.indexOf(w), 1);
+        w.resolve(l);
+      }
+    }
   };
-  child.stdout!.on('data', onData);
-  child.stderr!.on('data', onData);
+  child.stdout!.on('data', (c: Buffer) => onData(c, false));
+  child.stderr!.on('data', (c: Buffer) => onData(c, true));
   const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
   const waitFor = (re: RegExp, from: number, ms: number) => new Promise<RegExpMatchArray>((res, rej) => {
     const m = out.slice(from).match(re);
@@ -89,19 +119,32 @@ export async function startTandem(yaml: string, opts: StartOptions = {}): Promis
       }
     });
   });
+  const waitForLine = (match: (l: LogLine) => boolean, from: number, ms: number) => new Promise<LogLine>((res, rej) => {
+    const l = findLine(match, from);
+    if (l !== undefined) return res(l);
+    const timer = setTimeout(() => rej(new Error(`tandem did not log the line asked for within ${ms} ms; output:\n${out}`)), ms);
+    const w = { match, from, resolve: (ll: LogLine) => { clearTimeout(timer); res(ll); } };
+    lineWaiters.push(w);
+    void exited.then((code) => {
+      if (lineWaiters.includes(w)) {
+        clearTimeout(timer);
+        rej(new Error(`tandem exited with ${code} before logging the line asked for; output:\n${out}`));
+      }
+    });
+  });
   // A deadline, not a figure: starting Node processes on a busy machine takes seconds.
   const timeout = opts.timeoutMs ?? 60_000;
+  let start: LogLine;
   try {
-    await waitFor(/tandem: ready\b/, 0, timeout);
+    start = await waitForLine((l) => l.event === 'start', 0, timeout);
   } catch (err) {
     // Nobody gets a handle on an instance that did not come up in time: end it here, or
     // it (and its workers) would keep the test file from ever finishing.
     child.kill('SIGKILL');
     throw err;
   }
-  const listeners = new Map<string, string>();
-  for (const m of out.matchAll(/listener (\S+) on (\S+)/g)) listeners.set(m[1], m[2]);
-  const adminMatch = out.match(/admin on (http:\/\/\S+)/);
+  const listeners = new Map(Object.entries(start.listeners as Record<string, string>));
+  const admin = start.admin as string | null;
   const first = [...listeners.values()][0];
   return {
     child,
@@ -109,17 +152,18 @@ export async function startTandem(yaml: string, opts: StartOptions = {}): Promis
     file,
     listeners,
     url: `http://${first}`,
-    admin: adminMatch ? adminMatch[1] : null,
+    admin: admin === null ? null : `http://${admin}`,
     output: () => out,
-    workerPids: () => workerPids(out),
+    lines: () => [...logLines],
+    workerPids: () => workerPids(logLines),
     waitForLog: (re: RegExp, o: { from?: number; timeoutMs?: number } = {}) => waitFor(re, o.from ?? out.length, o.timeoutMs ?? timeout),
+    waitForLine: (match: (l: LogLine) => boolean, o: { from?: number; timeoutMs?: number } = {}) => waitForLine(match, o.from ?? logLines.length, o.timeoutMs ?? timeout),
     exited,
     async reload(text: string) {
       writeFileSync(file, text);
-      const from = out.length;
+      const from = logLines.length;
       child.kill('SIGHUP');
-      const m = await waitFor(/(reloaded|reload rejected[^\n]*(\n[^\n]*:\d+:\d+:[^\n]*)*)/, from, timeout);
-      return m[0];
+      return reloadOutcome(await waitForLine((l) => l.event === 'reload', from, timeout));
     },
     async stop(signal: NodeJS.Signals = 'SIGTERM') {
       if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
@@ -129,15 +173,18 @@ export async function startTandem(yaml: string, opts: StartOptions = {}): Promis
   };
 }
 
+/** `reloaded`, or `reload rejected, running config kept:` and one error per line, from a `reload` line. */
+export function reloadOutcome(line: LogLine): string {
+  if (line.result === 'success') return 'reloaded';
+  return ['reload rejected, running config kept:', ...(line.errors as string[])].join('\n');
+}
+
 /**
- * Workers the primary logged as started (`worker N pid P`) and not yet as exited or
- * stopping; with `--workers 0`, the primary itself (`data plane in this process, pid P`).
+ * Data planes the primary logged as started (`worker-start`: a worker process, or with
+ * `--workers 0` the primary itself) and not yet as exited or stopping.
  */
-function workerPids(out: string): number[] {
-  const gone = new Set<string>();
-  for (const m of out.matchAll(/tandem: worker (\d+) pid \d+ (exited|stopping)/g)) gone.add(m[1]);
-  const pids: number[] = [];
-  for (const m of out.matchAll(/tandem: worker (\d+) pid (\d+)$/gm)) if (!gone.has(m[1])) pids.push(Number(m[2]));
-  for (const m of out.matchAll(/tandem: data plane in this process, pid (\d+)$/gm)) pids.push(Number(m[1]));
-  return pids;
+export function workerPids(lines: readonly LogLine[]): number[] {
+  const gone = new Set<unknown>();
+  for (const l of lines) if (l.event === 'worker-exit' || l.event === 'worker-stop') gone.add(l.workerId);
+  return lines.filter((l) => l.event === 'worker-start' && !gone.has(l.workerId)).map((l) => l.workerPid as number);
 }

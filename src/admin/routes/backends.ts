@@ -41,7 +41,7 @@ export function backendRoutes(app: FastifyInstance, ctx: AdminContext): void {
   const set = (admin: AdminState) => async (req: FastifyRequest<{ Params: BackendParams }>, reply: FastifyReply) => {
     const found = find(req, reply);
     if (found === null) return reply;
-    found.backend.setAdmin(admin, 'admin');
+    found.backend.setAdmin(admin, 'admin', req.ip);
     return answer(found.pool, found.backend);
   };
   app.post('/api/v1/pools/:pool/backends/:backend/drain', set('draining'));
@@ -60,7 +60,7 @@ export function backendRoutes(app: FastifyInstance, ctx: AdminContext): void {
     }
     const { backend } = found;
     // The configured weight given back explicitly is the same as null.
-    backend.setRuntimeWeight(w === null || w === backend.config.weight ? null : (w as number), 'admin', ramping(backend));
+    backend.setRuntimeWeight(w === null || w === backend.config.weight ? null : (w as number), 'admin', ramping(backend), req.ip);
     return weightAnswer(found.pool, backend);
   });
 }

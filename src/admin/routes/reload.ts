@@ -7,8 +7,8 @@ import { sendError } from '../context.ts';
 import type { AdminContext } from '../context.ts';
 
 export function reloadRoutes(app: FastifyInstance, ctx: AdminContext): void {
-  app.post('/api/v1/reload', async (_req, reply) => {
-    const outcome = await ctx.runtime.reload();
+  app.post('/api/v1/reload', async (req, reply) => {
+    const outcome = await ctx.runtime.reload({ source: 'api', client: req.ip });
     if (!outcome.ok) return sendError(reply, errors.RELOAD_FAILED, undefined, { errors: outcome.errors });
     return { ok: true, errors: [] };
   });

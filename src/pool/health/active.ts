@@ -120,8 +120,10 @@ export class HealthChecker {
 
   private record(backend: Backend, cfg: HealthCheckConfig, outcome: Outcome, started: number): void {
     const ms = performance.now() - started;
-    backend.lastCheck = { time: Date.now(), ok: outcome.ok, latencyMs: Math.round(ms), detail: outcome.detail };
+    const latencyMs = Math.round(ms);
+    backend.lastCheck = { time: Date.now(), ok: outcome.ok, latencyMs, detail: outcome.detail, status: outcome.status };
     backend.record.check(ms / 1000);
+    const check = { ok: outcome.ok, status: outcome.status, detail: outcome.detail, durationMs: latencyMs };
     let streak = streaks.get(backend);
     if (streak === undefined) {
       streak = { ok: 0, failed: 0 };
@@ -132,7 +134,7 @@ export class HealthChecker {
       streak.ok = 0;
       streak.failed++;
       if (backend.healthy && streak.failed >= cfg.fall) {
-        backend.setHealthy(false, `${streak.failed} health checks failed: ${outcome.detail}`);
+        backend.setHealthy(false, `${streak.failed} health checks failed: ${outcome.detail}`, check);
       }
       return;
     }
@@ -140,7 +142,7 @@ export class HealthChecker {
     streak.failed = 0;
     streak.ok++;
     if (!backend.healthy && streak.ok >= cfg.rise) {
-      backend.setHealthy(true, `${streak.ok} health checks passed`);
+      backend.setHealthy(true, `${streak.ok} health checks passed`, check);
       // An ejected backend's recovery is announced when the ejection ends, below.
       if (!backend.ejected) this.recovery?.recovered(backend);
     }
@@ -174,6 +176,8 @@ function makeTarget(backend: Backend, cfg: HealthCheckConfig): Target {
 interface Outcome {
   readonly ok: boolean;
   readonly detail: string;
+  /** The status answered; null when there was no answer. */
+  readonly status: number | null;
 }
 
 /** One HTTP check bounded by `timeout` from start to the last body byte read. */
@@ -186,17 +190,17 @@ async function probe(target: Target, cfg: HealthCheckConfig): Promise<Outcome> {
     const status = res.statusCode;
     if (!statusExpected(cfg, status)) {
       await res.body.dump({ limit: CHECK_BODY_LIMIT }).catch(() => {});
-      return { ok: false, detail: `status ${status}` };
+      return { ok: false, detail: `status ${status}`, status };
     }
     if (cfg.expectBody === null || cfg.method === 'HEAD') {
       await res.body.dump({ limit: CHECK_BODY_LIMIT });
-      return { ok: true, detail: `status ${status}` };
+      return { ok: true, detail: `status ${status}`, status };
     }
     const found = await bodyContains(res.body, cfg.expectBody);
-    return found ? { ok: true, detail: `status ${status}` } : { ok: false, detail: `body lacks ${JSON.stringify(cfg.expectBody)}` };
+    return found ? { ok: true, detail: `status ${status}`, status } : { ok: false, detail: `body lacks ${JSON.stringify(cfg.expectBody)}`, status };
   } catch (err) {
-    if (abort.signal.aborted) return { ok: false, detail: `timeout after ${cfg.timeout}ms` };
-    return { ok: false, detail: describe(err) };
+    if (abort.signal.aborted) return { ok: false, detail: `timeout after ${cfg.timeout}ms`, status: null };
+    return { ok: false, detail: describe(err), status: null };
   } finally {
     clearTimeout(timer);
     target.abort = null;

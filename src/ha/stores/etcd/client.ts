@@ -11,6 +11,7 @@
 
 import { Agent, request, type Dispatcher } from 'undici';
 import { TandemError, errors } from '../../../errors.ts';
+import type { Logger } from '../../../log.ts';
 
 export interface EtcdTls {
   /** PEM contents, not paths. */
@@ -25,7 +26,7 @@ export interface EtcdClientOptions {
   readonly auth?: { readonly user: string; readonly password: string } | null;
   /** Default deadline of one request over all endpoints it tries (ms). */
   readonly timeout: number;
-  readonly log?: (msg: string) => void;
+  readonly log?: Logger;
 }
 
 export interface KeyValue {
@@ -210,7 +211,7 @@ export class EtcdClient {
   /** Moves requests to the next endpoint after `endpoint` failed (unless another call already did). */
   failedOver(endpoint: string, why: string): void {
     this.stats.endpointErrors++;
-    this.opts.log?.(`etcd ${endpoint}: ${why}`);
+    this.opts.log?.warn({ endpoint, reason: why }, `etcd ${endpoint}: ${why}`);
     if (this.endpoints[this.current] === endpoint && this.endpoints.length > 1) {
       this.current = (this.current + 1) % this.endpoints.length;
       this.stats.failovers++;

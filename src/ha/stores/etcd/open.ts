@@ -7,9 +7,10 @@ import type { HaConfig } from '../../../config/types.ts';
 import { TandemError, errors } from '../../../errors.ts';
 import { EtcdClient } from './client.ts';
 import { EtcdStore, type EtcdStoreOptions } from './store.ts';
+import type { Logger } from '../../../log.ts';
 
 /** What the etcd store shares with every store: who this node is, the lease timing, the log. */
-export type StoreBasics = Omit<EtcdStoreOptions, 'client' | 'prefix'> & { readonly log: (msg: string) => void };
+export type StoreBasics = Omit<EtcdStoreOptions, 'client' | 'prefix'> & { readonly log: Logger };
 
 export async function openEtcdStore(config: HaConfig, basics: StoreBasics): Promise<EtcdStore> {
   const log = basics.log;
@@ -24,7 +25,7 @@ export async function openEtcdStore(config: HaConfig, basics: StoreBasics): Prom
     }
   };
   const tls = etcd.tls === null ? null : { ca: pem(etcd.tls.ca), cert: pem(etcd.tls.cert), key: pem(etcd.tls.key) };
-  const client = new EtcdClient({ endpoints: etcd.endpoints, tls, auth: etcd.auth, timeout: config.leaseDuration, log: (m) => log(`ha ${m}`) });
+  const client = new EtcdClient({ endpoints: etcd.endpoints, tls, auth: etcd.auth, timeout: config.leaseDuration, log });
   const store = new EtcdStore({ ...basics, client, prefix: etcd.prefix });
   try {
     await store.start();
@@ -35,6 +36,6 @@ export async function openEtcdStore(config: HaConfig, basics: StoreBasics): Prom
     const why = message.startsWith(prefix) ? message.slice(prefix.length) : message;
     throw new TandemError(errors.LEASE_STORE, `cannot use etcd at ${etcd.endpoints.join(', ')}: ${why}`, { cause: err });
   }
-  log(`ha: etcd store on ${client.endpoint} (endpoints ${etcd.endpoints.join(', ')}, prefix ${etcd.prefix})`);
+  log.info({ endpoint: client.endpoint, endpoints: etcd.endpoints, prefix: etcd.prefix }, `ha: etcd store on ${client.endpoint} (endpoints ${etcd.endpoints.join(', ')}, prefix ${etcd.prefix})`);
   return store;
 }

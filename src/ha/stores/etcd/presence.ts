@@ -6,6 +6,7 @@
 
 import { EtcdError, GRPC_NOT_FOUND, type EtcdClient } from './client.ts';
 import { OwnLease } from './own-lease.ts';
+import type { Logger } from '../../../log.ts';
 
 const now = (): number => performance.now();
 
@@ -13,14 +14,14 @@ export class Presence {
   private readonly client: EtcdClient;
   private readonly ttlSeconds: number;
   private readonly retryEvery: number;
-  private readonly log: (msg: string) => void;
+  private readonly log: Logger | undefined;
   private lease: OwnLease | null;
   private regranting: Promise<void> | null;
   private closed: boolean;
   /** Called when a new lease replaced a lost one: every candidacy must be written again. */
   onRenewed: () => void;
 
-  constructor(client: EtcdClient, ttlSeconds: number, retryEvery: number, log: (msg: string) => void) {
+  constructor(client: EtcdClient, ttlSeconds: number, retryEvery: number, log: Logger | undefined) {
     this.client = client;
     this.ttlSeconds = ttlSeconds;
     this.retryEvery = retryEvery;
@@ -57,7 +58,7 @@ export class Presence {
     const t = now();
     void this.client.keepAlive(lease.id, Math.max(1, Math.floor(lease.ttl / 3))).then(
       (ttl) => (ttl === 0 ? void this.regrant() : lease.confirm(t, ttl)),
-      (err: Error) => this.log(`ha etcd store: presence lease: ${err.message}`),
+      (err: Error) => this.log?.warn({ err: err.message }, `ha etcd store: presence lease: ${err.message}`),
     );
   }
 
@@ -86,7 +87,7 @@ export class Presence {
           this.onRenewed();
           return;
         } catch (err) {
-          this.log(`ha etcd store: presence lease: ${(err as Error).message}`);
+          this.log?.warn({ err: (err as Error).message }, `ha etcd store: presence lease: ${(err as Error).message}`);
           await new Promise((r) => setTimeout(r, this.retryEvery));
         }
       }

@@ -30,6 +30,7 @@ import { forgetBeat, handedOver, newKeyState, overdue, sawBeat, type KeyState } 
 import { OwnLease } from './own-lease.ts';
 import { Presence } from './presence.ts';
 import { PrefixWatch, type WatchEvent } from './watch.ts';
+import type { Logger } from '../../../log.ts';
 
 export interface EtcdStoreOptions {
   readonly node: string;
@@ -41,7 +42,7 @@ export interface EtcdStoreOptions {
   readonly handoverTimeout: number;
   /** Awaited before the holder offers a key to a preempting candidate (see PeerStoreOptions). */
   readonly beforeOffer?: (key: string) => Promise<void>;
-  readonly log?: (msg: string) => void;
+  readonly log?: Logger;
 }
 
 const now = (): number => performance.now();
@@ -67,7 +68,7 @@ export class EtcdStore implements LeaseStore {
     this.ttlSeconds = Math.max(1, Math.ceil(opts.leaseDuration / 1000));
     this.keys = new Map();
     this.watcher = null;
-    this.presence = new Presence(opts.client, this.ttlSeconds, opts.renewEvery, (m) => opts.log?.(m));
+    this.presence = new Presence(opts.client, this.ttlSeconds, opts.renewEvery, opts.log);
     this.presence.onRenewed = () => {
       for (const ks of this.keys.values()) if (ks.claim !== null) ks.claim.written = null;
     };
@@ -85,7 +86,7 @@ export class EtcdStore implements LeaseStore {
     const revision = await this.readAll();
     const granted = await this.presence.start();
     if (granted > this.ttlSeconds) {
-      this.opts.log?.(`ha etcd store: etcd grants leases of at least ${granted} s (asked ${this.ttlSeconds} s): lower its --election-timeout for shorter leases`);
+      this.opts.log?.warn({ granted, asked: this.ttlSeconds }, `ha etcd store: etcd grants leases of at least ${granted} s (asked ${this.ttlSeconds} s): lower its --election-timeout for shorter leases`);
     }
     this.watcher = new PrefixWatch({
       client: this.client,
@@ -136,7 +137,7 @@ export class EtcdStore implements LeaseStore {
     await this.writeClaim(ks);
     if (h !== null && overdue(ks, this.opts.node, this.opts.leaseDuration, now())) {
       if (bestCandidate(ks.candidates, this.opts.node, claim.priority) !== null) return this.view(ks, now());
-      this.opts.log?.(`ha: ${key}: ${h.n} wrote nothing for ${Math.round(now() - ks.seenAt)} ms: taking the key over`);
+      this.opts.log?.info({ vip: key, holder: h.n, silentMs: Math.round(now() - ks.seenAt) }, `ha: ${key}: ${h.n} wrote nothing for ${Math.round(now() - ks.seenAt)} ms: taking the key over`);
       return this.take(ks, claim.priority, ks.kv!.modRevision);
     }
     if (h === null) {
@@ -189,7 +190,7 @@ export class EtcdStore implements LeaseStore {
     const heir = own.serving && this.ownValid(ks, now()) ? bestCandidate(ks.candidates, this.opts.node, 0) : null;
     if (heir !== null) {
       own.releasing = true;
-      await this.rewrite(ks, { o: heir }).catch((err: Error) => this.opts.log?.(`ha: ${key}: offering to ${heir} failed: ${err.message}`));
+      await this.rewrite(ks, { o: heir }).catch((err: Error) => this.opts.log?.warn({ vip: key, heir, err: err.message }, `ha: ${key}: offering to ${heir} failed: ${err.message}`));
       if (ks.holding?.o === heir) await handedOver(ks, this.opts.node, heir, this.opts.handoverTimeout);
     }
     if (ks.own === own) ks.own = null;
@@ -291,7 +292,7 @@ export class EtcdStore implements LeaseStore {
     if (own === null) return;
     own.stop();
     ks.own = null;
-    this.opts.log?.(`ha: ${ks.key}: lease lost: ${why}`);
+    this.opts.log?.warn({ vip: ks.key, reason: why }, `ha: ${ks.key}: lease lost: ${why}`);
     this.changed(ks);
   }
 

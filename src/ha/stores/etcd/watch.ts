@@ -8,6 +8,7 @@
 
 import { request } from 'undici';
 import { b64, describe, prefixEnd, toKeyValue, type EtcdClient, type KeyValue } from './client.ts';
+import type { Logger } from '../../../log.ts';
 
 export interface WatchEvent {
   readonly type: 'put' | 'delete';
@@ -25,7 +26,7 @@ export interface PrefixWatchOptions {
   readonly onEvents: (events: WatchEvent[]) => void;
   /** The history needed was compacted: re-read everything and return that read's revision. */
   readonly onReset: () => Promise<number>;
-  readonly log?: (msg: string) => void;
+  readonly log?: Logger;
 }
 
 const RETRY_FIRST = 25;
@@ -146,7 +147,7 @@ export class PrefixWatch {
         if (result.canceled === true) {
           const compacted = Number(result.compact_revision ?? 0);
           if (compacted > 0) {
-            this.opts.log?.(`etcd ${endpoint}: watch history compacted at ${compacted}: reading the prefix again`);
+            this.opts.log?.info({ endpoint, compacted }, `etcd ${endpoint}: watch history compacted at ${compacted}: reading the prefix again`);
             this.next = (await this.opts.onReset()) + 1;
             return true;
           }

@@ -1,6 +1,7 @@
 // What a peer store is started with.
 
 import type { HaNodeConfig } from '../../../config/types.ts';
+import type { Logger } from '../../../log.ts';
 
 export interface PeerStoreOptions {
   /** This node's id; it must be in `nodes`. */
@@ -19,5 +20,5 @@ export interface PeerStoreOptions {
    * winds down the VIP's connections first (bounded; see src/ha/departure.ts).
    */
   readonly beforeOffer?: (key: string) => Promise<void>;
-  readonly log?: (msg: string) => void;
+  readonly log?: Logger;
 }

@@ -358,7 +358,7 @@ export class PeerStore implements LeaseStore {
       // advert to arrive first would depend on the order of the adverts.
       ks.epoch = ks.maxEpoch + 1;
       ks.maxEpoch = ks.epoch;
-      this.opts.log?.(`ha: ${ks.key}: ${n} held it at a newer epoch meanwhile; keeping it at epoch ${ks.epoch}`);
+      this.opts.log?.warn({ vip: ks.key, peer: n, epoch: ks.epoch }, `ha: ${ks.key}: ${n} held it at a newer epoch meanwhile; keeping it at epoch ${ks.epoch}`);
       this.changed(ks);
       void this.broadcast(this.holdAdvert(ks)).catch(() => {});
     }
@@ -374,7 +374,7 @@ export class PeerStore implements LeaseStore {
         return;
       }
       if (beats(a.p, a.e, n, ks.priority, ks.epoch, this.self.id)) {
-        this.opts.log?.(`ha: ${ks.key}: ${n} also holds it (priority ${a.p}, epoch ${a.e}); yielding`);
+        this.opts.log?.warn({ vip: ks.key, peer: n, peerPriority: a.p, peerEpoch: a.e, epoch: ks.epoch, outcome: 'yield' }, `ha: ${ks.key}: ${n} also holds it (priority ${a.p}, epoch ${a.e}); yielding`);
         this.adopt(ks, n, boot, a, t);
         return;
       }
@@ -384,7 +384,7 @@ export class PeerStore implements LeaseStore {
         // Move past both epochs: fences the loser and makes our elector announce again.
         ks.epoch = Math.max(ks.epoch, ks.maxEpoch) + 1;
         ks.maxEpoch = ks.epoch;
-        this.opts.log?.(`ha: ${ks.key}: ${n} also holds it (priority ${a.p}, epoch ${a.e}); keeping it at epoch ${ks.epoch}`);
+        this.opts.log?.warn({ vip: ks.key, peer: n, peerPriority: a.p, peerEpoch: a.e, epoch: ks.epoch, outcome: 'keep' }, `ha: ${ks.key}: ${n} also holds it (priority ${a.p}, epoch ${a.e}); keeping it at epoch ${ks.epoch}`);
         this.changed(ks);
       }
       void this.broadcast(this.holdAdvert(ks)).catch(() => {});
@@ -431,7 +431,7 @@ export class PeerStore implements LeaseStore {
       ks.candidates.delete(node);
       if (ks.holder === this.self.id && ks.offeredTo === node) this.withdrawOffer(ks);
       if (ks.holder === node && ks.holderBoot === boot) {
-        this.opts.log?.(`ha: ${ks.key}: holder ${node} died; its lease is void`);
+        this.opts.log?.warn({ vip: ks.key, holder: node, epoch: ks.epoch }, `ha: ${ks.key}: holder ${node} died; its lease is void`);
         clearLease(ks);
         this.changed(ks);
       }

@@ -14,6 +14,7 @@ import dgram from 'node:dgram';
 import { isIP } from 'node:net';
 import type { HaNodeConfig } from '../../../config/types.ts';
 import { TandemError, errors } from '../../../errors.ts';
+import type { Logger } from '../../../log.ts';
 
 export interface TransportOptions {
   readonly self: HaNodeConfig;
@@ -21,7 +22,7 @@ export interface TransportOptions {
   /** IPv4 link-local multicast group (224.0.0.0/24) for the second copy; null: unicast only. */
   readonly group: string | null;
   readonly onDatagram: (msg: Buffer, size: number) => void;
-  readonly log?: (msg: string) => void;
+  readonly log?: Logger;
 }
 
 export interface TransportStats {
@@ -58,7 +59,7 @@ export class AdvertTransport {
     const { self, group } = this.opts;
     await bind(this.unicast, self.host, self.port, true);
     this.unicast.on('message', (msg, rinfo) => this.opts.onDatagram(msg, rinfo.size));
-    this.unicast.on('error', (err) => this.opts.log?.(`ha peer store: udp: ${err.message}`));
+    this.unicast.on('error', (err) => this.opts.log?.warn({ err: err.message }, `ha peer store: udp: ${err.message}`));
     // Multicast needs a real interface: not loopback (no multicast there, and nodes on one
     // host would hear each other twice), not IPv6 (a group per scope is a later step).
     if (group === null || isIP(self.host) !== 4 || self.host.startsWith('127.') || self.host === '0.0.0.0') return;
@@ -75,11 +76,11 @@ export class AdvertTransport {
       this.unicast.setMulticastLoopback(false);
     } catch (err) {
       socket.close();
-      this.opts.log?.(`ha peer store: cannot join multicast group ${group} on ${self.host} (${(err as Error).message}): adverts go by unicast only`);
+      this.opts.log?.warn({ group, host: self.host, err: (err as Error).message }, `ha peer store: cannot join multicast group ${group} on ${self.host} (${(err as Error).message}): adverts go by unicast only`);
       return;
     }
     socket.on('message', (msg, rinfo) => this.opts.onDatagram(msg, rinfo.size));
-    socket.on('error', (err) => this.opts.log?.(`ha peer store: multicast: ${err.message}`));
+    socket.on('error', (err) => this.opts.log?.warn({ err: err.message }, `ha peer store: multicast: ${err.message}`));
     this.multicast = socket;
     this.group = group;
   }
