@@ -10,17 +10,13 @@
 // * Backend state: every change of a verdict (health, admin state, weight) that the
 //   checks, slow start or an operator make goes to every data plane once; data planes
 //   report their passive ejections up, and those are not sent back down.
-// * Counts: data planes send their counters once a second and when asked before a
-//   scrape; the sums go into this process's counters and backends, so /metrics and the
-//   status API read totals as if one process had served everything.
+// * Counts: data planes send theirs once a second and before a scrape (counts.ts).
 // * Reload: validated once here, then two-phase: every data plane binds the listeners
 //   the new config adds (prepare); only when all could, the control plane and every
 //   data plane and the admin API swap (commit). A failed reload changes nothing anywhere.
-// * A worker that dies is replaced at once (with growing delays if replacements keep
-//   dying young). Connections it had accepted, or that waited in its accept queue, are
-//   reset; clients retry those. With two or more workers the port stays open
-//   throughout. With one worker there is a gap: nothing listens until the replacement
-//   has bound the port again (about half a second), and connections are refused.
+// * A worker that dies is replaced at once (restart-backoff.ts); connections it had
+//   accepted are reset. With one worker, nothing listens until the replacement has bound
+//   the port again (about half a second); with two or more the port stays open.
 // * Shutdown: VIPs are released first, then every data plane stops accepting and
 //   finishes its requests within shutdownTimeout, then health checks stop. Workers
 //   ignore the signals a whole process group gets and wait for this order
@@ -39,23 +35,14 @@ import { liveLabels } from '../dataplane/telemetry.ts';
 import { configureLogging, log } from '../log.ts';
 import type { Pool } from '../pool/pool.ts';
 import type { AdminRuntime, ListenerView, ReloadOutcome, VipStatusView } from '../admin/runtime.ts';
-import { DataPlaneSet, withTimeout, type DataPlaneSlot, type MessageCounts } from './data-planes.ts';
+import { DataPlaneSet, RELOAD_TIMEOUT_MS, SNAPSHOT_TIMEOUT_MS, START_TIMEOUT_MS, STOP_GRACE_MS, withTimeout, type DataPlaneSlot, type MessageCounts } from './data-planes.ts';
 import { logEvents } from './event-log.ts';
 import { launcher as makeLauncher, type Launcher } from './launch.ts';
 import type { OperatorSide, PreparedSection } from './operator-side.ts';
 import { PortPins } from './port-pins.ts';
-import { restartOnly } from './reload-scope.ts';
+import { finished, restartOnly, type ReloadRun } from './reload-scope.ts';
 import { RestartBackoff } from './restart-backoff.ts';
 import { backendState, ControlPools, sameState } from './pools.ts';
-
-/** How long a data plane may take to bind its listeners at start. */
-const START_TIMEOUT_MS = 30_000;
-/** How long a data plane may take to answer a reload's prepare or commit. */
-const RELOAD_TIMEOUT_MS = 10_000;
-/** How long a scrape waits for a data plane's counts before using its last ones. */
-const SNAPSHOT_TIMEOUT_MS = 1000;
-/** Kill a stopping data plane this long after its shutdown timeout. */
-const STOP_GRACE_MS = 2000;
 
 export interface ControlPlaneOptions {
   file: string;
@@ -458,12 +445,4 @@ export class ControlPlane implements AdminRuntime {
     await this.pools_.close();
     await this.operator?.close();
   }
-}
-
-/** A reload under way: who asked, and when (performance.now()). */
-type ReloadRun = ReloadRequest & { readonly started: number };
-
-/** What a reload's event says of who asked and how long it took. */
-function finished({ started, ...request }: ReloadRun): ReloadRequest & { durationMs: number } {
-  return { ...request, durationMs: Math.round(performance.now() - started) };
 }

@@ -10,6 +10,14 @@ import type { Backend } from '../pool/backend.ts';
 import type { Reinstater } from '../pool/health/active.ts';
 import { DataPlaneCounts } from './counts.ts';
 
+/** How long a data plane may take to bind its listeners at start. */
+export const START_TIMEOUT_MS = 30_000;
+/** How long a data plane may take to answer a reload's prepare or commit. */
+export const RELOAD_TIMEOUT_MS = 10_000;
+/** How long a scrape waits for a data plane's counts before using its last ones. */
+export const SNAPSHOT_TIMEOUT_MS = 1000;
+/** Kill a stopping data plane this long after its shutdown timeout. */
+export const STOP_GRACE_MS = 2000;
 /** How long past its wait a data plane may take to answer a vacate. */
 const VACATE_ANSWER_MS = 1000;
 

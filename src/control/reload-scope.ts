@@ -8,6 +8,7 @@
 // the change is ignored.
 
 import type { Config } from '../config/types.ts';
+import type { ReloadRequest } from '../events.ts';
 
 export interface RunningShape {
   /** `--workers` fixed the number of workers (and whether the data plane runs in this process). */
@@ -53,4 +54,12 @@ export function differences(a: unknown, b: unknown, path: string): string[] {
 
 function isRecord(x: unknown): x is Record<string, unknown> {
   return typeof x === 'object' && x !== null && !(x instanceof Map);
+}
+
+/** A reload under way: who asked, and when (performance.now()). */
+export type ReloadRun = ReloadRequest & { readonly started: number };
+
+/** What a reload's event says of who asked and how long it took. */
+export function finished({ started, ...request }: ReloadRun): ReloadRequest & { durationMs: number } {
+  return { ...request, durationMs: Math.round(performance.now() - started) };
 }

@@ -383,7 +383,6 @@ export class Elector {
       hook = state === 'STOP' ? retried : first.then(() => {});
     }
     this.publishIfChanged();
-    // Held again, or the VIP is off this host: its connections keep alive again.
     if (phase === 'master') void this.departure.set(false);
     else void hook.then(() => (this.hookState() === 'MASTER' ? undefined : this.departure.set(false)));
     return hook;
