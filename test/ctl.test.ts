@@ -116,7 +116,7 @@ describe('runtime commands against a running instance', () => {
       assert.equal(r.code, 0, r.stderr);
       assert.equal(r.stdout, 'web/a: weight 3 until the next reload (configured 1, effective 3)\n');
       const e = await events.waitFor((x) => x.event === 'backend' && (x.data as { weight?: number }).weight === 3);
-      assert.deepEqual(e.data, { type: 'backend', pool: 'web', backend: 'a', state: 'up', reason: 'admin', weight: 3 });
+      assert.deepEqual(e.data, { type: 'backend', pool: 'web', backend: 'a', state: 'up', reason: 'admin', previous: 'up', weight: 3, actor: '127.0.0.1' });
       const view = await backendJson('a');
       assert.deepEqual([view.weight, view.runtimeWeight, view.effectiveWeight], [1, 3, 3]);
       assert.match((await ctl('status')).stdout, /^web\/a +UNCHECKED +\S+ +\S+ +3 \(runtime; config 1\)/m);

@@ -330,10 +330,10 @@ describe('/metrics of tandem with two workers, after real traffic', () => {
       .map((x) => `${x.name}${JSON.stringify(x.labels)} ${x.value}`).sort();
     const before = counters(await scrape());
     const [victim] = t.workerPids();
-    const from = t.output().length;
+    const from = t.lines().length;
     process.kill(victim, 'SIGKILL');
-    await t.waitForLog(/worker \d+ pid \d+ exited/, { from });
-    await t.waitForLog(/tandem: worker \d+ pid \d+\n/, { from });
+    await t.waitForLine((l) => l.event === 'worker-exit' && l.workerPid === victim, { from });
+    await t.waitForLine((l) => l.event === 'worker-start', { from });
     assert.deepEqual(counters(await scrape()), before);
   });
 });
