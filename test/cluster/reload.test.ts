@@ -138,8 +138,14 @@ describe(`reload and shutdown, --workers ${workers}`, () => {
     procs.push(t);
     const inFlight = Array.from({ length: 10 }, () => request(`${t.url}/`, { reset: true })
       .then(async (r) => ({ status: r.statusCode, body: await r.body.text(), port: Number(r.headers['x-peer-port']) })));
-    await new Promise((r) => setTimeout(r, 300));
+    // SIGTERM once every request is at the backend (it answers after 1 s, so they stay in
+    // flight; a busy machine may take a while to get them there). A connection still in
+    // the accept queue when tandem stops accepting would be reset.
     const pids = t.workerPids();
+    for (const deadline = performance.now() + 20_000; b1.requests < inFlight.length;) {
+      assert.ok(performance.now() < deadline, `${b1.requests} of ${inFlight.length} requests reached the backend`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
     for (const pid of pids) assert.ok(connectionsTo(pid, b1.port) > 0, `worker ${pid} has requests in flight`);
     const code = t.stop('SIGTERM');
     const results = await Promise.all(inFlight);

@@ -258,7 +258,8 @@ describe('the operators log', () => {
     const t = await startTandem(singlePool([{ name: 'b1', url: b1.url }], {}, {
       ha: {
         nodes: { lb1: { address: `127.0.0.1:${await freePort()}` } },
-        lease: { duration: '300ms', renewEvery: '100ms' },
+        // Long enough that a busy machine does not make the only node lose it before the stop.
+        lease: { duration: '3s', renewEvery: '300ms' },
         vips: [{ name: 'vip-a', address: '10.213.9.100/32', interface: 'lo', priority: { lb1: 100 } }],
       },
     }), { args: ['--node', 'lb1'] });

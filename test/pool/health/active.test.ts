@@ -82,26 +82,19 @@ test('checks of 180 backends keep their pace while 20 others are black holes', a
   const holes = new Set(backends.filter((_, i) => i % 10 === 3));
   for (const b of holes) b.mode = 'blackhole';
   const { pool } = checkedPool(t, backends, { interval: 300, timeout: 1000, fall: 3 });
-  const window = 2100;
-  await sleep(window);
-  let fewest = Infinity;
-  let total = 0;
-  for (const b of pool.backends) {
-    const tb = backends.find((x) => x.name === b.name)!;
-    if (holes.has(tb)) {
-      assert.equal(b.checksOk, 0);
-      assert.ok(b.checksFailed >= 1 && b.checksFailed <= 3, `${b.name} failed ${b.checksFailed}`);
-    } else {
-      fewest = Math.min(fewest, b.checksOk + b.checksFailed);
-      total += b.checksOk;
-      assert.equal(b.healthy, true, `${b.name}: ${b.lastCheck?.detail}`);
-    }
+  const healthy = pool.backends.filter((b) => !holes.has(backends.find((x) => x.name === b.name)!));
+  // Every healthy backend checked twice: a check at start, the next 300 ms later, well
+  // under a second on an idle machine. Checks made one after another would wait a second
+  // on each of the 20 black holes per round, 20 s before the last backend's second check;
+  // 8 s is far from both, so a busy machine's lost rounds do not decide it.
+  const t0 = performance.now();
+  await until(() => healthy.every((b) => b.checksOk + b.checksFailed >= 2), 8000, 'every healthy backend checked twice');
+  t.diagnostic(`every healthy backend checked twice after ${Math.round(performance.now() - t0)} ms`);
+  for (const b of healthy) assert.equal(b.healthy, true, `${b.name}: ${b.lastCheck?.detail}`);
+  for (const b of pool.backends.filter((x) => !healthy.includes(x))) {
+    assert.equal(b.checksOk, 0);
+    assert.ok(b.checksFailed <= 3, `${b.name} failed ${b.checksFailed}`);
   }
-  // A check at start, then one every 300 ms ± 5%: 7 in 2.1 s on an idle machine. Checks
-  // made one after another would wait a second on each black hole and give most
-  // backends one check at most; a busy machine's test runner loses a few rounds, not all.
-  assert.ok(fewest >= 2, `the least checked backend had ${fewest} checks in ${window}ms`);
-  assert.ok(total >= 180 * 3, `${total} passed checks of the 180 in ${window}ms`);
   await until(() => pool.backends.filter((b) => !b.healthy).length === 20, 3000, 'the black holes down after three timeouts');
   assert.deepEqual(pool.backends.filter((b) => !b.healthy).map((b) => b.name), [...holes].map((h) => h.name));
 });
