@@ -19,7 +19,7 @@ const RENEW = 200;
  * an advert. On a busy machine HaLab.overlapAllowed stretches it to the hook runs seen.
  */
 const OVERLAP_ALLOWED = 400;
-const RUNS = Number(process.env.TANDEM_HA_RUNS ?? 5);
+const RUNS = Number(process.env.TANDEM_HA_RUNS ?? 3);
 
 const missing = async (tool: string) => (await run('sh', ['-c', `command -v ${tool}`])).code !== 0;
 const missingTool = netnsUnavailable() ?? ((await missing('arping')) ? 'arping is not installed (apt-get install iputils-arping)' : null);
