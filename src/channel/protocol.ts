@@ -58,6 +58,8 @@ export type ToDataPlane =
   | { readonly t: 'commit'; readonly id: number; readonly config: Config; readonly states: readonly BackendState[] }
   | { readonly t: 'abort'; readonly id: number }
   | { readonly t: 'snapshot'; readonly id: number }
+  /** Open the access log file again (SIGUSR1, after logrotate renamed it); answered with `reopened`. */
+  | { readonly t: 'reopen'; readonly id: number }
   | { readonly t: 'stop'; readonly timeout: number };
 
 /** Data plane to control plane. `id` answers the request of the same id. */
@@ -68,6 +70,8 @@ export type ToControlPlane =
   | { readonly t: 'failed'; readonly code: string; readonly message: string }
   | { readonly t: 'prepared'; readonly id: number; readonly error: string | null }
   | { readonly t: 'committed'; readonly id: number; readonly error: string | null; readonly listeners: readonly BoundListener[] }
+  /** The access log was opened again; error: why it could not be. */
+  | { readonly t: 'reopened'; readonly id: number; readonly error: string | null }
   | { readonly t: 'ejected'; readonly pool: string; readonly backend: string; readonly ejected: boolean; readonly reason: string }
   /** id 0: pushed on the data plane's own timer. */
   | { readonly t: 'stats'; readonly id: number; readonly stats: DataPlaneStats };

@@ -296,10 +296,21 @@ export class ControlPlane implements AdminRuntime {
     this.planes.counts.writeBackends(this.pools_.list());
   }
 
-  /** Loads the file again; on success every data plane swaps to it, else nothing changes anywhere. */
+  /** Every data plane opens its access log file again (logrotate renamed it); `why` starts the line logged. */
+  async reopenLogs(why: string, quietWithoutFile = false): Promise<void> {
+    const file = this.dataConfig.accessLog?.path;
+    if (file === undefined || file === 'stdout') return quietWithoutFile ? undefined : this.log(`${why}: no access log file to reopen`);
+    const problems = await this.planes.reopenLogs(RELOAD_TIMEOUT_MS);
+    this.log(problems.length === 0 ? `${why}: access log ${file} reopened` : `${why}: access log ${file} not reopened everywhere: ${problems.join('; ')}`);
+  }
+
+  /** Loads the file again; on success every data plane swaps to it, else nothing changes anywhere. Either way the access log is reopened. */
   reload(): Promise<ReloadOutcome> {
     // Reloads queue behind each other: two at once would race on listeners.
-    const run = () => this.reloadNow();
+    const run = () => this.reloadNow().then(async (outcome) => {
+      if (!outcome.ok && !this.stopping) await this.reopenLogs('rejected reload', true);
+      return outcome;
+    });
     const next = (this.reloading ?? Promise.resolve()).then(run, run);
     this.reloading = next;
     return next;

@@ -60,6 +60,7 @@ export class DataPlaneAgent {
       case 'state': this.applyState(msg.state); return;
       case 'reinstate': this.reinstate(msg.pool, msg.backend, msg.age); return;
       case 'snapshot': this.end.send({ t: 'stats', id: msg.id, stats: this.stats() }); return;
+      case 'reopen': void this.reopenLogs().then((error) => this.end.send({ t: 'reopened', id: msg.id, error })); return;
       case 'stop': void this.stop(msg.timeout, 0); return;
       default:
         this.queue = this.queue.then(() => this.run(msg)).catch((err: Error) => this.log(`${msg.t}: ${err.stack ?? err.message}`));
@@ -127,6 +128,15 @@ export class DataPlaneAgent {
     this.timer = setInterval(() => this.end.send({ t: 'stats', id: 0, stats: this.stats() }), PUSH_EVERY_MS);
     this.timer.unref();
     this.end.send({ t: 'ready', listeners: this.bound() });
+  }
+
+  /**
+   * Opens the access log again, at once rather than after a reload under way (which
+   * reopens it or opens another). Also what a worker does on its own SIGUSR1, which
+   * `systemctl kill --signal=USR1` sends to every process of the unit.
+   */
+  reopenLogs(): Promise<string | null> {
+    return this.plane?.reopenLogs() ?? Promise.resolve(null);
   }
 
   private bound(): BoundListener[] {
