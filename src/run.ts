@@ -19,7 +19,13 @@ function version(): string {
 
 /** Runs until SIGTERM or SIGINT; resolves with the exit code after a graceful stop. */
 export async function run(opts: RunOptions): Promise<number> {
+  // SIGUSR1 (logrotate's postrotate: the access log file was renamed) makes every data
+  // plane open it again. Caught from the start: node's default would open the inspector.
+  // Data planes still starting open the file as it is then.
+  let reopen = () => {};
+  process.on('SIGUSR1', () => reopen());
   const plane = await ControlPlane.start({ file: opts.file, node: opts.node, workers: opts.workers });
+  reopen = () => void plane.reopenLogs('SIGUSR1');
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: string) => {

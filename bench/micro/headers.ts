@@ -39,7 +39,7 @@ function deleteHopByHop(h: Record<string, string | string[] | undefined>): void 
 
 console.log(`header rewriting, median of 5 rounds of ${OPS} ops`);
 bench('upstreamHeaders (7 client headers)', { ops: OPS }, (n) => {
-  for (let i = 0; i < n; i++) sink.value = upstreamHeaders(req, ctx, null);
+  for (let i = 0; i < n; i++) sink.value = upstreamHeaders(req, ctx, null, 'f3b0c442-98fc-1c14-9afb-4c8996fb9242', false);
 });
 const inputs: Record<string, string | string[] | undefined>[] = [];
 const prepare = () => { inputs.length = 0; for (let i = 0; i < OPS; i++) inputs.push(parsed()); };
@@ -70,7 +70,7 @@ const actions = RouteActions.of({
 })!;
 bench('upstreamHeaders + route header rules', { ops: OPS }, (n) => {
   for (let i = 0; i < n; i++) {
-    const h = upstreamHeaders(req, ctx, null);
+    const h = upstreamHeaders(req, ctx, null, 'f3b0c442-98fc-1c14-9afb-4c8996fb9242', false);
     actions.request!.apply(h, true);
     sink.value = h;
   }

@@ -76,6 +76,8 @@ export type ToDataPlane =
   | { readonly t: 'snapshot'; readonly id: number }
   /** A VIP's address is about to move away (`leaving`), or stays or is gone: see src/dataplane/vacate.ts. */
   | { readonly t: 'vacate'; readonly id: number; readonly address: string; readonly leaving: boolean; readonly wait: number }
+  /** Open the access log file again (SIGUSR1, after logrotate renamed it); answered with `reopened`. */
+  | { readonly t: 'reopen'; readonly id: number }
   | { readonly t: 'stop'; readonly timeout: number };
 
 /** Data plane to control plane. `id` answers the request of the same id. */
@@ -86,6 +88,8 @@ export type ToControlPlane =
   | { readonly t: 'failed'; readonly code: string; readonly message: string }
   | { readonly t: 'prepared'; readonly id: number; readonly error: string | null }
   | { readonly t: 'committed'; readonly id: number; readonly error: string | null; readonly listeners: readonly BoundListener[] }
+  /** The access log was opened again; error: why it could not be. */
+  | { readonly t: 'reopened'; readonly id: number; readonly error: string | null }
   | { readonly t: 'ejected'; readonly pool: string; readonly backend: string; readonly ejected: boolean; readonly reason: string }
   /** id 0: pushed on the data plane's own timer. */
   | { readonly t: 'stats'; readonly id: number; readonly stats: DataPlaneStats }

@@ -296,13 +296,29 @@ export class ControlPlane implements AdminRuntime {
     this.planes.counts.writeBackends(this.pools_.list());
   }
 
+  /** Every data plane opens its access log file again (logrotate renamed it); `why` starts the line logged. */
+  async reopenLogs(why: string, quietWithoutFile = false): Promise<void> {
+    const file = this.dataConfig.accessLog?.path;
+    if (file === undefined || file === 'stdout') {
+      if (!quietWithoutFile) log.info({ event: 'access-log-reopen', reason: why }, `${why}: no access log file to reopen`);
+      return;
+    }
+    const problems = await this.planes.reopenLogs(RELOAD_TIMEOUT_MS);
+    if (problems.length === 0) log.info({ event: 'access-log-reopen', reason: why, file }, `${why}: access log ${file} reopened`);
+    else log.warn({ event: 'access-log-reopen', reason: why, file, problems }, `${why}: access log ${file} not reopened everywhere: ${problems.join('; ')}`);
+  }
+
   /**
    * Loads the file again; on success every data plane swaps to it, else nothing changes
-   * anywhere. `request` says who asked, for the reload's event and log line.
+   * anywhere. Either way the access log is reopened. `request` says who asked, for the
+   * reload's event and log line.
    */
   reload(request: ReloadRequest = { source: 'api' }): Promise<ReloadOutcome> {
     // Reloads queue behind each other: two at once would race on listeners.
-    const run = () => this.reloadNow({ ...request, started: performance.now() });
+    const run = () => this.reloadNow({ ...request, started: performance.now() }).then(async (outcome) => {
+      if (!outcome.ok && !this.stopping) await this.reopenLogs('rejected reload', true);
+      return outcome;
+    });
     const next = (this.reloading ?? Promise.resolve()).then(run, run);
     this.reloading = next;
     return next;

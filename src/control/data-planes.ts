@@ -196,6 +196,19 @@ export class DataPlaneSet extends EventEmitter<DataPlaneSetEvents> implements Re
     return open;
   }
 
+  /** Asks every started data plane to open its access log again; the problems, none when all did. */
+  async reopenLogs(timeout: number): Promise<string[]> {
+    const id = this.newId();
+    const slots = this.list().filter((s) => s.started && !s.stopping);
+    const answers = await Promise.all(slots.map((s) => this.request(s, id, { t: 'reopen', id }, timeout)));
+    const problems = new Set<string>();
+    answers.forEach((a, i) => {
+      if (a === null && !slots[i].exited) problems.add(`worker ${slots[i].id} did not answer`);
+      else if (a !== null && a.t === 'reopened' && a.error !== null) problems.add(a.error);
+    });
+    return [...problems];
+  }
+
   /** Sends `msg` to every data plane that has been started. */
   broadcast(msg: ToDataPlane): void {
     for (const s of this.slots.values()) if (s.started) s.send(msg);

@@ -62,6 +62,7 @@ export class DataPlaneAgent {
       case 'reinstate': this.reinstate(msg.pool, msg.backend, msg.age); return;
       case 'snapshot': this.end.send({ t: 'stats', id: msg.id, stats: this.stats() }); return;
       case 'vacate': void this.vacate(msg.id, msg.address, msg.leaving, msg.wait); return;
+      case 'reopen': void this.reopenLogs().then((error) => this.end.send({ t: 'reopened', id: msg.id, error })); return;
       case 'stop': void this.stop(msg.timeout, 0); return;
       default:
         this.queue = this.queue.then(() => this.run(msg)).catch((err: Error) => this.log.error({ message: msg.t, err }, `${msg.t}: ${err.message}`));
@@ -137,6 +138,15 @@ export class DataPlaneAgent {
       `data plane serving: ${bound.map((l) => `${l.name} on ${l.address}`).join(', ')}`,
     );
     this.end.send({ t: 'ready', listeners: bound });
+  }
+
+  /**
+   * Opens the access log again, at once rather than after a reload under way (which
+   * reopens it or opens another). Also what a worker does on its own SIGUSR1, which
+   * `systemctl kill --signal=USR1` sends to every process of the unit.
+   */
+  reopenLogs(): Promise<string | null> {
+    return this.plane?.reopenLogs() ?? Promise.resolve(null);
   }
 
   private bound(): BoundListener[] {

@@ -17,7 +17,8 @@ import { BackendStates, dataPlaneHealth } from './backend-states.ts';
 import { Generation, poolRuntime, type PoolRuntime } from './generation.ts';
 import { TrustedProxies } from './headers.ts';
 import { Listener, type ListenerState } from './server.ts';
-import { AccessLog, liveLabels, RequestCounters, Telemetry } from './telemetry.ts';
+import { AccessLog } from './access-log.ts';
+import { liveLabels, RequestCounters, Telemetry } from './telemetry.ts';
 import { closedWithin, Vacancies } from './vacate.ts';
 
 /** A reload that has bound its new listeners and waits to be committed or aborted. */
@@ -185,6 +186,9 @@ export class DataPlane implements ListenerState {
       this.accessLog = this.openAccessLog(config);
       this.observer.setAccessLog(this.accessLog);
       void old?.close();
+    } else {
+      // Every reload reopens the file, as SIGUSR1 does: `systemctl reload` after logrotate works too.
+      await this.reopenLogs();
     }
 
     // Old pools: health stops (state lives on reused backends); backends nobody reuses drain.
@@ -221,6 +225,18 @@ export class DataPlane implements ListenerState {
       entries.set(name, { pool, health: h, runtime: poolRuntime(pool, h.outlier, sticky) });
     }
     return entries;
+  }
+
+  /**
+   * Opens the access log file again (logrotate renamed it); resolves once new lines go to
+   * the new file, with null or the reason it could not be opened.
+   */
+  async reopenLogs(): Promise<string | null> {
+    const log = this.accessLog;
+    if (log === null) return null;
+    const error = await log.reopen();
+    if (error !== null) return `access log ${log.path}: ${error}`;
+    return null;
   }
 
   private openAccessLog(config: Config): AccessLog | null {

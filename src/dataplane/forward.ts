@@ -1,11 +1,11 @@
-import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { Duplex } from 'node:stream';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import { errors, type ErrorSpec } from '../errors.ts';
 import type { Backend } from '../pool/backend.ts';
 import type { PoolRuntime, RouteRuntime } from './generation.ts';
 import { bodyBytesMoved } from './gc-pacer.ts';
 import { responseHeaders, upstreamHeaders, type ForwardContext } from './headers.ts';
+import { answerError, errorBody } from './own-answers.ts';
 import { writeResumed, writeStalled } from './send-timeout.ts';
 import type { Waiter } from './backend-queue.ts';
 import type { UpgradeResult } from './telemetry.ts';
@@ -22,7 +22,8 @@ type FailureKind = 'connect' | 'reset' | 'timeout' | 'invalid';
 
 /** What is known of a finished request; metrics and the access log read it. */
 export interface Exchange {
-  readonly req: IncomingMessage;
+  /** null: the request could not be parsed (answered with a 4xx on the raw connection). */
+  readonly req: IncomingMessage | null;
   readonly ctx: ForwardContext;
   /** null: no route matched. */
   readonly route: RouteRuntime | null;
@@ -30,22 +31,33 @@ export interface Exchange {
   readonly status: number;
   /** performance.now() when the request arrived. */
   readonly start: number;
+  /** Body bytes of the answer written to the client; after an upgrade, bytes from the backend to the client. */
   readonly bytes: number;
+  /** Body bytes of the request sent on to the backend; after an upgrade, bytes from the client to the backend. */
+  readonly received: number;
   readonly retries: number;
   readonly errorCode: string | null;
-  /** Request body bytes sent to the backend (absent: none). */
-  readonly requestBytes?: number;
   /** Seconds from sending the request to the backend to its response head (absent or -1: no head came). */
   readonly upstreamSeconds?: number;
+  /** The X-Request-Id the backend and the client were given. */
+  readonly requestId: string;
+  /** The trace id of a valid traceparent, else null. */
+  readonly traceId: string | null;
+  /** A WebSocket session, logged when it ends. */
+  readonly upgrade: boolean;
 }
 
 /** Finished requests are reported here; the metrics and access log implement it. */
 export interface RequestObserver {
+  /** A request was answered: counted and logged. */
   finished(exchange: Exchange): void;
-  /** An Upgrade request on listener index `listener` ended; `errorCode` when tandem answered it with an error. */
-  upgraded(listener: number, route: RouteRuntime | null, result: UpgradeResult, errorCode: string | null): void;
-  /** tandem answered with one of its errors outside an exchange (a request the parser refused). */
-  refused(errorCode: string): void;
+  /**
+   * Not a request the metrics count as one: an upgrade (a WebSocket session, or the
+   * refusal of one, counted by result), an answer on a listener a reload removed, or a
+   * request that could not be parsed (`req` null); tandem's error answers among them are
+   * counted by code.
+   */
+  logged(exchange: Exchange): void;
 }
 
 const RETRYABLE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
@@ -63,15 +75,18 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
   readonly ctx: ForwardContext;
   readonly observer: RequestObserver;
   readonly start: number;
+  readonly requestId: string;
+  readonly traceId: string | null;
+  readonly upgrade: boolean;
   backend: Backend | null;
   controller: Dispatcher.DispatchController | null;
   headers: string[] | null;
   status: number;
   bytes: number;
-  requestBytes: number;
   /** performance.now() when the current attempt was dispatched. */
   dispatched: number;
   upstreamSeconds: number;
+  received: number;
   retries: number;
   /** First byte of the response reached the client: nothing can be retried or answered any more. */
   responded: boolean;
@@ -88,7 +103,7 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
   drainHooked: boolean;
 
   constructor(req: IncomingMessage, res: ServerResponse, route: RouteRuntime, pool: PoolRuntime,
-    ctx: ForwardContext, observer: RequestObserver, start: number, shutdown: boolean) {
+    ctx: ForwardContext, observer: RequestObserver, start: number, shutdown: boolean, requestId: string, traceId: string | null) {
     this.req = req;
     this.res = res;
     this.route = route;
@@ -96,14 +111,17 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
     this.ctx = ctx;
     this.observer = observer;
     this.start = start;
+    this.requestId = requestId;
+    this.traceId = traceId;
+    this.upgrade = false;
     this.backend = null;
     this.controller = null;
     this.headers = null;
     this.status = 0;
     this.bytes = 0;
-    this.requestBytes = 0;
     this.dispatched = 0;
     this.upstreamSeconds = -1;
+    this.received = 0;
     this.retries = 0;
     this.responded = false;
     this.done = false;
@@ -151,7 +169,7 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
     // Cookies set over TLS get Secure, so they never travel in clear.
     if (pool.sticky !== null && !sticky) this.stickyCookie = pool.sticky.setCookie(backend, this.ctx.proto === 'https');
     // With per-backend Host, a placeholder keeps the Host slot last for dispatch() to fill.
-    this.headers = upstreamHeaders(this.req, this.ctx, pool.hostFromBackend ? '' : pool.hostOverride);
+    this.headers = upstreamHeaders(this.req, this.ctx, pool.hostFromBackend ? '' : pool.hostOverride, this.requestId, this.traceId !== null);
     const edit = this.route.actions?.request ?? null;
     if (edit !== null) edit.apply(this.headers, true);
     this.dispatch(backend);
@@ -195,6 +213,7 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
     this.status = statusCode;
     this.responded = true;
     const out = responseHeaders(headers);
+    out.push('x-request-id', this.requestId);
     if (this.stickyCookie !== null) out.push('set-cookie', this.stickyCookie);
     const edit = this.route.actions?.response ?? null;
     if (edit !== null) edit.apply(out, false);
@@ -217,7 +236,7 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
   }
 
   onBodySent(chunk: Buffer | string): void {
-    this.requestBytes += chunk.length;
+    this.received += chunk.length;
     bodyBytesMoved(chunk.length);
   }
 
@@ -311,18 +330,9 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
     this.status = spec.status;
     const res = this.res;
     if (!res.headersSent && !res.destroyed) {
-      const body = errorBody(spec, this.pool.name);
-      const headers: Record<string, string | number> = {
-        'content-type': 'application/json',
-        'content-length': Buffer.byteLength(body),
-        'cache-control': 'no-store',
-      };
-      if (spec.status === 503) headers['retry-after'] = '1';
-      if (this.shutdown) headers.connection = 'close';
       // A request body we will never read must not keep the connection busy.
-      if ((this.hasBody && !this.req.complete) || spec.status < 500) headers.connection = 'close';
-      res.writeHead(spec.status, headers);
-      res.end(body);
+      const close = this.shutdown || (this.hasBody && !this.req.complete) || spec.status < 500;
+      this.bytes = answerError(this.req, res, spec, this.pool.name, close, this.requestId, spec.status === 503 ? 1 : 0);
     }
     this.finish();
   }
@@ -417,24 +427,4 @@ function classify(err: Error & { code?: string }): FailureKind {
 
 function isTimeout(err: Error & { code?: string }): boolean {
   return err.code === 'UND_ERR_CONNECT_TIMEOUT';
-}
-
-const bodies = new Map<string, string>();
-
-/** The JSON body of one of tandem's own answers; one string per code and pool, made once. */
-export function errorBody(spec: ErrorSpec, pool: string): string {
-  const key = `${spec.code}\0${pool}`;
-  let body = bodies.get(key);
-  if (body === undefined) {
-    body = JSON.stringify({ error: spec.code, message: spec.message, pool: pool || undefined }) + '\n';
-    if (bodies.size < 10_000) bodies.set(key, body);
-  }
-  return body;
-}
-
-/** Writes one of tandem's own answers on a raw socket and closes it. */
-export function writeRaw(socket: Duplex, spec: ErrorSpec, pool: string): void {
-  const body = errorBody(spec, pool);
-  socket.end(`HTTP/1.1 ${spec.status} ${STATUS_CODES[spec.status] ?? ''}\r\n`
-    + `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
 }

@@ -13,8 +13,11 @@ const HOP_BY_HOP = new Set([
   'expect',
 ]);
 
-/** Headers tandem sets itself on the way up. */
-const REPLACED = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'host']);
+/**
+ * Headers tandem sets itself on the way up, and the trace context it passes on only when
+ * valid (src/dataplane/request-id.ts): one set, so that the loop below pays one lookup.
+ */
+const REPLACED = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'host', 'x-request-id', 'traceparent', 'tracestate']);
 
 /** Which incoming X-Forwarded-* headers to keep: those from trusted proxies only. */
 export class TrustedProxies {
@@ -63,9 +66,11 @@ export interface ForwardContext {
 
 /**
  * The upstream request's headers as a flat [name, value, …] array: hop-by-hop headers
- * removed, X-Forwarded-For/Proto/Host and Via set.
+ * removed, X-Forwarded-For/Proto/Host, Via and X-Request-Id set; traceparent and
+ * tracestate kept only when `trace` (the traceparent is valid).
  */
-export function upstreamHeaders(req: IncomingMessage, ctx: ForwardContext, hostOverride: string | null): string[] {
+export function upstreamHeaders(req: IncomingMessage, ctx: ForwardContext, hostOverride: string | null,
+  requestId: string, trace: boolean): string[] {
   const raw = req.rawHeaders;
   const out: string[] = [];
   const listed = connectionTokens(req);
@@ -81,7 +86,11 @@ export function upstreamHeaders(req: IncomingMessage, ctx: ForwardContext, hostO
     if (REPLACED.has(lower)) {
       const value = raw[i + 1];
       // Host is read from req.headers below, where request-checks.ts has settled it.
-      if (lower === 'host') continue;
+      if (lower === 'host' || lower === 'x-request-id') continue;
+      if (lower === 'traceparent' || lower === 'tracestate') {
+        if (trace) out.push(name, value);
+        continue;
+      }
       if (lower === 'x-forwarded-for') xff = xff === null ? value : `${xff}, ${value}`;
       else if (lower === 'x-forwarded-proto') xfp ??= value;
       else xfh ??= value;
@@ -103,7 +112,7 @@ export function upstreamHeaders(req: IncomingMessage, ctx: ForwardContext, hostO
     if (host !== null && host !== '') out.push('x-forwarded-host', host);
   }
   const version = req.httpVersion === '1.0' ? '1.0 tandem' : '1.1 tandem';
-  out.push('via', via === null ? version : `${via}, ${version}`);
+  out.push('via', via === null ? version : `${via}, ${version}`, 'x-request-id', requestId);
   // Host goes last so that a per-backend Host can replace it without a search.
   const upstreamHost = hostOverride ?? host;
   if (upstreamHost !== null) out.push('host', upstreamHost);
@@ -113,7 +122,7 @@ export function upstreamHeaders(req: IncomingMessage, ctx: ForwardContext, hostO
 /**
  * The response's headers as a flat [name, value, …] array for writeHead, in one pass
  * over undici's parsed object: hop-by-hop headers and those the Connection header lists
- * are left out. Deleting keys from the object instead turned it into a slow dictionary
+ * are left out, and the backend's X-Request-Id (the client gets the id tandem logged). Deleting keys from the object instead turned it into a slow dictionary
  * for node's writeHead to walk; a flat array is what node handles fastest.
  */
 export function responseHeaders(headers: Record<string, string | string[] | undefined>): string[] {
@@ -121,7 +130,7 @@ export function responseHeaders(headers: Record<string, string | string[] | unde
   const conn = headers.connection;
   const listed = conn === undefined ? null : listedTokens(Array.isArray(conn) ? conn.join(',') : conn);
   for (const name in headers) {
-    if (HOP_BY_HOP.has(name) || (listed !== null && listed.has(name))) continue;
+    if (HOP_BY_HOP.has(name) || (listed !== null && listed.has(name)) || name === 'x-request-id') continue;
     const value = headers[name];
     if (value === undefined) continue;
     if (typeof value === 'string') out.push(name, value);

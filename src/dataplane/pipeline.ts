@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { ErrorSpec } from '../errors.ts';
-import { writeRaw } from './forward.ts';
+import { writeRaw } from './own-answers.ts';
 import type { ForwardContext } from './headers.ts';
 
 // One request at a time per client connection, as HAProxy and nginx serve HTTP/1.1.
@@ -20,8 +20,8 @@ export interface Connection extends ForwardContext {
   busy: boolean;
   /** Requests parsed while another was in flight, oldest first; null until the first. */
   held: Held[] | null;
-  /** A later request was malformed: answered with this once the earlier ones are. */
-  broken: ErrorSpec | null;
+  /** A later request was malformed: answered with this (and its request id) once the earlier ones are. */
+  broken: { readonly spec: ErrorSpec; readonly requestId: string } | null;
 }
 
 export interface Held {
@@ -86,15 +86,15 @@ function keepPaused(this: Socket & { [kConnection]?: Connection }): void {
  * A request after those in flight or held is malformed: they are answered first, then
  * the connection is closed with `spec` (the parser can read nothing more of it).
  */
-export function breakAfter(conn: Connection, spec: ErrorSpec): void {
-  conn.broken = spec;
+export function breakAfter(conn: Connection, spec: ErrorSpec, requestId: string): void {
+  conn.broken = { spec, requestId };
   if (!conn.busy) closeWith(conn);
 }
 
 function closeWith(conn: Connection): void {
-  const spec = conn.broken!;
+  const { spec, requestId } = conn.broken!;
   conn.broken = null;
-  writeRaw(conn.socket, spec, '');
+  writeRaw(conn.socket, spec, '', requestId);
 }
 
 /** Marks the socket so keepPaused can find its connection. */

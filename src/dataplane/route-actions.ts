@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { HeaderEditConfig, RedirectConfig, RouteConfig } from '../config/types.ts';
 import { errors } from '../errors.ts';
-import { errorBody } from './forward.ts';
+import { answerError, writeRaw } from './own-answers.ts';
 import { TrustedProxies, type ForwardContext } from './headers.ts';
 
 // A route's actions, compiled once per config: who may use the route, whether it is
@@ -55,6 +55,13 @@ class HeaderEdit {
   }
 }
 
+/** What a route answered itself: the status, the body bytes sent, and the error code if it was one. */
+export interface OwnAnswer {
+  readonly status: number;
+  readonly bytes: number;
+  readonly error: string | null;
+}
+
 export class RouteActions {
   private readonly allow: TrustedProxies | null;
   private readonly redirect: RedirectConfig | null;
@@ -88,26 +95,20 @@ export class RouteActions {
 
   /**
    * Answers the request itself when the route says so (403 for a refused client, or the
-   * redirect); returns the status sent, or 0 when the request is to be forwarded.
+   * redirect) and says what it sent; null when the request is to be forwarded.
    */
-  answer(req: IncomingMessage, res: ServerResponse, ctx: ForwardContext, close: boolean): number {
+  answer(req: IncomingMessage, res: ServerResponse, ctx: ForwardContext, close: boolean, requestId: string): OwnAnswer | null {
     if (this.refuses(ctx)) {
-      const body = errorBody(errors.FORBIDDEN, '');
-      res.writeHead(403, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...closing(close) });
-      res.end(body);
-      return 403;
+      return { status: 403, bytes: answerError(req, res, errors.FORBIDDEN, '', close, requestId), error: errors.FORBIDDEN.code };
     }
-    if (this.redirect === null) return 0;
+    if (this.redirect === null) return null;
     const location = this.location(req, ctx);
     if (location === null) {
-      const body = errorBody(errors.BAD_REQUEST, '');
-      res.writeHead(400, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...closing(close) });
-      res.end(body);
-      return 400;
+      return { status: 400, bytes: answerError(req, res, errors.BAD_REQUEST, '', close, requestId), error: errors.BAD_REQUEST.code };
     }
-    res.writeHead(this.redirect.code, { location, 'content-length': 0, ...closing(close) });
+    res.writeHead(this.redirect.code, { location, 'content-length': 0, 'x-request-id': requestId, ...closing(close) });
     res.end();
-    return this.redirect.code;
+    return { status: this.redirect.code, bytes: 0, error: null };
   }
 
   /** Where the redirect sends this request; null when the request names no host and the route none either. */
@@ -162,8 +163,7 @@ function splitHost(value: string): { name: string; port: number | null } {
   return { name: value.slice(0, colon).toLowerCase(), port: Number.isInteger(port) && port > 0 ? port : null };
 }
 
-/** The 403 for a refused client on an upgrade request, written on the raw socket. */
-export function refuseRaw(socket: Duplex): void {
-  const body = errorBody(errors.FORBIDDEN, '');
-  socket.end(`HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+/** The 403 for a refused client on an upgrade request, written on the raw socket; returns the body bytes. */
+export function refuseRaw(socket: Duplex, requestId: string): number {
+  return writeRaw(socket, errors.FORBIDDEN, '', requestId);
 }

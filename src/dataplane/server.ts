@@ -4,8 +4,9 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ListenerConfig } from '../config/types.ts';
 import { errors, type ErrorSpec } from '../errors.ts';
-import { errorBody, ProxyRequest, rejectInFlight, writeRaw, type RequestObserver } from './forward.ts';
-import type { Generation } from './generation.ts';
+import { ProxyRequest, rejectInFlight, type RequestObserver } from './forward.ts';
+import { answerError, errorBody, writeRaw } from './own-answers.ts';
+import type { Generation, RouteRuntime } from './generation.ts';
 import { Http2Front } from './http2.ts';
 import { ProxyProtocolReader } from './proxy-protocol.ts';
 import { refuseRaw } from './route-actions.ts';
@@ -13,7 +14,7 @@ import { Certificates } from './tls.ts';
 import { clientAddressOf, TrustedProxies, type ForwardContext } from './headers.ts';
 import { admit, attach, breakAfter, type Connection } from './pipeline.ts';
 import { checkRequest, isWebSocketUpgrade } from './request-checks.ts';
-import type { UpgradeReport } from './websocket.ts';
+import { newRequestId, requestIdOf, traceOf } from './request-id.ts';
 import { plainAddress, type Closing, type Vacancies } from './vacate.ts';
 
 const kListener = Symbol('tandem.listener');
@@ -258,17 +259,24 @@ function onStream(req: IncomingMessage, res: ServerResponse): void {
 function serve(ctx: Connection, req: IncomingMessage, res: ServerResponse, start: number): void {
   const listener = (ctx.socket as Socket & { [kListener]?: Listener })[kListener]!;
   const plane = listener.plane;
+  // Before anything can answer: every answer carries the id, and every log line.
+  const requestId = requestIdOf(req);
+  const traceId = traceOf(req);
   if (listener.retired) {
     res.shouldKeepAlive = false;
-    answer(res, errors.LISTENER_REMOVED, '', true);
-    plane.observer.refused(errors.LISTENER_REMOVED.code);
+    const bytes = answerError(req, res, errors.LISTENER_REMOVED, '', true, requestId);
+    // Logged, not counted: the connection's listener index may name another listener now.
+    plane.observer.logged({
+      req, ctx, route: null, backend: null, status: errors.LISTENER_REMOVED.status, start, bytes, received: 0, retries: 0,
+      errorCode: errors.LISTENER_REMOVED.code, requestId, traceId, upgrade: false,
+    });
     return;
   }
   const invalid = checkRequest(req);
   if (invalid !== null) {
     res.shouldKeepAlive = false;
-    answer(res, invalid, '', true);
-    plane.observer.finished({ req, ctx, route: null, backend: null, status: invalid.status, start, bytes: 0, retries: 0, errorCode: invalid.code });
+    const bytes = answerError(req, res, invalid, '', true, requestId);
+    answered(plane, req, ctx, null, start, invalid.status, bytes, invalid.code, requestId, traceId);
     return;
   }
   const gen = plane.generation;
@@ -280,44 +288,47 @@ function serve(ctx: Connection, req: IncomingMessage, res: ServerResponse, start
   if (asterisk && rt !== null) {
     // `OPTIONS *` asks about the server, not a resource, and undici cannot send it on:
     // tandem answers for the host it routes.
-    res.writeHead(200, { 'content-length': 0 });
+    res.writeHead(200, { 'content-length': 0, 'x-request-id': requestId });
     res.end();
+    answered(plane, req, ctx, rt, start, 200, 0, null, requestId, traceId);
     return;
   }
   if (rt === null) {
-    answer(res, errors.NO_ROUTE, '', closing);
-    plane.observer.finished({ req, ctx, route: null, backend: null, status: 404, start, bytes: 0, retries: 0, errorCode: errors.NO_ROUTE.code });
+    const bytes = answerError(req, res, errors.NO_ROUTE, '', closing, requestId);
+    answered(plane, req, ctx, null, start, 404, bytes, errors.NO_ROUTE.code, requestId, traceId);
     return;
   }
   if (rt.actions !== null) {
-    const status = rt.actions.answer(req, res, ctx, closing);
-    if (status !== 0) {
-      plane.observer.finished({ req, ctx, route: rt, backend: null, status, start, bytes: 0, retries: 0, errorCode: status === 403 ? errors.FORBIDDEN.code : null });
+    const own = rt.actions.answer(req, res, ctx, closing, requestId);
+    if (own !== null) {
+      answered(plane, req, ctx, rt, start, own.status, own.bytes, own.error, requestId, traceId);
       return;
     }
   }
   if (rt.limiter !== null) {
     const wait = rt.limiter.take(ctx.clientAddress);
     if (wait > 0) {
-      answer(res, errors.RATE_LIMITED, '', closing, wait);
-      plane.observer.finished({ req, ctx, route: rt, backend: null, status: 429, start, bytes: 0, retries: 0, errorCode: errors.RATE_LIMITED.code });
+      const bytes = answerError(req, res, errors.RATE_LIMITED, '', closing, requestId, wait);
+      answered(plane, req, ctx, rt, start, 429, bytes, errors.RATE_LIMITED.code, requestId, traceId);
       return;
     }
   }
-  new ProxyRequest(req, res, rt, rt.pool, ctx, plane.observer, start, closing).run();
+  new ProxyRequest(req, res, rt, rt.pool, ctx, plane.observer, start, closing, requestId, traceId).run();
 }
 
-/** One of tandem's own answers, outside a proxied exchange. */
-function answer(res: ServerResponse, spec: ErrorSpec, pool: string, close: boolean, retryAfter = 0): void {
-  const body = errorBody(spec, pool);
-  res.writeHead(spec.status, {
-    'content-type': 'application/json',
-    'content-length': Buffer.byteLength(body),
-    'cache-control': 'no-store',
-    ...(close ? { connection: 'close' } : {}),
-    ...(retryAfter > 0 ? { 'retry-after': String(retryAfter) } : {}),
+/** Reports one of tandem's own answers to a request (not proxied). */
+function answered(plane: ListenerState, req: IncomingMessage, ctx: ForwardContext, route: RouteRuntime | null, start: number,
+  status: number, bytes: number, errorCode: string | null, requestId: string, traceId: string | null): void {
+  plane.observer.finished({ req, ctx, route, backend: null, status, start, bytes, received: 0, retries: 0, errorCode, requestId, traceId, upgrade: false });
+}
+
+/** Reports an answer written on the raw connection: to an upgrade request, or to one that could not be parsed (`req` null). */
+function answeredRaw(plane: ListenerState, req: IncomingMessage | null, ctx: ForwardContext, route: RouteRuntime | null, start: number,
+  spec: ErrorSpec, bytes: number, requestId: string, traceId: string | null): void {
+  plane.observer.logged({
+    req, ctx, route, backend: null, status: spec.status, start, bytes, received: 0, retries: 0, errorCode: spec.code,
+    requestId, traceId, upgrade: req !== null,
   });
-  res.end(body);
 }
 
 function onClientError(this: TandemServer, err: Error & { code?: string }, socket: Duplex): void {
@@ -335,14 +346,16 @@ function onClientError(this: TandemServer, err: Error & { code?: string }, socke
       : err.code === 'HPE_INVALID_METHOD' && wellFormedLine(err) ? errors.METHOD_NOT_IMPLEMENTED : errors.BAD_REQUEST;
   const conn = (socket as TandemSocket)[kContext];
   if (inFlight && !inFlight.req.complete) {
-    // The error is in the body of the request being served.
+    // The error is in the body of the request being served: its exchange is logged.
     rejectInFlight(inFlight, spec);
     return;
   }
+  // No request to take an id from: the answer and its log line get a new one.
+  const requestId = newRequestId();
   // A later request is malformed: the earlier ones are answered first.
-  if (conn !== undefined && conn.busy) breakAfter(conn, spec);
-  else writeRaw(socket, spec, '');
-  this[kListener].plane.observer.refused(spec.code);
+  if (conn !== undefined && conn.busy) breakAfter(conn, spec, requestId);
+  else writeRaw(socket, spec, '', requestId);
+  if (conn !== undefined) answeredRaw(this[kListener].plane, null, conn, null, performance.now(), spec, Buffer.byteLength(errorBody(spec, '')), requestId, null);
 }
 
 /** A request line of the right shape with a method llhttp does not know (501), not garbage (400). */
@@ -352,49 +365,35 @@ function wellFormedLine(err: Error & { rawPacket?: Buffer }): boolean {
 }
 
 function onUpgrade(this: TandemServer, req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  const start = performance.now();
   // Node takes its own error handler off a socket it hands over for an upgrade: without
   // one, a client resetting the connection would be an uncaught exception.
   socket.on('error', destroyOnError);
   const listener = this[kListener];
-  const observer = listener.plane.observer;
-  const li = listener.index;
-  if (listener.retired) {
-    writeRaw(socket, errors.LISTENER_REMOVED, '');
-    // Its index may name another listener of the new config now: only the error counts.
-    observer.refused(errors.LISTENER_REMOVED.code);
-    return;
-  }
-  const invalid = checkRequest(req);
-  if (invalid !== null) {
-    writeRaw(socket, invalid, '');
-    observer.upgraded(li, null, 'error', invalid.code);
-    return;
-  }
-  const gen = listener.plane.generation;
-  const rt = gen.router.match(li, req.headers.host, req.url ?? '/', req.method ?? 'GET', req.headers);
-  if (rt === null) {
-    writeRaw(socket, errors.NO_ROUTE, '');
-    observer.upgraded(li, null, 'error', errors.NO_ROUTE.code);
-    return;
-  }
+  const plane = listener.plane;
   const ctx = (req.socket as TandemSocket)[kContext]!;
+  const requestId = requestIdOf(req);
+  const traceId = traceOf(req);
+  const refuse = (spec: ErrorSpec, route: RouteRuntime | null, pool: string) =>
+    answeredRaw(plane, req, ctx, route, start, spec, writeRaw(socket, spec, pool, requestId), requestId, traceId);
+  if (listener.retired) return refuse(errors.LISTENER_REMOVED, null, '');
+  const invalid = checkRequest(req);
+  if (invalid !== null) return refuse(invalid, null, '');
+  const gen = plane.generation;
+  const rt = gen.router.match(listener.index, req.headers.host, req.url ?? '/', req.method ?? 'GET', req.headers);
+  if (rt === null) return refuse(errors.NO_ROUTE, null, '');
   if (rt.actions !== null && rt.actions.refuses(ctx)) {
-    refuseRaw(socket);
-    observer.upgraded(li, rt, 'error', errors.FORBIDDEN.code);
+    answeredRaw(plane, req, ctx, rt, start, errors.FORBIDDEN, refuseRaw(socket, requestId), requestId, traceId);
     return;
   }
   const sticky = rt.pool.sticky;
   const backend = (sticky === null ? null : sticky.lookup(req.headers.cookie)) ?? rt.pool.pool.pick();
-  if (backend === null) {
-    writeRaw(socket, errors.NO_BACKEND, rt.pool.name);
-    observer.upgraded(li, rt, 'error', errors.NO_BACKEND.code);
-    return;
-  }
-  const report: UpgradeReport = (result, code) => observer.upgraded(li, rt, result, code);
+  if (backend === null) return refuse(errors.NO_BACKEND, rt, rt.pool.name);
   // http-proxy-3 is loaded on the first upgrade: a data plane that never sees one keeps
   // its memory (a worker's whole budget is tight: it must stream 1 GiB under 150 MB).
   websocket ??= import('./websocket.ts');
-  websocket.then((ws) => ws.proxyUpgrade(req, socket, head, rt.pool, backend, ctx, report), () => socket.destroy());
+  websocket.then((ws) => ws.proxyUpgrade({ req, socket, head, route: rt, backend, ctx, observer: plane.observer, start, requestId, traceId }),
+    () => socket.destroy());
 }
 
 let websocket: Promise<typeof import('./websocket.ts')> | null = null;

@@ -1,9 +1,10 @@
 // Request counting, the data plane's part of the metrics: plain counters in typed arrays,
-// bumped per request without a label hash or a Map lookup, and the access log. Nothing
-// here loads prom-client: the control plane's registry (src/admin/metrics.ts) reads these
-// counters, summed over the data planes, at scrape time.
+// bumped per request without a label hash or a Map lookup, and the access log (whose
+// lines src/dataplane/access-log.ts makes). Nothing here loads prom-client: the control
+// plane's registry (src/admin/metrics.ts) reads these counters, summed over the data
+// planes, at scrape time.
 
-import { createWriteStream, type WriteStream } from 'node:fs';
+import type { AccessLog } from './access-log.ts';
 import type { Exchange, RequestObserver } from './forward.ts';
 import type { RouteRuntime } from './generation.ts';
 import { BUCKET_SLOTS, bucketOf } from '../histogram.ts';
@@ -240,23 +241,25 @@ export class Telemetry implements RequestObserver {
   finished(e: Exchange): void {
     const seconds = (performance.now() - e.start) / 1000;
     if (this.metrics !== null) {
-      this.handle(e).record(e.status, seconds, e.requestBytes ?? 0, e.bytes, e.retries, e.upstreamSeconds ?? -1, e.errorCode);
+      this.handle(e).record(e.status, seconds, e.received, e.bytes, e.retries, e.upstreamSeconds ?? -1, e.errorCode);
     }
     if (this.accessLog !== null) this.accessLog.write(e, seconds);
   }
 
-  /** An Upgrade request on listener `li` ended as `result`; `errorCode` when tandem answered it with an error. */
-  upgraded(li: number, route: RouteRuntime | null, result: UpgradeResult, errorCode: string | null): void {
+  /** See RequestObserver.logged: written to the access log, counted by upgrade result and error code. */
+  logged(e: Exchange): void {
     const m = this.metrics;
-    if (m === null) return;
-    const pool = route?.pool.name ?? '';
-    m.upgrade(this.listeners[li] ?? '', route?.name ?? '', pool, result);
-    if (errorCode !== null) m.reject(pool, errorCode);
-  }
-
-  /** tandem answered a request it could not parse or serve as an exchange with one of its errors. */
-  refused(errorCode: string): void {
-    this.metrics?.reject('', errorCode);
+    if (m !== null) {
+      const pool = e.route?.pool.name ?? '';
+      if (e.upgrade) {
+        // 101: the backend switched protocols (whatever broke later); tandem's own error
+        // or a client gone first (499): error; else the backend answered plainly.
+        const result: UpgradeResult = e.status === 101 ? 'success' : e.errorCode !== null || e.status === 499 ? 'error' : 'refused';
+        m.upgrade(this.listeners[e.ctx.listener] ?? '', e.route?.name ?? '', pool, result);
+      }
+      if (e.errorCode !== null && e.status !== 101) m.reject(pool, e.errorCode);
+    }
+    if (this.accessLog !== null) this.accessLog.write(e, (performance.now() - e.start) / 1000);
   }
 
   private handle(e: Exchange): RequestHandle {
@@ -276,74 +279,4 @@ export class Telemetry implements RequestObserver {
     }
     return row[slot] ??= this.metrics!.requestHandle(this.listeners[li] ?? '', route.name, route.pool.name, b?.name ?? '');
   }
-}
-
-/**
- * JSON-lines access log. Lines are joined in memory and written in one call per event
- * loop turn (or when 64 KiB accumulate), so a request never waits on the disk.
- */
-export class AccessLog {
-  private readonly out: NodeJS.WritableStream | WriteStream;
-  private buffer: string;
-  private scheduled: boolean;
-
-  private failed: boolean;
-
-  constructor(path: string, log: (msg: string) => void = () => {}) {
-    this.out = path === 'stdout' ? process.stdout : createWriteStream(path, { flags: 'a' });
-    this.buffer = '';
-    this.scheduled = false;
-    this.failed = false;
-    // A log that cannot be written (folder gone, disk full, stdout closed) must never
-    // take the data plane down: say so once and drop lines from then on.
-    (this.out as NodeJS.EventEmitter).on('error', (err: Error) => {
-      if (!this.failed) log(`access log ${path}: ${err.message}; dropping access log lines`);
-      this.failed = true;
-      this.buffer = '';
-    });
-  }
-
-  write(e: Exchange, seconds: number): void {
-    if (this.failed) return;
-    const req = e.req;
-    const url = req.url ?? '/';
-    const q = url.indexOf('?');
-    this.buffer += JSON.stringify({
-      time: new Date().toISOString(),
-      client: e.ctx.clientAddress,
-      method: req.method,
-      host: req.headers.host ?? '',
-      path: q < 0 ? url : url.slice(0, q),
-      status: e.status,
-      bytes: e.bytes,
-      duration: Math.round(seconds * 1e6) / 1e3,
-      pool: e.route?.pool.name ?? null,
-      backend: e.backend?.name ?? null,
-      retries: e.retries,
-      error: e.errorCode,
-    }) + '\n';
-    if (this.buffer.length > 65536) this.flush();
-    else if (!this.scheduled) {
-      this.scheduled = true;
-      setImmediate(flushLog, this);
-    }
-  }
-
-  flush(): void {
-    this.scheduled = false;
-    if (this.buffer === '' || this.failed) return;
-    this.out.write(this.buffer);
-    this.buffer = '';
-  }
-
-  close(): Promise<void> {
-    this.flush();
-    this.failed = true;
-    if (this.out === process.stdout) return Promise.resolve();
-    return new Promise((resolve) => (this.out as WriteStream).end(resolve));
-  }
-}
-
-function flushLog(log: AccessLog): void {
-  log.flush();
 }

@@ -27,6 +27,12 @@ const onSignal = () => {
 process.on('SIGTERM', onSignal);
 process.on('SIGINT', onSignal);
 process.on('SIGHUP', onSignal);
+// SIGUSR1 reopens the access log (the primary tells every worker, and `systemctl kill
+// --signal=USR1` reaches each one itself). A listener must be there in any case: node's
+// default for SIGUSR1 is to open the inspector on port 9229.
+process.on('SIGUSR1', () => void agent.reopenLogs().then((error) => {
+  if (error !== null) log.error({ event: 'access-log-reopen', err: error }, `SIGUSR1: ${error}`);
+}));
 // The control plane is gone: nobody will check health or replace us, and nobody will
 // send `stop`. Finish the requests in flight and exit. node:cluster would exit at once
 // on an unasked disconnect, cutting those requests, unless exitedAfterDisconnect is set.
