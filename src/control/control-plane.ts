@@ -116,11 +116,7 @@ export class ControlPlane implements AdminRuntime {
     this.planes.on('exit', (slot, code, signal) => this.exited(slot, code, signal));
   }
 
-  /**
-   * Loads the config, starts health checks and the data planes, then the admin API and
-   * HA; resolves once every data plane has bound every listener. Throws TandemError on a
-   * bad config or a busy port.
-   */
+  /** Starts health checks, the data planes (all bound), then the admin API and HA; TandemError on a bad config or a busy port. */
   static async start(opts: ControlPlaneOptions): Promise<ControlPlane> {
     const result = await loadConfigFile(opts.file, { env: process.env, node: opts.node });
     if (!result.ok) throw new TandemError(errors.CONFIG_INVALID, '\n' + result.errors.join('\n'));
@@ -297,22 +293,11 @@ export class ControlPlane implements AdminRuntime {
   }
 
   /** Every data plane opens its access log file again (logrotate renamed it); `why` starts the line logged. */
-  async reopenLogs(why: string, quietWithoutFile = false): Promise<void> {
-    const file = this.dataConfig.accessLog?.path;
-    if (file === undefined || file === 'stdout') {
-      if (!quietWithoutFile) log.info({ event: 'access-log-reopen', reason: why }, `${why}: no access log file to reopen`);
-      return;
-    }
-    const problems = await this.planes.reopenLogs(RELOAD_TIMEOUT_MS);
-    if (problems.length === 0) log.info({ event: 'access-log-reopen', reason: why, file }, `${why}: access log ${file} reopened`);
-    else log.warn({ event: 'access-log-reopen', reason: why, file, problems }, `${why}: access log ${file} not reopened everywhere: ${problems.join('; ')}`);
+  reopenLogs(why: string, quietWithoutFile = false): Promise<void> {
+    return this.planes.reopenLogs(why, this.dataConfig.accessLog?.path ?? null, quietWithoutFile, RELOAD_TIMEOUT_MS);
   }
 
-  /**
-   * Loads the file again; on success every data plane swaps to it, else nothing changes
-   * anywhere. Either way the access log is reopened. `request` says who asked, for the
-   * reload's event and log line.
-   */
+  /** Loads the file again: every data plane swaps to it, or nothing changes; the access log is reopened either way. */
   reload(request: ReloadRequest = { source: 'api' }): Promise<ReloadOutcome> {
     // Reloads queue behind each other: two at once would race on listeners.
     const run = () => this.reloadNow({ ...request, started: performance.now() }).then(async (outcome) => {
@@ -434,10 +419,7 @@ export class ControlPlane implements AdminRuntime {
     }
   }
 
-  /**
-   * Graceful stop: VIPs are released first, then every data plane stops accepting and
-   * finishes its requests within `timeout` ms, then health checks and the admin API stop.
-   */
+  /** Graceful stop: VIPs go first, then data planes finish within `timeout` ms, then checks and the admin API. */
   close(timeout: number = this.current.shutdownTimeout): Promise<void> {
     if (this.closing === null) {
       this.stopping = true;

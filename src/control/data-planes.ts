@@ -8,6 +8,7 @@ import type { DataPlaneEnd } from '../channel/ends.ts';
 import type { BoundListener, ToControlPlane, ToDataPlane } from '../channel/protocol.ts';
 import type { Backend } from '../pool/backend.ts';
 import type { Reinstater } from '../pool/health/active.ts';
+import { log } from '../log.ts';
 import { DataPlaneCounts } from './counts.ts';
 
 /** How long a data plane may take to bind its listeners at start. */
@@ -196,8 +197,12 @@ export class DataPlaneSet extends EventEmitter<DataPlaneSetEvents> implements Re
     return open;
   }
 
-  /** Asks every started data plane to open its access log again; the problems, none when all did. */
-  async reopenLogs(timeout: number): Promise<string[]> {
+  /** Asks every started data plane to open its access log `file` again, and logs the outcome; `why` starts the line. */
+  async reopenLogs(why: string, file: string | null, quietWithoutFile: boolean, timeout: number): Promise<void> {
+    if (file === null || file === 'stdout') {
+      if (!quietWithoutFile) log.info({ event: 'access-log-reopen', reason: why }, `${why}: no access log file to reopen`);
+      return;
+    }
     const id = this.newId();
     const slots = this.list().filter((s) => s.started && !s.stopping);
     const answers = await Promise.all(slots.map((s) => this.request(s, id, { t: 'reopen', id }, timeout)));
@@ -206,7 +211,8 @@ export class DataPlaneSet extends EventEmitter<DataPlaneSetEvents> implements Re
       if (a === null && !slots[i].exited) problems.add(`worker ${slots[i].id} did not answer`);
       else if (a !== null && a.t === 'reopened' && a.error !== null) problems.add(a.error);
     });
-    return [...problems];
+    if (problems.size === 0) log.info({ event: 'access-log-reopen', reason: why, file }, `${why}: access log ${file} reopened`);
+    else log.warn({ event: 'access-log-reopen', reason: why, file, problems: [...problems] }, `${why}: access log ${file} not reopened everywhere: ${[...problems].join('; ')}`);
   }
 
   /** Sends `msg` to every data plane that has been started. */
