@@ -58,6 +58,8 @@ export interface RequestObserver {
    * counted by code.
    */
   logged(exchange: Exchange): void;
+  /** A WebSocket upgrade the backend accepted (101): counted now, logged when the session ends. */
+  switched(exchange: Exchange): void;
 }
 
 const RETRYABLE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);

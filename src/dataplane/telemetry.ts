@@ -246,18 +246,22 @@ export class Telemetry implements RequestObserver {
     if (this.accessLog !== null) this.accessLog.write(e, seconds);
   }
 
+  switched(e: Exchange): void {
+    this.metrics?.upgrade(this.listeners[e.ctx.listener] ?? '', e.route?.name ?? '', e.route?.pool.name ?? '', 'success');
+  }
+
   /** See RequestObserver.logged: written to the access log, counted by upgrade result and error code. */
   logged(e: Exchange): void {
     const m = this.metrics;
-    if (m !== null) {
+    // A session that switched protocols was counted then (switched), whatever broke later.
+    if (m !== null && e.status !== 101) {
       const pool = e.route?.pool.name ?? '';
       if (e.upgrade) {
-        // 101: the backend switched protocols (whatever broke later); tandem's own error
-        // or a client gone first (499): error; else the backend answered plainly.
-        const result: UpgradeResult = e.status === 101 ? 'success' : e.errorCode !== null || e.status === 499 ? 'error' : 'refused';
+        // tandem's own error, or a client gone first (499): error; else the backend answered plainly.
+        const result: UpgradeResult = e.errorCode !== null || e.status === 499 ? 'error' : 'refused';
         m.upgrade(this.listeners[e.ctx.listener] ?? '', e.route?.name ?? '', pool, result);
       }
-      if (e.errorCode !== null && e.status !== 101) m.reject(pool, e.errorCode);
+      if (e.errorCode !== null) m.reject(pool, e.errorCode);
     }
     if (this.accessLog !== null) this.accessLog.write(e, (performance.now() - e.start) / 1000);
   }

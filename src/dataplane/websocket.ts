@@ -77,6 +77,7 @@ class Session implements Exchange {
     res.headers['x-request-id'] = this.requestId;
     this.upstream = upstream;
     this.upstreamBase = upstream.bytesRead - upstreamHead.length;
+    this.observer.switched(this);
   }
 
   /** The backend answered the upgrade with a plain response, which goes back to the client. */

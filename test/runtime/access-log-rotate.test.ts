@@ -100,7 +100,7 @@ describe('two workers', () => {
     renameSync(file, `${file}.1`);
     const from = t.output().length;
     t.child.kill('SIGUSR1');
-    await t.waitForLog(/tandem: SIGUSR1: access log \S+ reopened/, { from });
+    await t.waitForLog(/SIGUSR1: access log \S+ reopened/, { from });
     // Requests that start now are logged in the new file.
     phase = 'after';
     await new Promise((r) => setTimeout(r, 300));
