@@ -147,14 +147,20 @@ describe('elector', () => {
     const a = await startNode('lb1', nodes, vip);
     const b = await startNode('lb2', nodes, vip);
     await until('lb1 MASTER', () => stateOf(a) === 'MASTER');
+    // A handover needs a candidate to hand over to: lb1 must have heard lb2 compete
+    // (adverts accepted since lb2 stood by), or it can only release.
+    await until('lb2 BACKUP', () => stateOf(b) === 'BACKUP');
+    const heard = a.store.stats.accepted;
+    await until('lb1 heard lb2 compete', () => a.store.stats.accepted >= heard + 2);
     a.readyFlag.ready = false;
     await until('lb2 MASTER', () => stateOf(b) === 'MASTER', 2 * LEASE);
     await until('lb1 FAULT', () => stateOf(a) === 'FAULT');
     await until('the FAULT hook', () => hooks().some((l) => l.node === 'lb1' && l.state === 'FAULT'));
+    await until('lb2\'s MASTER hook done', () => hooks().some((l) => l.node === 'lb2' && l.state === 'MASTER' && l.phase === 'end'));
     const lines = hooks();
     const bMaster = lines.find((l) => l.node === 'lb2' && l.state === 'MASTER' && l.phase === 'end')!;
     const aFault = lines.find((l) => l.node === 'lb1' && l.state === 'FAULT' && l.phase === 'start')!;
-    assert.ok(bMaster.at < aFault.at, 'lb2 had the VIP up before lb1 removed it');
+    assert.ok(bMaster.at < aFault.at, `lb2 had the VIP up before lb1 removed it: ${JSON.stringify(lines, (_k, v) => (typeof v === 'bigint' ? String(v) : v))}`);
     a.readyFlag.ready = true;
     const back = await until('lb1 MASTER again', () => stateOf(a) === 'MASTER', 4000);
     assert.ok(back >= 300, `preempted only after the delay (${Math.round(back)} ms)`);
