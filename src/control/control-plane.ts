@@ -23,7 +23,6 @@
 //   (src/dataplane/worker-entry.ts). A reload under way gives up at its next step, and
 //   no data plane is started any more.
 
-import type { DataPlaneEnd } from '../channel/ends.ts';
 import type { BackendState, BoundListener, ToDataPlane } from '../channel/protocol.ts';
 import { freezeConfig } from '../config/freeze.ts';
 import { diffConfig } from '../config/diff.ts';

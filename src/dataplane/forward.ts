@@ -8,7 +8,6 @@ import { responseHeaders, upstreamHeaders, type ForwardContext } from './headers
 import { answerError, errorBody } from './own-answers.ts';
 import { writeResumed, writeStalled } from './send-timeout.ts';
 import type { Waiter } from './backend-queue.ts';
-import type { UpgradeResult } from './telemetry.ts';
 
 // The hot path. One ProxyRequest per proxied request is the only allocation that is not
 // node's or undici's own: it is undici's dispatch handler, and the response stream's

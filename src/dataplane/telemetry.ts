@@ -6,7 +6,6 @@
 
 import type { AccessLog } from './access-log.ts';
 import type { Exchange, RequestObserver } from './forward.ts';
-import type { RouteRuntime } from './generation.ts';
 import { BUCKET_SLOTS, bucketOf } from '../histogram.ts';
 
 export { BUCKET_SLOTS, bucketOf, DURATION_BUCKETS } from '../histogram.ts';
