@@ -8,6 +8,7 @@ import { responseHeaders, upstreamHeaders, type ForwardContext } from './headers
 import { answerError, errorBody } from './own-answers.ts';
 import { writeResumed, writeStalled } from './send-timeout.ts';
 import type { Waiter } from './backend-queue.ts';
+import { privateUpstream } from './private-upstreams.ts';
 
 // The hot path. One ProxyRequest per proxied request is the only allocation that is not
 // node's or undici's own: it is undici's dispatch handler, and the response stream's
@@ -188,7 +189,8 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
     this.pool.activeRequests++;
     this.dispatched = performance.now();
     const req = this.req;
-    backend.upstream.dispatch({
+    const upstream = backend.proxyVersion === null ? backend.upstream : privateUpstream(this.ctx, backend);
+    upstream.dispatch({
       path: this.route.actions === null ? req.url ?? '/' : this.route.actions.path(req.url ?? '/'),
       method: req.method ?? 'GET',
       headers: this.headers,
