@@ -134,4 +134,6 @@ test('route compress: true, false or { types, minSize }, located mistakes', () =
   says(errorsOf(base('    compress: { types: [html] }')), 'routes[0].compress.types[0]', 'is not a media type');
   says(errorsOf(base('    compress: { minSize: -1 }')), 'routes[0].compress.minSize', 'from 0 to');
   says(errorsOf(base('    compress: { level: 9 }')), 'routes[0].compress.level', /unknown|not a key/i);
+  says(errorsOf(base(`    redirect: { scheme: https }
+    compress: true`)), 'routes[0].compress', 'has no effect on a route that redirects');
 });
