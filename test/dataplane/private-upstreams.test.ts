@@ -2,6 +2,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer as createHttpServer, request as httpRequest, Agent } from 'node:http';
 import { createServer as createTcpServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
+import { connect as h2connect, type ClientHttp2Session } from 'node:http2';
 import { TLSSocket } from 'node:tls';
 import { readFileSync } from 'node:fs';
 import { TestCa, type CertFiles } from '../helpers/certs.ts';
@@ -134,6 +135,7 @@ before(async () => {
     listeners: [
       { name: 'web', address: '127.0.0.1:0', proxyProtocol: { from: ['127.0.0.2'] } },
       { name: 'web6', address: '[::1]:0' },
+      { name: 'h2c', address: '127.0.0.1:0', http2: true },
     ],
     routes: [
       { name: 'one', match: { pathPrefix: '/v1' }, pool: 'one' },
@@ -307,4 +309,37 @@ test('a WebSocket upgrade to a PROXY pool opens its own connection with the head
   assert.equal(body.header.version, 1);
   assert.equal(body.header.family, 'TCP4');
   assert.equal(body.header.dstPort, port);
+});
+
+/** GET `path` as a stream of `session`. */
+function stream(session: ClientHttp2Session, path: string): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const s = session.request({ ':path': path });
+    let text = '';
+    s.on('data', (d) => { text += d; });
+    s.on('end', () => resolve(JSON.parse(text) as Answer));
+    s.on('error', reject);
+    s.end();
+  });
+}
+
+test('HTTP/2: the streams of one session share its private connections; another session gets its own', async () => {
+  const { port } = listener('h2c');
+  const one = h2connect(`http://127.0.0.1:${port}`);
+  const two = h2connect(`http://127.0.0.1:${port}`);
+  try {
+    const a = await stream(one, '/v2/a');
+    const b = await stream(one, '/v2/b');
+    const c = await stream(two, '/v2/c');
+    assert.equal(b.conn, a.conn, 'the next stream of a session reuses its upstream connection');
+    assert.notEqual(c.conn, a.conn, 'two sessions never share an upstream connection');
+    assert.equal(a.header.dstPort, port);
+    assert.notEqual(a.header.srcPort, c.header.srcPort);
+    one.close();
+    await v2.closedSoon(a.conn);
+    assert.ok(!v2.closed.has(c.conn));
+  } finally {
+    one.close();
+    two.close();
+  }
 });
