@@ -127,10 +127,11 @@ const v6 = new ProxyBackend(null);
 const secure = new ProxyBackend(backendCert);
 const checked = new ProxyBackend(null);
 let t: TandemProcess;
+let yaml: (version: string) => string;
 
 before(async () => {
   const [a, b, c, d, e] = await Promise.all([v1.listen('127.0.0.1'), v2.listen('127.0.0.1'), v6.listen('::1'), secure.listen('127.0.0.1'), checked.listen('127.0.0.1')]);
-  t = await startTandem(config({
+  yaml = (version: string) => config({
     accessLog: { path: 'stdout' },
     listeners: [
       { name: 'web', address: '127.0.0.1:0', proxyProtocol: { from: ['127.0.0.2'] } },
@@ -145,7 +146,7 @@ before(async () => {
       { name: 'checked', match: { pathPrefix: '/checked' }, pool: 'checked' },
     ],
     pools: {
-      one: { proxyProtocol: 'v1', backends: [{ name: 'one', url: `http://${a}` }] },
+      one: { proxyProtocol: version, backends: [{ name: 'one', url: `http://${a}` }] },
       two: { proxyProtocol: 'v2', backends: [{ name: 'two', url: `http://${b}` }] },
       six: { proxyProtocol: 'v2', backends: [{ name: 'six', url: `http://${c}` }] },
       tls: { proxyProtocol: 'v1', tls: { ca: ca.cert, servername: 'backend.test' }, backends: [{ name: 'tls', url: `https://${d}` }] },
@@ -155,7 +156,8 @@ before(async () => {
         backends: [{ name: 'checked', url: `http://${e}` }],
       },
     },
-  }));
+  });
+  t = await startTandem(yaml('v1'));
 });
 
 after(async () => {
@@ -342,4 +344,17 @@ test('HTTP/2: the streams of one session share its private connections; another 
     one.close();
     two.close();
   }
+});
+
+test('a reload that changes proxyProtocol gives even a kept-alive client new connections with the new header', async () => {
+  const alice = keepAlive();
+  const before = await get(alice, '/v1/r');
+  assert.equal(before.body.header.version, 1);
+  assert.match(await t.reload(yaml('v2')), /reloaded/);
+  const after = await get(alice, '/v1/r');
+  assert.equal(after.local, before.local, 'the same client connection');
+  assert.equal(after.body.header.version, 2);
+  assert.notEqual(after.body.conn, before.body.conn);
+  await v1.closedSoon(before.body.conn);
+  alice.destroy();
 });
