@@ -53,7 +53,7 @@ export class Compressor {
     addVary(out);
     if (req.headers.range !== undefined) return null;
     const length = headers['content-length'];
-    if (length !== undefined && Number(length) < this.minSize) return null;
+    if (length !== undefined && (length === '0' || Number(length) < this.minSize)) return null;
     const coding = negotiate(req.headers['accept-encoding']);
     if (coding === null) return null;
     editHeaders(out, coding);
