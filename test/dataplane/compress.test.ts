@@ -236,3 +236,32 @@ test('a client that stops reading holds the backend back through the encoder', a
   assert.equal(body.length, total);
   assert.deepEqual(body.subarray(0, CHUNK.length), CHUNK);
 });
+
+test('a client that leaves in the middle of a compressed body ends the exchange: logged, and nothing left in flight', async () => {
+  const from = t.output().length;
+  await new Promise<void>((resolve, reject) => {
+    const req = request(`${t.url}/big`, { headers: { 'accept-encoding': 'br' } }, (res) => {
+      assert.equal(res.headers['content-encoding'], 'br');
+      res.once('data', () => {
+        req.destroy();
+        resolve();
+      });
+    });
+    req.on('error', () => {});
+    req.on('close', () => resolve());
+    req.setTimeout(20_000, () => reject(new Error('no answer')));
+    req.end();
+  });
+  const [line] = await t.waitForLog(/\{[^\n]*"path":"\/big"[^\n]*\}/, { from });
+  const entry = JSON.parse(line) as { status: number; bytes: number };
+  assert.equal(entry.status, 200);
+  assert.ok(entry.bytes < CHUNK.length * BIG_CHUNKS, `${entry.bytes} bytes went out`);
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const text = await (await fetch(`${t.admin}/metrics`)).text();
+    const active = text.split('\n').find((l) => l.startsWith('tandem_backend_active_requests{') && l.includes('backend="b"'));
+    if (active !== undefined && active.endsWith(' 0')) break;
+    assert.ok(Date.now() < deadline, `still in flight: ${active}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+});
