@@ -8,7 +8,7 @@
 //   etcd.log();                             // its log so far
 
 import type { ChildProcess } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ETCD } from '../helpers/etcd.ts';
 import type { HaLab } from './lab.ts';
@@ -39,8 +39,12 @@ export async function startLabEtcd(h: HaLab, ms = 30_000): Promise<LabEtcd> {
   const logFile = join(h.dir, 'etcd.log');
   const fd = openSync(logFile, 'a');
   // The peer URL stays on the namespace's own loopback: one member, no peers.
+  // Data on tmpfs where there is one: on a machine whose disk is shared and busy, an fsync
+  // can stall etcd for longer than half a lease, and these tests are about tandem.
+  const data = existsSync('/dev/shm') ? mkdtempSync('/dev/shm/tandem-etcd-') : join(h.dir, 'etcd');
+  h.cleanups.push(() => rmSync(data, { recursive: true, force: true }));
   const child = h.lab.spawn(ns, [
-    ETCD, '--name', 'm1', '--data-dir', join(h.dir, 'etcd'),
+    ETCD, '--name', 'm1', '--data-dir', data,
     '--listen-client-urls', ETCD_ENDPOINT, '--advertise-client-urls', ETCD_ENDPOINT,
     '--listen-peer-urls', 'http://127.0.0.1:2380', '--initial-advertise-peer-urls', 'http://127.0.0.1:2380',
     '--initial-cluster', 'm1=http://127.0.0.1:2380', '--initial-cluster-state', 'new',
@@ -56,8 +60,9 @@ export async function startLabEtcd(h: HaLab, ms = 30_000): Promise<LabEtcd> {
     }
   };
   const t0 = performance.now();
-  // etcd logs this once it has a leader and its client listener is up: an event, no polling over the network.
-  while (!log().includes('ready to serve client requests')) {
+  // etcd logs this once its client listener is up (3.4: "serving client traffic insecurely",
+  // 3.5: "serving client traffic"): an event, no polling over the network.
+  while (!log().includes('serving client traffic')) {
     if (child.exitCode !== null || child.signalCode !== null) throw new Error(`etcd exited during start:\n${log().slice(-2000)}`);
     if (performance.now() - t0 > ms) throw new Error(`etcd did not start within ${ms} ms:\n${log().slice(-2000)}`);
     await sleep(50);

@@ -82,6 +82,8 @@ export class HaLab {
   readonly nodes: Map<string, NodeProcess>;
   private backends: ChildProcess | null;
   readonly watcher: Watcher;
+  /** Run by destroy(), after the lab's processes are gone (for what a test put outside `dir`). */
+  readonly cleanups: (() => void)[];
 
   private constructor(lab: Lab, opts: Required<LabOptions>, ns: Record<string, string>, macs: Record<string, string>, dir: string) {
     this.lab = lab;
@@ -93,6 +95,7 @@ export class HaLab {
     this.nodes = new Map();
     this.backends = null;
     this.watcher = new Watcher(this);
+    this.cleanups = [];
   }
 
   static async create(options: LabOptions = {}): Promise<HaLab> {
@@ -400,6 +403,7 @@ export class HaLab {
     }
     this.backends?.kill('SIGKILL');
     await this.lab.destroy();
+    for (const f of this.cleanups) f();
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
