@@ -164,11 +164,12 @@ describe('etcd store in network namespaces: failover as a client sees it', { ski
         assert.deepEqual(removed.map((r) => r.state), ['FAULT'], `lb1's agent removed vip-a while the proxy was frozen\n${h.logs()}`);
         assert.ok(h.watcher.longest() <= allowed, `both held vip-a for ${Math.round(h.watcher.longest())} ms (allowed ${Math.round(allowed)} ms)\n${h.logs()}`);
       } else {
-        // One overlap began while lb1 was frozen (lb2 took over): it ends with lb1's first
-        // hook after resuming. Any later one is the failback, make-before-break: a hook run.
+        // The overlap that began while lb1 was frozen (lb2 took over) ends with lb1's first
+        // hook after resuming. Any other is a handover (at the start, or the failback),
+        // make-before-break: a hook run.
         for (const o of overlaps) {
           const what = `both held vip-a from ${Math.round(o.at - stoppedAt)} ms after the stop for ${Math.round(o.ms)} ms (resumed at ${Math.round(resumedAt - stoppedAt)} ms, allowed ${Math.round(allowed)} ms)`;
-          if (o.at < resumedAt) assert.ok(o.at >= stoppedAt && o.at + o.ms <= resumedAt + allowed, what);
+          if (o.at >= stoppedAt && o.at < resumedAt) assert.ok(o.at + o.ms <= resumedAt + allowed, what);
           else assert.ok(o.ms <= allowed, what);
         }
       }
@@ -177,23 +178,23 @@ describe('etcd store in network namespaces: failover as a client sees it', { ski
   }
 
   test('three nodes, three VIPs: one each; a killed node\'s VIP goes to a survivor, back it takes it again after the preempt delay; not one failed probe on the VIPs that did not move', async (t) => {
-    // Three nodes' hooks and processes on a busy machine: a 2 s lease keeps a slow hook
-    // from costing a lease.
-    const lease = 2 * LEASE;
+    // Three nodes, their hooks, etcd and two probing clients on a busy machine: a 3 s lease
+    // keeps a slow keep-alive from costing a lease, and health checks with 800 ms to answer
+    // keep a slow backend check from taking a node out (FAULT). What is shown here is
+    // where the VIPs go, not how fast.
+    const lease = 3 * LEASE;
     const preempt = 1000;
-    const h = await lab({ nodes: ['lb1', 'lb2', 'lb3'], vips: ['vip-a', 'vip-b', 'vip-c'], lease, preemptDelay: preempt });
+    const h = await lab({ nodes: ['lb1', 'lb2', 'lb3'], vips: ['vip-a', 'vip-b', 'vip-c'], lease, renewEvery: 250, preemptDelay: preempt, healthCheck: { interval: '1s', timeout: '800ms' } });
     await Promise.all([h.start('lb1'), h.start('lb2'), h.start('lb3')]);
     await Promise.all([h.settle('vip-a', 'lb1', 30_000), h.settle('vip-b', 'lb2', 30_000), h.settle('vip-c', 'lb3', 30_000)]);
     await quiet(h, 1000);
-    const [pa, pb, pc] = await Promise.all(['vip-a', 'vip-b', 'vip-c'].map((v) => probing(h, v)));
+    const [pa, pb] = await Promise.all(['vip-a', 'vip-b'].map((v) => probing(h, v)));
     const marks = { lb1: mark(h, 'lb1'), lb2: mark(h, 'lb2') };
     const killedAt = performance.now();
     await h.signalAll('lb3', 'SIGKILL');
     await h.signal('lb3', 'SIGKILL');
     // vip-c's next node is lb1 (150 lb3, 120 lb1, 100 lb2).
     const moved = await h.taken('vip-c', 'lb1', 10 * lease);
-    await pc.connectedSince(killedAt + moved);
-    const cOutage = worst(pc);
     const held = await nextRun(h, 'lb1', 'vip-c', marks.lb1, (r) => r.state === 'MASTER', 5000, 'lb1 to hold vip-c');
     await sleep(lease);
 
@@ -202,11 +203,10 @@ describe('etcd store in network namespaces: failover as a client sees it', { ski
     await h.settle('vip-c', 'lb3', 15_000 + h.overlapAllowed(0));
     const backAfter = performance.now() - startedAt;
     const back = await nextRun(h, 'lb3', 'vip-c', 0, (r) => r.state === 'MASTER' && r.epoch > held.epoch, 5000, 'lb3 to hold vip-c again');
-    await pc.connectedSince(performance.now());
     await sleep(300);
-    await Promise.all([pa.stop(), pb.stop(), pc.stop()]);
+    await Promise.all([pa.stop(), pb.stop()]);
     for (const id of ['lb1', 'lb2', 'lb3']) process.stdout.write(`# ${id}: ${hookRuns(h, id).map((r) => `${r.vip} ${r.state}@${r.epoch}`).join(', ')}\n`);
-    report(t, `etcd three nodes: vip-c moved to lb1 ${Math.round(moved)} ms after the kill (client outage ${Math.round(cOutage)} ms), back on lb3 ${Math.round(backAfter)} ms after it started (epoch ${held.epoch} -> ${back.epoch}); probes on vip-a ${pa.results.length} (${pa.failures().length} failed), vip-b ${pb.results.length} (${pb.failures().length} failed)`);
+    report(t, `etcd three nodes: vip-c moved to lb1 ${Math.round(moved)} ms after the kill, back on lb3 ${Math.round(backAfter)} ms after it started (epoch ${held.epoch} -> ${back.epoch}); probes on vip-a ${pa.results.length} (${pa.failures().length} failed), vip-b ${pb.results.length} (${pb.failures().length} failed)`);
     assert.ok(backAfter >= preempt, `lb3 took vip-c back ${Math.round(backAfter)} ms after it started, before its preempt delay`);
     for (const [vip, id] of [['vip-a', 'lb1'], ['vip-b', 'lb2']] as const) {
       const runs = hookRuns(h, id).filter((r) => r.vip === vip && r.offset >= marks[id]);

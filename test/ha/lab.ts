@@ -41,6 +41,8 @@ export interface LabOptions {
   readonly vips?: readonly ('vip-a' | 'vip-b' | 'vip-c')[];
   /** The tandem nodes (default lb1 and lb2; lb3 makes three). vip-a prefers lb1, vip-b lb2, vip-c lb3. */
   readonly nodes?: readonly ('lb1' | 'lb2' | 'lb3')[];
+  /** The backends' health checks (default every 500 ms, 300 ms timeout). */
+  readonly healthCheck?: { readonly interval: string; readonly timeout: string };
   /** Keep the leases in etcd (`ha.store: etcd`) instead of the peer store. */
   readonly etcd?: { readonly endpoints: readonly string[]; readonly prefix: string } | null;
   readonly lease?: number;
@@ -107,6 +109,7 @@ export class HaLab {
       sidecar: options.sidecar ?? false,
       nodes: options.nodes ?? ['lb1', 'lb2'],
       etcd: options.etcd ?? null,
+      healthCheck: options.healthCheck ?? { interval: '500ms', timeout: '300ms' },
     };
     const lab = await Lab.create();
     try {
@@ -158,7 +161,7 @@ export class HaLab {
             { name: 'b1', url: `http://10.213.0.21:${LISTEN_PORT}` },
             { name: 'b2', url: `http://10.213.0.22:${LISTEN_PORT}` },
           ],
-          healthCheck: { path: '/', interval: '500ms', timeout: '300ms' },
+          healthCheck: { path: '/', ...o.healthCheck },
         },
       },
       admin: { address: '127.0.0.1:9901' },
