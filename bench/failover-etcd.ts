@@ -1,7 +1,8 @@
 // The `ha.store: etcd` scenarios of `npm run bench:failover` (test/ha/etcd-netns.test.ts,
 // N runs each): the namespace test bed with an etcd of its own on the lab's bridge
 // (test/ha/etcd-lab.ts), lease 1 s, renew 200 ms, and a client probing vip-a with a new
-// TCP connection every 10 ms. bench/failover.ts runs them and writes the table:
+// TCP connection every 10 ms (for a frozen holder, a GET on each: its kernel still accepts
+// connections that nobody answers). bench/failover.ts runs them and writes the table:
 //
 //   npm run bench:failover -- --runs 3 --only etcd-kill9,etcd-stop,etcd-stop-sidecar
 
@@ -39,12 +40,12 @@ async function setup(h: HaLab): Promise<void> {
 }
 
 /** lb1 (re)started and holding vip-a, the client getting through; returns the prober. */
-async function held(h: HaLab): Promise<Prober> {
+async function held(h: HaLab, http = false): Promise<Prober> {
   const lb1 = h.nodes.get('lb1');
   if (lb1 === undefined || lb1.proxy.exitCode !== null || lb1.proxy.signalCode !== null) await h.start('lb1');
   await h.settle('vip-a', 'lb1', 20_000);
   await sleep(300);
-  const p = h.probe('vip-a');
+  const p = h.probe('vip-a', { http });
   await p.connectedSince(0);
   await sleep(300);
   return p;
@@ -79,12 +80,13 @@ function stop(sidecar: boolean): EtcdScenario {
   return {
     id: sidecar ? 'etcd-stop-sidecar' : 'etcd-stop',
     title: sidecar
-      ? 'etcd store: SIGSTOP of the holder for 2 s, then SIGCONT, VIP moved by `tandem vip-agent`'
-      : "etcd store: SIGSTOP of the holder for 2 s, then SIGCONT, hook run by tandem (the frozen node's kernel keeps accepting connections)",
+      ? 'etcd store: SIGSTOP of the holder for 2 s, then SIGCONT, VIP moved by `tandem vip-agent` (probes: GET on a new connection)'
+      : 'etcd store: SIGSTOP of the holder for 2 s, then SIGCONT, hook run by tandem (probes: GET on a new connection)',
     lab: { etcd: labEtcdStore(), preemptDelay: 1000, sidecar },
     setup,
     run: async (h) => {
-      const p = await held(h);
+      // A frozen process's kernel still accepts connections: only an answer tells who serves.
+      const p = await held(h, true);
       const from = h.nodes.get('lb2')!.output().length;
       const stoppedAt = performance.now();
       await h.signalAll('lb1', 'SIGSTOP');

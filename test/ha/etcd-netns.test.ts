@@ -33,8 +33,8 @@ function report(t: TestContext, line: string): void {
 }
 
 /** Starts probing `vip`; resolves once the client got through. */
-async function probing(h: HaLab, vip: string): Promise<Prober> {
-  const p = h.probe(vip);
+async function probing(h: HaLab, vip: string, http = false): Promise<Prober> {
+  const p = h.probe(vip, { http });
   await p.connectedSince(0);
   await sleep(300);
   return p;
@@ -127,7 +127,8 @@ describe('etcd store in network namespaces: failover as a client sees it', { ski
       await h.settle('vip-a', 'lb1', 20_000);
       const held = await nextRun(h, 'lb1', 'vip-a', 0, (r) => r.state === 'MASTER', 5000, 'lb1 to hold vip-a');
       await quiet(h, 500);
-      const p = await probing(h, 'vip-a');
+      // A GET on each new connection: a frozen process's kernel still accepts connections.
+      const p = await probing(h, 'vip-a', true);
       const before = mark(h, 'lb2');
       const frozen = mark(h, 'lb1');
       const stoppedAt = performance.now();

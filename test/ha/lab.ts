@@ -326,9 +326,13 @@ export class HaLab {
     }
   }
 
-  /** Starts the client's probe loop against `vip`. */
-  probe(vip: string): Prober {
-    return new Prober(this, vip);
+  /**
+   * Starts the client's probe loop against `vip`. With `http`, each probe is a GET on its
+   * new connection and counts once answered (below 500): a frozen holder's kernel still
+   * accepts connections, so only an answer shows that someone serves.
+   */
+  probe(vip: string, opts: { http?: boolean } = {}): Prober {
+    return new Prober(this, vip, opts.http ?? false);
   }
 
   /** Cuts (or restores) a node's link at the bridge. */
@@ -501,23 +505,28 @@ interface ProbeResult {
   readonly ms: number;
 }
 
-/** New TCP connections to a VIP from the client, one every 10 ms, each given up after 1 s. */
+/** New TCP connections to a VIP from the client (with `http`, a GET on each), one every 10 ms, each given up after 1 s. */
 export class Prober {
   private readonly child: ChildProcess;
   readonly results: ProbeResult[];
   private readonly offset: number;
   private readonly done: Promise<void>;
 
-  constructor(h: HaLab, vip: string) {
+  constructor(h: HaLab, vip: string, http = false) {
     this.results = [];
     // The child reports times on the wall clock's epoch in ms with sub-ms precision; map them to ours.
     this.offset = performance.timeOrigin;
     const script = `
       const net = require('node:net');
+      const http = require('node:http');
       const now = () => performance.timeOrigin + performance.now();
+      const target = { host: ${JSON.stringify(VIP_ADDR[vip])}, port: ${LISTEN_PORT} };
       const tick = () => {
         const at = now();
-        const s = net.connect({ host: ${JSON.stringify(VIP_ADDR[vip])}, port: ${LISTEN_PORT} });
+        const s = ${http} ? http.get({ ...target, path: '/', agent: false }, (res) => {
+          res.resume();
+          res.once('end', () => end(res.statusCode < 500));
+        }) : net.connect(target);
         let done = false;
         const end = (ok) => {
           if (done) return;
@@ -527,7 +536,7 @@ export class Prober {
           process.stdout.write(at.toFixed(2) + ' ' + (ok ? 1 : 0) + ' ' + (now() - at).toFixed(2) + '\\n');
         };
         const t = setTimeout(() => end(false), 1000);
-        s.once('connect', () => end(true));
+        if (!${http}) s.once('connect', () => end(true));
         s.once('error', () => end(false));
       };
       setInterval(tick, 10);
