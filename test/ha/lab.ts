@@ -10,7 +10,7 @@
 // Nodes run the real CLI (`tandem run -c FILE --node lbX`), with the VIP hook either
 // in-process (scripts/vip-hook.sh as `ha.hook`) or in a `tandem vip-agent` sidecar.
 // The client probes a VIP with a new TCP connection every 10 ms; a watcher follows
-// `ip monitor address` in both node namespaces and records every moment both held a VIP.
+// `ip monitor address` in every node namespace and records every moment two held a VIP.
 
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
