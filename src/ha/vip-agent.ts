@@ -129,7 +129,7 @@ export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
   let lastError = '';
   while (!stop.signal.aborted) {
     if (opts.leaseDuration === undefined) lease = (await readLease(base, opts.token ?? null, stop.signal)) ?? lease;
-    const silence = lease ?? DEFAULT_LEASE;
+    let silence = lease ?? DEFAULT_LEASE;
     const conn = new AbortController();
     const onStop = () => conn.abort();
     stop.signal.addEventListener('abort', onStop, { once: true });
@@ -149,6 +149,16 @@ export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
       if (!connectedOnce || lastError !== '') log.info({ event: 'connected', admin: base, lease: silence }, `following ${base}/api/v1/events (lease ${silence} ms)`);
       connectedOnce = true;
       lastError = '';
+      // The proxy did not tell its lease before the stream opened (it was still starting, or
+      // slow to answer): ask again while following it, so the fallback does not stay.
+      if (lease === null && opts.leaseDuration === undefined) {
+        void learnLease(base, opts.token ?? null, conn.signal).then((l) => {
+          if (l === null || conn.signal.aborted) return;
+          lease = silence = l;
+          arm();
+          log.info({ event: 'lease', admin: base, lease: l }, `the proxy's lease is ${l} ms: removing every VIP after ${l} ms of silence`);
+        });
+      }
       await readEvents(res.body, (type, data) => {
         arm();
         if (type !== 'vip') return;
@@ -212,6 +222,16 @@ async function readEvents(body: ReadableStream<Uint8Array>, onEvent: (type: stri
       else if (field === 'data') data.push(value);
     }
   }
+}
+
+/** readLease, a few times while `signal` lasts: null when the proxy never told. */
+async function learnLease(base: string, token: string | null, signal: AbortSignal): Promise<number | null> {
+  for (let i = 0; i < 5 && !signal.aborted; i++) {
+    const l = await readLease(base, token, signal);
+    if (l !== null) return l;
+    await pause(200, signal);
+  }
+  return null;
 }
 
 /** The lease duration the proxy reports in GET /api/v1/status, or null. */

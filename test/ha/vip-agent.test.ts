@@ -29,6 +29,8 @@ class FakeAdmin {
   readonly clients = new Set<http.ServerResponse>();
   snapshot: VipEvent[] = [vipEvent('BACKUP', 1)];
   pings = true;
+  /** Answer this many status requests with 503 (a proxy still starting). */
+  statusFails = 0;
   private id = 0;
   private pinger: NodeJS.Timeout;
   connections = 0;
@@ -46,6 +48,10 @@ class FakeAdmin {
           res.end('{}');
         });
         return;
+      }
+      if (req.url === '/api/v1/status' && this.statusFails > 0) {
+        this.statusFails--;
+        return void res.writeHead(503).end();
       }
       if (req.url === '/api/v1/status') return void res.end(JSON.stringify({ node: 'lb1', vips: [{ name: 'vip-a', leaseDuration: LEASE }] }));
       if (req.url !== '/api/v1/events') return void res.writeHead(404).end();
@@ -180,6 +186,19 @@ describe('vip-agent', () => {
     await until('FAULT', () => runs().at(-1)?.state === 'FAULT', 3 * LEASE);
     const after = runs().at(-1)!.at - t0;
     assert.ok(after >= LEASE - LEASE / 3 - 50 && after <= LEASE + 300, `removed ${after} ms after the last ping (lease ${LEASE})`);
+  });
+
+  test('a lease the proxy could not tell before the stream opened is asked again: silence for that lease, not the 3 s fallback, removes the VIP', async () => {
+    admin.snapshot = [vipEvent('MASTER', 3)];
+    admin.statusFails = 1;
+    start();
+    await until('MASTER', () => runs().at(-1)?.state === 'MASTER');
+    await until('the lease learnt', () => logged.some((l) => l.includes(`lease is ${LEASE} ms`)));
+    const t0 = Date.now();
+    admin.pings = false;
+    await until('FAULT', () => runs().at(-1)?.state === 'FAULT', 3 * LEASE);
+    const after = runs().at(-1)!.at - t0;
+    assert.ok(after <= LEASE + 300, `removed ${after} ms after the last ping (lease ${LEASE}, fallback 3000)`);
   });
 
   test('stopping the agent removes the VIP', async () => {
