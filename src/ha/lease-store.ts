@@ -102,9 +102,3 @@ export function subscribe(listeners: Set<(lease: Lease) => void>, listener: (lea
   });
   return () => void listeners.delete(listener);
 }
-
-/** True when candidate a (priority, id) beats b: higher priority first, then the smaller node id. */
-export function outranks(aPriority: number, aNode: string, bPriority: number, bNode: string): boolean {
-  if (aPriority !== bPriority) return aPriority > bPriority;
-  return aNode < bNode;
-}
