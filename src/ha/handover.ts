@@ -105,3 +105,12 @@ export const OVERDUE_MARGIN_MS = 50;
 export function silentTooLong(seenAt: number, t: number, leaseDuration: number): boolean {
   return seenAt > 0 && t - seenAt > leaseDuration + OVERDUE_MARGIN_MS;
 }
+
+/**
+ * The claim a node makes for a VIP at `t`: it asks a lower-priority holder for the key
+ * (preempt) only once it has been ready for the VIP's preempt delay, so that a node that
+ * just came back does not take the VIP before it has shown it stays up.
+ */
+export function claimAt(node: string, priority: number, vip: { readonly preempt: boolean; readonly preemptDelay: number }, readySince: number | null, t: number): Claim {
+  return { node, priority, preempt: vip.preempt && t - (readySince ?? t) >= vip.preemptDelay };
+}

@@ -60,12 +60,15 @@ export class MemoryStore implements LeaseStore {
   private readonly keys: Map<string, KeyState>;
   private readonly unwatch: () => void;
   private closed: boolean;
+  /** Cut off from the medium (a partition): every call fails, nothing is heard. */
+  private cutOff: boolean;
 
   constructor(opts: MemoryStoreOptions) {
     this.opts = opts;
     this.medium = opts.medium;
     this.keys = new Map();
     this.closed = false;
+    this.cutOff = false;
     this.unwatch = this.medium.watch('', (path) => this.onChange(path));
   }
 
@@ -137,6 +140,12 @@ export class MemoryStore implements LeaseStore {
     return subscribe(ks.listeners, listener, () => this.view(ks));
   }
 
+  /** Cuts this node off from the medium, as a partition would, or (false) reconnects it. */
+  cut(off: boolean): void {
+    this.cutOff = off;
+    if (!off) for (const ks of this.keys.values()) this.changed(ks);
+  }
+
   /** Withdraws this node's candidacies and stops; release held keys first. */
   close(): void {
     for (const key of this.keys.keys()) this.medium.delete(this.candPath(key));
@@ -203,7 +212,7 @@ export class MemoryStore implements LeaseStore {
   }
 
   private onChange(path: string): void {
-    if (this.closed) return;
+    if (this.closed || this.cutOff) return;
     const key = path.startsWith('vip/') ? path.slice(4) : path.startsWith('cand/') ? path.slice(5, path.lastIndexOf('/')) : null;
     const ks = key === null ? undefined : this.keys.get(key);
     if (ks !== undefined) this.changed(ks);
@@ -241,5 +250,6 @@ export class MemoryStore implements LeaseStore {
   private assertSelf(node: string): void {
     if (node !== this.opts.node) throw new TandemError(errors.LEASE_STORE, `this memory store speaks for ${this.opts.node}, not ${node}`);
     if (this.closed) throw new TandemError(errors.LEASE_STORE, 'the memory store is closed');
+    if (this.cutOff) throw new TandemError(errors.LEASE_STORE, `${node} is cut off from the memory medium`);
   }
 }
