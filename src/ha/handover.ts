@@ -62,6 +62,24 @@ export function mayOffer(s: OfferState): boolean {
 }
 
 /**
+ * The holder's side of preemption: waits for `beforeOffer` (the holder winds the VIP's
+ * connections down first), then makes the offer with `offer()` if `stillMay()`: the key
+ * may have changed meanwhile. One offer at a time per key (`s.offering`).
+ */
+export async function offerAfter(s: { offering: boolean }, beforeOffer: () => Promise<void> | undefined, stillMay: () => boolean, offer: () => unknown): Promise<void> {
+  if (s.offering) return;
+  s.offering = true;
+  await beforeOffer()?.catch(() => {});
+  s.offering = false;
+  if (stillMay()) await offer();
+}
+
+/** An offer to a preempting candidate not taken by `offerUntil` is withdrawn; a release's offer ends with the release. */
+export function offerLapsed(offeredTo: string | null, releasing: boolean, offerUntil: number, t: number): boolean {
+  return offeredTo !== null && !releasing && t > offerUntil;
+}
+
+/**
  * A holder handing its key to `heir` may let go once the key is gone, or the heir
  * serves it (make-before-break), or the offer is off (taken back, or the heir left).
  */

@@ -59,6 +59,13 @@ describe('elector on the memory store, on a hand-moved clock', () => {
     published = [];
     nodes = [];
   };
+  /** fresh(), and a directory for a hook script's files, removed after the test. */
+  const freshWithDir = () => {
+    fresh();
+    const dir = mkdtempSync(join(tmpdir(), 'tandem-elector-memory-'));
+    dirs.push(dir);
+    return dir;
+  };
   afterEach(async () => {
     for (const n of nodes) n.store.cut(false);
     const stopping = Promise.all(nodes.map((n) => n.elector.stop().catch(() => {})));
@@ -124,6 +131,16 @@ describe('elector on the memory store, on a hand-moved clock', () => {
   }
 
   const stateOf = (n: Node) => n.elector.status().state;
+
+  /** A fresh medium, lb1 and lb2 started, lb1 holding the VIP for a few renewals. */
+  async function pairWithLb1Master(vip: VipConfig): Promise<[Node, Node]> {
+    fresh();
+    const a = await startNode('lb1', vip);
+    const b = await startNode('lb2', vip);
+    await runUntil('lb1 MASTER', () => stateOf(a) === 'MASTER');
+    await clock.advance(3 * RENEW);
+    return [a, b];
+  }
   const first = (node: string, state: string, after = 0) => published.find((p) => p.node === node && p.state === state && p.at >= after && (state !== 'MASTER' || p.holder === node));
 
   test('a lone node takes the free VIP one renew interval after it starts, at epoch 1', async () => {
@@ -160,11 +177,7 @@ describe('elector on the memory store, on a hand-moved clock', () => {
   });
 
   test('a holder that is no longer ready hands the VIP over first, then goes to FAULT', async () => {
-    fresh();
-    const a = await startNode('lb1', vipOf());
-    const b = await startNode('lb2', vipOf());
-    await runUntil('lb1 MASTER', () => stateOf(a) === 'MASTER');
-    await clock.advance(3 * RENEW);
+    const [a, b] = await pairWithLb1Master(vipOf());
     const t0 = clock.now();
     a.ready.value = false;
     await runUntil('lb1 FAULT', () => stateOf(a) === 'FAULT');
@@ -180,11 +193,7 @@ describe('elector on the memory store, on a hand-moved clock', () => {
   });
 
   test('a holder whose renewals fail steps down at half a lease, before the lease can expire for the others', async () => {
-    fresh();
-    const a = await startNode('lb1', vipOf());
-    const b = await startNode('lb2', vipOf());
-    await runUntil('lb1 MASTER', () => stateOf(a) === 'MASTER');
-    await clock.advance(3 * RENEW);
+    const [a, b] = await pairWithLb1Master(vipOf());
     const expiresAt = medium.get('vip/vip-a')!.expiresAt;
     const lastRenew = expiresAt - LEASE;
     a.store.cut(true);
@@ -200,10 +209,7 @@ describe('elector on the memory store, on a hand-moved clock', () => {
   });
 
   test('a failed MASTER hook puts the node in FAULT for two leases, and the other node takes the VIP meanwhile', async () => {
-    fresh();
-    const dir = mkdtempSync(join(tmpdir(), 'tandem-elector-memory-'));
-    dirs.push(dir);
-    const hookLog = join(dir, 'hooks.log');
+    const hookLog = join(freshWithDir(), 'hooks.log');
     setEnv('HOOK_LOG', hookLog);
     setEnv('HOOK_FAIL', 'MASTER@lb1');
     const vip = vipOf({ preempt: false });
@@ -223,11 +229,7 @@ describe('elector on the memory store, on a hand-moved clock', () => {
   });
 
   test('release is make-before-break: it returns once the other node serves, and only then does this node leave MASTER', async () => {
-    fresh();
-    const a = await startNode('lb1', vipOf({ preempt: false }));
-    const b = await startNode('lb2', vipOf({ preempt: false }));
-    await runUntil('lb1 MASTER', () => stateOf(a) === 'MASTER');
-    await clock.advance(3 * RENEW);
+    const [a, b] = await pairWithLb1Master(vipOf({ preempt: false }));
     const t0 = clock.now();
     let released: boolean | null = null;
     void a.elector.release().then((r) => (released = r));
@@ -235,6 +237,7 @@ describe('elector on the memory store, on a hand-moved clock', () => {
     assert.equal(released, true);
     const lease = medium.get<{ holder: string; serving: boolean }>('vip/vip-a')!.value;
     assert.deepEqual([lease.holder, lease.serving], ['lb2', true], 'lb2 serves when release returns');
+    assert.equal(stateOf(b), 'MASTER');
     const master = first('lb2', 'MASTER', t0)!;
     const backup = first('lb1', 'BACKUP', t0)!;
     assert.ok(published.indexOf(master) < published.indexOf(backup), 'lb2 MASTER before lb1 BACKUP');
@@ -242,10 +245,7 @@ describe('elector on the memory store, on a hand-moved clock', () => {
   });
 
   test('a MASTER hook still running when the lease is lost is stopped, with every process it started', async () => {
-    fresh();
-    const dir = mkdtempSync(join(tmpdir(), 'tandem-elector-memory-'));
-    dirs.push(dir);
-    const pids = join(dir, 'pids');
+    const pids = join(freshWithDir(), 'pids');
     setEnv('HOOK_PIDS', pids);
     const a = await startNode('lb1', vipOf(), join(FIXTURES, 'slow-master-hook.sh'));
     await clock.advance(2 * RENEW);

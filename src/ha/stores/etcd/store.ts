@@ -24,8 +24,8 @@
 
 import { TandemError, errors } from '../../../errors.ts';
 import { preempter } from '../../candidates.ts';
-import { handoverSettled, heirOf, mayOffer, nextMove, settle } from '../../handover.ts';
-import { freeLease, subscribe, type Claim, type Lease, type LeaseStore } from '../../lease-store.ts';
+import { handoverSettled, heirOf, mayOffer, nextMove, offerAfter, offerLapsed, settle } from '../../handover.ts';
+import { freeLease, publishView, subscribe, type Claim, type Lease, type LeaseStore } from '../../lease-store.ts';
 import type { EtcdClient, KeyValue } from './client.ts';
 import { KeyLayout, holdingFacts, parseCandidacy, parseHolding, type Holding } from './keys.ts';
 import { forgetBeat, newKeyState, overdue, sawBeat, type KeyState } from './key-state.ts';
@@ -285,12 +285,11 @@ export class EtcdStore implements LeaseStore {
     if (h === null || own === null || !mayOffer({ serving: own.serving, releasing: own.releasing, offering: own.offering, offeredTo: h.o })) return;
     const best = preempter(ks.candidates.values(), this.opts.node, h.p);
     if (best === null) return;
-    own.offering = true;
-    await this.opts.beforeOffer?.(ks.key).catch(() => {});
-    own.offering = false;
-    if (ks.own !== own || own.releasing || ks.holding === null || ks.holding.o !== null) return;
-    own.offerUntil = now() + this.opts.handoverTimeout;
-    await this.rewrite(ks, { o: best });
+    const stillMay = () => ks.own === own && !own.releasing && ks.holding !== null && ks.holding.o === null;
+    await offerAfter(own, () => this.opts.beforeOffer?.(ks.key), stillMay, () => {
+      own.offerUntil = now() + this.opts.handoverTimeout;
+      return this.rewrite(ks, { o: best });
+    });
   }
 
   private lose(ks: KeyState, why: string): void {
@@ -390,7 +389,7 @@ export class EtcdStore implements LeaseStore {
         }, () => {});
         void this.rewrite(ks, {}).catch(() => {});
       }
-      if (own !== null && own.serving && !own.releasing && ks.holding?.o != null && t > own.offerUntil) {
+      if (own !== null && own.serving && offerLapsed(ks.holding?.o ?? null, own.releasing, own.offerUntil, t)) {
         void this.rewrite(ks, { o: null }).catch(() => {});
       }
       const claim = ks.claim;
@@ -415,14 +414,8 @@ export class EtcdStore implements LeaseStore {
   }
 
   private changed(ks: KeyState): void {
-    const v = this.view(ks, now());
-    const signature = `${v.holder}|${v.epoch}|${v.serving}|${v.offeredTo}`;
     ks.onChange?.();
-    if (signature === ks.lastSignature) return;
-    ks.lastSignature = signature;
-    queueMicrotask(() => {
-      for (const l of ks.listeners) l(v);
-    });
+    publishView(ks, this.view(ks, now()));
   }
 
   private state(key: string): KeyState {

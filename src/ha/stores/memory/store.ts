@@ -12,8 +12,8 @@
 import { TandemError, errors } from '../../../errors.ts';
 import type { Logger } from '../../../log.ts';
 import { preempter, type Candidate } from '../../candidates.ts';
-import { handoverSettled, heirOf, mayOffer, nextMove, settle, type ChangeSlot } from '../../handover.ts';
-import { freeLease, subscribe, type Claim, type Lease, type LeaseStore } from '../../lease-store.ts';
+import { handoverSettled, heirOf, mayOffer, nextMove, offerAfter, offerLapsed, settle, type ChangeSlot } from '../../handover.ts';
+import { freeLease, publishView, subscribe, type Claim, type Lease, type LeaseStore } from '../../lease-store.ts';
 import type { MemoryMedium, MemoryRecord } from './medium.ts';
 
 export { MemoryMedium } from './medium.ts';
@@ -105,7 +105,7 @@ export class MemoryStore implements LeaseStore {
     if (rec === null || rec.value.holder !== node || ks.releasing) return this.view(ks);
     const t = this.medium.clock.now();
     let h = rec.value;
-    if (h.offeredTo !== null && t > ks.offerUntil) h = { ...h, offeredTo: null };
+    if (offerLapsed(h.offeredTo, false, ks.offerUntil, t)) h = { ...h, offeredTo: null };
     if (h.serving && h === rec.value) this.medium.keepAlive(this.vipPath(key), rec.rev, this.opts.leaseDuration);
     else this.medium.replace(this.vipPath(key), rec.rev, { ...h, serving: true }, this.opts.leaseDuration);
     if (h.serving) void this.offerToPreempter(ks).catch(() => {});
@@ -179,14 +179,16 @@ export class MemoryStore implements LeaseStore {
     if (!mayOffer({ serving: rec.value.serving, releasing: ks.releasing, offering: ks.offering, offeredTo: rec.value.offeredTo })) return;
     const best = preempter(this.candidates(ks.key), this.opts.node, rec.value.priority);
     if (best === null) return;
-    ks.offering = true;
-    await this.opts.beforeOffer?.(ks.key).catch(() => {});
-    ks.offering = false;
-    const now = this.holding(ks.key);
-    if (now === null || now.value.holder !== this.opts.node || ks.releasing || now.value.offeredTo !== null) return;
-    ks.offerUntil = this.medium.clock.now() + this.opts.handoverTimeout;
-    this.medium.replace(this.vipPath(ks.key), now.rev, { ...now.value, offeredTo: best }, null);
-    this.opts.log?.info({ vip: ks.key, to: best }, `ha: ${ks.key}: offering it to ${best}, which preempts`);
+    const stillMay = () => {
+      const now = this.holding(ks.key)?.value;
+      return now?.holder === this.opts.node && !ks.releasing && now.offeredTo === null;
+    };
+    await offerAfter(ks, () => this.opts.beforeOffer?.(ks.key), stillMay, () => {
+      const now = this.holding(ks.key)!;
+      ks.offerUntil = this.medium.clock.now() + this.opts.handoverTimeout;
+      this.medium.replace(this.vipPath(ks.key), now.rev, { ...now.value, offeredTo: best }, null);
+      this.opts.log?.info({ vip: ks.key, to: best }, `ha: ${ks.key}: offering it to ${best}, which preempts`);
+    });
   }
 
   private holding(key: string): MemoryRecord<Holding> | null {
@@ -218,16 +220,9 @@ export class MemoryStore implements LeaseStore {
     if (ks !== undefined) this.changed(ks);
   }
 
-  /** Tells listeners about a change of holder, epoch, serving or offer (not of time left). */
   private changed(ks: KeyState): void {
     ks.onChange?.();
-    const v = this.view(ks);
-    const signature = `${v.holder}|${v.epoch}|${v.serving}|${v.offeredTo}`;
-    if (signature === ks.lastSignature) return;
-    ks.lastSignature = signature;
-    queueMicrotask(() => {
-      for (const l of ks.listeners) l(v);
-    });
+    publishView(ks, this.view(ks));
   }
 
   private state(key: string): KeyState {

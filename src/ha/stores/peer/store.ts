@@ -18,8 +18,8 @@
 import type { HaNodeConfig } from '../../../config/types.ts';
 import { TandemError, errors } from '../../../errors.ts';
 import { beats } from '../../candidates.ts';
-import { handoverSettled, heirOf, mayOffer, nextMove, settle } from '../../handover.ts';
-import { subscribe, type Claim, type Lease, type LeaseStore } from '../../lease-store.ts';
+import { handoverSettled, heirOf, mayOffer, nextMove, offerAfter, offerLapsed, settle } from '../../handover.ts';
+import { publishView, subscribe, type Claim, type Lease, type LeaseStore } from '../../lease-store.ts';
 import { clearLease, liveCandidates, newKeyState, viewOf, warm, type KeyState, type PeerState } from './key-state.ts';
 import { Heartbeats } from './heartbeat.ts';
 import { AdvertTransport } from './transport.ts';
@@ -151,7 +151,7 @@ export class PeerStore implements LeaseStore {
     if (ks.holder !== this.self.id || ks.releasing) return viewOf(ks, t);
     ks.expiresAt = t + this.opts.leaseDuration;
     ks.serving = true;
-    if (ks.offeredTo !== null && t > ks.offerUntil) ks.offeredTo = null;
+    if (offerLapsed(ks.offeredTo, false, ks.offerUntil, t)) ks.offeredTo = null;
     this.armExpiry(ks, t);
     await this.broadcast(this.holdAdvert(ks));
     this.changed(ks);
@@ -215,17 +215,7 @@ export class PeerStore implements LeaseStore {
 
   /** Tells listeners about a change of holder, epoch, serving or offer (not of time left). */
   private changed(ks: KeyState): void {
-    const signature = `${ks.holder}|${ks.epoch}|${ks.serving}|${ks.offeredTo}`;
-    if (signature === ks.lastSignature) return;
-    ks.lastSignature = signature;
-    ks.onChange?.();
-    if (ks.listeners.size === 0) return;
-    const lease = viewOf(ks, now());
-    // Delivered after the current step, so a listener that calls back into the store
-    // never sees it half-updated.
-    queueMicrotask(() => {
-      for (const l of ks.listeners) l(lease);
-    });
+    if (publishView(ks, viewOf(ks, now()))) ks.onChange?.();
   }
 
   private take(ks: KeyState, t: number, priority: number): Promise<Lease> {
@@ -256,16 +246,14 @@ export class PeerStore implements LeaseStore {
   }
 
   /** Preemption: offers the key to `n` once this holder is ready to let it go (opts.beforeOffer). */
-  private async offerTo(ks: KeyState, n: string, epoch: number): Promise<void> {
-    if (ks.offering) return;
-    ks.offering = true;
-    await this.opts.beforeOffer?.(ks.key).catch(() => {});
-    ks.offering = false;
-    if (ks.holder !== this.self.id || ks.epoch !== epoch || !mayOffer(ks)) return;
-    ks.offeredTo = n;
-    ks.offerUntil = now() + this.opts.handoverTimeout;
-    this.changed(ks);
-    void this.broadcast(this.holdAdvert(ks)).catch(() => {});
+  private offerTo(ks: KeyState, n: string, epoch: number): Promise<void> {
+    const stillMay = () => ks.holder === this.self.id && ks.epoch === epoch && mayOffer(ks);
+    return offerAfter(ks, () => this.opts.beforeOffer?.(ks.key), stillMay, () => {
+      ks.offeredTo = n;
+      ks.offerUntil = now() + this.opts.handoverTimeout;
+      this.changed(ks);
+      void this.broadcast(this.holdAdvert(ks)).catch(() => {});
+    });
   }
 
   private expireIfDue(ks: KeyState, t: number): void {
@@ -289,7 +277,7 @@ export class PeerStore implements LeaseStore {
     const t = now();
     for (const ks of this.keys.values()) {
       this.expireIfDue(ks, t);
-      if (ks.holder === this.self.id && ks.offeredTo !== null && !ks.releasing && t > ks.offerUntil) {
+      if (ks.holder === this.self.id && offerLapsed(ks.offeredTo, ks.releasing, ks.offerUntil, t)) {
         ks.offeredTo = null;
         this.changed(ks);
       }
