@@ -15,7 +15,8 @@ export type HookOutcome = 'ok' | 'failed' | 'superseded';
 
 /** Runs the hook for one VIP. */
 export interface HookRunner {
-  run(state: HookState, epoch: number): Promise<HookOutcome>;
+  /** `signal`: leader-only work (MASTER) stops when it aborts, its processes killed. */
+  run(state: HookState, epoch: number, signal?: AbortSignal): Promise<HookOutcome>;
 }
 
 export interface HookOptions {
@@ -38,6 +39,7 @@ export interface HookOptions {
 interface Request {
   readonly state: HookState;
   readonly epoch: number;
+  readonly signal: AbortSignal | undefined;
   readonly waiters: ((outcome: HookOutcome) => void)[];
 }
 
@@ -57,7 +59,7 @@ export class VipHook implements HookRunner {
   }
 
   /** Requests a run for `state`; resolves when it ran, or was superseded by a newer request. */
-  run(state: HookState, epoch: number): Promise<HookOutcome> {
+  run(state: HookState, epoch: number, signal?: AbortSignal): Promise<HookOutcome> {
     return new Promise<HookOutcome>((resolve) => {
       if (this.pending !== null) {
         if (this.pending.state === state && this.pending.epoch === epoch) {
@@ -66,7 +68,7 @@ export class VipHook implements HookRunner {
         }
         for (const w of this.pending.waiters) w('superseded');
       }
-      this.pending = { state, epoch, waiters: [resolve] };
+      this.pending = { state, epoch, signal, waiters: [resolve] };
       if (!this.running) void this.drain();
     });
   }
@@ -76,13 +78,13 @@ export class VipHook implements HookRunner {
     while (this.pending !== null) {
       const req = this.pending;
       this.pending = null;
-      const outcome = await this.exec(req.state, req.epoch);
+      const outcome = await this.exec(req.state, req.epoch, req.signal);
       for (const w of req.waiters) w(outcome);
     }
     this.running = false;
   }
 
-  private exec(state: HookState, epoch: number): Promise<HookOutcome> {
+  private exec(state: HookState, epoch: number, signal: AbortSignal | undefined): Promise<HookOutcome> {
     const o = this.opts;
     const line = `${o.vip} ${state} ${o.address} ${o.interface} (epoch ${epoch})`;
     const fields = { event: 'hook', vip: o.vip, state, epoch, address: o.address, interface: o.interface, runner: o.path === null ? 'log-only' : 'script' };
@@ -129,13 +131,19 @@ export class VipHook implements HookRunner {
       };
       child.stdout.on('data', collect);
       child.stderr.on('data', collect);
-      const timer = setTimeout(() => {
+      const stop = (why: string) => {
         // The group, not just the hook; ESRCH means everything in it has already exited.
         try {
           if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
         } catch {}
-        finish('failed', `timed out (${o.timeout} ms)`);
-      }, o.timeout);
+        finish('failed', why);
+      };
+      const timer = setTimeout(() => stop(`timed out (${o.timeout} ms)`), o.timeout);
+      // The lease it runs for was lost or is in doubt: what it does is no longer this node's to do.
+      const aborted = () => stop('stopped: the lease was lost or is in doubt');
+      if (signal?.aborted === true) aborted();
+      signal?.addEventListener('abort', aborted, { once: true });
+      child.once('exit', () => signal?.removeEventListener('abort', aborted));
       child.once('error', (err) => finish('failed', `could not start: ${err.message}`));
       // 'exit', not 'close': a background announcer the hook leaves running may hold
       // the pipes open for as long as the VIP is held.
