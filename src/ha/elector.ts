@@ -41,6 +41,8 @@ export class Elector {
   readonly departure: Departure;
   /** When the lease is in doubt unless a renewal succeeds first. */
   private doubtAt: number;
+  /** When this node's lease runs out, by its last confirmed renewal; 0 when unknown. */
+  private leaseEndsAt: number;
   private doubtTimer: TimerHandle | null;
   private ticker: TimerHandle | null;
   private unwatch: (() => void) | null;
@@ -69,6 +71,7 @@ export class Elector {
     this.handingUntil = 0;
     this.departure = new Departure(opts.vacate, () => this.phase === 'master', opts.handoverTimeout + opts.renewEvery);
     this.doubtAt = Infinity;
+    this.leaseEndsAt = 0;
     this.doubtTimer = null;
     this.ticker = null;
     this.unwatch = null;
@@ -146,7 +149,8 @@ export class Elector {
       holder: this.view.holder,
       epoch: held ? Math.max(this.epoch, this.view.epoch) : this.view.epoch,
       // This node's own lease only, as docs/admin-api.md says; a standby shows 0.
-      leaseRemainingMs: held && this.view.holder === this.opts.node ? this.view.remaining : 0,
+      // Counted down from the last confirmed renewal, so a sidecar can fence on it.
+      leaseRemainingMs: held && this.view.holder === this.opts.node ? this.leaseLeft() : 0,
       leaseDuration: this.opts.leaseDuration,
       priority: this.priority,
       renewFailures: this.renewFailures,
@@ -416,12 +420,18 @@ export class Elector {
   private armDoubt(renewStarted: number, remaining: number): void {
     // Measured from when the renewal was sent, so the time the answer took counts too.
     this.doubtAt = renewStarted + remaining / 2;
+    this.leaseEndsAt = renewStarted + remaining;
     if (this.doubtTimer !== null) this.clock.clearTimeout(this.doubtTimer);
     this.doubtTimer = this.clock.setTimeout(() => this.schedule(false), Math.max(0, this.doubtAt - this.clock.now()) + 1);
   }
 
+  private leaseLeft(): number {
+    return this.leaseEndsAt === 0 ? this.view.remaining : Math.max(0, Math.round(this.leaseEndsAt - this.clock.now()));
+  }
+
   private clearDoubt(): void {
     this.doubtAt = Infinity;
+    this.leaseEndsAt = 0;
     if (this.doubtTimer !== null) this.clock.clearTimeout(this.doubtTimer);
     this.doubtTimer = null;
   }

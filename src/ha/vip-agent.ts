@@ -15,6 +15,7 @@
 import type { VipEvent } from '../events.ts';
 import { log as rootLog, type Logger } from '../log.ts';
 import { VipHook, type HookState } from './hook.ts';
+import { LeaseFence, pingLeases } from './lease-fence.ts';
 
 export interface VipAgentOptions {
   /** Base URL of the proxy's admin API, e.g. http://127.0.0.1:9901. */
@@ -41,6 +42,10 @@ interface VipState {
   readonly hook: VipHook;
   state: HookState | null;
   epoch: number;
+  /** The last event that made this VIP MASTER here, to add it again after a fence. */
+  master: VipEvent | null;
+  /** Removed because its lease ran out by the proxy's last word, while the proxy said MASTER. */
+  fenced: boolean;
 }
 
 /** Lease assumed until the proxy tells us its own. */
@@ -84,9 +89,13 @@ export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
         }),
         state: null,
         epoch: -1,
+        master: null,
+        fenced: false,
       };
       vips.set(event.vip, v);
     }
+    v.fenced = false;
+    if (event.state === 'MASTER') v.master = event;
     // A new epoch while MASTER is a won split brain: announce again.
     if (v.state === event.state && (event.state !== 'MASTER' || v.epoch === event.epoch)) return Promise.resolve();
     v.state = event.state;
@@ -125,6 +134,28 @@ export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
   };
 
   let lease = opts.leaseDuration ?? null;
+  // A quarter of a lease before the proxy's lease of a VIP ends with no newer word, the
+  // VIP goes: by then the proxy itself has been in doubt for a quarter of a lease.
+  const fence = new LeaseFence(() => Math.floor((lease ?? DEFAULT_LEASE) / 4), (vip) => {
+    const v = vips.get(vip);
+    if (v === undefined || v.state !== 'MASTER') return;
+    log.warn({ event: 'vip-remove', vips: [vip], reason: 'lease' }, `the proxy's lease of ${vip} is running out with no word of a renewal: removing ${vip}`);
+    v.state = 'FAULT';
+    v.fenced = true;
+    void v.hook.run('FAULT', v.epoch);
+  });
+  /** What a ping says of the leases: watch those held here; add back a fenced VIP whose lease was renewed after all. */
+  const heardLeases = (leases: Map<string, number>): void => {
+    for (const [name, v] of vips) {
+      const left = leases.get(name);
+      if (left === undefined) fence.clear(name);
+      else if (v.state === 'MASTER') fence.heard(name, left);
+      else if (v.fenced && v.master !== null) {
+        log.info({ event: 'vip-restore', vip: name, leaseRemaining: left }, `the proxy renewed its lease of ${name} after all: adding it back`);
+        void apply(v.master).then(() => fence.heard(name, left));
+      }
+    }
+  };
   let connectedOnce = false;
   let lastError = '';
   while (!stop.signal.aborted) {
@@ -161,6 +192,7 @@ export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
       }
       await readEvents(res.body, (type, data) => {
         arm();
+        if (type === 'ping') return heardLeases(pingLeases(data));
         if (type !== 'vip') return;
         let event: VipEvent;
         try {
@@ -168,7 +200,10 @@ export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
         } catch {
           return;
         }
-        if (typeof event.vip === 'string' && typeof event.address === 'string' && typeof event.interface === 'string') void apply(event);
+        if (typeof event.vip !== 'string' || typeof event.address !== 'string' || typeof event.interface !== 'string') return;
+        if (event.state === 'MASTER' && event.leaseRemaining > 0) fence.heard(event.vip, event.leaseRemaining);
+        else fence.clear(event.vip);
+        void apply(event);
       });
       if (!stop.signal.aborted) await removeAll('the proxy closed the event stream');
     } catch (err) {
@@ -179,6 +214,7 @@ export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
         await removeAll(silent ? `the proxy was silent for ${silence} ms` : 'the proxy cannot be reached');
       }
     } finally {
+      fence.clearAll();
       if (timer !== null) clearTimeout(timer);
       stop.signal.removeEventListener('abort', onStop);
     }
