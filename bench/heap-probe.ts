@@ -48,13 +48,15 @@ if (dir !== undefined && gc !== undefined) {
   });
 }
 
-/** Asks process `pid` (started with this probe) for its figures; null if it does not answer in 5 s. */
+/** Asks process `pid` (started with this probe) for its figures; null if it does not answer in time. */
 export async function readHeap(pid: number, probeDir: string): Promise<HeapFigures | null> {
   const file = `${probeDir}/heap-${pid}.json`;
   const { rmSync } = await import('node:fs');
   rmSync(file, { force: true });
   process.kill(pid, 'SIGUSR2');
-  for (let i = 0; i < 100; i++) {
+  // A heap snapshot takes a while to write.
+  const tries = process.env.TANDEM_HEAP_SNAPSHOTS === '1' ? 1200 : 100;
+  for (let i = 0; i < tries; i++) {
     await new Promise((r) => setTimeout(r, 50));
     try {
       return JSON.parse(readFileSync(file, 'utf8')) as HeapFigures;

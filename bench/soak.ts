@@ -90,12 +90,14 @@ function slowloris(address: string, stop: { done: boolean }): Socket[] {
   return sockets;
 }
 
-/** One client that pipelines requests without end and never reads. */
-function pipeliner(address: string, stop: { done: boolean }): void {
+/** One client that pipelines requests without end and never reads; its sockets, for closing. */
+function pipeliner(address: string, stop: { done: boolean }): Socket[] {
   const [host, port] = [address.slice(0, address.lastIndexOf(':')), Number(address.slice(address.lastIndexOf(':') + 1))];
+  const sockets: Socket[] = [];
   const go = () => {
     if (stop.done) return;
     const s = connect(port, host);
+    sockets.push(s);
     s.pause();
     s.on('error', () => {});
     s.on('close', () => setTimeout(go, 200));
@@ -108,6 +110,7 @@ function pipeliner(address: string, stop: { done: boolean }): void {
     write();
   };
   go();
+  return sockets;
 }
 
 interface Reading { fds: number; rss: number; gc: HeapFigures | null }
@@ -128,7 +131,7 @@ async function hostilePhase(t: TandemProcess, backends: TestBackend[], serial: {
   const address = [...t.listeners.values()][0];
   const stop = { done: false };
   const attackers = slowloris(address, stop);
-  pipeliner(address, stop);
+  const pipelining = pipeliner(address, stop);
   const victim = backends[0];
   const kills = setInterval(() => {
     void victim.stop().then(() => sleep(1500)).then(() => victim.restart());
@@ -142,7 +145,8 @@ async function hostilePhase(t: TandemProcess, backends: TestBackend[], serial: {
   stop.done = true;
   clearInterval(kills);
   clearInterval(reloader);
-  for (const s of attackers) s?.destroy();
+  // The attackers leave: what they leave behind is tandem's.
+  for (const s of [...attackers, ...pipelining]) s?.destroy();
   await victim.restart();
   return { phase, reloads };
 }
