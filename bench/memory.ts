@@ -1,7 +1,10 @@
 // Idle memory of `tandem run`: the control plane and its workers, one pool of two
-// backends with health checks, admin API on. For each process: RSS, PSS, private
-// (clean + dirty) and the file pages it maps (from /proc/PID/smaps_rollup), and the sum
-// of PSS, which counts the pages the processes share (the node binary's, mostly) once.
+// backends with health checks, admin API on. For each process: RSS, PSS, private (clean
+// + dirty), anonymous memory and file pages (from /proc/PID/smaps_rollup). RSS counts
+// the node binary's pages (~50 MB) in every process although they are one copy in
+// memory; the total printed is the anonymous memory of all processes plus the file
+// pages of the largest once. (PSS would share them out, but also with any other process
+// of the same node binary running, this benchmark's own included.)
 //
 //   node bench/memory.ts               # one worker
 //   WORKERS=2 node bench/memory.ts
@@ -45,14 +48,16 @@ async function main(): Promise<void> {
   const backends = await Promise.all(['b1', 'b2'].map((name) => startBackend({ name })));
   const t = await startTandem(singlePool(backends.map((b) => ({ name: b.name, url: b.url })), {
     healthCheck: { path: '/healthz', interval: '1s', timeout: '500ms' },
-  }, { workers: WORKERS }), { command: [NODE, ENTRY] });
+  }, { workers: Math.max(1, WORKERS) }), { command: [NODE, ENTRY], args: ['--workers', String(WORKERS)] });
   await sleep(IDLE_MS);
   const primary = t.child.pid!;
-  const workers = t.workerPids();
+  // With --workers 0 the data plane is the control plane's own process.
+  const workers = t.workerPids().filter((pid) => pid !== primary);
   const idle = { primary: rollup(primary), workers: workers.map(rollup) };
   const all = [idle.primary, ...idle.workers];
   const sum = (k: keyof Rollup) => Math.round(all.reduce((s, r) => s + r[k], 0) * 10) / 10;
-  const out: Record<string, unknown> = { workers: WORKERS, idle, pssSum: sum('pss'), rssSum: sum('rss'), privateSum: sum('private') };
+  const total = Math.round((sum('anon') + Math.max(...all.map((r) => r.file))) * 10) / 10;
+  const out: Record<string, unknown> = { workers: WORKERS, idle, total, anonSum: sum('anon'), pssSum: sum('pss'), rssSum: sum('rss'), privateSum: sum('private') };
   if (LOAD_SECONDS > 0) {
     const peak = workers.map(() => 0);
     const watch = setInterval(() => workers.forEach((w, i) => { peak[i] = Math.max(peak[i], rollup(w).rss); }), 200);
@@ -62,9 +67,13 @@ async function main(): Promise<void> {
     out.load = { rps: Math.round(r.requests.average), peakRss: peak, after: workers.map(rollup) };
   }
   console.log(JSON.stringify(out, null, 2));
-  console.log(`PSS sum ${out.pssSum} MB (RSS sum ${out.rssSum} MB, private ${out.privateSum} MB): `
-    + `control plane ${idle.primary.rss}/${idle.primary.pss}/${idle.primary.private}, `
-    + idle.workers.map((w, i) => `worker ${i + 1} ${w.rss}/${w.pss}/${w.private}`).join(', ') + ' MB (RSS/PSS/private)');
+  console.log(`total ${total} MB (anonymous ${out.anonSum} + file pages once; RSS sum ${out.rssSum}, PSS sum ${out.pssSum}): `
+    + `control plane ${idle.primary.rss}/${idle.primary.anon}/${idle.primary.file}, `
+    + idle.workers.map((w, i) => `worker ${i + 1} ${w.rss}/${w.anon}/${w.file}`).join(', ') + ' MB (RSS/anonymous/file)');
+  if (out.load !== undefined) {
+    const l = out.load as { rps: number; peakRss: number[]; after: Rollup[] };
+    console.log(`under load (${l.rps} req/s): worker RSS peak ${l.peakRss.join(', ')} MB against ${idle.workers.map((w) => w.rss).join(', ')} idle; ${l.after.map((a) => a.rss).join(', ')} MB after`);
+  }
   await t.stop();
   await Promise.all(backends.map((b) => b.close()));
 }
