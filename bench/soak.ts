@@ -188,8 +188,15 @@ async function main(): Promise<void> {
   const after = rounds[rounds.length - 1].after;
   const ratio = hostile.p99 / Math.max(1, quiet.p99);
   console.log(JSON.stringify({ seconds: SECONDS, quiet, hostile: rounds.map((r) => r.phase), reloads, p99Ratio: Number(ratio.toFixed(2)), worker: { before, rounds: rounds.map((r) => r.after), idle } }, null, 2));
-  const heapGrowth = rounds.map((r) => r.after.gc?.heapUsed ?? NaN);
-  console.log(`worker heap after forced GC: ${before.gc?.heapUsed} MB after the quiet phase, ${heapGrowth.join(' -> ')} MB after each hostile round`);
+  const heaps = rounds.map((r) => r.after.gc?.heapUsed ?? NaN);
+  console.log(`worker heap after forced GC: ${before.gc?.heapUsed} MB after the quiet phase, ${heaps.join(' -> ')} MB after each hostile round`);
+  // From the first round on (the first one also warms up: code, pools, caches).
+  const perRound = rounds.length > 1 ? (heaps[heaps.length - 1] - heaps[0]) / (heaps.length - 1) : NaN;
+  if (Number.isFinite(perRound)) {
+    console.log(perRound > 1
+      ? `heap after GC grows ${perRound.toFixed(1)} MB per round: referenced memory accumulates (TANDEM_HEAP_SNAPSHOTS=1 writes snapshots to diff)`
+      : `heap after GC level (${perRound.toFixed(1)} MB per round): RSS above it is memory the allocator keeps, not referenced memory`);
+  }
   console.log(`well-behaved clients: ${hostile.requests} requests, ${hostile.failed} failed, ${hostile.non2xx} non-2xx (quiet run: ${quiet.failed} failed, ${quiet.non2xx} non-2xx)`);
   console.log(`non-2xx by status (well-behaved clients): ${JSON.stringify(hostile.codes)}; tandem's own error answers (all clients): ${JSON.stringify(await proxyErrors(t.admin!))}`);
   console.log(`p99 ${hostile.p99} ms with attackers, ${quiet.p99} ms without: ${ratio.toFixed(2)}x`);
