@@ -1,5 +1,4 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { upstreamTlsOptions } from '../tls.ts';
 
 // Checks go over node:http, not undici: the control plane then never compiles undici's
@@ -157,19 +156,21 @@ function runCheck(checker: HealthChecker, target: Target): void {
 function makeTarget(backend: Backend, cfg: HealthCheckConfig): Target {
   const origin = new URL(backend.config.origin);
   const host = cfg.host ?? origin.host;
-  const https = origin.protocol === 'https:';
-  const port = cfg.port ?? (Number(origin.port) || (https ? 443 : 80));
+  const isHttps = origin.protocol === 'https:';
+  const port = cfg.port ?? (Number(origin.port) || (isHttps ? 443 : 80));
   // Keep the one connection across checks: a check every few seconds costs no handshakes.
   const keep = { keepAlive: true, maxSockets: 1, timeout: Math.max(4000, cfg.interval * 2) };
   // The same TLS settings as proxied requests (CA, SNI name, client certificate).
-  const tls = https ? upstreamTlsOptions(backend.config, backend.poolConfig.tls ?? null) : null;
+  const tls = isHttps ? upstreamTlsOptions(backend.config, backend.poolConfig.tls ?? null) : null;
   // servername '' sends no SNI (an IP backend); undefined would make node:https send the Host header's name.
-  const agent = tls !== null ? new HttpsAgent({ ...keep, ...tls, servername: tls.servername ?? '' }) : new HttpAgent(keep);
+  // node:https only where checks run (the control plane), and only for https:// backends.
+  const httpsModule = tls !== null ? process.getBuiltinModule('node:https') : null;
+  const agent = httpsModule !== null && tls !== null ? new httpsModule.Agent({ ...keep, ...tls, servername: tls.servername ?? '' }) : new HttpAgent(keep);
   const options: RequestOptions = {
     agent, host: origin.hostname.replace(/^\[|\]$/g, ''), port, path: cfg.path, method: cfg.method,
     headers: { host, 'user-agent': 'tandem-health-check' },
   };
-  return { backend, agent, request: https ? httpsRequest : httpRequest, options, timer: null, abort: null };
+  return { backend, agent, request: httpsModule?.request ?? httpRequest, options, timer: null, abort: null };
 }
 
 interface Outcome {
