@@ -16,16 +16,33 @@ export interface UpstreamTls {
   readonly connect: buildConnectorType.connector;
 }
 
-/** The connector for one https:// backend; null for http:// ones. */
-export function upstreamTls(backend: BackendConfig, tls: UpstreamTlsConfig | null, connectTimeout: number): UpstreamTls | null {
-  if (backend.protocol !== 'https:') return null;
+/** The TLS options of a connection to an https:// backend (node:tls names them alike). */
+export interface UpstreamTlsOptions {
+  readonly ca: Buffer | undefined;
+  readonly cert: Buffer | undefined;
+  readonly key: Buffer | undefined;
+  readonly rejectUnauthorized: boolean;
+  readonly servername: string | undefined;
+}
+
+/** The pool's TLS settings for one backend, files read now. */
+export function upstreamTlsOptions(backend: BackendConfig, tls: UpstreamTlsConfig | null): UpstreamTlsOptions {
   const file = (f: string | null | undefined) => (f == null ? undefined : readFileSync(f));
-  const servername = tls?.servername ?? (isIP(backend.host) === 0 ? backend.host : undefined);
-  const base = buildConnector({
+  return {
     ca: file(tls?.ca),
     cert: file(tls?.cert),
     key: file(tls?.key),
     rejectUnauthorized: tls?.verify ?? true,
+    servername: tls?.servername ?? (isIP(backend.host) === 0 ? backend.host : undefined),
+  };
+}
+
+/** The connector for one https:// backend; null for http:// ones. */
+export function upstreamTls(backend: BackendConfig, tls: UpstreamTlsConfig | null, connectTimeout: number): UpstreamTls | null {
+  if (backend.protocol !== 'https:') return null;
+  const { servername, ...options } = upstreamTlsOptions(backend, tls);
+  const base = buildConnector({
+    ...options,
     timeout: connectTimeout,
     // Backends are spoken to in HTTP/1.1, pooled and reused like plain ones.
     allowH2: false,

@@ -1,14 +1,17 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { singlePool } from '../helpers/config.ts';
 import { startBackend } from '../helpers/backends.ts';
-import { NODE, startTandem, type TandemProcess } from '../helpers/tandem.ts';
+import { CLI, NODE, startTandem, type TandemProcess } from '../helpers/tandem.ts';
 import { getFresh, getMany, requestsTotal, servedBy, startPeerBackend, until, type Answer, type PeerBackend } from './support.ts';
 
 const WORKER_MODULE = fileURLToPath(new URL('../../src/dataplane/agent.ts', import.meta.url));
+const MODULE_TRACE = fileURLToPath(new URL('../helpers/module-trace.ts', import.meta.url));
 const procs: TandemProcess[] = [];
 const backends: PeerBackend[] = [];
 after(async () => {
@@ -272,6 +275,31 @@ describe('cluster workers', () => {
     const urls = JSON.parse(out) as string[];
     assert.ok(urls.some((u) => u.includes('/node_modules/undici/')), 'the data plane is there');
     assert.deepEqual(urls.filter((u) => /fastify|prom-client|\/yaml\//.test(u)), []);
+  });
+
+  test('while running, the control plane checks health without undici and workers load nothing of the admin side', async (tc) => {
+    // Modules loaded lazily count too: each process lists every module it resolved.
+    const dir = mkdtempSync(join(tmpdir(), 'tandem-modules-'));
+    const b = await startBackend({ name: 'checked' });
+    tc.after(() => b.close());
+    const t = await startTandem(singlePool([{ name: 'checked', url: b.url }], {
+      // Checks that time out on a busy machine must not take the one backend down.
+      healthCheck: { path: '/healthz', interval: '300ms', timeout: '250ms', fall: 100 },
+    }), { command: [NODE, '--import', MODULE_TRACE, CLI], env: { TANDEM_MODULE_TRACE_DIR: dir } });
+    procs.push(t);
+    assert.equal((await getMany(t.url, 10)).length, 10);
+    await until(() => b.healthChecks >= 5, 20_000, 'health checks');
+    await fetch(`${t.admin}/metrics`);
+    const loaded = (pid: number) => readFileSync(join(dir, `modules-${pid}.txt`), 'utf8').split('\n');
+    const primary = loaded(t.child.pid!);
+    const [worker] = t.workerPids().map(loaded);
+    assert.ok(primary.some((u) => u.includes('/node_modules/fastify/')), 'the admin API is in the control plane');
+    // undici's entry (fetch, WebSocket, mocks) and its WebAssembly parser cost the
+    // control plane ~13 MB; its checks use node:http.
+    assert.deepEqual(primary.filter((u) => /\/undici\/index\.js|llhttp(_simd)?-wasm/.test(u)), []);
+    assert.ok(worker.some((u) => u.includes('/node_modules/undici/lib/dispatcher/pool.js')), 'the data plane is in the worker');
+    assert.deepEqual(worker.filter((u) => /fastify|prom-client|\/yaml\/|pino-pretty|\/undici\/index\.js/.test(u)), []);
+    await t.stop();
   });
 
   test('a worker stays small after serving', async () => {

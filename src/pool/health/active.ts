@@ -1,13 +1,12 @@
-import { createRequire } from 'node:module';
-import type { Client } from 'undici';
-import { headerConnector, localProxyHeader } from '../proxy-header.ts';
-import { upstreamTls } from '../tls.ts';
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
+import { connect as tcpConnect } from 'node:net';
+import { localProxyHeader } from '../proxy-header.ts';
+import { upstreamTlsOptions } from '../tls.ts';
 
-// undici's full entry (its request API) is loaded when the first checker is made, not at
-// import: data-plane workers import this module's siblings but never check, and the
-// entry would cost each of them ~12 MB (see src/pool/undici.ts).
-const require = createRequire(import.meta.url);
-let ClientClass: typeof Client | null = null;
+// Checks go over node:http, not undici: the control plane then never compiles undici's
+// WebAssembly HTTP parser, whose optimised tier alone left ~9 MB of compiler memory
+// behind, nor loads undici's entry (~4 MB); node:http parses with the llhttp built into
+// Node. Proxied requests (the data plane) stay on undici.
 import type { HealthCheckConfig } from '../../config/types.ts';
 import type { Backend } from '../backend.ts';
 import type { Pool } from '../pool.ts';
@@ -42,15 +41,17 @@ const streaks = new WeakMap<Backend, Streak>();
 /** One backend's check loop: its own connection, timer and at most one check in flight. */
 interface Target {
   readonly backend: Backend;
-  readonly client: Client;
-  readonly headers: Record<string, string>;
+  /** One keep-alive connection for this backend's checks. */
+  readonly agent: HttpAgent;
+  readonly request: typeof httpRequest;
+  readonly options: RequestOptions;
   timer: NodeJS.Timeout | null;
   abort: AbortController | null;
 }
 
 /**
- * Active health checks of one pool. Each backend has its own loop and its own undici
- * Client (one keep-alive connection, apart from the traffic upstream, so a check
+ * Active health checks of one pool. Each backend has its own loop and its own
+ * keep-alive connection (a node:http Agent of one socket, apart from the traffic upstream, so a check
  * neither queues behind requests nor hides a full traffic pool). Loops never wait for
  * each other: a black-holed backend costs its own loop one timeout and no one else
  * anything. A check starts only after the previous one of the same backend ended.
@@ -90,14 +91,12 @@ export class HealthChecker {
   /** Stops every loop, abandons checks in flight (their results are dropped) and closes the connections. */
   async stop(): Promise<void> {
     this.stopped = true;
-    const closing: Promise<void>[] = [];
     for (const t of this.targets) {
       if (t.timer !== null) clearTimeout(t.timer);
       t.timer = null;
       t.abort?.abort();
-      closing.push(t.client.destroy().catch(() => {}));
+      t.agent.destroy();
     }
-    await Promise.all(closing);
   }
 
   private schedule(target: Target, delay: number): void {
@@ -159,25 +158,36 @@ function runCheck(checker: HealthChecker, target: Target): void {
 function makeTarget(backend: Backend, cfg: HealthCheckConfig): Target {
   const origin = new URL(backend.config.origin);
   const host = cfg.host ?? origin.host;
-  if (cfg.port !== null) origin.port = String(cfg.port);
-  ClientClass ??= (require('undici') as typeof import('undici')).Client;
-  const client = new ClientClass(origin.origin, {
-    connectTimeout: cfg.timeout,
-    headersTimeout: cfg.timeout,
-    bodyTimeout: cfg.timeout,
-    // Keep the one connection across checks: a check every few seconds costs no handshakes.
-    keepAliveTimeout: Math.max(4000, cfg.interval * 2),
-    pipelining: 1,
-    // The same TLS settings as proxied requests (CA, SNI name, client certificate).
-    ...upstreamTls({ ...backend.config, protocol: origin.protocol as 'http:' | 'https:' }, backend.poolConfig.tls ?? null, cfg.timeout),
-    // A backend that wants the PROXY protocol refuses connections without it: checks of
-    // its own port send one that names no client, as HAProxy's do (its check-send-proxy
-    // default); a check of another port (a sidecar) sends none.
-    ...(backend.proxyVersion !== null && cfg.port === null
-      ? { connect: headerConnector(backend.config, backend.poolConfig.tls ?? null, cfg.timeout)(localProxyHeader(backend.proxyVersion)) }
-      : {}),
-  });
-  return { backend, client, headers: { host, 'user-agent': 'tandem-health-check' }, timer: null, abort: null };
+  const isHttps = origin.protocol === 'https:';
+  const port = cfg.port ?? (Number(origin.port) || (isHttps ? 443 : 80));
+  // Keep the one connection across checks: a check every few seconds costs no handshakes.
+  const keep = { keepAlive: true, maxSockets: 1, timeout: Math.max(4000, cfg.interval * 2) };
+  // The same TLS settings as proxied requests (CA, SNI name, client certificate).
+  const tls = isHttps ? upstreamTlsOptions(backend.config, backend.poolConfig.tls ?? null) : null;
+  // servername '' sends no SNI (an IP backend); undefined would make node:https send the Host header's name.
+  // node:https only where checks run (the control plane), and only for https:// backends.
+  const httpsModule = tls !== null ? process.getBuiltinModule('node:https') : null;
+  const agent = httpsModule !== null && tls !== null ? new httpsModule.Agent({ ...keep, ...tls, servername: tls.servername ?? '' }) : new HttpAgent(keep);
+  // A backend that wants the PROXY protocol refuses connections without it: checks of
+  // its own port send one that names no client, as HAProxy's do (its check-send-proxy
+  // default); a check of another port (a sidecar) sends none.
+  if (backend.proxyVersion !== null && cfg.port === null) sendHeaderFirst(agent, localProxyHeader(backend.proxyVersion), tls !== null);
+  const options: RequestOptions = {
+    agent, host: origin.hostname.replace(/^\[|\]$/g, ''), port, path: cfg.path, method: cfg.method,
+    headers: { host, 'user-agent': 'tandem-health-check' },
+  };
+  return { backend, agent, request: httpsModule?.request ?? httpRequest, options, timer: null, abort: null };
+}
+
+/** Makes every connection of `agent` open with `header`: on the TCP stream, before any TLS handshake. */
+function sendHeaderFirst(agent: HttpAgent, header: Buffer, secure: boolean): void {
+  const tls = secure ? process.getBuiltinModule('node:tls') : null;
+  agent.createConnection = (options) => {
+    const raw = tcpConnect({ host: options.host ?? undefined, port: Number(options.port) });
+    raw.write(header);
+    // The agent passes its own TLS options (CA, servername, client certificate) in `options`.
+    return tls === null ? raw : tls.connect({ ...(options as object), socket: raw });
+  };
 }
 
 interface Outcome {
@@ -193,17 +203,17 @@ async function probe(target: Target, cfg: HealthCheckConfig): Promise<Outcome> {
   target.abort = abort;
   const timer = setTimeout(() => abort.abort(), cfg.timeout);
   try {
-    const res = await target.client.request({ path: cfg.path, method: cfg.method, headers: target.headers, signal: abort.signal });
-    const status = res.statusCode;
+    const res = await answer(target, abort.signal);
+    const status = res.statusCode ?? 0;
     if (!statusExpected(cfg, status)) {
-      await res.body.dump({ limit: CHECK_BODY_LIMIT }).catch(() => {});
+      await dump(res).catch(() => {});
       return { ok: false, detail: `status ${status}`, status };
     }
     if (cfg.expectBody === null || cfg.method === 'HEAD') {
-      await res.body.dump({ limit: CHECK_BODY_LIMIT });
+      await dump(res);
       return { ok: true, detail: `status ${status}`, status };
     }
-    const found = await bodyContains(res.body, cfg.expectBody);
+    const found = await bodyContains(res, cfg.expectBody);
     return found ? { ok: true, detail: `status ${status}`, status } : { ok: false, detail: `body lacks ${JSON.stringify(cfg.expectBody)}`, status };
   } catch (err) {
     if (abort.signal.aborted) return { ok: false, detail: `timeout after ${cfg.timeout}ms`, status: null };
@@ -211,6 +221,24 @@ async function probe(target: Target, cfg: HealthCheckConfig): Promise<Outcome> {
   } finally {
     clearTimeout(timer);
     target.abort = null;
+  }
+}
+
+/** Sends the check; resolves with the response head. An abort ends the request and its body. */
+function answer(target: Target, signal: AbortSignal): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const req = target.request({ ...target.options, signal }, resolve);
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** Reads and drops a body of up to CHECK_BODY_LIMIT bytes; a longer one loses its connection. */
+async function dump(res: IncomingMessage): Promise<void> {
+  let size = 0;
+  for await (const chunk of res) {
+    size += (chunk as Buffer).length;
+    if (size > CHECK_BODY_LIMIT) return;
   }
 }
 
