@@ -44,14 +44,17 @@ interface Request {
 /** Longest hook output kept for the log line of a failed run. */
 const OUTPUT_LIMIT = 4096;
 
-/** The hook runner of one VIP: serialised and coalescing, with a timeout. */
-export class VipHook implements HookRunner {
-  private readonly opts: HookOptions;
+/**
+ * Serialises and coalesces the runs of one VIP's hook: one at a time, and while one
+ * runs only the newest requested state waits behind it (the others are superseded).
+ */
+export class HookQueue implements HookRunner {
+  private readonly exec: (state: HookState, epoch: number) => Promise<HookOutcome>;
   private running: boolean;
   private pending: Request | null;
 
-  constructor(opts: HookOptions) {
-    this.opts = opts;
+  constructor(exec: (state: HookState, epoch: number) => Promise<HookOutcome>) {
+    this.exec = exec;
     this.running = false;
     this.pending = null;
   }
@@ -80,6 +83,21 @@ export class VipHook implements HookRunner {
       for (const w of req.waiters) w(outcome);
     }
     this.running = false;
+  }
+}
+
+/** The hook runner of one VIP that starts the hook executable: serialised and coalescing, with a timeout. */
+export class VipHook implements HookRunner {
+  private readonly opts: HookOptions;
+  private readonly queue: HookQueue;
+
+  constructor(opts: HookOptions) {
+    this.opts = opts;
+    this.queue = new HookQueue((state, epoch) => this.exec(state, epoch));
+  }
+
+  run(state: HookState, epoch: number): Promise<HookOutcome> {
+    return this.queue.run(state, epoch);
   }
 
   private exec(state: HookState, epoch: number): Promise<HookOutcome> {

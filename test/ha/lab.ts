@@ -5,7 +5,8 @@
 //   VIPs   10.213.0.100 (vip-a, lb1 preferred)   10.213.0.101 (vip-b, lb2 preferred)
 //
 // Nodes run the real CLI (`tandem run -c FILE --node lbX`), with the VIP hook either
-// in-process (scripts/vip-hook.sh as `ha.hook`) or in a `tandem vip-agent` sidecar.
+// in-process (`ha.hook`) or in a `tandem vip-agent` sidecar; the hook is the built-in
+// announcer (`builtin`) or scripts/vip-hook.sh (`hook: 'script'`).
 // The client probes a VIP with a new TCP connection every 10 ms; a watcher follows
 // `ip monitor address` in both node namespaces and records every moment both held a VIP.
 
@@ -36,6 +37,8 @@ export interface LabOptions {
   readonly preemptDelay?: number;
   /** Run the hook in a vip-agent sidecar instead of in-process. */
   readonly sidecar?: boolean;
+  /** The built-in announcer (default) or scripts/vip-hook.sh. */
+  readonly hook?: 'builtin' | 'script';
 }
 
 export interface NodeProcess {
@@ -90,6 +93,7 @@ export class HaLab {
       renewEvery: options.renewEvery ?? 200,
       preemptDelay: options.preemptDelay ?? 1000,
       sidecar: options.sidecar ?? false,
+      hook: options.hook ?? 'builtin',
     };
     const lab = await Lab.create();
     try {
@@ -143,7 +147,7 @@ export class HaLab {
         nodes: { lb1: { address: `${NODE_ADDR.lb1}:${HA_PORT}` }, lb2: { address: `${NODE_ADDR.lb2}:${HA_PORT}` } },
         secret: SECRET,
         lease: { duration: `${o.lease}ms`, renewEvery: `${o.renewEvery}ms` },
-        ...(o.sidecar ? { agent: true } : { hook: HOOK }),
+        ...(o.sidecar ? { agent: true } : { hook: this.hookArg() }),
         hookTimeout: '3s',
         garp: { count: 3, interval: '100ms', refresh: '60s' },
         vips,
@@ -166,6 +170,10 @@ export class HaLab {
     throw new Error('backends did not come up');
   }
 
+  private hookArg(): string {
+    return this.opts.hook === 'script' ? HOOK : 'builtin';
+  }
+
   /** Starts tandem (and its sidecar) on node `id`; resolves once HA competes. */
   async start(id: string): Promise<NodeProcess> {
     const env = { ...process.env, TANDEM_RUN_DIR: join(this.dir, 'run'), NODE_OPTIONS: '' };
@@ -175,7 +183,7 @@ export class HaLab {
     proxy.stderr!.on('data', (c: Buffer) => (out += c.toString()));
     let agent: ChildProcess | null = null;
     if (this.opts.sidecar) {
-      agent = this.lab.spawn(this.ns[id], [NODE, CLI, 'vip-agent', '--admin', 'http://127.0.0.1:9901', '--hook', HOOK], {
+      agent = this.lab.spawn(this.ns[id], [NODE, CLI, 'vip-agent', '--admin', 'http://127.0.0.1:9901', '--hook', this.hookArg()], {
         env: { ...env, TANDEM_GARP_COUNT: '3', TANDEM_GARP_INTERVAL: '100' },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
