@@ -177,7 +177,8 @@ export async function main(argv: string[]): Promise<number> {
         const admin = list('admin').at(-1);
         const hook = str('hook') ?? 'builtin';
         if (admin === undefined) return usageError(command, 'needs --admin URL');
-        const { runVipAgent } = await import('./ha/vip-agent.ts');
+        const { raisePriority, runVipAgent } = await import('./ha/vip-agent.ts');
+        raisePriority();
         return await runVipAgent({ admin, hook, token: str('token') ?? process.env.TANDEM_ADMIN_TOKEN ?? null });
       }
       case 'drill': {

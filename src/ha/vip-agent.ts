@@ -12,6 +12,7 @@
 // confirms a lease only once the MASTER run is reported done, so a handover through the
 // sidecar stays make-before-break.
 
+import { setPriority } from 'node:os';
 import type { VipEvent } from '../events.ts';
 import { log as rootLog, type Logger } from '../log.ts';
 import { Announcer } from './announcer.ts';
@@ -192,6 +193,20 @@ export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
   announcer?.close();
   log.info({ event: 'stopped' }, 'stopped');
   return 0;
+}
+
+/**
+ * As keepalived's vrrp_priority: the agent works for a moment per takeover, and then it
+ * should not wait behind busy processes for the CPU. `tandem vip-agent` asks for nice
+ * -10; where that is not allowed (no CAP_SYS_NICE) it runs as it is, and says so.
+ */
+export function raisePriority(log: Logger = rootLog.child({ component: 'vip-agent' })): void {
+  try {
+    setPriority(-10);
+    log.info({ event: 'priority', nice: -10 }, 'running at nice -10');
+  } catch (err) {
+    log.info({ event: 'priority', nice: 0, reason: (err as Error).message }, `running at normal priority (nice -10 not allowed: ${(err as Error).message})`);
+  }
 }
 
 /** Reads `text/event-stream` and calls `onEvent(type, data)` per dispatched event. */
