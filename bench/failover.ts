@@ -20,6 +20,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { HaLab, VIP_ADDR, type LabOptions, type Prober } from '../test/ha/lab.ts';
 import { netnsUnavailable } from '../test/helpers/netns.ts';
+import { linkDown } from './ha-steps.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -48,6 +49,19 @@ interface Scenario {
   readonly setup?: (h: HaLab) => Promise<void>;
 }
 
+/** Calls `onLine` for each line `child` prints. */
+function eachLine(child: ChildProcess, onLine: (line: string) => void): void {
+  let buf = '';
+  child.stdout!.on('data', (c: Buffer) => {
+    buf += c.toString();
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      onLine(buf.slice(0, nl));
+      buf = buf.slice(nl + 1);
+    }
+  });
+}
+
 /** Follows the client's neighbour table: when did an entry for `ip` move to `mac`? */
 class NeighbourLog {
   private readonly child: ChildProcess;
@@ -55,16 +69,9 @@ class NeighbourLog {
 
   constructor(h: HaLab) {
     this.child = h.lab.spawn(h.ns.client, ['ip', '-ts', 'monitor', 'neigh', 'dev', 'eth0'], { env: { ...process.env, TZ: 'UTC' }, stdio: ['ignore', 'pipe', 'ignore'] });
-    let buf = '';
-    this.child.stdout!.on('data', (c: Buffer) => {
-      buf += c.toString();
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        const m = /^\[(\S+)\] (\S+) .*lladdr ([0-9a-f:]+)/.exec(line);
-        if (m !== null) this.lines.push({ at: wallMs(m[1]), ip: m[2], mac: m[3] });
-      }
+    eachLine(this.child, (line) => {
+      const m = /^\[(\S+)\] (\S+) .*lladdr ([0-9a-f:]+)/.exec(line);
+      if (m !== null) this.lines.push({ at: wallMs(m[1]), ip: m[2], mac: m[3] });
     });
   }
 
@@ -101,19 +108,12 @@ class ArpCapture {
         printf "%d.%06d %s %s\n", $sec, $usec, join(':', map { sprintf '%02x', $_ } unpack('C6', substr($buf, 22, 6))), join('.', unpack('C4', substr($buf, 28, 4)));
       }`;
     this.child = h.lab.spawn(h.ns.client, ['perl', '-e', script], { stdio: ['ignore', 'pipe', 'ignore'] });
-    let buf = '';
     let ready: () => void = () => {};
     this.ready = new Promise((r) => (ready = r));
-    this.child.stdout!.on('data', (c: Buffer) => {
-      buf += c.toString();
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (line === 'ready') ready();
-        const m = /^(\d+)\.(\d{6}) (\S+) (\S+)$/.exec(line);
-        if (m !== null) this.packets.push({ at: Number(m[1]) * 1000 + Number(m[2]) / 1000, mac: m[3], ip: m[4] });
-      }
+    eachLine(this.child, (line) => {
+      if (line === 'ready') ready();
+      const m = /^(\d+)\.(\d{6}) (\S+) (\S+)$/.exec(line);
+      if (m !== null) this.packets.push({ at: Number(m[1]) * 1000 + Number(m[2]) / 1000, mac: m[3], ip: m[4] });
     });
   }
 
@@ -233,16 +233,7 @@ const scenarios: Scenario[] = [
     lab: { sidecar: true, lease: 300, renewEvery: 50, preemptDelay: 500 },
     setup: startPair,
     run: async (h) => {
-      await h.settle('vip-a', 'lb1', 20_000);
-      await sleep(1500);
-      const p = await probing(h, 'vip-a');
-      await h.link('lb1', false);
-      await h.taken('vip-a', 'lb2', 10_000);
-      await sleep(400);
-      await p.stop();
-      await h.link('lb1', true);
-      await h.lab.must(h.ns.lb1, ['ip', 'neigh', 'flush', 'dev', 'eth0']);
-      return probeFigures(p);
+      return probeFigures(await linkDown(h));
     },
   },
   {

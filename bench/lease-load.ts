@@ -15,6 +15,7 @@ import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { HaLab } from '../test/ha/lab.ts';
 import { netnsUnavailable } from '../test/helpers/netns.ts';
+import { linkDown } from './ha-steps.ts';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -56,17 +57,7 @@ async function measure(lease: number, renew: number, watchS: number, runs: numbe
     await sleep(watchS * 1000);
     falseFailovers = takeovers(h, marks);
     for (let i = 0; i < runs; i++) {
-      await h.settle('vip-a', 'lb1', 20_000);
-      await sleep(1500);
-      const p = h.probe('vip-a');
-      await p.connectedSince(0);
-      await sleep(300);
-      await h.link('lb1', false);
-      await h.taken('vip-a', 'lb2', 10_000);
-      await sleep(400);
-      await p.stop();
-      await h.link('lb1', true);
-      await h.lab.must(h.ns.lb1, ['ip', 'neigh', 'flush', 'dev', 'eth0']);
+      const p = await linkDown(h);
       outages.push(Math.max(0, ...p.outages().map((o) => o.ms)));
       // Infinity: the outage was still running when the probes stopped (the VIP never came back).
       failed.push(p.failures().length);

@@ -10,25 +10,14 @@
 // like any hook, with the same timeout.
 
 import { errors } from '../errors.ts';
-import type { Logger } from '../log.ts';
 import type { Announcer, AnnounceResult } from './announcer.ts';
-import { HookQueue, type HookOutcome, type HookRunner, type HookState } from './hook.ts';
+import { HookQueue, type HookOutcome, type HookRunner, type HookSettings, type HookState } from './hook.ts';
 
 /** The `hook` value that selects the announcer instead of an executable. */
 export const BUILTIN_HOOK = 'builtin';
 
-export interface BuiltinHookOptions {
+export interface BuiltinHookOptions extends HookSettings {
   readonly announcer: Announcer;
-  readonly vip: string;
-  /** `10.0.0.100/24` as configured. */
-  readonly address: string;
-  readonly interface: string;
-  readonly timeout: number;
-  readonly garpCount: number;
-  readonly garpInterval: number;
-  /** Milliseconds between refresh announcements while holding; 0: none. */
-  readonly garpRefresh: number;
-  readonly log: Logger;
 }
 
 /** One VIP's hook run by the announcer. */

@@ -18,10 +18,8 @@ export interface HookRunner {
   run(state: HookState, epoch: number): Promise<HookOutcome>;
 }
 
-export interface HookOptions {
-  /** Executable; null: log-only (the transition is printed, nothing runs). */
-  readonly path: string | null;
-  readonly node: string;
+/** What every hook runner of one VIP is given: the VIP, its address and the announcements. */
+export interface HookSettings {
   readonly vip: string;
   /** `10.0.0.100/24` as configured. */
   readonly address: string;
@@ -33,6 +31,12 @@ export interface HookOptions {
   /** Milliseconds between refresh announcements while holding; 0: none. */
   readonly garpRefresh: number;
   readonly log: Logger;
+}
+
+export interface HookOptions extends HookSettings {
+  /** Executable; null: log-only (the transition is printed, nothing runs). */
+  readonly path: string | null;
+  readonly node: string;
 }
 
 interface Request {
