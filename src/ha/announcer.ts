@@ -90,6 +90,14 @@ export class Announcer {
     });
   }
 
+  /** Kills a process that stopped answering; the next command starts a new one. */
+  reset(why: string): void {
+    const child = this.child;
+    if (child === null) return;
+    this.log.error({ event: 'announcer', state: 'killed', reason: why }, `vip announcer killed (${why}); started again on the next command`);
+    child.kill('SIGKILL');
+  }
+
   /** Ends the process (it exits on the end of its input); commands still waiting fail. */
   close(): void {
     this.closed = true;

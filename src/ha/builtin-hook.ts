@@ -63,7 +63,11 @@ export class BuiltinHook implements HookRunner {
     const timeout = this.opts.timeout;
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<AnnounceResult>((resolve) => {
-      timer = setTimeout(() => resolve(`no answer from the VIP announcer within ${timeout} ms`), timeout);
+      timer = setTimeout(() => {
+        const why = `no answer from the VIP announcer within ${timeout} ms`;
+        this.opts.announcer.reset(why);
+        resolve(why);
+      }, timeout);
     });
     return Promise.race([answer, late]).finally(() => clearTimeout(timer));
   }
