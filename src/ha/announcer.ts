@@ -95,7 +95,10 @@ export class Announcer {
     const child = this.child;
     if (child === null) return;
     this.log.error({ event: 'announcer', state: 'killed', reason: why }, `vip announcer killed (${why}); started again on the next command`);
+    // Forgotten at once: the next command goes to a new process, not to this dying one.
+    this.child = null;
     child.kill('SIGKILL');
+    this.fail(`the VIP announcer was killed (${why})`);
   }
 
   /** Ends the process (it exits on the end of its input); commands still waiting fail. */
@@ -118,6 +121,8 @@ export class Announcer {
         reject(new TandemError(errors.HOOK_FAILED, `the VIP announcer (${ANNOUNCER_SCRIPT}) cannot run: ${why}`));
       };
       child.once('error', (err) => refuse((err as NodeJS.ErrnoException).code === 'ENOENT' ? 'perl not found (Debian: perl-base)' : err.message));
+      // A write to a process that just died fails with EPIPE; its exit fails the commands.
+      child.stdin.on('error', () => {});
       child.stderr.on('data', (c: Buffer) => {
         if (stderr.length < 4096) stderr += c.toString('utf8');
       });

@@ -56,6 +56,11 @@ class HookProcess {
     return this.lines.shift()!;
   }
 
+  async kill(): Promise<string> {
+    this.child.stdin!.write('KILL\n');
+    return this.next();
+  }
+
   async run(state: string, epoch = 1): Promise<string> {
     this.child.stdin!.write(`${state} ${epoch}\n`);
     return (await this.next()).split(' ')[2];
@@ -149,6 +154,18 @@ describe('the built-in hook', { skip }, () => {
     await until('the client to learn the new MAC from the NA', async () => (await clientEntry(VIP6)) === nodeMac, 5000);
     assert.equal(await h.run('STOP'), 'ok');
     assert.deepEqual((await addresses('-6')).filter((a) => a.startsWith(VIP6)), []);
+    await h.stop();
+  });
+
+  test('an announcer that died is started again by the next run', async () => {
+    const h = await hook(`${VIP}/24`, 1);
+    assert.equal(await h.kill(), 'killed');
+    await poison(VIP);
+    assert.equal(await h.run('MASTER', 3), 'ok', h.stderr);
+    await until('the client to learn the new MAC', async () => (await clientEntry(VIP)) === nodeMac, 5000);
+    assert.match(h.stderr, /vip announcer killed \(killed by the test\)/);
+    assert.equal((h.stderr.match(/vip announcer ready/g) ?? []).length, 2, 'a second announcer started');
+    assert.equal(await h.run('BACKUP', 3), 'ok');
     await h.stop();
   });
 
