@@ -8,6 +8,7 @@
 //
 //   npm run bench:failover                 # every scenario, 5 runs each
 //   npm run bench:failover -- --runs 3 --only kill9,handover
+//   npm run bench:failover -- --runs 3 --only etcd-kill9,etcd-stop,etcd-stop-sidecar   # bench/failover-etcd.ts
 //
 // Needs root, `ip netns`, arping (and nft for nothing here). Run it on an idle machine
 // for figures to compare; the load average before and after is part of the report.
@@ -20,6 +21,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { HaLab, VIP_ADDR, type LabOptions, type Prober } from '../test/ha/lab.ts';
 import { netnsUnavailable } from '../test/helpers/netns.ts';
+import { etcdScenarios } from './failover-etcd.ts';
 import { linkDown } from './ha-steps.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
@@ -279,6 +281,7 @@ const scenarios: Scenario[] = [
       return failback(h, await probing(h, 'vip-b'));
     },
   },
+  ...etcdScenarios,
 ];
 
 interface Result {

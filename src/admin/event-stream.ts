@@ -2,7 +2,9 @@
 // integer id and is serialised once into a frame that all clients share; the last
 // `capacity` frames stay in a ring so a client that reconnects with Last-Event-ID
 // gets what it missed. The vip-agent follows this stream and removes its VIP when the
-// stream goes quiet for a lease, so pings come at least every third of a lease.
+// stream goes quiet for a lease, so pings come at least five times per lease. Each ping
+// also says how long every VIP held here has left of its lease, counted from the last
+// renewal: a sidecar whose proxy freezes removes the VIP before that runs out.
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { BackendEvent, TandemEvent, VipEvent } from '../events.ts';
@@ -15,10 +17,10 @@ export interface EventStreamOptions {
   maxBufferedBytes?: number;
 }
 
-/** Ping period: at least every second and three times per lease, never busier than 50 ms. */
+/** Ping period: at least every second and five times per lease, never busier than 50 ms. */
 export function pingInterval(leaseDurationMs: number | null): number {
-  const third = leaseDurationMs === null ? 1000 : Math.floor(leaseDurationMs / 3);
-  return Math.max(50, Math.min(1000, third));
+  const fifth = leaseDurationMs === null ? 1000 : Math.floor(leaseDurationMs / 5);
+  return Math.max(50, Math.min(1000, fifth));
 }
 
 export class EventStream {
@@ -148,7 +150,9 @@ export class EventStream {
   }
 
   private ping(): void {
-    const f = `event: ping\ndata: {"time":${Date.now()}}\n\n`;
+    const leases: Record<string, number> = {};
+    for (const v of this.runtime.vips()) if (v.state === 'MASTER' && v.leaseRemainingMs > 0) leases[v.name] = v.leaseRemainingMs;
+    const f = `event: ping\ndata: ${JSON.stringify({ time: Date.now(), leases })}\n\n`;
     for (const res of this.clients) {
       // Behind a backlog a ping would only add to it; the client hears from us once it drains.
       if (!res.writableNeedDrain) this.send(res, f);

@@ -133,6 +133,7 @@ function compilePool(name: string, p: RawPool, dir: string): PoolConfig {
     sticky: p.sticky === null ? null : { cookie: p.sticky.cookie, ttl: p.sticky.ttl },
     debugHeaders: p.debugHeaders,
     tls: compileUpstreamTls(p, dir),
+    proxyProtocol: p.proxyProtocol,
   };
 }
 

@@ -5,7 +5,7 @@ import { resolve } from 'node:path';
 import type { RawListener, RawPool, RawRoute } from './schema.ts';
 import type { HeaderEditConfig, ListenerTlsConfig, RouteConfig, UpstreamTlsConfig } from './types.ts';
 
-type RouteActionFields = Pick<RouteConfig, 'redirect' | 'rewrite' | 'headers' | 'allow'>;
+type RouteActionFields = Pick<RouteConfig, 'redirect' | 'rewrite' | 'headers' | 'allow' | 'compress'>;
 
 export function compileRouteActions(r: RawRoute): RouteActionFields {
   const edit = (e: { set: Map<string, string>; remove: string[] }): HeaderEditConfig => ({
@@ -17,6 +17,7 @@ export function compileRouteActions(r: RawRoute): RouteActionFields {
     rewrite: r.rewrite === null ? null : { ...r.rewrite },
     headers: r.headers === null ? null : { request: edit(r.headers.request), response: edit(r.headers.response) },
     allow: r.allow === null ? null : [...r.allow],
+    compress: r.compress === null ? null : { types: r.compress.types.map((t) => t.toLowerCase()), minSize: r.compress.minSize },
   };
 }
 

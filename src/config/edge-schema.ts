@@ -1,11 +1,13 @@
 // The schema of the edge features: route actions (redirect, rewrite, header rules, allow
-// lists), TLS listeners with several certificates, HTTP/2 and TLS towards backends.
+// lists, response compression), TLS listeners with several certificates, HTTP/2, and TLS and
+// the PROXY protocol towards backends.
 // schema.ts spreads these fields into its listener, route and pool sections; the leaves
 // they share with it (header names, paths, CIDR blocks) are passed in, so there is one
 // definition of each.
 
+import { isMap } from 'yaml';
 import { isHostName } from './net.ts';
-import { INVALID, bool, dict, int, list, oneOf, optional, reader, required, scalarText, str, struct, withDefault } from './reader.ts';
+import { INVALID, bool, dict, either, int, list, oneOf, optional, reader, required, scalarText, str, struct, withDefault } from './reader.ts';
 import type { Reader } from './reader.ts';
 
 export interface SharedLeaves {
@@ -35,6 +37,29 @@ const redirectCode = reader('301, 302, 303, 307 or 308', (node, path, cx) => {
   if (code === INVALID) return INVALID;
   if (!REDIRECT_CODES.includes(code)) return cx.fail(node, path, `must be a redirect status: 301, 302, 303, 307 or 308 (got ${code})`);
   return code;
+});
+
+/** Media types compressed when a route says `compress: true`: text, and the structured formats written as text. */
+export const COMPRESSIBLE_TYPES: readonly string[] = Object.freeze([
+  'text/*', 'application/json', 'application/javascript', 'application/xml', 'application/xhtml+xml',
+  'application/rss+xml', 'application/atom+xml', 'application/ld+json', 'application/manifest+json', 'image/svg+xml',
+]);
+/** Bodies of fewer bytes than this (as Content-Length gives them) are sent as they are by default: Traefik's 1024. */
+export const COMPRESS_MIN_SIZE = 1024;
+
+const mediaType = str('a media type such as text/html or text/*', (s) => (
+  /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*\/([A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*|\*)$/.test(s) ? null : `"${s}" is not a media type (write type/subtype or type/*, without parameters)`));
+
+const compressFields = struct({
+  types: withDefault(list(mediaType, { min: 1, expects: 'a list of media types such as text/html or text/*' }), [...COMPRESSIBLE_TYPES]),
+  minSize: withDefault(int(0, 1 << 30, 'a size in bytes from 0 to 1073741824'), COMPRESS_MIN_SIZE),
+}, 'a mapping { types, minSize }');
+
+const compress = either<{ types: string[]; minSize: number } | null>('true, false, or a mapping { types, minSize }', (node, leaf) => {
+  if (isMap(node)) return compressFields;
+  if (leaf === false) return reader('', () => null);
+  if (leaf === true) return reader('', () => ({ types: [...COMPRESSIBLE_TYPES], minSize: COMPRESS_MIN_SIZE }));
+  return null;
 });
 
 /** The fields of the edge features, keyed by the section they go into. */
@@ -67,6 +92,7 @@ export function edgeFields(leaves: SharedLeaves) {
     }, 'a mapping { stripPrefix, addPrefix }')),
     headers: optional(struct({ request: rules, response: rules }, 'a mapping { request, response }')),
     allow: optional(list(leaves.cidr, { min: 1, expects: 'a list of IP addresses or CIDR blocks' })),
+    compress: optional(compress),
   };
 
   const certificate = struct({ cert: required(leaves.filePath), key: required(leaves.filePath) }, 'a mapping { cert, key }');
@@ -93,6 +119,8 @@ export function edgeFields(leaves: SharedLeaves) {
       cert: optional(leaves.filePath),
       key: optional(leaves.filePath),
     }, 'a mapping { ca, servername, verify, cert, key }')),
+    // HAProxy's send-proxy (v1) and send-proxy-v2 (v2).
+    proxyProtocol: optional(oneOf(['v1', 'v2'])),
   };
   return { route, listener, pool };
 }

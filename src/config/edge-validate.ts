@@ -35,8 +35,9 @@ export function checkRouteActions(r: RawRoute, cx: Context): void {
   if (w !== null && w.stripPrefix === null && w.addPrefix === null) {
     cx.failAt(cx.at(r, 'rewrite'), 'needs stripPrefix, addPrefix or both');
   }
-  if (r.redirect !== null && (r.rewrite !== null || r.headers !== null)) {
-    cx.failAt(cx.at(r, r.rewrite !== null ? 'rewrite' : 'headers'), 'has no effect on a route that redirects (the request is answered with the redirect, not forwarded)');
+  if (r.redirect !== null && (r.rewrite !== null || r.headers !== null || r.compress !== null)) {
+    const key = r.rewrite !== null ? 'rewrite' : r.headers !== null ? 'headers' : 'compress';
+    cx.failAt(cx.at(r, key), 'has no effect on a route that redirects (the request is answered with the redirect, not forwarded)');
   }
   const rd = r.redirect;
   if (rd !== null && rd.scheme === null && rd.host === null && rd.port === null && rd.path === null) {

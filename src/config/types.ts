@@ -52,7 +52,16 @@ export interface RouteConfig {
   readonly headers?: HeaderRulesConfig | null;
   /** Client address blocks allowed on this route (403 for the rest); null: everyone. */
   readonly allow?: readonly string[] | null;
+  /** Compress responses of these media types for clients that accept gzip or br; null: never. */
+  readonly compress?: CompressConfig | null;
   readonly rateLimit: RateLimitConfig | null;
+}
+
+export interface CompressConfig {
+  /** Lower-case `type/subtype` or `type/*`. */
+  readonly types: readonly string[];
+  /** Bodies with a smaller Content-Length are sent as they are; bodies of unknown length are compressed. */
+  readonly minSize: number;
 }
 
 export interface CertificateConfig {
@@ -187,6 +196,8 @@ export interface PoolConfig {
   /** Adds `x-tandem-backend` to responses. */
   readonly debugHeaders: boolean;
   readonly tls?: UpstreamTlsConfig | null;
+  /** Open every backend connection with a PROXY protocol header of this version; null: none. */
+  readonly proxyProtocol?: 'v1' | 'v2' | null;
 }
 
 export interface AdminConfig {

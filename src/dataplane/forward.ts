@@ -8,6 +8,8 @@ import { responseHeaders, upstreamHeaders, type ForwardContext } from './headers
 import { answerError, errorBody } from './own-answers.ts';
 import { writeResumed, writeStalled } from './send-timeout.ts';
 import type { Waiter } from './backend-queue.ts';
+import { privateUpstream } from './private-upstreams.ts';
+import { relayEncoded, writeEncoded, type Encoder } from './compress.ts';
 
 // The hot path. One ProxyRequest per proxied request is the only allocation that is not
 // node's or undici's own: it is undici's dispatch handler, and the response stream's
@@ -102,6 +104,8 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
   /** finish() has run; later callbacks (undici's error after our own abort) do nothing. */
   reported: boolean;
   drainHooked: boolean;
+  /** Compresses the response body on its way to the client; null: relayed as it is. */
+  encoder: Encoder | null;
 
   constructor(req: IncomingMessage, res: ServerResponse, route: RouteRuntime, pool: PoolRuntime,
     ctx: ForwardContext, observer: RequestObserver, start: number, shutdown: boolean, requestId: string, traceId: string | null) {
@@ -135,6 +139,7 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
     this.retrying = false;
     this.reported = false;
     this.drainHooked = false;
+    this.encoder = null;
   }
 
   /** Picks a backend and sends the request to it; answers 503 itself when there is none. */
@@ -188,7 +193,8 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
     this.pool.activeRequests++;
     this.dispatched = performance.now();
     const req = this.req;
-    backend.upstream.dispatch({
+    const upstream = backend.proxyVersion === null ? backend.upstream : privateUpstream(this.ctx, backend);
+    upstream.dispatch({
       path: this.route.actions === null ? req.url ?? '/' : this.route.actions.path(req.url ?? '/'),
       method: req.method ?? 'GET',
       headers: this.headers,
@@ -219,6 +225,7 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
     const edit = this.route.actions?.response ?? null;
     if (edit !== null) edit.apply(out, false);
     if (this.pool.config.debugHeaders) out.push('x-tandem-backend', backend.name);
+    if (this.route.compress !== null) this.encoder = this.route.compress.start(this.req, statusCode, headers, out);
     // An early answer (a 401 before the upload was read): undici stops reading the body
     // and node:http would neither parse the next request nor close, so the answer says
     // Connection: close and the client sends its next request on a new connection.
@@ -227,7 +234,10 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
     if (statusCode >= 500 && this.pool.outlier !== null) this.pool.outlier.onFailure(backend, '5xx');
     try {
       res.writeHead(statusCode, statusMessage || undefined, out);
+      if (this.encoder !== null) relayEncoded(this);
     } catch {
+      this.encoder?.destroy();
+      this.encoder = null;
       // A header value the client side cannot carry: an invalid response, answered as
       // such (not retried: the backend did answer), and the upstream request dropped.
       this.responded = false;
@@ -242,8 +252,12 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    this.bytes += chunk.length;
     bodyBytesMoved(chunk.length);
+    if (this.encoder !== null) {
+      writeEncoded(this, controller, chunk, this.ctx.owner.config.sendTimeout);
+      return;
+    }
+    this.bytes += chunk.length;
     if (!this.res.write(chunk)) {
       controller.pause();
       writeStalled(this.res, this.ctx.owner.config.sendTimeout);
@@ -258,8 +272,12 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
   onResponseEnd(): void {
     const backend = this.backend!;
     if (this.pool.outlier !== null && this.status < 500) this.pool.outlier.onSuccess(backend);
-    this.res.end();
-    this.finish();
+    // An encoder ends the response itself, and the exchange once its last bytes are out.
+    if (this.encoder !== null) this.encoder.end();
+    else {
+      this.res.end();
+      this.finish();
+    }
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
@@ -294,7 +312,7 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
         return;
       }
     }
-    this.fail(kind === 'connect' ? (isTimeout(err) ? errors.CONNECT_TIMEOUT : errors.BACKEND_UNREACHABLE)
+    this.fail(kind === 'connect' ? ((err as { code?: string }).code === 'UND_ERR_CONNECT_TIMEOUT' ? errors.CONNECT_TIMEOUT : errors.BACKEND_UNREACHABLE)
       : kind === 'timeout' ? errors.RESPONSE_TIMEOUT
         : kind === 'invalid' ? errors.BACKEND_INVALID_RESPONSE : errors.BACKEND_RESET);
   }
@@ -358,6 +376,7 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
     this.reported = true;
     this.done = true;
     this.ctx.plane.active--;
+    if (this.encoder !== null && !this.encoder.readableEnded) this.encoder.destroy();
     this.release();
     if (this.backend !== null) this.backend.requests++;
     // 499: the client closed the connection before any status was decided (nginx's code).
@@ -400,6 +419,8 @@ function onResponseClose(this: ResponseWithProxy): void {
       return;
     }
     if (p.controller !== null && !p.controller.aborted) p.controller.abort(new Error('client closed the connection'));
+    // The backend may be done already while the encoder still had bytes for the client.
+    if (p.encoder !== null) p.finish();
   }
 }
 
@@ -424,8 +445,4 @@ function classify(err: Error & { code?: string }): FailureKind {
     default:
       return err.name === 'HTTPParserError' ? 'invalid' : 'reset';
   }
-}
-
-function isTimeout(err: Error & { code?: string }): boolean {
-  return err.code === 'UND_ERR_CONNECT_TIMEOUT';
 }

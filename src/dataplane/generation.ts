@@ -1,3 +1,4 @@
+import { Compressor } from './compress.ts';
 import type { Config, PoolConfig, RouteConfig } from '../config/types.ts';
 import type { Backend } from '../pool/backend.ts';
 import type { Pool } from '../pool/pool.ts';
@@ -45,6 +46,8 @@ export interface RouteRuntime {
   readonly actions: RouteActions | null;
   /** Per-client token buckets of the route's rateLimit; null: no limit. */
   readonly limiter: RateLimiter | null;
+  /** Response compression; null: responses are relayed as they come. */
+  readonly compress: Compressor | null;
 }
 
 /**
@@ -62,7 +65,7 @@ export class Generation {
     this.config = config;
     this.pools = pools;
     this.routes = config.routes.map((r) => ({ config: r, name: r.name, pool: pools.get(r.pool)!, actions: RouteActions.of(r),
-      limiter: r.rateLimit === null ? null : new RateLimiter(r.rateLimit), handles: [] }));
+      limiter: r.rateLimit === null ? null : new RateLimiter(r.rateLimit), compress: Compressor.of(r.compress), handles: [] }));
     this.router = new Router(config.routes, config.listeners.map((l) => l.name), this.routes);
   }
 }

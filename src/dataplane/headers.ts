@@ -1,5 +1,7 @@
 import type { IncomingMessage } from 'node:http';
-import { BlockList, isIPv6 } from 'node:net';
+import { BlockList, isIPv6, type Socket } from 'node:net';
+import type { PrivateUpstreams } from './private-upstreams.ts';
+import type { ProxiedPeer } from './proxy-protocol.ts';
 
 // Header rewriting for the hot path. Requests are rewritten from node's flat
 // `rawHeaders` array into a flat array for undici: no header object is built; each
@@ -62,6 +64,12 @@ export interface ForwardContext {
   readonly plane: { active: number };
   /** The listener the connection came in on, with its current (reloadable) settings. */
   readonly owner: { readonly config: { readonly sendTimeout: number } };
+  /** The client connection; absent where no connection stands behind the context (benchmarks). */
+  readonly socket?: Socket;
+  /** What a trusted PROXY header named for the connection; null: none. */
+  readonly proxied?: ProxiedPeer | null;
+  /** Upstream connections private to this client connection (pools that send the PROXY protocol); null until needed. */
+  privateUpstreams?: PrivateUpstreams | null;
 }
 
 /**

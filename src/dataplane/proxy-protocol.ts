@@ -24,6 +24,9 @@ export interface ProxiedPeer {
   /** The client's address and port; null for a LOCAL (health check) or UNKNOWN header. */
   readonly address: string | null;
   readonly port: number | null;
+  /** The address and port the client connected to (the balancer's listener); null with `address`. */
+  readonly destination: string | null;
+  readonly destinationPort: number | null;
 }
 
 export type ParseResult =
@@ -32,7 +35,7 @@ export type ParseResult =
   | { readonly state: 'done'; readonly length: number; readonly peer: ProxiedPeer };
 
 const MORE: ParseResult = { state: 'more' };
-const NONE: ProxiedPeer = { address: null, port: null };
+const NONE: ProxiedPeer = { address: null, port: null, destination: null, destinationPort: null };
 
 /** Reads a PROXY header (v1 or v2) from the start of `data`. */
 export function parseProxyHeader(data: Buffer): ParseResult {
@@ -57,7 +60,7 @@ function parseV1(data: Buffer): ParseResult {
   if (valid === null) return { state: 'error', reason: `v1 protocol ${JSON.stringify(family)} is not TCP4, TCP6 or UNKNOWN` };
   if (!valid(src) || !valid(dst)) return { state: 'error', reason: `v1 addresses are not ${family} addresses` };
   if (!validPort(srcPort) || !validPort(dstPort)) return { state: 'error', reason: 'v1 ports are not 0 to 65535' };
-  return { state: 'done', length: end + 2, peer: { address: src, port: Number(srcPort) } };
+  return { state: 'done', length: end + 2, peer: { address: src, port: Number(srcPort), destination: dst, destinationPort: Number(dstPort) } };
 }
 
 function validPort(p: string): boolean {
@@ -85,15 +88,22 @@ function parseV2(data: Buffer): ParseResult {
   if (family === 1) {
     if (length < 12) return { state: 'error', reason: 'v2 IPv4 addresses are truncated' };
     const address = `${data[16]}.${data[17]}.${data[18]}.${data[19]}`;
-    return { state: 'done', length: total, peer: { address, port: data.readUInt16BE(24) } };
+    const destination = `${data[20]}.${data[21]}.${data[22]}.${data[23]}`;
+    return { state: 'done', length: total, peer: { address, port: data.readUInt16BE(24), destination, destinationPort: data.readUInt16BE(26) } };
   }
   if (family === 2) {
     if (length < 36) return { state: 'error', reason: 'v2 IPv6 addresses are truncated' };
-    const groups: string[] = [];
-    for (let i = 0; i < 8; i++) groups.push(data.readUInt16BE(16 + i * 2).toString(16));
-    return { state: 'done', length: total, peer: { address: clientAddressOf(compactIPv6(groups)), port: data.readUInt16BE(48) } };
+    const address = clientAddressOf(ipv6At(data, 16));
+    const destination = clientAddressOf(ipv6At(data, 32));
+    return { state: 'done', length: total, peer: { address, port: data.readUInt16BE(48), destination, destinationPort: data.readUInt16BE(50) } };
   }
   return { state: 'error', reason: `v2 address family ${family} is not supported` };
+}
+
+function ipv6At(data: Buffer, offset: number): string {
+  const groups: string[] = [];
+  for (let i = 0; i < 8; i++) groups.push(data.readUInt16BE(offset + i * 2).toString(16));
+  return compactIPv6(groups);
 }
 
 /** `0:0:0:0:0:0:0:1` as `::1`, the form node gives peer addresses in. */
@@ -150,9 +160,9 @@ export class ProxyProtocolReader {
     });
   }
 
-  /** The client a PROXY header named for this connection (or the TLS socket over it), or null. */
-  clientOf(socket: Socket): string | null {
-    return this.peers.get(`${socket.remoteAddress}:${socket.remotePort}`)?.address ?? null;
+  /** What a PROXY header named for this connection (or the TLS socket over it), or null. */
+  peerOf(socket: Socket): ProxiedPeer | null {
+    return this.peers.get(`${socket.remoteAddress}:${socket.remotePort}`) ?? null;
   }
 
   private read(socket: Socket, timeout: number, then: (peer: ProxiedPeer) => void): void {

@@ -209,7 +209,8 @@ function connectionShare(config: ListenerConfig, plane: ListenerState): number {
 function onConnection(this: TandemServer, socket: TandemSocket): void {
   const listener = this[kListener];
   const plane = listener.plane;
-  const address = clientAddressOf(listener.proxyProtocol?.clientOf(socket) ?? socket.remoteAddress);
+  const proxied = listener.proxyProtocol?.peerOf(socket) ?? null;
+  const address = clientAddressOf(proxied?.address ?? socket.remoteAddress);
   // Trust is a property of the connection: decided once here, not per request.
   const conn: Connection = {
     clientAddress: address,
@@ -219,6 +220,8 @@ function onConnection(this: TandemServer, socket: TandemSocket): void {
     plane,
     owner: listener,
     socket,
+    proxied,
+    privateUpstreams: null,
     busy: false,
     held: null,
     broken: null,

@@ -1,11 +1,14 @@
-import type { ClientRequest, IncomingMessage } from 'node:http';
-import type { Socket } from 'node:net';
+import { Agent as HttpAgent, type ClientRequest, type IncomingMessage } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
+import { connect as tcpConnect, type NetConnectOpts, type Socket } from 'node:net';
+import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { createProxyServer, type ServerOptions } from 'http-proxy-3';
 import { errors } from '../errors.ts';
 import type { Backend } from '../pool/backend.ts';
 import type { RouteRuntime } from './generation.ts';
 import type { ForwardContext } from './headers.ts';
+import { proxyHeaderFor } from './private-upstreams.ts';
 import type { Exchange, RequestObserver } from './forward.ts';
 import { writeRaw } from './own-answers.ts';
 
@@ -167,5 +170,21 @@ export function proxyUpgrade(u: Upgrade): void {
     target: backend.config.origin,
     proxyTimeout: pool.config.responseTimeout,
     connectTimeout: pool.config.connectTimeout,
+    ...(backend.proxyVersion === null ? {} : { agent: sendingHeader(backend, proxyHeaderFor(ctx, backend)) }),
   } as ServerOptions);
+}
+
+/**
+ * An agent for one session's connection that opens with the PROXY header (before the TLS
+ * handshake to an https:// backend). One per upgrade: the connection is the session's own.
+ */
+function sendingHeader(backend: Backend, header: Buffer): HttpAgent {
+  const secure = backend.config.protocol === 'https:';
+  const agent = secure ? new HttpsAgent({ keepAlive: false }) : new HttpAgent({ keepAlive: false });
+  agent.createConnection = (options: NetConnectOpts & ConnectionOptions) => {
+    const tcp = tcpConnect({ ...options, port: backend.config.port, host: backend.config.host } as NetConnectOpts);
+    tcp.write(header);
+    return secure ? tlsConnect({ ...options, socket: tcp }) : tcp;
+  };
+  return agent;
 }

@@ -28,20 +28,23 @@ export class BuiltinHook implements HookRunner {
 
   constructor(opts: BuiltinHookOptions) {
     this.opts = opts;
-    this.queue = new HookQueue((state, epoch) => this.exec(state, epoch));
+    this.queue = new HookQueue((state, epoch, signal) => this.exec(state, epoch, signal));
     this.repeat = null;
   }
 
-  run(state: HookState, epoch: number): Promise<HookOutcome> {
-    return this.queue.run(state, epoch);
+  run(state: HookState, epoch: number, signal?: AbortSignal): Promise<HookOutcome> {
+    return this.queue.run(state, epoch, signal);
   }
 
-  private async exec(state: HookState, epoch: number): Promise<HookOutcome> {
+  private async exec(state: HookState, epoch: number, signal: AbortSignal | undefined): Promise<HookOutcome> {
     const o = this.opts;
     const started = performance.now();
     if (state !== 'MASTER') this.stopRepeats();
     const command = state !== 'MASTER' ? 'down' : o.garpCount > 0 ? 'up' : 'add';
-    const error = await this.timed(o.announcer.run(command, o.address, o.interface));
+    // A MASTER run whose lease was lost (or is in doubt) before it started is not this
+    // node's to do; once sent, the command takes a millisecond and the BACKUP that
+    // follows the loss undoes it.
+    const error = signal?.aborted === true ? 'stopped: the lease was lost or is in doubt' : await this.timed(o.announcer.run(command, o.address, o.interface));
     // Bookkeeping, after the announcement.
     const ms = Math.round(performance.now() - started);
     const line = `${o.vip} ${state} ${o.address} ${o.interface} (epoch ${epoch})`;

@@ -3,6 +3,7 @@
 import type { VipConfig } from '../config/types.ts';
 import type { EventBus } from '../events.ts';
 import type { Logger } from '../log.ts';
+import type { Clock } from './clock.ts';
 import type { HookRunner, HookState } from './hook.ts';
 import type { Lease, LeaseStore } from './lease-store.ts';
 
@@ -45,10 +46,13 @@ export interface ElectorOptions {
   /** Called on every failed renewal (for `tandem_lease_renew_failures_total`). */
   readonly renewFailed?: () => void;
   /**
-   * Leader-only work, started once this node serves the VIP. `signal` aborts the moment
-   * the lease is lost or in doubt, before it can expire on another node.
+   * Leader-only work, started once this node serves the VIP. `signal` (the one its MASTER
+   * hook already ran under) aborts the moment the lease is lost or in doubt, before it
+   * can expire on another node.
    */
   readonly lead?: (signal: AbortSignal, lease: Lease) => void;
+  /** Time and timers (default: performance.now() and Node's timers; tests move a clock by hand). */
+  readonly clock?: Clock;
   /** The VIP is about to leave this node in a planned handover, or not any more (see departure.ts). */
   readonly vacate?: (leaving: boolean, patient: boolean) => Promise<void>;
 }

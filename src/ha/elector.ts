@@ -3,32 +3,32 @@
 // the store knows leases, the hook knows addresses, the elector knows neither's
 // internals and only applies policy:
 //
-// * priority and preemption: a node asks a lower-priority holder for the VIP only after
-//   it has been ready for the VIP's preempt delay;
+// * priority and preemption: the claim it makes (handover.ts: a node asks a
+//   lower-priority holder for the VIP only after it has been ready for the preempt delay);
 // * health: a node whose `ready()` turns false goes to FAULT and hands its leases over;
 //   it competes again once ready;
 // * make-before-break: a node that took a lease confirms it (first renew) only after its
 //   MASTER hook succeeded, and a node that lost a lease to a successor keeps the VIP until
 //   the successor serves;
-// * doubt: leader-only work runs under an AbortSignal that aborts as soon as a renewal
-//   has not been confirmed for half a lease, long before the lease can expire elsewhere.
+// * doubt: leader-only work, the MASTER hook first, runs under an AbortSignal that aborts
+//   once the lease is lost or a renewal has not been confirmed for half a lease, long
+//   before the lease can expire elsewhere.
 
-import type { VipEvent } from '../events.ts';
+import { systemClock, type Clock, type TimerHandle } from './clock.ts';
+import { claimAt } from './handover.ts';
 import type { HookState } from './hook.ts';
 import { freeLease, type Lease } from './lease-store.ts';
 import { Departure } from './departure.ts';
 import { RemovalRetry } from './removal-retry.ts';
 import type { ElectorOptions, VipStatus } from './elector-options.ts';
+import { StatePublisher, hookStateOf, type Phase } from './vip-state.ts';
 
 export type { ElectorOptions, VipStatus } from './elector-options.ts';
-
-type Phase = 'init' | 'backup' | 'acquiring' | 'master' | 'handing' | 'releasing' | 'fault' | 'stopped';
-
-const now = (): number => performance.now();
 
 /** Leadership of one VIP. */
 export class Elector {
   private readonly opts: ElectorOptions;
+  private readonly clock: Clock;
   private readonly key: string;
   private readonly priority: number;
   private phase: Phase;
@@ -41,8 +41,10 @@ export class Elector {
   readonly departure: Departure;
   /** When the lease is in doubt unless a renewal succeeds first. */
   private doubtAt: number;
-  private doubtTimer: NodeJS.Timeout | null;
-  private ticker: NodeJS.Timeout | null;
+  /** When this node's lease runs out, by its last confirmed renewal; 0 when unknown. */
+  private leaseEndsAt: number;
+  private doubtTimer: TimerHandle | null;
+  private ticker: TimerHandle | null;
   private unwatch: (() => void) | null;
   private leader: AbortController | null;
   /** Set while a stepped-down lease is still being released in the background. */
@@ -54,10 +56,11 @@ export class Elector {
   private wantTick: boolean;
   private renewFailures: number;
   private since: number;
-  private lastPublished: string;
+  private readonly publisher: StatePublisher;
 
   constructor(opts: ElectorOptions) {
     this.opts = opts;
+    this.clock = opts.clock ?? systemClock;
     this.key = opts.vip.name;
     this.priority = opts.vip.priority[opts.node] ?? 0;
     this.phase = 'init';
@@ -68,6 +71,7 @@ export class Elector {
     this.handingUntil = 0;
     this.departure = new Departure(opts.vacate, () => this.phase === 'master', opts.handoverTimeout + opts.renewEvery);
     this.doubtAt = Infinity;
+    this.leaseEndsAt = 0;
     this.doubtTimer = null;
     this.ticker = null;
     this.unwatch = null;
@@ -82,7 +86,7 @@ export class Elector {
     this.wantTick = false;
     this.renewFailures = 0;
     this.since = Date.now();
-    this.lastPublished = '';
+    this.publisher = new StatePublisher(opts.bus, opts.node);
   }
 
   /** Removes the VIP defensively (BACKUP hook), then starts competing. */
@@ -96,10 +100,11 @@ export class Elector {
     this.publishIfChanged();
     this.unwatch = this.opts.store.watch(this.key, (lease) => {
       this.view = lease;
+      // Lost while the MASTER hook runs: stop it now, not once it is done.
+      if (this.phase === 'acquiring' && lease.holder !== this.opts.node && lease.epoch >= this.epoch) this.abortLeader();
       this.schedule(false);
     });
-    this.ticker = setInterval(() => this.schedule(true), this.opts.renewEvery);
-    this.schedule(true);
+    this.tick();
   }
 
   /** A planned handover of a held VIP; false when this node does not hold it. */
@@ -115,7 +120,7 @@ export class Elector {
 
   /** Hands a held VIP over (or withdraws), runs the STOP hook and stops competing. */
   stop(): Promise<void> {
-    if (this.ticker !== null) clearInterval(this.ticker);
+    if (this.ticker !== null) this.clock.clearTimeout(this.ticker);
     this.ticker = null;
     return this.exclusive(async () => {
       if (this.phase === 'stopped') return;
@@ -144,7 +149,8 @@ export class Elector {
       holder: this.view.holder,
       epoch: held ? Math.max(this.epoch, this.view.epoch) : this.view.epoch,
       // This node's own lease only, as docs/admin-api.md says; a standby shows 0.
-      leaseRemainingMs: held && this.view.holder === this.opts.node ? this.view.remaining : 0,
+      // Counted down from the last confirmed renewal, so a sidecar can fence on it.
+      leaseRemainingMs: held && this.view.holder === this.opts.node ? this.leaseLeft() : 0,
       leaseDuration: this.opts.leaseDuration,
       priority: this.priority,
       renewFailures: this.renewFailures,
@@ -153,6 +159,12 @@ export class Elector {
   }
 
   // ---- the loop ----
+
+  /** A step every renew interval, on the elector's clock. */
+  private tick(): void {
+    this.ticker = this.clock.setTimeout(() => this.tick(), this.opts.renewEvery);
+    this.schedule(true);
+  }
 
   /** Runs `fn` after everything queued before it; steps, release and stop never overlap. */
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {
@@ -178,7 +190,7 @@ export class Elector {
   }
 
   private async step(tick: boolean): Promise<void> {
-    const t = now();
+    const t = this.clock.now();
     const ready = this.opts.ready();
     if (!ready) this.readySince = null;
     else if (this.readySince === null) this.readySince = t;
@@ -199,10 +211,9 @@ export class Elector {
           this.publishIfChanged();
           return;
         }
-        const preempt = this.opts.vip.preempt && t - (this.readySince ?? t) >= this.opts.vip.preemptDelay;
         let lease: Lease;
         try {
-          lease = await this.opts.store.acquire(this.key, { node, priority: this.priority, preempt });
+          lease = await this.opts.store.acquire(this.key, claimAt(node, this.priority, this.opts.vip, this.readySince, t));
         } catch (err) {
           this.opts.log.warn({ vip: this.key, err: (err as Error).message }, `ha: ${this.key}: acquire failed: ${(err as Error).message}`);
           return;
@@ -259,31 +270,42 @@ export class Elector {
     this.phase = 'acquiring';
     this.removal.cancel();
     this.epoch = lease.epoch;
-    const outcome = await this.opts.hook.run('MASTER', lease.epoch);
+    const leader = new AbortController();
+    this.leader = leader;
+    const outcome = await this.opts.hook.run('MASTER', lease.epoch, leader.signal);
     if (this.phase !== 'acquiring') return;
+    if (leader.signal.aborted) {
+      this.opts.log.warn({ vip: this.key, epoch: lease.epoch, reason: 'lease lost' }, `ha: ${this.key}: lease lost while the MASTER hook ran: hook stopped`);
+      void this.enter('backup');
+      return;
+    }
     if (outcome !== 'ok') {
       this.opts.log.error({ vip: this.key, epoch: lease.epoch, reason: 'MASTER hook failed' }, `ha: ${this.key}: MASTER hook failed: giving the lease up (FAULT)`);
-      this.faultUntil = now() + (this.opts.faultHold ?? 2 * this.opts.leaseDuration);
+      this.abortLeader();
+      this.faultUntil = this.clock.now() + (this.opts.faultHold ?? 2 * this.opts.leaseDuration);
       await this.opts.store.release(this.key, node).catch(() => {});
       void this.enter('fault');
       return;
     }
     if (this.view.holder !== node && this.view.epoch >= lease.epoch) {
       // Lost while the hook ran (another holder won a conflict): undo.
+      this.abortLeader();
       void this.enter('backup');
       return;
     }
-    const t0 = now();
+    const t0 = this.clock.now();
     let renewed: Lease;
     try {
       renewed = await this.opts.store.renew(this.key, node);
     } catch (err) {
       this.countRenewFailure(err as Error);
+      this.abortLeader();
       await this.opts.store.release(this.key, node).catch(() => {});
       void this.enter('backup');
       return;
     }
     if (renewed.holder !== node) {
+      this.abortLeader();
       void this.enter('backup');
       return;
     }
@@ -291,17 +313,16 @@ export class Elector {
     this.epoch = renewed.epoch;
     this.armDoubt(t0, renewed.remaining);
     this.phase = 'master';
-    this.leader = new AbortController();
     void this.enter('master');
     try {
-      this.opts.lead?.(this.leader.signal, renewed);
+      this.opts.lead?.(leader.signal, renewed);
     } catch (err) {
       this.opts.log.error({ vip: this.key, epoch: this.epoch, err: (err as Error).message }, `ha: ${this.key}: leader work failed to start: ${(err as Error).message}`);
     }
   }
 
   private async renew(): Promise<void> {
-    const t0 = now();
+    const t0 = this.clock.now();
     let lease: Lease;
     try {
       lease = await this.opts.store.renew(this.key, this.opts.node);
@@ -321,7 +342,7 @@ export class Elector {
     if (view.holder !== null && !view.serving) {
       // Make-before-break: keep the VIP until the successor has it up.
       this.phase = 'handing';
-      this.handingUntil = now() + this.opts.handoverTimeout;
+      this.handingUntil = this.clock.now() + this.opts.handoverTimeout;
       void this.departure.set(true);
       return;
     }
@@ -355,7 +376,7 @@ export class Elector {
     const previousEpoch = this.epoch;
     this.epoch = epoch;
     this.opts.log.warn({ vip: this.key, epoch, previousEpoch }, `ha: ${this.key}: epoch moved to ${epoch} while holding: announcing again`);
-    void this.opts.hook.run('MASTER', epoch).then((outcome) => {
+    void this.opts.hook.run('MASTER', epoch, this.leader?.signal).then((outcome) => {
       if (outcome === 'failed') this.schedule(false);
     });
     this.publishIfChanged();
@@ -389,51 +410,29 @@ export class Elector {
   }
 
   private hookState(): HookState {
-    switch (this.phase) {
-      case 'acquiring':
-      case 'master':
-      case 'handing':
-      case 'releasing':
-        return 'MASTER';
-      case 'fault':
-        return 'FAULT';
-      case 'stopped':
-        return 'STOP';
-      default:
-        return 'BACKUP';
-    }
+    return hookStateOf(this.phase);
   }
 
-  /** Publishes a VipEvent when state, holder or epoch changed since the last one. */
   private publishIfChanged(): void {
-    const s = this.status();
-    const signature = `${s.state}|${s.holder}|${s.epoch}`;
-    if (signature === this.lastPublished) return;
-    this.lastPublished = signature;
-    const event: VipEvent = {
-      type: 'vip',
-      vip: s.name,
-      state: s.state,
-      node: this.opts.node,
-      holder: s.holder,
-      epoch: s.epoch,
-      address: s.address,
-      interface: s.interface,
-      leaseRemaining: s.leaseRemainingMs,
-    };
-    this.opts.bus.publish(event);
+    this.publisher.publishIfChanged(this.status());
   }
 
   private armDoubt(renewStarted: number, remaining: number): void {
     // Measured from when the renewal was sent, so the time the answer took counts too.
     this.doubtAt = renewStarted + remaining / 2;
-    if (this.doubtTimer !== null) clearTimeout(this.doubtTimer);
-    this.doubtTimer = setTimeout(() => this.schedule(false), Math.max(0, this.doubtAt - now()) + 1);
+    this.leaseEndsAt = renewStarted + remaining;
+    if (this.doubtTimer !== null) this.clock.clearTimeout(this.doubtTimer);
+    this.doubtTimer = this.clock.setTimeout(() => this.schedule(false), Math.max(0, this.doubtAt - this.clock.now()) + 1);
+  }
+
+  private leaseLeft(): number {
+    return this.leaseEndsAt === 0 ? this.view.remaining : Math.max(0, Math.round(this.leaseEndsAt - this.clock.now()));
   }
 
   private clearDoubt(): void {
     this.doubtAt = Infinity;
-    if (this.doubtTimer !== null) clearTimeout(this.doubtTimer);
+    this.leaseEndsAt = 0;
+    if (this.doubtTimer !== null) this.clock.clearTimeout(this.doubtTimer);
     this.doubtTimer = null;
   }
 

@@ -15,7 +15,8 @@ export type HookOutcome = 'ok' | 'failed' | 'superseded';
 
 /** Runs the hook for one VIP. */
 export interface HookRunner {
-  run(state: HookState, epoch: number): Promise<HookOutcome>;
+  /** `signal`: leader-only work (MASTER) stops when it aborts, its processes killed. */
+  run(state: HookState, epoch: number, signal?: AbortSignal): Promise<HookOutcome>;
 }
 
 /** What every hook runner of one VIP is given: the VIP, its address and the announcements. */
@@ -42,6 +43,7 @@ export interface HookOptions extends HookSettings {
 interface Request {
   readonly state: HookState;
   readonly epoch: number;
+  readonly signal: AbortSignal | undefined;
   readonly waiters: ((outcome: HookOutcome) => void)[];
 }
 
@@ -53,18 +55,18 @@ const OUTPUT_LIMIT = 4096;
  * runs only the newest requested state waits behind it (the others are superseded).
  */
 export class HookQueue implements HookRunner {
-  private readonly exec: (state: HookState, epoch: number) => Promise<HookOutcome>;
+  private readonly exec: (state: HookState, epoch: number, signal: AbortSignal | undefined) => Promise<HookOutcome>;
   private running: boolean;
   private pending: Request | null;
 
-  constructor(exec: (state: HookState, epoch: number) => Promise<HookOutcome>) {
+  constructor(exec: (state: HookState, epoch: number, signal: AbortSignal | undefined) => Promise<HookOutcome>) {
     this.exec = exec;
     this.running = false;
     this.pending = null;
   }
 
   /** Requests a run for `state`; resolves when it ran, or was superseded by a newer request. */
-  run(state: HookState, epoch: number): Promise<HookOutcome> {
+  run(state: HookState, epoch: number, signal?: AbortSignal): Promise<HookOutcome> {
     return new Promise<HookOutcome>((resolve) => {
       if (this.pending !== null) {
         if (this.pending.state === state && this.pending.epoch === epoch) {
@@ -73,7 +75,7 @@ export class HookQueue implements HookRunner {
         }
         for (const w of this.pending.waiters) w('superseded');
       }
-      this.pending = { state, epoch, waiters: [resolve] };
+      this.pending = { state, epoch, signal, waiters: [resolve] };
       if (!this.running) void this.drain();
     });
   }
@@ -83,7 +85,7 @@ export class HookQueue implements HookRunner {
     while (this.pending !== null) {
       const req = this.pending;
       this.pending = null;
-      const outcome = await this.exec(req.state, req.epoch);
+      const outcome = await this.exec(req.state, req.epoch, req.signal);
       for (const w of req.waiters) w(outcome);
     }
     this.running = false;
@@ -97,14 +99,14 @@ export class VipHook implements HookRunner {
 
   constructor(opts: HookOptions) {
     this.opts = opts;
-    this.queue = new HookQueue((state, epoch) => this.exec(state, epoch));
+    this.queue = new HookQueue((state, epoch, signal) => this.exec(state, epoch, signal));
   }
 
-  run(state: HookState, epoch: number): Promise<HookOutcome> {
-    return this.queue.run(state, epoch);
+  run(state: HookState, epoch: number, signal?: AbortSignal): Promise<HookOutcome> {
+    return this.queue.run(state, epoch, signal);
   }
 
-  private exec(state: HookState, epoch: number): Promise<HookOutcome> {
+  private exec(state: HookState, epoch: number, signal: AbortSignal | undefined): Promise<HookOutcome> {
     const o = this.opts;
     const line = `${o.vip} ${state} ${o.address} ${o.interface} (epoch ${epoch})`;
     const fields = { event: 'hook', vip: o.vip, state, epoch, address: o.address, interface: o.interface, runner: o.path === null ? 'log-only' : 'script' };
@@ -151,13 +153,19 @@ export class VipHook implements HookRunner {
       };
       child.stdout.on('data', collect);
       child.stderr.on('data', collect);
-      const timer = setTimeout(() => {
+      const stop = (why: string) => {
         // The group, not just the hook; ESRCH means everything in it has already exited.
         try {
           if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
         } catch {}
-        finish('failed', `timed out (${o.timeout} ms)`);
-      }, o.timeout);
+        finish('failed', why);
+      };
+      const timer = setTimeout(() => stop(`timed out (${o.timeout} ms)`), o.timeout);
+      // The lease it runs for was lost or is in doubt: what it does is no longer this node's to do.
+      const aborted = () => stop('stopped: the lease was lost or is in doubt');
+      if (signal?.aborted === true) aborted();
+      signal?.addEventListener('abort', aborted, { once: true });
+      child.once('exit', () => signal?.removeEventListener('abort', aborted));
       child.once('error', (err) => finish('failed', `could not start: ${err.message}`));
       // 'exit', not 'close': a background announcer the hook leaves running may hold
       // the pipes open for as long as the VIP is held.

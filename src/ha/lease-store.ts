@@ -1,8 +1,10 @@
 // Where leadership lives. One lease per VIP (the key); a store keeps who holds it, the
 // fencing epoch and how long it has left. The elector (elector.ts) drives a store
 // through these four calls and nothing else, so the embedded `peer` store
-// (stores/peer/) and a quorum store such as etcd are interchangeable; both run the
-// contract suite in test/ha/lease-store.contract.ts.
+// (stores/peer/), the quorum store on etcd (stores/etcd/) and the in-process `memory`
+// store (stores/memory/) are interchangeable; all run the contract suite in
+// test/ha/lease-store.contract.ts. Who takes a key and when is not a store's choice:
+// every store applies candidates.ts and handover.ts.
 //
 // How the calls map onto etcd, to keep the interface honest: acquire is a transaction
 // that creates the key with a server-side lease (or rewrites it when it is offered to
@@ -103,8 +105,20 @@ export function subscribe(listeners: Set<(lease: Lease) => void>, listener: (lea
   return () => void listeners.delete(listener);
 }
 
-/** True when candidate a (priority, id) beats b: higher priority first, then the smaller node id. */
-export function outranks(aPriority: number, aNode: string, bPriority: number, bNode: string): boolean {
-  if (aPriority !== bPriority) return aPriority > bPriority;
-  return aNode < bNode;
+/**
+ * Sends `lease` to a key's listeners when its holder, epoch, serving or offer changed
+ * since the last view sent (not for time left alone); false when nothing changed.
+ * Delivered after the current step, so a listener that calls back into the store never
+ * sees it half-updated.
+ */
+export function publishView(key: { readonly listeners: Set<(lease: Lease) => void>; lastSignature: string }, lease: Lease): boolean {
+  const signature = `${lease.holder}|${lease.epoch}|${lease.serving}|${lease.offeredTo}`;
+  if (signature === key.lastSignature) return false;
+  key.lastSignature = signature;
+  if (key.listeners.size > 0) {
+    queueMicrotask(() => {
+      for (const l of key.listeners) l(lease);
+    });
+  }
+  return true;
 }

@@ -18,6 +18,7 @@ import { log as rootLog, type Logger } from '../log.ts';
 import { Announcer } from './announcer.ts';
 import { BUILTIN_HOOK, BuiltinHook } from './builtin-hook.ts';
 import { VipHook, type HookRunner, type HookState } from './hook.ts';
+import { LeaseFence, pingLeases } from './lease-fence.ts';
 
 export interface VipAgentOptions {
   /** Base URL of the proxy's admin API, e.g. http://127.0.0.1:9901. */
@@ -44,6 +45,10 @@ interface VipState {
   readonly hook: HookRunner;
   state: HookState | null;
   epoch: number;
+  /** The last event that made this VIP MASTER here, to add it again after a fence. */
+  master: VipEvent | null;
+  /** Removed because its lease ran out by the proxy's last word, while the proxy said MASTER. */
+  fenced: boolean;
 }
 
 /** Lease assumed until the proxy tells us its own. */
@@ -94,9 +99,13 @@ export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
         hook: announcer !== null ? new BuiltinHook({ ...runner, announcer }) : new VipHook({ ...runner, path: opts.hook, node: event.node }),
         state: null,
         epoch: -1,
+        master: null,
+        fenced: false,
       };
       vips.set(event.vip, v);
     }
+    v.fenced = false;
+    if (event.state === 'MASTER') v.master = event;
     // A new epoch while MASTER is a won split brain: announce again.
     if (v.state === event.state && (event.state !== 'MASTER' || v.epoch === event.epoch)) return Promise.resolve();
     v.state = event.state;
@@ -135,11 +144,33 @@ export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
   };
 
   let lease = opts.leaseDuration ?? null;
+  // A quarter of a lease before the proxy's lease of a VIP ends with no newer word, the
+  // VIP goes: by then the proxy itself has been in doubt for a quarter of a lease.
+  const fence = new LeaseFence(() => Math.floor((lease ?? DEFAULT_LEASE) / 4), (vip) => {
+    const v = vips.get(vip);
+    if (v === undefined || v.state !== 'MASTER') return;
+    log.warn({ event: 'vip-remove', vips: [vip], reason: 'lease' }, `the proxy's lease of ${vip} is running out with no word of a renewal: removing ${vip}`);
+    v.state = 'FAULT';
+    v.fenced = true;
+    void v.hook.run('FAULT', v.epoch);
+  });
+  /** What a ping says of the leases: watch those held here; add back a fenced VIP whose lease was renewed after all. */
+  const heardLeases = (leases: Map<string, number>): void => {
+    for (const [name, v] of vips) {
+      const left = leases.get(name);
+      if (left === undefined) fence.clear(name);
+      else if (v.state === 'MASTER') fence.heard(name, left);
+      else if (v.fenced && v.master !== null) {
+        log.info({ event: 'vip-restore', vip: name, leaseRemaining: left }, `the proxy renewed its lease of ${name} after all: adding it back`);
+        void apply(v.master).then(() => fence.heard(name, left));
+      }
+    }
+  };
   let connectedOnce = false;
   let lastError = '';
   while (!stop.signal.aborted) {
     if (opts.leaseDuration === undefined) lease = (await readLease(base, opts.token ?? null, stop.signal)) ?? lease;
-    const silence = lease ?? DEFAULT_LEASE;
+    let silence = lease ?? DEFAULT_LEASE;
     const conn = new AbortController();
     const onStop = () => conn.abort();
     stop.signal.addEventListener('abort', onStop, { once: true });
@@ -159,8 +190,19 @@ export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
       if (!connectedOnce || lastError !== '') log.info({ event: 'connected', admin: base, lease: silence }, `following ${base}/api/v1/events (lease ${silence} ms)`);
       connectedOnce = true;
       lastError = '';
+      // The proxy did not tell its lease before the stream opened (it was still starting, or
+      // slow to answer): ask again while following it, so the fallback does not stay.
+      if (lease === null && opts.leaseDuration === undefined) {
+        void learnLease(base, opts.token ?? null, conn.signal).then((l) => {
+          if (l === null || conn.signal.aborted) return;
+          lease = silence = l;
+          arm();
+          log.info({ event: 'lease', admin: base, lease: l }, `the proxy's lease is ${l} ms: removing every VIP after ${l} ms of silence`);
+        });
+      }
       await readEvents(res.body, (type, data) => {
         arm();
+        if (type === 'ping') return heardLeases(pingLeases(data));
         if (type !== 'vip') return;
         let event: VipEvent;
         try {
@@ -168,7 +210,10 @@ export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
         } catch {
           return;
         }
-        if (typeof event.vip === 'string' && typeof event.address === 'string' && typeof event.interface === 'string') void apply(event);
+        if (typeof event.vip !== 'string' || typeof event.address !== 'string' || typeof event.interface !== 'string') return;
+        if (event.state === 'MASTER' && event.leaseRemaining > 0) fence.heard(event.vip, event.leaseRemaining);
+        else fence.clear(event.vip);
+        void apply(event);
       });
       if (!stop.signal.aborted) await removeAll('the proxy closed the event stream');
     } catch (err) {
@@ -179,6 +224,7 @@ export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
         await removeAll(silent ? `the proxy was silent for ${silence} ms` : 'the proxy cannot be reached');
       }
     } finally {
+      fence.clearAll();
       if (timer !== null) clearTimeout(timer);
       stop.signal.removeEventListener('abort', onStop);
     }
@@ -237,6 +283,16 @@ async function readEvents(body: ReadableStream<Uint8Array>, onEvent: (type: stri
       else if (field === 'data') data.push(value);
     }
   }
+}
+
+/** readLease, a few times while `signal` lasts: null when the proxy never told. */
+async function learnLease(base: string, token: string | null, signal: AbortSignal): Promise<number | null> {
+  for (let i = 0; i < 5 && !signal.aborted; i++) {
+    const l = await readLease(base, token, signal);
+    if (l !== null) return l;
+    await pause(200, signal);
+  }
+  return null;
 }
 
 /** The lease duration the proxy reports in GET /api/v1/status, or null. */

@@ -1,3 +1,5 @@
+import type buildConnectorType from 'undici/lib/core/connect.js';
+import { headerConnector, type ProxyVersion } from './proxy-header.ts';
 import { upstreamTls, upstreamTlsKey } from './tls.ts';
 import { Pool as UndiciPool } from './undici.ts';
 import type { BackendConfig, PoolConfig } from '../config/types.ts';
@@ -113,6 +115,11 @@ export class Backend {
   readonly poolConfig: PoolConfig;
   /** The upstream's TLS settings and files, as upstreamTlsKey() gives them. */
   readonly tlsKey: string;
+  /** The PROXY protocol version every connection to it opens with; null: none, and `upstream` is shared by all clients. */
+  readonly proxyVersion: ProxyVersion | null;
+  /** Connection pools private to one client connection each (with proxyVersion), open now. */
+  readonly privateUpstreams: Set<UndiciPool>;
+  private readonly connectWithHeader: ((header: Buffer) => buildConnectorType.connector) | null;
   /** Its index in its pool's backends (set by the pool that holds it now). */
   slot: number;
   /** Verdict of active health checks. */
@@ -152,16 +159,12 @@ export class Backend {
     const host = config.host.includes(':') ? `[${config.host}]` : config.host;
     this.hostHeader = config.port === defaultPort ? host : `${host}:${config.port}`;
     this.upstream = new UndiciPool(config.origin, {
-      connections: config.maxConnections,
-      connectTimeout: pool.connectTimeout,
-      headersTimeout: pool.responseTimeout,
-      bodyTimeout: pool.idleTimeout,
-      keepAliveTimeout: Math.min(pool.idleTimeout, 4000),
-      keepAliveMaxTimeout: pool.idleTimeout,
-      // Pipelining would let one slow response hold others back; a proxy wants 1.
-      pipelining: 1,
+      ...upstreamOptions(pool, config),
       ...upstreamTls(config, pool.tls ?? null, pool.connectTimeout),
     });
+    this.proxyVersion = pool.proxyProtocol ?? null;
+    this.privateUpstreams = new Set();
+    this.connectWithHeader = this.proxyVersion === null ? null : headerConnector(config, pool.tls ?? null, pool.connectTimeout);
     this.slot = 0;
     this.healthy = !(pool.healthCheck?.startUnhealthy ?? false);
     this.ejected = false;
@@ -284,11 +287,42 @@ export class Backend {
     this.onChange(this, reason, { previous: this.state(), weight: target, ...(actor === undefined ? {} : { actor }) });
   }
 
+  /**
+   * A connection pool of its own for one client connection, whose connections open with
+   * `header` (the PROXY protocol names one client per connection, so they are never
+   * shared). Ended with dropPrivate() when that client connection closes.
+   */
+  openPrivate(header: Buffer): UndiciPool {
+    const upstream = new UndiciPool(this.config.origin, { ...upstreamOptions(this.poolConfig, this.config), connect: this.connectWithHeader!(header) });
+    this.privateUpstreams.add(upstream);
+    return upstream;
+  }
+
+  /** Closes a private pool: its client connection is gone, so its requests in flight are too. */
+  dropPrivate(upstream: UndiciPool): void {
+    if (!this.privateUpstreams.delete(upstream)) return;
+    upstream.destroy().catch(() => {});
+  }
+
   close(): Promise<void> {
-    return this.upstream.close();
+    return Promise.all([this.upstream.close(), ...[...this.privateUpstreams].map((u) => u.close())]).then(() => {});
   }
 
   destroy(): Promise<void> {
-    return this.upstream.destroy();
+    return Promise.all([this.upstream.destroy(), ...[...this.privateUpstreams].map((u) => u.destroy())]).then(() => {});
   }
+}
+
+/** The settings of every connection pool to a backend, shared or private. */
+function upstreamOptions(pool: PoolConfig, config: BackendConfig) {
+  return {
+    connections: config.maxConnections,
+    connectTimeout: pool.connectTimeout,
+    headersTimeout: pool.responseTimeout,
+    bodyTimeout: pool.idleTimeout,
+    keepAliveTimeout: Math.min(pool.idleTimeout, 4000),
+    keepAliveMaxTimeout: pool.idleTimeout,
+    // Pipelining would let one slow response hold others back; a proxy wants 1.
+    pipelining: 1,
+  };
 }

@@ -98,7 +98,7 @@ function sameTimeouts(a: PoolConfig, b: PoolConfig): boolean {
 
 function sameUpstream(old: Backend, pool: PoolConfig, bc: PoolConfig['backends'][number]): boolean {
   return old.config.origin === bc.origin && old.config.maxConnections === bc.maxConnections
-    && old.pool === pool.name && sameTimeouts(old.poolConfig, pool)
+    && old.pool === pool.name && sameTimeouts(old.poolConfig, pool) && old.proxyVersion === (pool.proxyProtocol ?? null)
     // Upstream TLS is set on the connection pool when it is made: a change, or renewed
     // files, need a new one.
     && old.tlsKey === upstreamTlsKey(bc, pool.tls ?? null);

@@ -148,13 +148,16 @@ describe('admin event stream', () => {
     assert.deepEqual(future.events.filter(live), []);
   });
 
-  it('pings at least three times per lease so a follower can tell a quiet stream from a dead one', async () => {
+  it('pings five times per lease so a follower can tell a quiet stream from a dead one, with the lease left of every VIP held here', async () => {
     const c = await connect();
-    // The lease is 300 ms: a ping every 100 ms, so three arrive well within a second.
+    // The lease is 300 ms: a ping every 60 ms, so three arrive well within a second.
     await c.waitFor((e) => e.event === 'ping' && c.of('ping').length >= 3, 2000);
     const ping = c.of('ping')[0];
     assert.equal(ping.id, null);
-    assert.equal(typeof (ping.data as { time: number }).time, 'number');
+    const data = ping.data as { time: number; leases: Record<string, number> };
+    assert.equal(typeof data.time, 'number');
+    // vip-a is held here (MASTER, 250 ms left); vip-b is held by lb2 and is not listed.
+    assert.deepEqual(data.leases, { 'vip-a': 250 });
   });
 
   it('ends every open stream when the admin server closes', async () => {
@@ -170,10 +173,10 @@ describe('admin event stream', () => {
 });
 
 describe('ping interval', () => {
-  it('is a second without HA, a third of short leases, and never below 50 ms', () => {
+  it('is a second without HA, a fifth of short leases, and never below 50 ms', () => {
     assert.equal(pingInterval(null), 1000);
     assert.equal(pingInterval(10_000), 1000);
-    assert.equal(pingInterval(900), 300);
+    assert.equal(pingInterval(900), 180);
     assert.equal(pingInterval(60), 50);
   });
 });

@@ -104,3 +104,36 @@ test('pool TLS: https backends only, files readable, cert with key', () => {
   says(errorsOf(base('', '', `    tls: { ca: ${dir}/none.pem }`, 'https://127.0.0.1:9443')), 'pools.p.tls.ca', 'does not exist');
   says(errorsOf(base('', '', '    tls: { servername: "bad name" }', 'https://127.0.0.1:9443')), 'pools.p.tls.servername', 'not a host name');
 });
+
+test('pool proxyProtocol: v1 or v2, located when anything else', () => {
+  for (const v of ['v1', 'v2'] as const) {
+    const result = loadConfigText(base('', '', `    proxyProtocol: ${v}`), file, { env: {} });
+    assert.ok(result.ok, result.ok ? '' : result.errors.join('\n'));
+    assert.equal(result.config.pools.get('p')!.proxyProtocol, v);
+  }
+  const off = loadConfigText(base(''), file, { env: {} });
+  assert.ok(off.ok);
+  assert.equal(off.config.pools.get('p')!.proxyProtocol, null);
+  says(errorsOf(base('', '', '    proxyProtocol: v3')), 'pools.p.proxyProtocol', /v1.*v2/);
+  says(errorsOf(base('', '', '    proxyProtocol: true')), 'pools.p.proxyProtocol', /v1.*v2/);
+  says(errorsOf(base('', '', '    proxyProtcol: v1')), 'pools.p.proxyProtcol', 'proxyProtocol');
+});
+
+test('route compress: true, false or { types, minSize }, located mistakes', () => {
+  const on = loadConfigText(base('    compress: true'), file, { env: {} });
+  assert.ok(on.ok, on.ok ? '' : on.errors.join('\n'));
+  assert.ok(on.config.routes[0].compress!.types.includes('text/*'));
+  assert.equal(on.config.routes[0].compress!.minSize, 1024);
+  const off = loadConfigText(base('    compress: false'), file, { env: {} });
+  assert.ok(off.ok);
+  assert.equal(off.config.routes[0].compress, null);
+  const custom = loadConfigText(base('    compress: { types: [Text/HTML, "application/*"], minSize: 0 }'), file, { env: {} });
+  assert.ok(custom.ok, custom.ok ? '' : custom.errors.join('\n'));
+  assert.deepEqual(custom.config.routes[0].compress, { types: ['text/html', 'application/*'], minSize: 0 });
+  says(errorsOf(base('    compress: yes-please')), 'routes[0].compress', 'true, false, or a mapping { types, minSize }');
+  says(errorsOf(base('    compress: { types: [html] }')), 'routes[0].compress.types[0]', 'is not a media type');
+  says(errorsOf(base('    compress: { minSize: -1 }')), 'routes[0].compress.minSize', 'from 0 to');
+  says(errorsOf(base('    compress: { level: 9 }')), 'routes[0].compress.level', /unknown|not a key/i);
+  says(errorsOf(base(`    redirect: { scheme: https }
+    compress: true`)), 'routes[0].compress', 'has no effect on a route that redirects');
+});

@@ -70,7 +70,7 @@ test('a minimal file gets every default filled in', () => {
         listeners: [],
         match: { hosts: [], hostSuffixes: [], pathPrefix: '/', methods: [], headers: [] },
         pool: 'web',
-        redirect: null, rewrite: null, headers: null, allow: null,
+        redirect: null, rewrite: null, headers: null, allow: null, compress: null,
         rateLimit: null,
       },
     ],
@@ -107,6 +107,7 @@ test('a minimal file gets every default filled in', () => {
           sticky: null,
           debugHeaders: false,
           tls: null,
+          proxyProtocol: null,
         },
       ],
     ]),
@@ -202,6 +203,7 @@ routes:
     listeners: [web]
     match: { host: [API.example.com, "*.Example.org"], pathPrefix: /api, methods: [get, POST], headers: { X-Canary: 1 } }
     pool: api
+    compress: { types: [text/html], minSize: 100 }
     rateLimit: { requests: 50, per: 10s, burst: 80, clients: 1000 }
 pools:
   api:
@@ -231,6 +233,7 @@ pools:
     panic: true
     sticky: { cookie: S, ttl: 10m }
     debugHeaders: true
+    proxyProtocol: v1
 admin: { address: "[::1]:9000", token: secret-token, authReads: true }
 ha:
   store: etcd
@@ -278,7 +281,7 @@ ha:
       headers: [['x-canary', '1']],
     },
     pool: 'api',
-    redirect: null, rewrite: null, headers: null, allow: null,
+    redirect: null, rewrite: null, headers: null, allow: null, compress: { types: ['text/html'], minSize: 100 },
     rateLimit: { requests: 50, per: 10_000, burst: 80, clients: 1000 },
   });
   const pool = config.pools.get('api');
@@ -307,8 +310,8 @@ ha:
   assert.equal(pool?.balance, 'least-connections');
   assert.equal(pool?.hostHeader, 'backend');
   assert.deepEqual(
-    [pool?.connectTimeout, pool?.responseTimeout, pool?.idleTimeout, pool?.retries, pool?.retryBudgetPercent, pool?.slowStart, pool?.panic, pool?.debugHeaders],
-    [100, 1_000, 2_000, 0, 5, 30_000, true, true],
+    [pool?.connectTimeout, pool?.responseTimeout, pool?.idleTimeout, pool?.retries, pool?.retryBudgetPercent, pool?.slowStart, pool?.panic, pool?.debugHeaders, pool?.proxyProtocol],
+    [100, 1_000, 2_000, 0, 5, 30_000, true, true, 'v1'],
   );
   assert.deepEqual(pool?.sticky, { cookie: 'S', ttl: 600_000 });
   assert.deepEqual([pool?.queueSize, pool?.queueTimeout], [10, 250]);

@@ -153,10 +153,10 @@ test('before TLS and before HTTP/2 prior knowledge', async () => {
 test('parser: partial input asks for more; lengths are exact', () => {
   const v1 = Buffer.from('PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\nGET');
   for (let i = 0; i < v1.length - 5; i++) assert.equal(parseProxyHeader(v1.subarray(0, i)).state, 'more', `at ${i}`);
-  assert.deepEqual(parseProxyHeader(v1), { state: 'done', length: v1.length - 3, peer: { address: '1.2.3.4', port: 1 } });
+  assert.deepEqual(parseProxyHeader(v1), { state: 'done', length: v1.length - 3, peer: { address: '1.2.3.4', port: 1, destination: '5.6.7.8', destinationPort: 2 } });
   const two = v2([1, 2, 3, 4], 9);
   for (let i = 0; i < two.length; i++) assert.equal(parseProxyHeader(two.subarray(0, i)).state, 'more', `at ${i}`);
-  assert.deepEqual(parseProxyHeader(two), { state: 'done', length: 28, peer: { address: '1.2.3.4', port: 9 } });
+  assert.deepEqual(parseProxyHeader(two), { state: 'done', length: 28, peer: { address: '1.2.3.4', port: 9, destination: '10.0.0.1', destinationPort: 443 } });
   assert.equal(parseProxyHeader(Buffer.from('PROXY UNKNOWN\r\n')).state, 'done');
   assert.equal(parseProxyHeader(Buffer.from('PROXZ')).state, 'error');
 });

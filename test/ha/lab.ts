@@ -4,18 +4,21 @@
 //   client 10.213.0.2   lb1 10.213.0.11   lb2 10.213.0.12   backends 10.213.0.21, .22
 //   VIPs   10.213.0.100 (vip-a, lb1 preferred)   10.213.0.101 (vip-b, lb2 preferred)
 //
+// An optional third node, lb3 10.213.0.13, prefers vip-c 10.213.0.102. With `etcd`, the
+// nodes keep their leases in an etcd the test starts on the lab's bridge (etcd-lab.ts).
+//
 // Nodes run the real CLI (`tandem run -c FILE --node lbX`), with the VIP hook either
 // in-process (`ha.hook`) or in a `tandem vip-agent` sidecar; the hook is the built-in
 // announcer (`builtin`) or scripts/vip-hook.sh (`hook: 'script'`).
 // The client probes a VIP with a new TCP connection every 10 ms; a watcher follows
-// `ip monitor address` in both node namespaces and records every moment both held a VIP.
+// `ip monitor address` in every node namespace and records every moment two held a VIP.
 
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
-import { Lab } from '../helpers/netns.ts';
+import { Lab, run } from '../helpers/netns.ts';
 import { sleep } from './support.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -24,14 +27,25 @@ const HOOK = join(ROOT, 'scripts/vip-hook.sh');
 const NODE = process.execPath;
 
 export const NODE_ADDR: Record<string, string> = { lb1: '10.213.0.11', lb2: '10.213.0.12' };
-export const VIP_ADDR: Record<string, string> = { 'vip-a': '10.213.0.100', 'vip-b': '10.213.0.101' };
+export const VIP_ADDR: Record<string, string> = { 'vip-a': '10.213.0.100', 'vip-b': '10.213.0.101', 'vip-c': '10.213.0.102' };
+/** lb3's address: apart from NODE_ADDR, whose nodes the peer tests address directly. */
+export const THIRD_NODE_ADDR = '10.213.0.13';
+const nodeAddr = (id: string): string => (id === 'lb3' ? THIRD_NODE_ADDR : NODE_ADDR[id]);
+/** A VIP's nodes from the most preferred down: its own node first, then the next ones in turn. */
+const PRIORITIES = [150, 120, 100];
 const HA_PORT = 7946;
 export const LISTEN_PORT = 8080;
 export const SECRET = 'netns-test-secret-0123456789';
 
 export interface LabOptions {
   /** VIPs to configure (default: vip-a only, active-passive). */
-  readonly vips?: readonly ('vip-a' | 'vip-b')[];
+  readonly vips?: readonly ('vip-a' | 'vip-b' | 'vip-c')[];
+  /** The tandem nodes (default lb1 and lb2; lb3 makes three). vip-a prefers lb1, vip-b lb2, vip-c lb3. */
+  readonly nodes?: readonly ('lb1' | 'lb2' | 'lb3')[];
+  /** The backends' health checks (default every 500 ms, 300 ms timeout). */
+  readonly healthCheck?: { readonly interval: string; readonly timeout: string };
+  /** Keep the leases in etcd (`ha.store: etcd`) instead of the peer store. */
+  readonly etcd?: { readonly endpoints: readonly string[]; readonly prefix: string } | null;
   readonly lease?: number;
   readonly renewEvery?: number;
   readonly preemptDelay?: number;
@@ -73,6 +87,8 @@ export class HaLab {
   readonly nodes: Map<string, NodeProcess>;
   private backends: ChildProcess | null;
   readonly watcher: Watcher;
+  /** Run by destroy(), after the lab's processes are gone (for what a test put outside `dir`). */
+  readonly cleanups: (() => void)[];
 
   private constructor(lab: Lab, opts: Required<LabOptions>, ns: Record<string, string>, macs: Record<string, string>, dir: string) {
     this.lab = lab;
@@ -84,6 +100,7 @@ export class HaLab {
     this.nodes = new Map();
     this.backends = null;
     this.watcher = new Watcher(this);
+    this.cleanups = [];
   }
 
   static async create(options: LabOptions = {}): Promise<HaLab> {
@@ -94,6 +111,9 @@ export class HaLab {
       preemptDelay: options.preemptDelay ?? 1000,
       sidecar: options.sidecar ?? false,
       hook: options.hook ?? 'builtin',
+      nodes: options.nodes ?? ['lb1', 'lb2'],
+      etcd: options.etcd ?? null,
+      healthCheck: options.healthCheck ?? { interval: '500ms', timeout: '300ms' },
     };
     const lab = await Lab.create();
     try {
@@ -103,8 +123,10 @@ export class HaLab {
         lb2: await lab.host('lb2', `${NODE_ADDR.lb2}/24`),
         backends: await lab.host('be', '10.213.0.21/24'),
       };
+      if (opts.nodes.includes('lb3')) ns.lb3 = await lab.host('lb3', `${THIRD_NODE_ADDR}/24`);
       await lab.must(ns.backends, ['ip', 'addr', 'add', '10.213.0.22/24', 'dev', 'eth0']);
-      const macs = { lb1: await lab.mac(ns.lb1), lb2: await lab.mac(ns.lb2) };
+      const macs: Record<string, string> = {};
+      for (const id of opts.nodes) macs[id] = await lab.mac(ns[id]);
       const h = new HaLab(lab, opts, ns, macs, mkdtempSync(join(tmpdir(), 'tandem-halab-')));
       writeFileSync(h.configFile, h.config());
       await h.startBackends();
@@ -118,13 +140,22 @@ export class HaLab {
   /** The config both nodes share. */
   config(): string {
     const o = this.opts;
-    const vips = o.vips.map((name) => ({
-      name,
-      address: `${VIP_ADDR[name]}/24`,
-      interface: 'eth0',
-      priority: name === 'vip-a' ? { lb1: 150, lb2: 100 } : { lb1: 100, lb2: 150 },
-      preempt: { delay: `${o.preemptDelay}ms` },
-    }));
+    const vips = o.vips.map((name) => {
+      // vip-a prefers lb1, vip-b lb2, vip-c lb3; after it, the nodes in turn (two nodes: 150 and 100).
+      const first = Object.keys(VIP_ADDR).indexOf(name);
+      const order = o.nodes.map((_, i) => o.nodes[(first + i) % o.nodes.length]);
+      const levels = o.nodes.length === 2 ? [PRIORITIES[0], PRIORITIES[2]] : PRIORITIES;
+      return {
+        name,
+        address: `${VIP_ADDR[name]}/24`,
+        interface: 'eth0',
+        priority: Object.fromEntries(order.map((id, i) => [id, levels[i]])),
+        preempt: { delay: `${o.preemptDelay}ms` },
+      };
+    });
+    const store = o.etcd === null
+      ? { store: 'peer', nodes: this.haNodes(), secret: SECRET }
+      : { store: 'etcd', etcd: { endpoints: [...o.etcd.endpoints], prefix: o.etcd.prefix }, nodes: this.haNodes() };
     return stringify({
       listeners: [{ name: 'web', address: `0.0.0.0:${LISTEN_PORT}` }],
       routes: [{ name: 'all', match: { pathPrefix: '/' }, pool: 'web' }],
@@ -134,7 +165,7 @@ export class HaLab {
             { name: 'b1', url: `http://10.213.0.21:${LISTEN_PORT}` },
             { name: 'b2', url: `http://10.213.0.22:${LISTEN_PORT}` },
           ],
-          healthCheck: { path: '/', interval: '500ms', timeout: '300ms' },
+          healthCheck: { path: '/', ...o.healthCheck },
         },
       },
       admin: { address: '127.0.0.1:9901' },
@@ -143,9 +174,7 @@ export class HaLab {
       workers: 1,
       shutdownTimeout: '2s',
       ha: {
-        store: 'peer',
-        nodes: { lb1: { address: `${NODE_ADDR.lb1}:${HA_PORT}` }, lb2: { address: `${NODE_ADDR.lb2}:${HA_PORT}` } },
-        secret: SECRET,
+        ...store,
         lease: { duration: `${o.lease}ms`, renewEvery: `${o.renewEvery}ms` },
         ...(o.sidecar ? { agent: true } : { hook: this.hookArg() }),
         hookTimeout: '3s',
@@ -153,6 +182,10 @@ export class HaLab {
         vips,
       },
     });
+  }
+
+  private haNodes(): Record<string, { address: string }> {
+    return Object.fromEntries(this.opts.nodes.map((id) => [id, { address: `${nodeAddr(id)}:${HA_PORT}` }]));
   }
 
   private async startBackends(): Promise<void> {
@@ -214,10 +247,37 @@ export class HaLab {
     await exited;
   }
 
+  /**
+   * Sends `signal` to every tandem process on node `id` (the proxy and its workers, not a
+   * sidecar), found in the node's namespace by their command line; returns their pids.
+   */
+  async signalAll(id: string, signal: NodeJS.Signals): Promise<number[]> {
+    const pids = (await run('ip', ['netns', 'pids', this.ns[id]])).stdout.split('\n').map(Number).filter((p) => p > 0);
+    const hit: number[] = [];
+    for (const pid of pids) {
+      let cmd = '';
+      try {
+        cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
+      } catch {
+        continue;
+      }
+      // The proxy runs src/cli.ts, its workers src/dataplane/worker-entry.ts.
+      if (!cmd.includes(join(ROOT, 'src/')) || cmd.includes(' vip-agent ')) continue;
+      try {
+        process.kill(pid, signal);
+        hit.push(pid);
+      } catch {
+        // gone meanwhile
+      }
+    }
+    if (hit.length === 0) throw new Error(`no tandem process found on ${id}`);
+    return hit;
+  }
+
   /** Nodes whose eth0 holds `vip` right now, read from `ip addr`. */
   async holders(vip: string): Promise<string[]> {
     const out: string[] = [];
-    for (const id of ['lb1', 'lb2']) {
+    for (const id of this.opts.nodes) {
       const r = await this.lab.exec(this.ns[id], ['ip', '-o', '-4', 'addr', 'show', 'dev', 'eth0']);
       if (r.stdout.includes(` ${VIP_ADDR[vip]}/24 `)) out.push(id);
     }
@@ -274,9 +334,13 @@ export class HaLab {
     }
   }
 
-  /** Starts the client's probe loop against `vip`. */
-  probe(vip: string): Prober {
-    return new Prober(this, vip);
+  /**
+   * Starts the client's probe loop against `vip`. With `http`, each probe is a GET on its
+   * new connection and counts once answered (below 500): a frozen holder's kernel still
+   * accepts connections, so only an answer shows that someone serves.
+   */
+  probe(vip: string, opts: { http?: boolean } = {}): Prober {
+    return new Prober(this, vip, opts.http ?? false);
   }
 
   /** Cuts (or restores) a node's link at the bridge. */
@@ -354,13 +418,14 @@ export class HaLab {
     }
     this.backends?.kill('SIGKILL');
     await this.lab.destroy();
+    for (const f of this.cleanups) f();
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
 
 /**
- * Follows `ip monitor address` in both node namespaces and records every span during
- * which both nodes whose link is up had the same VIP.
+ * Follows `ip monitor address` in every node namespace and records every span during
+ * which two nodes (or more) whose link is up had the same VIP.
  */
 export class Watcher {
   private readonly h: HaLab;
@@ -377,11 +442,11 @@ export class Watcher {
     this.has = new Map();
     this.bothSince = new Map();
     this.overlaps = [];
-    this.linkUp = new Map([['lb1', true], ['lb2', true]]);
+    this.linkUp = new Map(h.opts.nodes.map((id) => [id, true]));
   }
 
   async start(): Promise<void> {
-    for (const id of ['lb1', 'lb2']) {
+    for (const id of this.h.opts.nodes) {
       const m = this.h.lab.spawn(this.h.ns[id], ['ip', '-o', 'monitor', 'address']);
       let buf = '';
       m.stdout!.on('data', (c: Buffer) => {
@@ -400,7 +465,7 @@ export class Watcher {
     await sleep(100);
     for (const vip of Object.keys(VIP_ADDR)) {
       const holders = await this.h.holders(vip);
-      for (const id of ['lb1', 'lb2']) this.set(vip, id, holders.includes(id));
+      for (const id of this.h.opts.nodes) this.set(vip, id, holders.includes(id));
     }
   }
 
@@ -418,7 +483,7 @@ export class Watcher {
     let m = this.has.get(vip);
     if (m === undefined) this.has.set(vip, (m = new Map()));
     m.set(id, value);
-    const both = m.get('lb1') === true && m.get('lb2') === true && this.linkUp.get('lb1') !== false && this.linkUp.get('lb2') !== false;
+    const both = [...m].filter(([node, held]) => held && this.linkUp.get(node) !== false).length >= 2;
     const since = this.bothSince.get(vip);
     if (both && since === undefined) this.bothSince.set(vip, performance.now());
     if (!both && since !== undefined) {
@@ -448,23 +513,28 @@ interface ProbeResult {
   readonly ms: number;
 }
 
-/** New TCP connections to a VIP from the client, one every 10 ms, each given up after 1 s. */
+/** New TCP connections to a VIP from the client (with `http`, a GET on each), one every 10 ms, each given up after 1 s. */
 export class Prober {
   private readonly child: ChildProcess;
   readonly results: ProbeResult[];
   private readonly offset: number;
   private readonly done: Promise<void>;
 
-  constructor(h: HaLab, vip: string) {
+  constructor(h: HaLab, vip: string, http = false) {
     this.results = [];
     // The child reports times on the wall clock's epoch in ms with sub-ms precision; map them to ours.
     this.offset = performance.timeOrigin;
     const script = `
       const net = require('node:net');
+      const http = require('node:http');
       const now = () => performance.timeOrigin + performance.now();
+      const target = { host: ${JSON.stringify(VIP_ADDR[vip])}, port: ${LISTEN_PORT} };
       const tick = () => {
         const at = now();
-        const s = net.connect({ host: ${JSON.stringify(VIP_ADDR[vip])}, port: ${LISTEN_PORT} });
+        const s = ${http} ? http.get({ ...target, path: '/', agent: false }, (res) => {
+          res.resume();
+          res.once('end', () => end(res.statusCode < 500));
+        }) : net.connect(target);
         let done = false;
         const end = (ok) => {
           if (done) return;
@@ -474,7 +544,7 @@ export class Prober {
           process.stdout.write(at.toFixed(2) + ' ' + (ok ? 1 : 0) + ' ' + (now() - at).toFixed(2) + '\\n');
         };
         const t = setTimeout(() => end(false), 1000);
-        s.once('connect', () => end(true));
+        if (!${http}) s.once('connect', () => end(true));
         s.once('error', () => end(false));
       };
       setInterval(tick, 10);

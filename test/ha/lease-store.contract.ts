@@ -1,4 +1,4 @@
-// The contract every lease store passes (peer, etcd): run it with
+// The contract every lease store passes (memory, peer, etcd): run it with
 // `leaseStoreContract(name, factory, traits)` from the store's own test file. Timings are
 // short leases on loopback; the assertions are about order and bounds, never about speed.
 // What differs between stores is declared in their traits, not skipped: etcd grants

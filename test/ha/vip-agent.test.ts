@@ -29,6 +29,11 @@ class FakeAdmin {
   readonly clients = new Set<http.ServerResponse>();
   snapshot: VipEvent[] = [vipEvent('BACKUP', 1)];
   pings = true;
+  /** What pings say of the leases held (the proxy's `leases`); none when null. */
+  leases: Record<string, number> | null = null;
+  pingsSent = 0;
+  /** Answer this many status requests with 503 (a proxy still starting). */
+  statusFails = 0;
   private id = 0;
   private pinger: NodeJS.Timeout;
   connections = 0;
@@ -50,6 +55,10 @@ class FakeAdmin {
         });
         return;
       }
+      if (req.url === '/api/v1/status' && this.statusFails > 0) {
+        this.statusFails--;
+        return void res.writeHead(503).end();
+      }
       if (req.url === '/api/v1/status') return void res.end(JSON.stringify({ node: 'lb1', vips: [{ name: 'vip-a', leaseDuration: LEASE }] }));
       if (req.url !== '/api/v1/events') return void res.writeHead(404).end();
       this.connections++;
@@ -60,7 +69,10 @@ class FakeAdmin {
       res.on('close', () => this.clients.delete(res));
     });
     this.pinger = setInterval(() => {
-      if (this.pings) for (const c of this.clients) c.write(`event: ping\ndata: {"time":${Date.now()}}\n\n`);
+      if (!this.pings) return;
+      const data = JSON.stringify(this.leases === null ? { time: Date.now() } : { time: Date.now(), leases: this.leases });
+      for (const c of this.clients) c.write(`event: ping\ndata: ${data}\n\n`);
+      this.pingsSent++;
     }, LEASE / 3);
   }
 
@@ -195,6 +207,38 @@ describe('vip-agent', () => {
     await until('FAULT', () => runs().at(-1)?.state === 'FAULT', 3 * LEASE);
     const after = runs().at(-1)!.at - t0;
     assert.ok(after >= LEASE - LEASE / 3 - 50 && after <= LEASE + 300, `removed ${after} ms after the last ping (lease ${LEASE})`);
+  });
+
+  test('removes a VIP whose lease runs out by the proxy\'s last ping before the silence is noticed, and adds it back when a ping shows the lease renewed', async () => {
+    admin.snapshot = [vipEvent('MASTER', 3)];
+    start();
+    await until('MASTER', () => runs().at(-1)?.state === 'MASTER');
+    await until('the lease learnt', () => logged.some((l) => l.includes(`lease is ${LEASE} ms`) || l.includes(`(lease ${LEASE} ms)`)));
+    // The proxy's last word: 250 ms left of vip-a's lease; then it freezes (no more pings).
+    admin.leases = { 'vip-a': 250 };
+    const sent = admin.pingsSent;
+    await until('a ping with the lease', () => admin.pingsSent > sent);
+    admin.pings = false;
+    await until('the fence', () => logged.some((l) => /lease of vip-a is running out/.test(l)), 3 * LEASE);
+    // It resumes before a lease of silence and says the lease was renewed after all.
+    admin.leases = { 'vip-a': 450 };
+    admin.pings = true;
+    await until('MASTER again', () => logged.some((l) => /renewed its lease of vip-a after all/.test(l)) && runs().at(-1)?.state === 'MASTER', 3 * LEASE);
+    assert.ok(!logged.some((l) => /silent for/.test(l)), `removed by the lease, not by silence: ${logged.join(' | ')}`);
+    assert.equal(admin.connections, 1, 'the stream was never given up');
+  });
+
+  test('a lease the proxy could not tell before the stream opened is asked again: silence for that lease, not the 3 s fallback, removes the VIP', async () => {
+    admin.snapshot = [vipEvent('MASTER', 3)];
+    admin.statusFails = 1;
+    start();
+    await until('MASTER', () => runs().at(-1)?.state === 'MASTER');
+    await until('the lease learnt', () => logged.some((l) => l.includes(`lease is ${LEASE} ms`)));
+    const t0 = Date.now();
+    admin.pings = false;
+    await until('FAULT', () => runs().at(-1)?.state === 'FAULT', 3 * LEASE);
+    const after = runs().at(-1)!.at - t0;
+    assert.ok(after <= LEASE + 300, `removed ${after} ms after the last ping (lease ${LEASE}, fallback 3000)`);
   });
 
   test('stopping the agent removes the VIP', async () => {

@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
 import type { Client } from 'undici';
+import { headerConnector, localProxyHeader } from '../proxy-header.ts';
 import { upstreamTls } from '../tls.ts';
 
 // undici's full entry (its request API) is loaded when the first checker is made, not at
@@ -169,6 +170,12 @@ function makeTarget(backend: Backend, cfg: HealthCheckConfig): Target {
     pipelining: 1,
     // The same TLS settings as proxied requests (CA, SNI name, client certificate).
     ...upstreamTls({ ...backend.config, protocol: origin.protocol as 'http:' | 'https:' }, backend.poolConfig.tls ?? null, cfg.timeout),
+    // A backend that wants the PROXY protocol refuses connections without it: checks of
+    // its own port send one that names no client, as HAProxy's do (its check-send-proxy
+    // default); a check of another port (a sidecar) sends none.
+    ...(backend.proxyVersion !== null && cfg.port === null
+      ? { connect: headerConnector(backend.config, backend.poolConfig.tls ?? null, cfg.timeout)(localProxyHeader(backend.proxyVersion)) }
+      : {}),
   });
   return { backend, client, headers: { host, 'user-agent': 'tandem-health-check' }, timer: null, abort: null };
 }

@@ -1,10 +1,12 @@
-// What the etcd store knows of one VIP key, and the two waits built on it: a holder
-// handing the key over waits for its heir to serve; a standby waits for the holder's
-// next write (its "beat") and treats the key as free once none came for a lease duration.
+// What the etcd store knows of one VIP key, and the wait built on it: a standby waits
+// for the holder's next write (its "beat") and treats the key as free once none came for
+// a lease duration (the rule is in src/ha/handover.ts).
 
+import type { Candidate } from '../../candidates.ts';
+import { OVERDUE_MARGIN_MS, silentTooLong } from '../../handover.ts';
 import type { Lease } from '../../lease-store.ts';
 import type { KeyValue } from './client.ts';
-import type { Candidacy, Holding } from './keys.ts';
+import type { Holding } from './keys.ts';
 import type { OwnLease } from './own-lease.ts';
 
 export interface KeyState {
@@ -14,7 +16,7 @@ export interface KeyState {
   /** Revision of the last change applied to kv (put or delete). */
   rev: number;
   epoch: number;
-  readonly candidates: Map<string, Candidacy>;
+  readonly candidates: Map<string, Candidate>;
   own: OwnLease | null;
   claim: { priority: number; preempt: boolean; at: number; since: number; written: string | null } | null;
   readonly listeners: Set<(lease: Lease) => void>;
@@ -38,38 +40,10 @@ export function newKeyState(key: string): KeyState {
 }
 
 /**
- * Resolves when the heir serves (or the key is gone, the heir withdrew, the offer was
- * taken back) or after `timeout` ms.
+ * etcd would void a silent holder's key only on its own lease expiry, whose loop runs
+ * every 500 ms after a TTL rounded up to whole seconds; the others take it over sooner,
+ * as every store does (see OVERDUE_MARGIN_MS), in a transaction on the revision they saw.
  */
-export function handedOver(ks: KeyState, self: string, heir: string, timeout: number): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const check = () => {
-      const h = ks.holding;
-      const done = h === null ? true : h.n !== self ? h.s : !ks.candidates.has(heir) || h.o !== heir;
-      if (done) finish();
-    };
-    const finish = () => {
-      ks.onChange = null;
-      clearTimeout(timer);
-      resolve();
-    };
-    const timer = setTimeout(finish, timeout);
-    ks.onChange = check;
-    check();
-  });
-}
-
-/**
- * A holder writes its key on every renewal, and stops acting as holder a lease duration
- * after its last successful write was sent (own-lease.ts). So a standby that has seen no
- * write for a lease duration plus `OVERDUE_MARGIN_MS`, counted from when the last one
- * reached it (never before it was sent), may take the key over, in a transaction that
- * holds only if the key is still at the revision it saw: the holder cannot renew in
- * between. etcd would void the key only on its own lease expiry, whose loop runs every
- * 500 ms after a TTL rounded up to whole seconds.
- */
-export const OVERDUE_MARGIN_MS = 50;
-
 /** Notes a write of the key by another holder; `wake` runs once the next one is overdue. */
 export function sawBeat(ks: KeyState, window: number, wake: () => void): void {
   ks.seenAt = performance.now();
@@ -88,5 +62,5 @@ export function forgetBeat(ks: KeyState): void {
 
 /** True when another node holds the key and its next write is overdue at `t`. */
 export function overdue(ks: KeyState, self: string, window: number, t: number): boolean {
-  return ks.holding !== null && ks.holding.n !== self && ks.seenAt > 0 && t - ks.seenAt > window + OVERDUE_MARGIN_MS;
+  return ks.holding !== null && ks.holding.n !== self && silentTooLong(ks.seenAt, t, window);
 }

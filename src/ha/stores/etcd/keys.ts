@@ -4,7 +4,7 @@
 //   <prefix>/candidates/<vip>/<node>  {p: priority, x: preempt}, bound to the node's presence lease
 // VIP and node names cannot hold "/" (config names are letters, digits, ".", "_", "-").
 
-import { outranks } from '../../lease-store.ts';
+import type { Candidate } from '../../candidates.ts';
 
 /** The value of a VIP key: who holds it and how. */
 export interface Holding {
@@ -16,11 +16,6 @@ export interface Holding {
   readonly e?: number;
   /** The lease's TTL in ms, for the others' view of it. */
   readonly t: number;
-}
-
-export interface Candidacy {
-  readonly p: number;
-  readonly x: boolean;
 }
 
 /** What a key under the prefix is. */
@@ -65,29 +60,17 @@ export function parseHolding(value: string): Holding | null {
   }
 }
 
-export function parseCandidacy(value: string): Candidacy {
-  try {
-    const c = JSON.parse(value) as { p?: unknown; x?: unknown };
-    return { p: Number(c.p ?? 0), x: c.x === true };
-  } catch {
-    return { p: 0, x: false };
-  }
+/** Who holds the key and how, in the terms of the election policy (src/ha/handover.ts). */
+export function holdingFacts(h: Holding | null): { holder: string | null; priority: number; serving: boolean; offeredTo: string | null } {
+  return h === null ? { holder: null, priority: 0, serving: false, offeredTo: null } : { holder: h.n, priority: h.p, serving: h.s, offeredTo: h.o };
 }
 
-/**
- * The present candidate other than `self` that outranks (`priority`, `self`) and passes
- * `accept`, best first (priority, then the smaller id); null when none. Priority 0 means
- * not ready and never counts.
- */
-export function bestCandidate(candidates: ReadonlyMap<string, Candidacy>, self: string, priority: number, accept: (c: Candidacy) => boolean = () => true): string | null {
-  let best = self;
-  let bestPriority = priority;
-  for (const [node, c] of candidates) {
-    if (node === self || c.p <= 0 || !accept(c)) continue;
-    if (outranks(c.p, node, bestPriority, best)) {
-      best = node;
-      bestPriority = c.p;
-    }
+/** The candidacy key of `node`, as the Candidate it stands for. */
+export function parseCandidacy(node: string, value: string): Candidate {
+  try {
+    const c = JSON.parse(value) as { p?: unknown; x?: unknown };
+    return { node, priority: Number(c.p ?? 0), preempt: c.x === true };
+  } catch {
+    return { node, priority: 0, preempt: false };
   }
-  return best === self ? null : best;
 }

@@ -23,10 +23,12 @@
 //   so that candidates starting together see each other first.
 
 import { TandemError, errors } from '../../../errors.ts';
-import { freeLease, subscribe, type Claim, type Lease, type LeaseStore } from '../../lease-store.ts';
+import { preempter } from '../../candidates.ts';
+import { handoverSettled, heirOf, mayOffer, nextMove, offerAfter, offerLapsed, settle } from '../../handover.ts';
+import { freeLease, publishView, subscribe, type Claim, type Lease, type LeaseStore } from '../../lease-store.ts';
 import type { EtcdClient, KeyValue } from './client.ts';
-import { KeyLayout, bestCandidate, parseCandidacy, parseHolding, type Holding } from './keys.ts';
-import { forgetBeat, handedOver, newKeyState, overdue, sawBeat, type KeyState } from './key-state.ts';
+import { KeyLayout, holdingFacts, parseCandidacy, parseHolding, type Holding } from './keys.ts';
+import { forgetBeat, newKeyState, overdue, sawBeat, type KeyState } from './key-state.ts';
 import { OwnLease } from './own-lease.ts';
 import { Presence } from './presence.ts';
 import { PrefixWatch, type WatchEvent } from './watch.ts';
@@ -135,18 +137,21 @@ export class EtcdStore implements LeaseStore {
       return this.view(ks, now());
     }
     await this.writeClaim(ks);
-    if (h !== null && overdue(ks, this.opts.node, this.opts.leaseDuration, now())) {
-      if (bestCandidate(ks.candidates, this.opts.node, claim.priority) !== null) return this.view(ks, now());
-      this.opts.log?.info({ vip: key, holder: h.n, silentMs: Math.round(now() - ks.seenAt) }, `ha: ${key}: ${h.n} wrote nothing for ${Math.round(now() - ks.seenAt)} ms: taking the key over`);
-      return this.take(ks, claim.priority, ks.kv!.modRevision);
+    const t1 = now();
+    // A fresh candidate waits one renew interval, so that candidates starting together see each other first.
+    const facts = { ...holdingFacts(h), overdue: overdue(ks, this.opts.node, this.opts.leaseDuration, t1), warm: t - ks.claim.since >= this.opts.renewEvery };
+    switch (nextMove(facts, claim, ks.candidates.values())) {
+      case 'take':
+        return this.take(ks, claim.priority, 0);
+      case 'take-over':
+        this.opts.log?.info({ vip: key, holder: h!.n, silentMs: Math.round(t1 - ks.seenAt) }, `ha: ${key}: ${h!.n} wrote nothing for ${Math.round(t1 - ks.seenAt)} ms: taking the key over`);
+        return this.take(ks, claim.priority, ks.kv!.modRevision);
+      case 'take-offer':
+        return this.take(ks, claim.priority, ks.kv!.modRevision);
+      default:
+        // A preempting claim asks through its candidacy key (`x`), which the holder watches.
+        return this.view(ks, now());
     }
-    if (h === null) {
-      if (t - ks.claim.since < this.opts.renewEvery) return this.view(ks, t);
-      if (bestCandidate(ks.candidates, this.opts.node, claim.priority) !== null) return this.view(ks, t);
-      return this.take(ks, claim.priority, 0);
-    }
-    if (h.o === this.opts.node) return this.take(ks, claim.priority, ks.kv!.modRevision);
-    return this.view(ks, t);
   }
 
   async renew(key: string, node: string): Promise<Lease> {
@@ -187,11 +192,12 @@ export class EtcdStore implements LeaseStore {
       if (h !== null && h.n === this.opts.node) await this.client.revoke(ks.kv!.lease);
       return;
     }
-    const heir = own.serving && this.ownValid(ks, now()) ? bestCandidate(ks.candidates, this.opts.node, 0) : null;
+    const heir = heirOf(own.serving && this.ownValid(ks, now()), ks.candidates.values(), this.opts.node);
     if (heir !== null) {
       own.releasing = true;
       await this.rewrite(ks, { o: heir }).catch((err: Error) => this.opts.log?.warn({ vip: key, heir, err: err.message }, `ha: ${key}: offering to ${heir} failed: ${err.message}`));
-      if (ks.holding?.o === heir) await handedOver(ks, this.opts.node, heir, this.opts.handoverTimeout);
+      const settled = () => handoverSettled(holdingFacts(ks.holding), this.opts.node, heir, ks.candidates.has(heir));
+      if (ks.holding?.o === heir) await settle(ks, settled, this.opts.handoverTimeout);
     }
     if (ks.own === own) ks.own = null;
     own.stop();
@@ -276,15 +282,14 @@ export class EtcdStore implements LeaseStore {
   private async offerToPreempter(ks: KeyState): Promise<void> {
     const h = ks.holding;
     const own = ks.own;
-    if (h === null || own === null || !own.serving || own.releasing || own.offering || h.o !== null) return;
-    const best = bestCandidate(ks.candidates, this.opts.node, h.p, (c) => c.x && c.p > h.p);
+    if (h === null || own === null || !mayOffer({ serving: own.serving, releasing: own.releasing, offering: own.offering, offeredTo: h.o })) return;
+    const best = preempter(ks.candidates.values(), this.opts.node, h.p);
     if (best === null) return;
-    own.offering = true;
-    await this.opts.beforeOffer?.(ks.key).catch(() => {});
-    own.offering = false;
-    if (ks.own !== own || own.releasing || ks.holding === null || ks.holding.o !== null) return;
-    own.offerUntil = now() + this.opts.handoverTimeout;
-    await this.rewrite(ks, { o: best });
+    const stillMay = () => ks.own === own && !own.releasing && ks.holding !== null && ks.holding.o === null;
+    await offerAfter(own, () => this.opts.beforeOffer?.(ks.key), stillMay, () => {
+      own.offerUntil = now() + this.opts.handoverTimeout;
+      return this.rewrite(ks, { o: best });
+    });
   }
 
   private lose(ks: KeyState, why: string): void {
@@ -321,7 +326,7 @@ export class EtcdStore implements LeaseStore {
       } else if (ref?.kind === 'candidate') {
         const ks = this.state(ref.vip);
         if (e.type === 'delete') ks.candidates.delete(ref.node);
-        else ks.candidates.set(ref.node, parseCandidacy(e.kv.value));
+        else ks.candidates.set(ref.node, parseCandidacy(ref.node, e.kv.value));
         ks.onChange?.();
         if (ks.own?.serving === true) void this.offerToPreempter(ks).catch(() => {});
       }
@@ -360,7 +365,7 @@ export class EtcdStore implements LeaseStore {
         ks.rev = 0;
         this.apply(ks, kv, Math.max(1, kv.modRevision));
       } else if (ref?.kind === 'candidate') {
-        this.state(ref.vip).candidates.set(ref.node, parseCandidacy(kv.value));
+        this.state(ref.vip).candidates.set(ref.node, parseCandidacy(ref.node, kv.value));
       }
     }
     for (const ks of this.keys.values()) {
@@ -384,7 +389,7 @@ export class EtcdStore implements LeaseStore {
         }, () => {});
         void this.rewrite(ks, {}).catch(() => {});
       }
-      if (own !== null && own.serving && !own.releasing && ks.holding?.o != null && t > own.offerUntil) {
+      if (own !== null && own.serving && offerLapsed(ks.holding?.o ?? null, own.releasing, own.offerUntil, t)) {
         void this.rewrite(ks, { o: null }).catch(() => {});
       }
       const claim = ks.claim;
@@ -409,14 +414,8 @@ export class EtcdStore implements LeaseStore {
   }
 
   private changed(ks: KeyState): void {
-    const v = this.view(ks, now());
-    const signature = `${v.holder}|${v.epoch}|${v.serving}|${v.offeredTo}`;
     ks.onChange?.();
-    if (signature === ks.lastSignature) return;
-    ks.lastSignature = signature;
-    queueMicrotask(() => {
-      for (const l of ks.listeners) l(v);
-    });
+    publishView(ks, this.view(ks, now()));
   }
 
   private state(key: string): KeyState {

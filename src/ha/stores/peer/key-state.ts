@@ -1,9 +1,10 @@
-// What the peer store knows of each key and each peer, and the candidate ranking it
-// takes a free lease by: plain state and pure functions over it, apart from the UDP,
-// timers and listeners that store.ts drives.
+// What the peer store knows of each key and each peer: plain state and pure functions
+// over it, apart from the UDP, timers and listeners that store.ts drives. Who wins a key
+// is decided in src/ha/candidates.ts and src/ha/handover.ts, as for every store.
 
 import type { HaNodeConfig } from '../../../config/types.ts';
-import { freeLease, outranks, type Lease } from '../../lease-store.ts';
+import type { Candidate } from '../../candidates.ts';
+import { freeLease, type Lease } from '../../lease-store.ts';
 import type { SenderGuard } from './wire.ts';
 
 export interface Candidacy {
@@ -103,40 +104,13 @@ export function warm(ks: KeyState, peers: ReadonlyMap<string, PeerState>, t: num
   return true;
 }
 
-/** The live, ready peer that outranks (priority, self), or null. */
-export function bestCandidate(ks: KeyState, peers: ReadonlyMap<string, PeerState>, t: number, priority: number, self: string, leaseDuration: number): string | null {
-  let best: string | null = null;
-  let bestPriority = priority;
-  for (const [id, c] of ks.candidates) {
-    if (c.priority <= 0 || t - c.at >= leaseDuration) continue;
-    const peer = peers.get(id);
+/** The peers heard competing for the key within a lease, whose process is not known to be dead. */
+export function* liveCandidates(ks: KeyState, peers: ReadonlyMap<string, PeerState>, t: number, leaseDuration: number): Generator<Candidate> {
+  for (const [node, c] of ks.candidates) {
+    if (t - c.at >= leaseDuration) continue;
+    const peer = peers.get(node);
     if (peer === undefined || peer.deadAt > -Infinity) continue;
-    if (best === null ? outranks(c.priority, id, priority, self) : outranks(c.priority, id, bestPriority, best)) {
-      best = id;
-      bestPriority = c.priority;
-    }
+    // A peer asks for a held key with a `take` advert, not through its candidacy.
+    yield { node, priority: c.priority, preempt: false };
   }
-  return best;
-}
-
-/** Split-brain order: higher priority, then higher epoch, then the smaller node id wins. */
-export function beats(p1: number, e1: number, n1: string, p2: number, e2: number, n2: string): boolean {
-  if (p1 !== p2) return p1 > p2;
-  if (e1 !== e2) return e1 > e2;
-  return n1 < n2;
-}
-
-/** Resolves when a handed-over lease serves at its new holder (`self` no longer holds it), or the offer ran out. */
-export function handedOver(ks: KeyState, self: string, timeout: number): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const done = () => {
-      ks.onChange = null;
-      clearTimeout(timer);
-      resolve();
-    };
-    const timer = setTimeout(done, timeout);
-    ks.onChange = () => {
-      if (ks.holder !== self ? ks.holder === null || ks.serving : ks.offeredTo === null) done();
-    };
-  });
 }

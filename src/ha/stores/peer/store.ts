@@ -17,8 +17,10 @@
 
 import type { HaNodeConfig } from '../../../config/types.ts';
 import { TandemError, errors } from '../../../errors.ts';
-import { subscribe, type Claim, type Lease, type LeaseStore } from '../../lease-store.ts';
-import { beats, bestCandidate, clearLease, handedOver, newKeyState, viewOf, warm, type KeyState, type PeerState } from './key-state.ts';
+import { beats } from '../../candidates.ts';
+import { handoverSettled, heirOf, mayOffer, nextMove, offerAfter, offerLapsed, settle } from '../../handover.ts';
+import { publishView, subscribe, type Claim, type Lease, type LeaseStore } from '../../lease-store.ts';
+import { clearLease, liveCandidates, newKeyState, viewOf, warm, type KeyState, type PeerState } from './key-state.ts';
 import { Heartbeats } from './heartbeat.ts';
 import { AdvertTransport } from './transport.ts';
 import { admitDatagram, type PeerStoreStats } from './admission.ts';
@@ -120,14 +122,21 @@ export class PeerStore implements LeaseStore {
     ks.claimPriority = claim.priority;
     ks.claimAt = t;
     this.expireIfDue(ks, t);
-    if (ks.holder === this.self.id) return viewOf(ks, t);
-    if (ks.holder === null) {
-      if (warm(ks, this.peers, t, this.startedAt, this.opts.leaseDuration) && bestCandidate(ks, this.peers, t, claim.priority, this.self.id, this.opts.leaseDuration) === null) return this.take(ks, t, claim.priority);
-    } else if (ks.offeredTo === this.self.id) {
-      return this.take(ks, t, claim.priority);
-    } else if (claim.preempt && claim.priority > ks.priority && ks.serving && t - ks.takeSentAt >= this.opts.renewEvery) {
-      ks.takeSentAt = t;
-      await this.broadcast({ t: 'take', k: key, p: claim.priority, e: ks.epoch }).catch(() => {});
+    const warmedUp = warm(ks, this.peers, t, this.startedAt, this.opts.leaseDuration);
+    const facts = { holder: ks.holder, priority: ks.priority, serving: ks.serving, offeredTo: ks.offeredTo, overdue: false, warm: warmedUp };
+    switch (nextMove(facts, claim, liveCandidates(ks, this.peers, t, this.opts.leaseDuration))) {
+      case 'keep':
+        return viewOf(ks, t);
+      case 'take':
+      case 'take-offer':
+        return this.take(ks, t, claim.priority);
+      case 'ask':
+        if (t - ks.takeSentAt < this.opts.renewEvery) break;
+        ks.takeSentAt = t;
+        await this.broadcast({ t: 'take', k: key, p: claim.priority, e: ks.epoch }).catch(() => {});
+        break;
+      default:
+        break;
     }
     // A node that starts competing says so at once, so the others count it in.
     if (fresh) await this.broadcast({ t: 'cand', k: key, p: claim.priority, e: ks.maxEpoch }).catch(() => {});
@@ -142,7 +151,7 @@ export class PeerStore implements LeaseStore {
     if (ks.holder !== this.self.id || ks.releasing) return viewOf(ks, t);
     ks.expiresAt = t + this.opts.leaseDuration;
     ks.serving = true;
-    if (ks.offeredTo !== null && t > ks.offerUntil) ks.offeredTo = null;
+    if (offerLapsed(ks.offeredTo, false, ks.offerUntil, t)) ks.offeredTo = null;
     this.armExpiry(ks, t);
     await this.broadcast(this.holdAdvert(ks));
     this.changed(ks);
@@ -159,7 +168,7 @@ export class PeerStore implements LeaseStore {
       await this.broadcast({ t: 'cand', k: key, p: 0, e: ks.maxEpoch }).catch(() => {});
       return;
     }
-    const heir = ks.serving ? bestCandidate(ks, this.peers, t, 0, this.self.id, this.opts.leaseDuration) : null;
+    const heir = heirOf(ks.serving, liveCandidates(ks, this.peers, t, this.opts.leaseDuration), this.self.id);
     if (heir !== null) {
       ks.releasing = true;
       ks.offeredTo = heir;
@@ -168,7 +177,7 @@ export class PeerStore implements LeaseStore {
       this.armExpiry(ks, t);
       this.changed(ks);
       await this.broadcast(this.holdAdvert(ks)).catch(() => {});
-      await handedOver(ks, this.self.id, this.opts.handoverTimeout);
+      await settle(ks, () => handoverSettled(ks, this.self.id, heir), this.opts.handoverTimeout);
       ks.releasing = false;
       if (ks.holder !== this.self.id) return;
     }
@@ -206,17 +215,7 @@ export class PeerStore implements LeaseStore {
 
   /** Tells listeners about a change of holder, epoch, serving or offer (not of time left). */
   private changed(ks: KeyState): void {
-    const signature = `${ks.holder}|${ks.epoch}|${ks.serving}|${ks.offeredTo}`;
-    if (signature === ks.lastSignature) return;
-    ks.lastSignature = signature;
-    ks.onChange?.();
-    if (ks.listeners.size === 0) return;
-    const lease = viewOf(ks, now());
-    // Delivered after the current step, so a listener that calls back into the store
-    // never sees it half-updated.
-    queueMicrotask(() => {
-      for (const l of ks.listeners) l(lease);
-    });
+    if (publishView(ks, viewOf(ks, now()))) ks.onChange?.();
   }
 
   private take(ks: KeyState, t: number, priority: number): Promise<Lease> {
@@ -247,16 +246,14 @@ export class PeerStore implements LeaseStore {
   }
 
   /** Preemption: offers the key to `n` once this holder is ready to let it go (opts.beforeOffer). */
-  private async offerTo(ks: KeyState, n: string, epoch: number): Promise<void> {
-    if (ks.offering) return;
-    ks.offering = true;
-    await this.opts.beforeOffer?.(ks.key).catch(() => {});
-    ks.offering = false;
-    if (ks.holder !== this.self.id || !ks.serving || ks.releasing || ks.offeredTo !== null || ks.epoch !== epoch) return;
-    ks.offeredTo = n;
-    ks.offerUntil = now() + this.opts.handoverTimeout;
-    this.changed(ks);
-    void this.broadcast(this.holdAdvert(ks)).catch(() => {});
+  private offerTo(ks: KeyState, n: string, epoch: number): Promise<void> {
+    const stillMay = () => ks.holder === this.self.id && ks.epoch === epoch && mayOffer(ks);
+    return offerAfter(ks, () => this.opts.beforeOffer?.(ks.key), stillMay, () => {
+      ks.offeredTo = n;
+      ks.offerUntil = now() + this.opts.handoverTimeout;
+      this.changed(ks);
+      void this.broadcast(this.holdAdvert(ks)).catch(() => {});
+    });
   }
 
   private expireIfDue(ks: KeyState, t: number): void {
@@ -280,7 +277,7 @@ export class PeerStore implements LeaseStore {
     const t = now();
     for (const ks of this.keys.values()) {
       this.expireIfDue(ks, t);
-      if (ks.holder === this.self.id && ks.offeredTo !== null && !ks.releasing && t > ks.offerUntil) {
+      if (ks.holder === this.self.id && offerLapsed(ks.offeredTo, ks.releasing, ks.offerUntil, t)) {
         ks.offeredTo = null;
         this.changed(ks);
       }
@@ -348,7 +345,7 @@ export class PeerStore implements LeaseStore {
         }
         break;
       case 'take':
-        if (ks.holder === this.self.id && ks.serving && !ks.releasing && ks.offeredTo === null && a.p > ks.priority && a.e === ks.epoch) void this.offerTo(ks, n, a.e);
+        if (ks.holder === this.self.id && mayOffer(ks) && a.p > ks.priority && a.e === ks.epoch) void this.offerTo(ks, n, a.e);
         break;
     }
     if (ks.holder === this.self.id && ks.maxEpoch > ks.epoch) {
