@@ -39,12 +39,14 @@ RUN npm install --global --omit=dev --no-audit --no-fund /tmp/tandem.tgz \
 # capability dropped: `--cap-drop ALL --cap-add NET_ADMIN --cap-add NET_RAW`. The hook
 # says so and stops when the capability is missing.
 FROM runtime AS vip-agent
+# perl-base (essential, so already there) runs the built-in announcer; iproute2 and
+# arping are for scripts/vip-hook.sh (`--hook PATH`).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iproute2 iputils-arping \
+ && apt-get install -y --no-install-recommends perl-base iproute2 iputils-arping \
  && rm -rf /var/lib/apt/lists/*
 USER 0:0
 ENTRYPOINT ["/usr/bin/tini", "--", "tandem", "vip-agent"]
-CMD ["--admin", "http://127.0.0.1:9901", "--hook", "/usr/local/lib/node_modules/tandem/scripts/vip-hook.sh"]
+CMD ["--admin", "http://127.0.0.1:9901", "--hook", "builtin"]
 
 # ---- proxy (default target) ----------------------------------------------------------------
 # Mount the config at /etc/tandem/tandem.yaml; TANDEM_NODE says which of ha.nodes this

@@ -22,6 +22,7 @@ import { parseArgs } from 'node:util';
 import { HaLab, VIP_ADDR, type LabOptions, type Prober } from '../test/ha/lab.ts';
 import { netnsUnavailable } from '../test/helpers/netns.ts';
 import { etcdScenarios } from './failover-etcd.ts';
+import { linkDown } from './ha-steps.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -35,6 +36,8 @@ interface Sample {
   /** From the kill (as this process sent it) to the client's neighbour entry moving. */
   killToArpMs?: number;
   detectToArpMs?: number;
+  /** From the standby's "holder died" to the first gratuitous ARP from it captured in the client's namespace. */
+  detectToWireMs?: number;
   hookMs?: number;
   resets?: number;
 }
@@ -48,6 +51,19 @@ interface Scenario {
   readonly setup?: (h: HaLab) => Promise<void>;
 }
 
+/** Calls `onLine` for each line `child` prints. */
+function eachLine(child: ChildProcess, onLine: (line: string) => void): void {
+  let buf = '';
+  child.stdout!.on('data', (c: Buffer) => {
+    buf += c.toString();
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      onLine(buf.slice(0, nl));
+      buf = buf.slice(nl + 1);
+    }
+  });
+}
+
 /** Follows the client's neighbour table: when did an entry for `ip` move to `mac`? */
 class NeighbourLog {
   private readonly child: ChildProcess;
@@ -55,22 +71,57 @@ class NeighbourLog {
 
   constructor(h: HaLab) {
     this.child = h.lab.spawn(h.ns.client, ['ip', '-ts', 'monitor', 'neigh', 'dev', 'eth0'], { env: { ...process.env, TZ: 'UTC' }, stdio: ['ignore', 'pipe', 'ignore'] });
-    let buf = '';
-    this.child.stdout!.on('data', (c: Buffer) => {
-      buf += c.toString();
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        const m = /^\[(\S+)\] (\S+) .*lladdr ([0-9a-f:]+)/.exec(line);
-        if (m !== null) this.lines.push({ at: wallMs(m[1]), ip: m[2], mac: m[3] });
-      }
+    eachLine(this.child, (line) => {
+      const m = /^\[(\S+)\] (\S+) .*lladdr ([0-9a-f:]+)/.exec(line);
+      if (m !== null) this.lines.push({ at: wallMs(m[1]), ip: m[2], mac: m[3] });
     });
   }
 
   /** First moment at or after `from` (wall clock ms) that the entry for `ip` showed `mac`. */
   movedAt(ip: string, mac: string, from: number): number | null {
     return this.lines.find((l) => l.ip === ip && l.mac === mac && l.at >= from)?.at ?? null;
+  }
+
+  stop(): void {
+    this.child.kill('SIGKILL');
+  }
+}
+
+/**
+ * Captures ARP packets in the client's namespace with the kernel's receive timestamp
+ * (a packet socket and SIOCGSTAMP, in perl: no capture tool needed): when did the first
+ * gratuitous ARP for an address from a given MAC arrive on the wire?
+ */
+class ArpCapture {
+  private readonly child: ChildProcess;
+  private readonly packets: { at: number; mac: string; ip: string }[] = [];
+  readonly ready: Promise<void>;
+
+  constructor(h: HaLab) {
+    const script = String.raw`
+      use Socket; $| = 1;
+      socket(my $s, 17, 3, unpack('S', pack('n', 0x0806))) or die "packet socket: $!";
+      ioctl($s, 0x8906, my $on = "\0" x 16); # turns receive timestamps on
+      print "ready\n";
+      while (defined recv($s, my $buf, 2048, 0)) {
+        my $tv = "\0" x 16; ioctl($s, 0x8906, $tv) or next;
+        my ($sec, $usec) = unpack('q q', $tv);
+        next if length $buf < 42;
+        printf "%d.%06d %s %s\n", $sec, $usec, join(':', map { sprintf '%02x', $_ } unpack('C6', substr($buf, 22, 6))), join('.', unpack('C4', substr($buf, 28, 4)));
+      }`;
+    this.child = h.lab.spawn(h.ns.client, ['perl', '-e', script], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let ready: () => void = () => {};
+    this.ready = new Promise((r) => (ready = r));
+    eachLine(this.child, (line) => {
+      if (line === 'ready') ready();
+      const m = /^(\d+)\.(\d{6}) (\S+) (\S+)$/.exec(line);
+      if (m !== null) this.packets.push({ at: Number(m[1]) * 1000 + Number(m[2]) / 1000, mac: m[3], ip: m[4] });
+    });
+  }
+
+  /** First ARP at or after `from` (wall clock ms) that says `ip` is at `mac`. */
+  firstAt(ip: string, mac: string, from: number): number | null {
+    return this.packets.find((p) => p.ip === ip && p.mac === mac && p.at >= from)?.at ?? null;
   }
 
   stop(): void {
@@ -91,10 +142,10 @@ function logTimes(h: HaLab, id: string, re: RegExp): { at: number; m: RegExpExec
   for (const line of (h.nodes.get(id)?.output() ?? '').split('\n')) {
     const m = re.exec(line);
     if (m === null) continue;
-    // `2026-...Z tandem: msg` today; a JSON line with `time` works as well.
+    // `2026-...Z tandem: msg`, or a JSON line with `time` (epoch ms or ISO).
     const iso = /^(?:\[agent\] )?(\d{4}-\d\d-\d\dT[\d:.]+Z) /.exec(line)?.[1];
-    const json = iso === undefined ? /"time":(\d+)/.exec(line)?.[1] : undefined;
-    const at = iso !== undefined ? Date.parse(iso) : json !== undefined ? Number(json) : NaN;
+    const json = iso === undefined ? /"time":(?:(\d+)|"([^"]+)")/.exec(line) : null;
+    const at = iso !== undefined ? Date.parse(iso) : json?.[1] !== undefined ? Number(json[1]) : json?.[2] !== undefined ? Date.parse(json[2]) : NaN;
     if (!Number.isNaN(at)) out.push({ at, m });
   }
   return out;
@@ -133,11 +184,11 @@ async function failback(h: HaLab, p: Prober): Promise<Sample> {
 const wall = () => performance.timeOrigin + performance.now();
 
 /** The holder dies (kill -9 of its tandem); the standby learns it from the closed heartbeat. */
-function killScenario(id: string, title: string, sidecar: boolean): Scenario {
+function killScenario(id: string, title: string, sidecar: boolean, hook: 'builtin' | 'script' = 'builtin'): Scenario {
   return {
     id,
     title,
-    lab: { sidecar, preemptDelay: 500 },
+    lab: { sidecar, hook, preemptDelay: 500 },
     setup: async (h) => {
       await h.start('lb2');
     },
@@ -146,6 +197,8 @@ function killScenario(id: string, title: string, sidecar: boolean): Scenario {
       await h.settle('vip-a', 'lb1');
       await sleep(300);
       const neigh = new NeighbourLog(h);
+      const capture = new ArpCapture(h);
+      await capture.ready;
       const p = await probing(h, 'vip-a');
       const before = logTimes(h, 'lb2', /holder lb1 died/).length;
       const killedAt = wall();
@@ -154,15 +207,18 @@ function killScenario(id: string, title: string, sidecar: boolean): Scenario {
       await sleep(400);
       await p.stop();
       neigh.stop();
+      capture.stop();
       const detected = logTimes(h, 'lb2', /holder lb1 died/)[before]?.at ?? NaN;
       if (Number.isNaN(detected)) process.stderr.write(`  lb2 logged no death of lb1 (lease expiry?):\n${h.nodes.get('lb2')?.output().split('\n').slice(-15).join('\n')}\n`);
       const arp = neigh.movedAt(VIP_ADDR['vip-a'], h.macs.lb2, killedAt);
+      const wire = capture.firstAt(VIP_ADDR['vip-a'], h.macs.lb2, killedAt);
       const hook = logTimes(h, 'lb2', /vip hook(?: \(agent\))?: vip-a MASTER .* done in (\d+) ms/).filter((l) => l.at >= killedAt).at(0);
       if (sidecar) await h.signal('lb1', 'SIGTERM', { agent: true });
       return {
         ...probeFigures(p),
         killToArpMs: arp === null ? undefined : arp - killedAt,
         detectToArpMs: arp === null || Number.isNaN(detected) ? undefined : arp - detected,
+        detectToWireMs: wire === null || Number.isNaN(detected) ? undefined : wire - detected,
         hookMs: hook === undefined ? undefined : Number(hook.m[1]),
       };
     },
@@ -170,24 +226,16 @@ function killScenario(id: string, title: string, sidecar: boolean): Scenario {
 }
 
 const scenarios: Scenario[] = [
-  killScenario('kill9', 'kill -9 of the holder, hook run by tandem (lease 1 s)', false),
-  killScenario('kill9-sidecar', 'kill -9 of the holder, VIP moved by `tandem vip-agent` (lease 1 s)', true),
+  killScenario('kill9', 'kill -9 of the holder, built-in hook run by tandem (lease 1 s)', false),
+  killScenario('kill9-sidecar', 'kill -9 of the holder, VIP moved by `tandem vip-agent`, built-in hook (lease 1 s)', true),
+  killScenario('kill9-script', 'kill -9 of the holder, scripts/vip-hook.sh run by tandem (lease 1 s)', false, 'script'),
   {
     id: 'link',
     title: "holder's link down, lease 300 ms / renew 50 ms, sidecar",
     lab: { sidecar: true, lease: 300, renewEvery: 50, preemptDelay: 500 },
     setup: startPair,
     run: async (h) => {
-      await h.settle('vip-a', 'lb1', 20_000);
-      await sleep(1500);
-      const p = await probing(h, 'vip-a');
-      await h.link('lb1', false);
-      await h.taken('vip-a', 'lb2', 10_000);
-      await sleep(400);
-      await p.stop();
-      await h.link('lb1', true);
-      await h.lab.must(h.ns.lb1, ['ip', 'neigh', 'flush', 'dev', 'eth0']);
-      return probeFigures(p);
+      return probeFigures(await linkDown(h));
     },
   },
   {
@@ -281,11 +329,11 @@ function cell(xs: (number | undefined)[], unit = ''): string {
 function table(results: Result[]): string {
   const rows = results.map(({ scenario: s, samples: x, error }) => {
     const note = error === null ? '' : ` **(stopped: ${error})**`;
-    return `| ${s.title}${note} | ${x.length} | ${cell(x.map((r) => r.outageMs), ' ms')} | ${cell(x.map((r) => r.failed))} | ${cell(x.map((r) => r.slow))} | ${cell(x.map((r) => r.killToArpMs), ' ms')} | ${cell(x.map((r) => r.detectToArpMs), ' ms')} | ${cell(x.map((r) => r.hookMs), ' ms')} |`;
+    return `| ${s.title}${note} | ${x.length} | ${cell(x.map((r) => r.outageMs), ' ms')} | ${cell(x.map((r) => r.failed))} | ${cell(x.map((r) => r.slow))} | ${cell(x.map((r) => r.killToArpMs), ' ms')} | ${cell(x.map((r) => r.detectToWireMs), ' ms')} | ${cell(x.map((r) => r.detectToArpMs), ' ms')} | ${cell(x.map((r) => r.hookMs), ' ms')} |`;
   });
   return [
-    '| scenario | runs | outage, median (range) | failed probes | probes > 100 ms | kill → client has new MAC | holder gone → client has new MAC | MASTER hook |',
-    '|---|--:|--:|--:|--:|--:|--:|--:|',
+    '| scenario | runs | outage, median (range) | failed probes | probes > 100 ms | kill → client has new MAC | holder gone → first ARP on the wire | holder gone → client has new MAC | MASTER hook |',
+    '|---|--:|--:|--:|--:|--:|--:|--:|--:|',
     ...rows,
   ].join('\n');
 }
@@ -327,7 +375,8 @@ async function main(): Promise<number> {
       `load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')} before, ${loadAfter.map((l) => l.toFixed(2)).join(' ')} after. ` +
       `${runs} runs per scenario. A client probes the VIP with a new TCP connection every 10 ms; an outage runs from the first ` +
       'probe that failed or took over 100 ms to the next one that did not; "holder gone" is the standby\'s log line that the ' +
-      "holder's process died, and \"new MAC\" the client's neighbour entry moving to the new holder (`ip -ts monitor neigh`).",
+      "holder's process died (ms resolution), \"first ARP on the wire\" the kernel's receive timestamp of the new holder's first " +
+      "gratuitous ARP in the client's namespace (a packet socket), and \"new MAC\" the client's neighbour entry moving to the new holder (`ip -ts monitor neigh`).",
     '',
     table(results),
     '',

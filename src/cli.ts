@@ -15,7 +15,7 @@ Commands:
   run -c FILE [--node ID]          run one instance (--node or TANDEM_NODE: which of ha.nodes this is)
   check -c FILE [--node ID]        validate a config; prints FILE:LINE:COL lines for each mistake
   demo                             demo backends, a tandem pair and a relay that follows vip-a, on loopback
-  vip-agent --admin URL --hook PATH  the VIP sidecar: follows the admin event stream, runs the hook
+  vip-agent --admin URL            the VIP sidecar: follows the admin event stream, runs the hook
   drill -c FILE | --admin URL...   hand every VIP over and back while probing it; exit 0 when no probe failed
   bench                            the benchmark: needs the development tree (npm run bench)
   version                          print tandem's version and Node's
@@ -56,10 +56,13 @@ Starts demo backends and a tandem pair on loopback, the VIP hook in log-only mod
 relay on 127.0.0.1:8088 that sends each new connection to the holder of vip-a. Prints a
 probe command and what to kill. Stop it with Ctrl-C.
 `,
-  'vip-agent': `Usage: tandem vip-agent --admin URL --hook PATH [--token TOKEN] [--log-level LEVEL]
+  'vip-agent': `Usage: tandem vip-agent --admin URL [--hook PATH|builtin] [--token TOKEN] [--log-level LEVEL]
 
 Follows the admin event stream of a tandem instance and runs the VIP hook on each VIP
 state change. Removes the VIP when the stream is lost for longer than the lease.
+  --hook builtin   (the default) adds the address and sends the gratuitous ARP through an
+                   announcer started with the agent (needs perl, NET_ADMIN and NET_RAW)
+  --hook PATH      runs PATH STATE VIP ADDRESS/PREFIX INTERFACE instead
 `,
   drill: `Usage: tandem drill (-c FILE | --admin URL --admin URL) [--vip NAME] [--url URL] [--token TOKEN]
 
@@ -172,9 +175,10 @@ export async function main(argv: string[]): Promise<number> {
       }
       case 'vip-agent': {
         const admin = list('admin').at(-1);
-        const hook = str('hook');
-        if (admin === undefined || hook === undefined) return usageError(command, 'needs --admin URL and --hook PATH');
-        const { runVipAgent } = await import('./ha/vip-agent.ts');
+        const hook = str('hook') ?? 'builtin';
+        if (admin === undefined) return usageError(command, 'needs --admin URL');
+        const { raisePriority, runVipAgent } = await import('./ha/vip-agent.ts');
+        raisePriority();
         return await runVipAgent({ admin, hook, token: str('token') ?? process.env.TANDEM_ADMIN_TOKEN ?? null });
       }
       case 'drill': {

@@ -161,7 +161,7 @@ function compileHa(ha: RawHa, dir: string): HaConfig {
     multicastGroup: ha.multicast,
     leaseDuration: ha.lease.duration,
     renewEvery: ha.lease.renewEvery,
-    hook: ha.hook === null ? null : resolve(dir, ha.hook),
+    hook: ha.hook === null || ha.hook === 'builtin' ? ha.hook : resolve(dir, ha.hook),
     agent: ha.agent,
     hookTimeout: ha.hookTimeout,
     garpCount: ha.garp.count,

@@ -19,10 +19,8 @@ export interface HookRunner {
   run(state: HookState, epoch: number, signal?: AbortSignal): Promise<HookOutcome>;
 }
 
-export interface HookOptions {
-  /** Executable; null: log-only (the transition is printed, nothing runs). */
-  readonly path: string | null;
-  readonly node: string;
+/** What every hook runner of one VIP is given: the VIP, its address and the announcements. */
+export interface HookSettings {
   readonly vip: string;
   /** `10.0.0.100/24` as configured. */
   readonly address: string;
@@ -36,6 +34,12 @@ export interface HookOptions {
   readonly log: Logger;
 }
 
+export interface HookOptions extends HookSettings {
+  /** Executable; null: log-only (the transition is printed, nothing runs). */
+  readonly path: string | null;
+  readonly node: string;
+}
+
 interface Request {
   readonly state: HookState;
   readonly epoch: number;
@@ -46,14 +50,17 @@ interface Request {
 /** Longest hook output kept for the log line of a failed run. */
 const OUTPUT_LIMIT = 4096;
 
-/** The hook runner of one VIP: serialised and coalescing, with a timeout. */
-export class VipHook implements HookRunner {
-  private readonly opts: HookOptions;
+/**
+ * Serialises and coalesces the runs of one VIP's hook: one at a time, and while one
+ * runs only the newest requested state waits behind it (the others are superseded).
+ */
+export class HookQueue implements HookRunner {
+  private readonly exec: (state: HookState, epoch: number, signal: AbortSignal | undefined) => Promise<HookOutcome>;
   private running: boolean;
   private pending: Request | null;
 
-  constructor(opts: HookOptions) {
-    this.opts = opts;
+  constructor(exec: (state: HookState, epoch: number, signal: AbortSignal | undefined) => Promise<HookOutcome>) {
+    this.exec = exec;
     this.running = false;
     this.pending = null;
   }
@@ -82,6 +89,21 @@ export class VipHook implements HookRunner {
       for (const w of req.waiters) w(outcome);
     }
     this.running = false;
+  }
+}
+
+/** The hook runner of one VIP that starts the hook executable: serialised and coalescing, with a timeout. */
+export class VipHook implements HookRunner {
+  private readonly opts: HookOptions;
+  private readonly queue: HookQueue;
+
+  constructor(opts: HookOptions) {
+    this.opts = opts;
+    this.queue = new HookQueue((state, epoch, signal) => this.exec(state, epoch, signal));
+  }
+
+  run(state: HookState, epoch: number, signal?: AbortSignal): Promise<HookOutcome> {
+    return this.queue.run(state, epoch, signal);
   }
 
   private exec(state: HookState, epoch: number, signal: AbortSignal | undefined): Promise<HookOutcome> {

@@ -9,6 +9,8 @@ import type { EventBus } from '../events.ts';
 import type { Logger } from '../log.ts';
 import { Elector, type VipStatus } from './elector.ts';
 import { AgentHook } from './agent-hook.ts';
+import { Announcer } from './announcer.ts';
+import { BUILTIN_HOOK, BuiltinHook } from './builtin-hook.ts';
 import { VipHook, type HookRunner } from './hook.ts';
 import { openEtcdStore, type StoreBasics } from './stores/etcd/open.ts';
 import { PeerStore } from './stores/peer/store.ts';
@@ -60,10 +62,16 @@ export async function startHa(opts: HaOptions): Promise<HaHandle> {
   // A preempted holder winds the VIP's connections down before it offers the lease.
   const beforeOffer = (key: string) => electors.get(key)?.departure.preempted() ?? Promise.resolve();
   const basics: StoreBasics = { node, leaseDuration: config.leaseDuration, renewEvery: config.renewEvery, handoverTimeout, beforeOffer, log };
-  const store = config.store === 'etcd' ? await openEtcdStore(config, basics) : await startPeerStore(config, basics);
+  // Kept warm from the start, so that taking a VIP over starts no process.
+  const announcer = config.hook === BUILTIN_HOOK ? new Announcer(log) : null;
+  await announcer?.start();
+  const store = await (config.store === 'etcd' ? openEtcdStore(config, basics) : startPeerStore(config, basics)).catch((err: unknown) => {
+    announcer?.close();
+    throw err;
+  });
   const agentHooks: AgentHook[] = [];
   for (const vip of config.vips) {
-    const hook = hookRunner(opts, vip);
+    const hook = hookRunner(opts, vip, announcer);
     if (hook instanceof AgentHook) agentHooks.push(hook);
     electors.set(vip.name, new Elector({
       vip,
@@ -102,6 +110,7 @@ export async function startHa(opts: HaOptions): Promise<HaHandle> {
       stopping ??= (async () => {
         await Promise.all([...electors.values()].map((e) => e.stop()));
         for (const h of agentHooks) h.close();
+        announcer?.close();
         await store.close();
         log.info('ha: stopped');
       })();
@@ -134,10 +143,16 @@ function vacating(vacate: NonNullable<HaOptions['vacate']>, vip: VipConfig, log:
 }
 
 /** The hook runner of one VIP: in this process, or through the vip-agent sidecar. */
-function hookRunner(opts: HaOptions, vip: VipConfig): HookRunner {
+function hookRunner(opts: HaOptions, vip: VipConfig, announcer: Announcer | null): HookRunner {
   const { config, node, log } = opts;
   if (config.agent) {
     return new AgentHook({ bus: opts.bus, node, vip: vip.name, address: vip.address, interface: vip.interface, timeout: config.hookTimeout, log });
+  }
+  if (announcer !== null) {
+    return new BuiltinHook({
+      announcer, vip: vip.name, address: vip.address, interface: vip.interface, timeout: config.hookTimeout,
+      garpCount: config.garpCount, garpInterval: config.garpInterval, garpRefresh: config.garpRefresh, log,
+    });
   }
   return new VipHook({
     path: config.hook,

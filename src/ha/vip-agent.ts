@@ -12,15 +12,18 @@
 // confirms a lease only once the MASTER run is reported done, so a handover through the
 // sidecar stays make-before-break.
 
+import { setPriority } from 'node:os';
 import type { VipEvent } from '../events.ts';
 import { log as rootLog, type Logger } from '../log.ts';
-import { VipHook, type HookState } from './hook.ts';
+import { Announcer } from './announcer.ts';
+import { BUILTIN_HOOK, BuiltinHook } from './builtin-hook.ts';
+import { VipHook, type HookRunner, type HookState } from './hook.ts';
 import { LeaseFence, pingLeases } from './lease-fence.ts';
 
 export interface VipAgentOptions {
   /** Base URL of the proxy's admin API, e.g. http://127.0.0.1:9901. */
   readonly admin: string;
-  /** Hook executable (scripts/vip-hook.sh). */
+  /** Hook executable (scripts/vip-hook.sh), or `builtin`: the announcer kept warm (builtin-hook.ts). */
   readonly hook: string;
   readonly token?: string | null;
   /** Lease duration in ms; default: read from GET /api/v1/status, else 3 s. */
@@ -39,7 +42,7 @@ export interface VipAgentOptions {
 }
 
 interface VipState {
-  readonly hook: VipHook;
+  readonly hook: HookRunner;
   state: HookState | null;
   epoch: number;
   /** The last event that made this VIP MASTER here, to add it again after a fence. */
@@ -59,6 +62,14 @@ export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
   if (opts.token) headers.authorization = `Bearer ${opts.token}`;
   const reconnectEvery = opts.reconnectEvery ?? 200;
   const vips = new Map<string, VipState>();
+  // Kept warm from the start: a takeover then starts no process.
+  const announcer = opts.hook === BUILTIN_HOOK ? new Announcer(log) : null;
+  try {
+    await announcer?.start();
+  } catch (err) {
+    log.error({ event: 'announcer', err: (err as Error).message }, (err as Error).message);
+    return 1;
+  }
 
   const stop = new AbortController();
   let onSignal: (() => void) | null = null;
@@ -74,19 +85,18 @@ export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
   const apply = (event: VipEvent): Promise<unknown> => {
     let v = vips.get(event.vip);
     if (v === undefined) {
+      const runner = {
+        vip: event.vip,
+        address: event.address,
+        interface: event.interface,
+        timeout: opts.hookTimeout ?? 5000,
+        garpCount: opts.garpCount ?? envInt('TANDEM_GARP_COUNT', 3),
+        garpInterval: opts.garpInterval ?? envInt('TANDEM_GARP_INTERVAL', 200),
+        garpRefresh: opts.garpRefresh ?? envInt('TANDEM_GARP_REFRESH', 60_000),
+        log,
+      };
       v = {
-        hook: new VipHook({
-          path: opts.hook,
-          node: event.node,
-          vip: event.vip,
-          address: event.address,
-          interface: event.interface,
-          timeout: opts.hookTimeout ?? 5000,
-          garpCount: opts.garpCount ?? envInt('TANDEM_GARP_COUNT', 3),
-          garpInterval: opts.garpInterval ?? envInt('TANDEM_GARP_INTERVAL', 200),
-          garpRefresh: opts.garpRefresh ?? envInt('TANDEM_GARP_REFRESH', 60_000),
-          log,
-        }),
+        hook: announcer !== null ? new BuiltinHook({ ...runner, announcer }) : new VipHook({ ...runner, path: opts.hook, node: event.node }),
         state: null,
         epoch: -1,
         master: null,
@@ -226,8 +236,23 @@ export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
   }
   // Stopping the agent leaves no VIP behind: without it nobody would remove one later.
   await Promise.all([...vips.values()].map((v) => (v.state === 'STOP' ? null : v.hook.run('STOP', v.epoch))));
+  announcer?.close();
   log.info({ event: 'stopped' }, 'stopped');
   return 0;
+}
+
+/**
+ * As keepalived's vrrp_priority: the agent works for a moment per takeover, and then it
+ * should not wait behind busy processes for the CPU. `tandem vip-agent` asks for nice
+ * -10; where that is not allowed (no CAP_SYS_NICE) it runs as it is, and says so.
+ */
+export function raisePriority(log: Logger = rootLog.child({ component: 'vip-agent' })): void {
+  try {
+    setPriority(-10);
+    log.info({ event: 'priority', nice: -10 }, 'running at nice -10');
+  } catch (err) {
+    log.info({ event: 'priority', nice: 0, reason: (err as Error).message }, `running at normal priority (nice -10 not allowed: ${(err as Error).message})`);
+  }
 }
 
 /** Reads `text/event-stream` and calls `onEvent(type, data)` per dispatched event. */

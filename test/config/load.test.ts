@@ -471,6 +471,11 @@ ${HA}  hook: ../scripts/vip-hook.sh
   assert.equal(config.ha?.hook, join(dir, 'scripts/vip-hook.sh'));
 });
 
+test('hook: builtin names the built-in announcer, not a file beside the config', () => {
+  const config = load(`${MINIMAL}${HA}  hook: builtin\n`);
+  assert.equal(config.ha?.hook, 'builtin');
+});
+
 test('absolute paths and stdout are kept as written', () => {
   const config = load(`accessLog: { path: /var/log/tandem.log }\n${MINIMAL}`);
   assert.equal(config.accessLog?.path, '/var/log/tandem.log');

@@ -8,7 +8,8 @@
 // nodes keep their leases in an etcd the test starts on the lab's bridge (etcd-lab.ts).
 //
 // Nodes run the real CLI (`tandem run -c FILE --node lbX`), with the VIP hook either
-// in-process (scripts/vip-hook.sh as `ha.hook`) or in a `tandem vip-agent` sidecar.
+// in-process (`ha.hook`) or in a `tandem vip-agent` sidecar; the hook is the built-in
+// announcer (`builtin`) or scripts/vip-hook.sh (`hook: 'script'`).
 // The client probes a VIP with a new TCP connection every 10 ms; a watcher follows
 // `ip monitor address` in every node namespace and records every moment two held a VIP.
 
@@ -50,6 +51,8 @@ export interface LabOptions {
   readonly preemptDelay?: number;
   /** Run the hook in a vip-agent sidecar instead of in-process. */
   readonly sidecar?: boolean;
+  /** The built-in announcer (default) or scripts/vip-hook.sh. */
+  readonly hook?: 'builtin' | 'script';
 }
 
 export interface NodeProcess {
@@ -107,6 +110,7 @@ export class HaLab {
       renewEvery: options.renewEvery ?? 200,
       preemptDelay: options.preemptDelay ?? 1000,
       sidecar: options.sidecar ?? false,
+      hook: options.hook ?? 'builtin',
       nodes: options.nodes ?? ['lb1', 'lb2'],
       etcd: options.etcd ?? null,
       healthCheck: options.healthCheck ?? { interval: '500ms', timeout: '300ms' },
@@ -172,7 +176,7 @@ export class HaLab {
       ha: {
         ...store,
         lease: { duration: `${o.lease}ms`, renewEvery: `${o.renewEvery}ms` },
-        ...(o.sidecar ? { agent: true } : { hook: HOOK }),
+        ...(o.sidecar ? { agent: true } : { hook: this.hookArg() }),
         hookTimeout: '3s',
         garp: { count: 3, interval: '100ms', refresh: '60s' },
         vips,
@@ -199,6 +203,10 @@ export class HaLab {
     throw new Error('backends did not come up');
   }
 
+  private hookArg(): string {
+    return this.opts.hook === 'script' ? HOOK : 'builtin';
+  }
+
   /** Starts tandem (and its sidecar) on node `id`; resolves once HA competes. */
   async start(id: string): Promise<NodeProcess> {
     const env = { ...process.env, TANDEM_RUN_DIR: join(this.dir, 'run'), NODE_OPTIONS: '' };
@@ -208,7 +216,7 @@ export class HaLab {
     proxy.stderr!.on('data', (c: Buffer) => (out += c.toString()));
     let agent: ChildProcess | null = null;
     if (this.opts.sidecar) {
-      agent = this.lab.spawn(this.ns[id], [NODE, CLI, 'vip-agent', '--admin', 'http://127.0.0.1:9901', '--hook', HOOK], {
+      agent = this.lab.spawn(this.ns[id], [NODE, CLI, 'vip-agent', '--admin', 'http://127.0.0.1:9901', '--hook', this.hookArg()], {
         env: { ...env, TANDEM_GARP_COUNT: '3', TANDEM_GARP_INTERVAL: '100' },
         stdio: ['ignore', 'pipe', 'pipe'],
       });

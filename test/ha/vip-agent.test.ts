@@ -37,11 +37,14 @@ class FakeAdmin {
   private id = 0;
   private pinger: NodeJS.Timeout;
   connections = 0;
+  /** Every request the agent made, as `METHOD URL`. */
+  readonly requests: string[] = [];
   /** Hook runs the agent reported (POST /api/v1/vips/:vip/hook), with the VIP. */
   readonly reports: { vip: string; state: string; epoch: number; outcome: string; ms: number }[] = [];
 
   constructor() {
     this.server = http.createServer((req, res) => {
+      this.requests.push(`${req.method} ${req.url}`);
       const hookReport = /^\/api\/v1\/vips\/([^/]+)\/hook$/.exec(req.url ?? '');
       if (req.method === 'POST' && hookReport !== null) {
         let body = '';
@@ -152,6 +155,18 @@ describe('vip-agent', () => {
     admin.send(vipEvent('BACKUP', 5));
     await until('BACKUP', () => runs().at(-1)?.state === 'BACKUP');
     assert.deepEqual(runs().map((r) => `${r.state}@${r.epoch}`), ['BACKUP@1', 'MASTER@2', 'MASTER@4', 'BACKUP@5']);
+  });
+
+  test('a new lease reaches the hook from the event stream alone: no request stands between the event and the run', async () => {
+    start();
+    await until('the reconciling BACKUP reported', () => admin.reports.length >= 1);
+    const seen = admin.requests.length;
+    admin.send(vipEvent('MASTER', 2));
+    await until('the MASTER run reported', () => admin.reports.some((r) => r.state === 'MASTER'));
+    // Nothing polled or asked between the event and the run: the only request after the
+    // event is the report of the finished run.
+    assert.deepEqual(admin.requests.slice(seen), ['POST /api/v1/vips/vip-a/hook']);
+    assert.equal(admin.connections, 1);
   });
 
   test('reports every hook run back to the proxy: state, epoch and outcome', async () => {
