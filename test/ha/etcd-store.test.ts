@@ -10,7 +10,7 @@ import { EtcdStore } from '../../src/ha/stores/etcd/store.ts';
 import { TandemError } from '../../src/errors.ts';
 import { etcdSkip, startEtcd, type EtcdCluster } from '../helpers/etcd.ts';
 import { leaseStoreContract, type ClusterOptions, type StoreCluster } from './lease-store.contract.ts';
-import { Competitor, freePort, sleep, waitLease } from './support.ts';
+import { Competitor, freePort, waitLease } from './support.ts';
 import { messageLogger } from '../helpers/log.ts';
 
 const skip = etcdSkip();
