@@ -38,6 +38,10 @@ function shipped(installedPath: string): string {
   assert.ok(existsSync(join(ROOT, rel)), `${rel} does not exist`);
   return rel;
 }
+/** A sidecar's `--hook`: `builtin` (the announcer script the package ships) or a path in the installed package. */
+function shippedHook(arg: string): void {
+  shipped(arg === 'builtin' ? `${INSTALLED}scripts/vip-announcer.pl` : arg);
+}
 
 interface Service {
   build?: { context: string; target: string };
@@ -96,7 +100,7 @@ describe('deploy/compose.yaml', async () => {
     }
     const admin = agentImage.cmd[agentImage.cmd.indexOf('--admin') + 1];
     assert.equal(portOf(new URL(admin).host), config.admin!.port, 'the sidecar follows the admin port of the config');
-    shipped(agentImage.cmd[agentImage.cmd.indexOf('--hook') + 1]);
+    shippedHook(agentImage.cmd[agentImage.cmd.indexOf('--hook') + 1]);
   });
 
   test('the backends are the pool\'s, on the port and health path the config checks', () => {
@@ -218,7 +222,7 @@ describe('deploy/kubernetes/', async () => {
     assert.equal(agent.securityContext.runAsUser, 0);
     assert.deepEqual(agent.securityContext.capabilities, { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] });
     assert.deepEqual(agent.args, agentImage.cmd);
-    shipped(agent.args[agent.args.indexOf('--hook') + 1]);
+    shippedHook(agent.args[agent.args.indexOf('--hook') + 1]);
   });
 
   test('every secret key the pods read is in the example secret', () => {
@@ -283,7 +287,7 @@ describe('deploy/systemd/', { skip: noSystemd }, () => {
     assert.match(agent, /^CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW$/m);
     assert.match(agent, /^BindsTo=tandem.service$/m);
     const hook = /--hook (\S+)/.exec(agent)![1];
-    shipped(hook);
+    shippedHook(hook);
     const config = await load(join(DEPLOY, 'systemd/tandem.yaml'));
     assert.ok(agent.includes(`--admin http://${config.admin!.host}:${config.admin!.port}`), 'the agent follows the config\'s admin address');
     assert.equal(config.ha!.hook, null);
