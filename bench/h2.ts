@@ -137,6 +137,8 @@ error_log ${join(dir, 'nginx-error.log')};
 events { worker_connections 1024; }
 http {
   access_log off;
+  # nginx closes a connection after 1000 requests by default; h2load does not reconnect.
+  keepalive_requests 10000000;
   client_body_temp_path ${dir};
   proxy_temp_path ${dir};
   upstream app { server ${upstream}; keepalive 32; }
