@@ -138,8 +138,10 @@ export class EtcdStore implements LeaseStore {
     }
     await this.writeClaim(ks);
     const t1 = now();
-    // A fresh candidate waits one renew interval, so that candidates starting together see each other first.
-    const facts = { ...holdingFacts(h), overdue: overdue(ks, this.opts.node, this.opts.leaseDuration, t1), warm: t - ks.claim.since >= this.opts.renewEvery };
+    // A fresh candidate waits half a lease, so that candidates starting together see each
+    // other first: the time a holder allows a renewal before it is in doubt, so a node that
+    // cannot make its candidacy known within it could not hold the key either.
+    const facts = { ...holdingFacts(h), overdue: overdue(ks, this.opts.node, this.opts.leaseDuration, t1), warm: t - ks.claim.since >= Math.max(this.opts.renewEvery, this.opts.leaseDuration / 2) };
     switch (nextMove(facts, claim, ks.candidates.values())) {
       case 'take':
         return this.take(ks, claim.priority, 0);
