@@ -122,7 +122,9 @@ describe('resilience through a real tandem process', () => {
       [{ name: 's1', url: b1.url, weight: 20 }, { name: 's2', url: b2.url, weight: 20 }],
       // Generous check timeouts and fall 3: on a loaded runner a tight timeout can flap s1
       // into a slow start of its own, which would make the split say nothing about s2.
-      { slowStart: '2s', healthCheck: { path: '/healthz', interval: '100ms', timeout: '90ms', rise: 1, fall: 3 } },
+      // A 6 s ramp: on a busy machine the 100 requests of a share can take a second or more,
+      // and against a 2 s ramp they were already spread over half of it (33 of 100).
+      { slowStart: '6s', healthCheck: { path: '/healthz', interval: '100ms', timeout: '90ms', rise: 1, fall: 3 } },
     ));
     procs.push(t);
     await b2.stop();
@@ -145,7 +147,7 @@ describe('resilience through a real tandem process', () => {
       return b2.requests - before;
     };
     const early = await share();
-    await new Promise((r) => setTimeout(r, 2300));
+    await new Promise((r) => setTimeout(r, 6300));
     const late = await share();
     await agent.close();
     assert.ok(early < 30, `right after coming back s2 got ${early} of 100`);
