@@ -6,6 +6,10 @@
 // so a planned handover or failback through the sidecar stays make-before-break: the old
 // holder removes the VIP only once the new holder's agent has it up.
 //
+// A MASTER run lasts as long as its lease: when the lease's signal aborts, the wait
+// ends at once, and the BACKUP or FAULT the elector publishes next makes the agent stop
+// its MASTER run (it kills the hook's processes) before it removes the address.
+//
 // BACKUP, FAULT and STOP are published and not waited for: nothing waits on a removal
 // to be safe, and an agent that is not connected removes every VIP anyway (it does so
 // whenever it loses the stream).
@@ -30,6 +34,7 @@ interface Waiting {
   readonly resolve: (outcome: HookOutcome) => void;
   readonly timer: NodeJS.Timeout;
   readonly started: number;
+  readonly done: () => void;
 }
 
 /** Runs one VIP's hook through the sidecar. */
@@ -47,7 +52,7 @@ export class AgentHook implements HookRunner {
     opts.bus.on('event', this.onEvent);
   }
 
-  run(state: HookState, epoch: number): Promise<HookOutcome> {
+  run(state: HookState, epoch: number, signal?: AbortSignal): Promise<HookOutcome> {
     const o = this.opts;
     this.settle('superseded');
     o.bus.publish({
@@ -56,6 +61,13 @@ export class AgentHook implements HookRunner {
     });
     if (state !== 'MASTER') return Promise.resolve('ok');
     return new Promise<HookOutcome>((resolve) => {
+      const aborted = () => {
+        o.log.warn(
+          { event: 'hook', vip: o.vip, state: 'MASTER', epoch, runner: 'agent', outcome: 'failed', reason: 'lease lost' },
+          `vip hook (agent): ${o.vip} MASTER (epoch ${epoch}) stopped: the lease was lost or is in doubt`,
+        );
+        this.settle('failed');
+      };
       const timer = setTimeout(() => {
         o.log.error(
           { event: 'hook', vip: o.vip, state: 'MASTER', epoch, runner: 'agent', outcome: 'failed', reason: 'no report' },
@@ -63,7 +75,9 @@ export class AgentHook implements HookRunner {
         );
         this.settle('failed');
       }, o.timeout);
-      this.waiting = { epoch, resolve, timer, started: performance.now() };
+      this.waiting = { epoch, resolve, timer, started: performance.now(), done: () => signal?.removeEventListener('abort', aborted) };
+      if (signal?.aborted === true) aborted();
+      else signal?.addEventListener('abort', aborted, { once: true });
     });
   }
 
@@ -90,6 +104,7 @@ export class AgentHook implements HookRunner {
     if (w === null) return;
     this.waiting = null;
     clearTimeout(w.timer);
+    w.done();
     w.resolve(outcome);
   }
 }

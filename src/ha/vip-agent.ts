@@ -49,6 +49,14 @@ interface VipState {
   master: VipEvent | null;
   /** Removed because its lease ran out by the proxy's last word, while the proxy said MASTER. */
   fenced: boolean;
+  /** Aborts the MASTER run of the current lease (its hook process is killed) once the lease is gone. */
+  leading: AbortController | null;
+}
+
+/** The VIP is no longer this node's: leader-only work still running for it stops. */
+function endLeading(v: VipState): void {
+  v.leading?.abort();
+  v.leading = null;
 }
 
 /** Lease assumed until the proxy tells us its own. */
@@ -101,6 +109,7 @@ export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
         epoch: -1,
         master: null,
         fenced: false,
+        leading: null,
       };
       vips.set(event.vip, v);
     }
@@ -110,8 +119,12 @@ export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
     if (v.state === event.state && (event.state !== 'MASTER' || v.epoch === event.epoch)) return Promise.resolve();
     v.state = event.state;
     v.epoch = event.epoch;
+    // As in-process: a MASTER run lasts only as long as the lease it runs for. Whatever
+    // comes next for this VIP (a newer epoch, BACKUP, FAULT, STOP) ends it.
+    endLeading(v);
+    if (event.state === 'MASTER') v.leading = new AbortController();
     const started = performance.now();
-    return v.hook.run(event.state, event.epoch).then((outcome) => {
+    return v.hook.run(event.state, event.epoch, v.leading?.signal).then((outcome) => {
       if (outcome !== 'superseded') void report(event.vip, { state: event.state, epoch: event.epoch, outcome, ms: Math.round(performance.now() - started) });
       return outcome;
     });
@@ -138,6 +151,7 @@ export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
     const held = [...vips.entries()].filter(([, v]) => v.state !== 'FAULT' && v.state !== 'STOP' && v.state !== 'BACKUP');
     if (held.length > 0) log.warn({ event: 'vip-remove', vips: held.map(([name]) => name), reason: why }, `${why}: removing ${held.map(([name]) => name).join(', ')}`);
     return Promise.all(held.map(([, v]) => {
+      endLeading(v);
       v.state = 'FAULT';
       return v.hook.run('FAULT', v.epoch);
     }));
@@ -150,6 +164,7 @@ export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
     const v = vips.get(vip);
     if (v === undefined || v.state !== 'MASTER') return;
     log.warn({ event: 'vip-remove', vips: [vip], reason: 'lease' }, `the proxy's lease of ${vip} is running out with no word of a renewal: removing ${vip}`);
+    endLeading(v);
     v.state = 'FAULT';
     v.fenced = true;
     void v.hook.run('FAULT', v.epoch);
@@ -235,6 +250,7 @@ export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
     process.off('SIGINT', onSignal);
   }
   // Stopping the agent leaves no VIP behind: without it nobody would remove one later.
+  for (const v of vips.values()) endLeading(v);
   await Promise.all([...vips.values()].map((v) => (v.state === 'STOP' ? null : v.hook.run('STOP', v.epoch))));
   announcer?.close();
   log.info({ event: 'stopped' }, 'stopped');

@@ -241,6 +241,28 @@ describe('vip-agent', () => {
     assert.ok(after <= LEASE + 300, `removed ${after} ms after the last ping (lease ${LEASE}, fallback 3000)`);
   });
 
+  test('a MASTER run still going when the lease ends is stopped, its processes killed, and the removal runs at once', async () => {
+    // The hook takes 30 s for MASTER only, and the agent would wait 60 s for it.
+    process.env.HOOK_DELAY = '30';
+    process.env.HOOK_DELAY_STATE = 'MASTER';
+    try {
+      logged = [];
+      agent = runVipAgent({ admin: url, hook: HOOK, signal: stopAgent.signal, reconnectEvery: 50, hookTimeout: 60_000, log: messageLogger(logged) });
+      await until('the reconciling BACKUP', () => runs().some((r) => r.state === 'BACKUP'));
+      admin.send(vipEvent('MASTER', 2));
+      await until('the MASTER run to start', () => readFileSync(hookLog, 'utf8').includes(' start MASTER '));
+      admin.send(vipEvent('BACKUP', 3));
+      const took = await until('BACKUP', () => runs().at(-1)?.state === 'BACKUP' && runs().at(-1)?.epoch === 3, 20_000);
+      assert.ok(took < 20_000);
+      assert.deepEqual(runs().map((r) => `${r.state}@${r.epoch}`), ['BACKUP@1', 'BACKUP@3'], 'the MASTER run never finished');
+      assert.ok(logged.some((l) => /stopped: the lease was lost/.test(l)), logged.join('\n'));
+      await until('the stopped run reported', () => admin.reports.some((r) => r.state === 'MASTER' && r.epoch === 2 && r.outcome === 'failed'));
+    } finally {
+      delete process.env.HOOK_DELAY;
+      delete process.env.HOOK_DELAY_STATE;
+    }
+  });
+
   test('stopping the agent removes the VIP', async () => {
     admin.snapshot = [vipEvent('MASTER', 3)];
     start();
