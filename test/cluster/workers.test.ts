@@ -79,6 +79,18 @@ describe('cluster workers', () => {
     await t.stop();
   });
 
+  test('workers cap their young generation, unless the operator set its size', async () => {
+    const [b1] = await twoBackends();
+    const cmdline = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    const ours = await start(singlePool([{ name: 'b1', url: b1.url }], {}, { workers: 1 }));
+    assert.ok(cmdline(ours.workerPids()[0]).includes('--max-semi-space-size=4'), cmdline(ours.workerPids()[0]).join(' '));
+    await ours.stop();
+    const theirs = await startTandem(singlePool([{ name: 'b1', url: b1.url }], {}, { workers: 1 }), { env: { NODE_OPTIONS: '--max-semi-space-size=8' } });
+    procs.push(theirs);
+    assert.ok(!cmdline(theirs.workerPids()[0]).some((a) => a.startsWith('--max-semi-space-size')), cmdline(theirs.workerPids()[0]).join(' '));
+    await theirs.stop();
+  });
+
   test('a worker killed with SIGKILL is replaced, and the listener never refuses a connection', async () => {
     const [b1, b2] = await twoBackends();
     const t = await start(singlePool([{ name: 'b1', url: b1.url }, { name: 'b2', url: b2.url }], {}, { workers: 2 }));
