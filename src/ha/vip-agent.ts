@@ -13,6 +13,7 @@
 // sidecar stays make-before-break.
 
 import { setPriority } from 'node:os';
+import { createParser } from 'eventsource-parser';
 import type { VipEvent } from '../events.ts';
 import { log as rootLog, type Logger } from '../log.ts';
 import { Announcer } from './announcer.ts';
@@ -215,8 +216,7 @@ export async function runVipAgent(opts: VipAgentOptions): Promise<number> {
           log.info({ event: 'lease', admin: base, lease: l }, `the proxy's lease is ${l} ms: removing every VIP after ${l} ms of silence`);
         });
       }
-      await readEvents(res.body, (type, data) => {
-        arm();
+      await readEvents(res.body, arm, (type, data) => {
         if (type === 'ping') return heardLeases(pingLeases(data));
         if (type !== 'vip') return;
         let event: VipEvent;
@@ -271,33 +271,17 @@ export function raisePriority(log: Logger = rootLog.child({ component: 'vip-agen
   }
 }
 
-/** Reads `text/event-stream` and calls `onEvent(type, data)` per dispatched event. */
-async function readEvents(body: ReadableStream<Uint8Array>, onEvent: (type: string, data: string) => void): Promise<void> {
+/**
+ * Reads `text/event-stream` (parsed by eventsource-parser, as the WHATWG spec says) and
+ * calls `alive()` for every chunk received, whatever it holds, and `onEvent(type, data)`
+ * per dispatched event.
+ */
+async function readEvents(body: ReadableStream<Uint8Array>, alive: () => void, onEvent: (type: string, data: string) => void): Promise<void> {
+  const parser = createParser({ onEvent: (e) => onEvent(e.event ?? 'message', e.data) });
   const decoder = new TextDecoder();
-  let buffered = '';
-  let type = '';
-  let data: string[] = [];
   for await (const chunk of body) {
-    buffered += decoder.decode(chunk, { stream: true });
-    let nl: number;
-    while ((nl = buffered.indexOf('\n')) >= 0) {
-      let line = buffered.slice(0, nl);
-      buffered = buffered.slice(nl + 1);
-      if (line.endsWith('\r')) line = line.slice(0, -1);
-      if (line === '') {
-        // Any frame, even an id-only one, is a sign of life.
-        onEvent(type || (data.length > 0 ? 'message' : ''), data.join('\n'));
-        type = '';
-        data = [];
-        continue;
-      }
-      if (line.startsWith(':')) continue;
-      const colon = line.indexOf(':');
-      const field = colon < 0 ? line : line.slice(0, colon);
-      const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
-      if (field === 'event') type = value;
-      else if (field === 'data') data.push(value);
-    }
+    alive();
+    parser.feed(decoder.decode(chunk, { stream: true }));
   }
 }
 
