@@ -57,20 +57,24 @@ test('a stopped backend is marked down within interval × fall + timeout and com
   await until(() => backend.checksOk >= 2, 1000, 'first checks');
 
   const stoppedAt = performance.now();
+  const failedBefore = backend.checksFailed;
   await b1.stop();
-  await until(() => !backend.healthy, 2000, 'marked down');
+  await until(() => !backend.healthy, 5000, 'marked down');
   const downAfter = performance.now() - stoppedAt;
-  // The first failing check comes at most one interval (plus jitter) after the stop.
-  assert.ok(downAfter <= interval * 3 + timeout + 50, `down after ${Math.round(downAfter)}ms`);
+  // Down at the third failed check: the first comes at most one interval (plus jitter)
+  // after the stop, so interval × 3 + timeout on time; the allowance is for a busy
+  // machine's timers, the count is what must hold.
+  assert.ok(backend.checksFailed - failedBefore >= 3, `down after ${backend.checksFailed - failedBefore} failed checks`);
+  assert.ok(downAfter <= interval * 3 + timeout + 1000, `down after ${Math.round(downAfter)}ms`);
   assert.ok(downAfter >= interval * 2 - interval * 0.1, `not before three checks failed (${Math.round(downAfter)}ms)`);
   assert.match(backend.lastCheck!.detail, /ECONNREFUSED/);
   assert.equal(pool.byName.get('web2')!.healthy, true, 'the other backend is untouched');
 
   const okBefore = backend.checksOk;
   await b1.restart();
-  const upAfter = await until(() => backend.healthy, 2000, 'marked up');
+  const upAfter = await until(() => backend.healthy, 5000, 'marked up');
   assert.equal(backend.checksOk - okBefore, 2, 'up exactly at the second passed check');
-  assert.ok(upAfter <= interval * 2 + 50, `up after ${Math.round(upAfter)}ms`);
+  assert.ok(upAfter <= interval * 2 + 1000, `up after ${Math.round(upAfter)}ms`);
   assert.deepEqual(
     events.map((e) => `${e.backend} ${e.state}`),
     ['web1 down', 'web1 up'],
