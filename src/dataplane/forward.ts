@@ -303,8 +303,9 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
       if (next !== null) {
         this.release();
         this.retries++;
-        this.retrying = true;
-        this.pool.retriesInFlight++;
+        // Retries of refused connections take no place in the budget: when a backend dies they
+        // would fill it and turn away the retries of the requests it was answering.
+        if (kind !== 'connect') { this.retrying = true; this.pool.retriesInFlight++; }
         this.controller = null;
         // The cookie must name the backend that answers, not the one that failed.
         if (this.stickyCookie !== null) this.stickyCookie = this.pool.sticky!.setCookie(next, this.ctx.proto === 'https');

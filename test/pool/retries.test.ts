@@ -65,6 +65,30 @@ describe('retries and all-down behaviour through a real tandem process', () => {
     assert.equal(r2.requests, served, 'r2 served every 200 once');
   });
 
+  test('retries of refused connections take no place in the budget, so they cannot turn away the retry of a reset GET', async () => {
+    const [r1, r2] = await two();
+    const r3 = await startBackend({ name: 'r3' });
+    backends.push(r3);
+    const t = await startTandem(singlePool([{ name: 'r1', url: r1.url }, { name: 'r2', url: r2.url }, { name: 'r3', url: r3.url }],
+      { retries: 1, retryBudget: 20 }));
+    procs.push(t);
+    // r1 refuses, so the GETs sent to it go to the slow r2 and r3 and stay in flight there.
+    await r1.stop();
+    r2.delayMs = 4000;
+    r3.delayMs = 4000;
+    const N = 15;
+    const first = Array.from({ length: N }, () => get(t));
+    await until(async () => r2.requests + r3.requests === N, 10_000, 'every GET of the burst to reach r2 or r3');
+    // Then r3 resets what it gets next: those GETs need a retry from the budget.
+    await r1.restart();
+    r3.mode = 'reset';
+    const before = r3.requests;
+    const second = await Promise.all(Array.from({ length: 3 }, () => get(t)));
+    assert.ok(r3.requests > before, 'a GET of the second round reached the resetting r3');
+    assert.deepEqual(second.map((a) => a.status), [200, 200, 200], second.map((a) => a.body).join(','));
+    assert.deepEqual((await Promise.all(first)).map((a) => a.status), Array(N).fill(200));
+  });
+
   test('with panic on, a pool whose backends all fail their checks still sends traffic to all of them; without it, a 503', async () => {
     const hc = { path: '/healthz', interval: '100ms', timeout: '80ms', rise: 1, fall: 1 };
     const [r1, r2] = await two();
