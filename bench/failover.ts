@@ -40,6 +40,8 @@ interface Sample {
   detectToWireMs?: number;
   hookMs?: number;
   resets?: number;
+  /** Failed probes by why they failed (`timeout`, `ECONNRESET`, `status-503`...). */
+  why?: Record<string, number>;
 }
 
 interface Scenario {
@@ -155,13 +157,15 @@ function worst(p: Prober): number {
   return Math.max(0, ...p.outages().map((o) => o.ms));
 }
 
-function probeFigures(p: Prober): Pick<Sample, 'outageMs' | 'failed' | 'slow' | 'probes'> {
-  return { outageMs: worst(p), failed: p.failures().length, slow: p.slow().length, probes: p.results.length };
+function probeFigures(p: Prober): Pick<Sample, 'outageMs' | 'failed' | 'slow' | 'probes' | 'why'> {
+  const why: Record<string, number> = {};
+  for (const f of p.failures()) why[f.why] = (why[f.why] ?? 0) + 1;
+  return { outageMs: worst(p), failed: p.failures().length, slow: p.slow().length, probes: p.results.length, why };
 }
 
 /** Starts probing `vip` and resolves once the client got through. */
-async function probing(h: HaLab, vip: string): Promise<Prober> {
-  const p = h.probe(vip);
+async function probing(h: HaLab, vip: string, http = false): Promise<Prober> {
+  const p = h.probe(vip, { http });
   await p.connectedSince(0);
   await sleep(300);
   return p;
@@ -178,6 +182,17 @@ async function failback(h: HaLab, p: Prober): Promise<Sample> {
   await sleep(400);
   await p.stop();
   return probeFigures(p);
+}
+
+/** GET probes on vip-a while lb1 hands it over (SIGTERM) and takes it back once restarted. */
+async function handoverAndFailback(h: HaLab): Promise<Sample> {
+  await h.settle('vip-a', 'lb1');
+  await sleep(500);
+  const p = await probing(h, 'vip-a', true);
+  await h.signal('lb1', 'SIGTERM');
+  await h.settle('vip-a', 'lb2', 10_000);
+  await sleep(300);
+  return failback(h, p);
 }
 
 /** Wall-clock now, the clock tandem's log lines and `ip -ts` use. */
@@ -240,18 +255,17 @@ const scenarios: Scenario[] = [
   },
   {
     id: 'handover',
-    title: 'planned handover (SIGTERM) and failback after the preempt delay, hook run by tandem',
+    title: 'planned handover (SIGTERM) and failback after the preempt delay, hook run by tandem (a GET on each probe)',
     lab: { preemptDelay: 1000 },
     setup: startPair,
-    run: async (h) => {
-      await h.settle('vip-a', 'lb1');
-      await sleep(500);
-      const p = await probing(h, 'vip-a');
-      await h.signal('lb1', 'SIGTERM');
-      await h.settle('vip-a', 'lb2', 10_000);
-      await sleep(300);
-      return failback(h, p);
-    },
+    run: handoverAndFailback,
+  },
+  {
+    id: 'handover-app',
+    title: 'the same with backends that answer in 50 ms, as an application does: GETs in flight when the VIP moves',
+    lab: { preemptDelay: 1000, backendDelayMs: 50 },
+    setup: startPair,
+    run: handoverAndFailback,
   },
   {
     id: 'failback-sidecar',
@@ -326,14 +340,21 @@ function cell(xs: (number | undefined)[], unit = ''): string {
   return min === max ? `${r(min)}${unit}` : `${r(median(v))}${unit} (${r(min)}–${r(max)})`;
 }
 
+/** Failed probes of every run added up by cause, e.g. `ECONNRESET 2, timeout 1`. */
+function whyCell(samples: readonly Sample[]): string {
+  const sum = new Map<string, number>();
+  for (const s of samples) for (const [k, n] of Object.entries(s.why ?? {})) sum.set(k, (sum.get(k) ?? 0) + n);
+  return sum.size === 0 ? '—' : [...sum].map(([k, n]) => `${k} ${n}`).join(', ');
+}
+
 function table(results: Result[]): string {
   const rows = results.map(({ scenario: s, samples: x, error }) => {
     const note = error === null ? '' : ` **(stopped: ${error})**`;
-    return `| ${s.title}${note} | ${x.length} | ${cell(x.map((r) => r.outageMs), ' ms')} | ${cell(x.map((r) => r.failed))} | ${cell(x.map((r) => r.slow))} | ${cell(x.map((r) => r.killToArpMs), ' ms')} | ${cell(x.map((r) => r.detectToWireMs), ' ms')} | ${cell(x.map((r) => r.detectToArpMs), ' ms')} | ${cell(x.map((r) => r.hookMs), ' ms')} |`;
+    return `| ${s.title}${note} | ${x.length} | ${cell(x.map((r) => r.outageMs), ' ms')} | ${cell(x.map((r) => r.failed))} | ${cell(x.map((r) => r.slow))} | ${cell(x.map((r) => r.killToArpMs), ' ms')} | ${cell(x.map((r) => r.detectToWireMs), ' ms')} | ${cell(x.map((r) => r.detectToArpMs), ' ms')} | ${cell(x.map((r) => r.hookMs), ' ms')} | ${whyCell(x)} |`;
   });
   return [
-    '| scenario | runs | outage, median (range) | failed probes | probes > 100 ms | kill → client has new MAC | holder gone → first ARP on the wire | holder gone → client has new MAC | MASTER hook |',
-    '|---|--:|--:|--:|--:|--:|--:|--:|--:|',
+    '| scenario | runs | outage, median (range) | failed probes | probes > 100 ms | kill → client has new MAC | holder gone → first ARP on the wire | holder gone → client has new MAC | MASTER hook | failed probes of all runs, by cause |',
+    '|---|--:|--:|--:|--:|--:|--:|--:|--:|---|',
     ...rows,
   ].join('\n');
 }
@@ -373,7 +394,8 @@ async function main(): Promise<number> {
     '',
     `Commit ${commit()}; ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, Linux ${release()}, Node ${process.version}; ` +
       `load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')} before, ${loadAfter.map((l) => l.toFixed(2)).join(' ')} after. ` +
-      `${runs} runs per scenario. A client probes the VIP with a new TCP connection every 10 ms; an outage runs from the first ` +
+      `${runs} runs per scenario. A client probes the VIP with a new TCP connection every 10 ms (where the scenario says so, a GET on it that must be ` +
+      'answered below 500); an outage runs from the first ' +
       'probe that failed or took over 100 ms to the next one that did not; "holder gone" is the standby\'s log line that the ' +
       "holder's process died (ms resolution), \"first ARP on the wire\" the kernel's receive timestamp of the new holder's first " +
       "gratuitous ARP in the client's namespace (a packet socket), and \"new MAC\" the client's neighbour entry moving to the new holder (`ip -ts monitor neigh`).",

@@ -53,6 +53,8 @@ export interface LabOptions {
   readonly sidecar?: boolean;
   /** The built-in announcer (default) or scripts/vip-hook.sh. */
   readonly hook?: 'builtin' | 'script';
+  /** How long the backends take to answer a request (default 0: at once), as an application does. */
+  readonly backendDelayMs?: number;
 }
 
 export interface NodeProcess {
@@ -114,6 +116,7 @@ export class HaLab {
       nodes: options.nodes ?? ['lb1', 'lb2'],
       etcd: options.etcd ?? null,
       healthCheck: options.healthCheck ?? { interval: '500ms', timeout: '300ms' },
+      backendDelayMs: options.backendDelayMs ?? 0,
     };
     const lab = await Lab.create();
     try {
@@ -192,7 +195,7 @@ export class HaLab {
     const script = `
       const http = require('node:http');
       for (const host of ['10.213.0.21', '10.213.0.22']) {
-        http.createServer((req, res) => res.end('backend ' + host + '\\n')).listen(${LISTEN_PORT}, host);
+        http.createServer((req, res) => setTimeout(() => res.end('backend ' + host + '\\n'), ${this.opts.backendDelayMs})).listen(${LISTEN_PORT}, host);
       }`;
     this.backends = this.lab.spawn(this.ns.backends, [NODE, '-e', script]);
     for (let i = 0; i < 100; i++) {
@@ -511,6 +514,8 @@ interface ProbeResult {
   readonly at: number;
   readonly ok: boolean;
   readonly ms: number;
+  /** Why a probe failed: `timeout`, an error code such as `ECONNRESET`, or `status-503`. */
+  readonly why: string;
 }
 
 /** New TCP connections to a VIP from the client (with `http`, a GET on each), one every 10 ms, each given up after 1 s. */
@@ -533,19 +538,19 @@ export class Prober {
         const at = now();
         const s = ${http} ? http.get({ ...target, path: '/', agent: false }, (res) => {
           res.resume();
-          res.once('end', () => end(res.statusCode < 500));
+          res.once('end', () => end(res.statusCode < 500, 'status-' + res.statusCode));
         }) : net.connect(target);
         let done = false;
-        const end = (ok) => {
+        const end = (ok, why) => {
           if (done) return;
           done = true;
           clearTimeout(t);
           s.destroy();
-          process.stdout.write(at.toFixed(2) + ' ' + (ok ? 1 : 0) + ' ' + (now() - at).toFixed(2) + '\\n');
+          process.stdout.write(at.toFixed(2) + ' ' + (ok ? 1 : 0) + ' ' + (now() - at).toFixed(2) + ' ' + why + '\\n');
         };
-        const t = setTimeout(() => end(false), 1000);
-        if (!${http}) s.once('connect', () => end(true));
-        s.once('error', () => end(false));
+        const t = setTimeout(() => end(false, 'timeout'), 1000);
+        if (!${http}) s.once('connect', () => end(true, '-'));
+        s.once('error', (err) => end(false, err.code ?? 'error'));
       };
       setInterval(tick, 10);
       process.on('SIGTERM', () => setTimeout(() => process.exit(0), 1100));
@@ -556,9 +561,9 @@ export class Prober {
       buf += c.toString();
       let nl: number;
       while ((nl = buf.indexOf('\n')) >= 0) {
-        const [at, ok, ms] = buf.slice(0, nl).split(' ');
+        const [at, ok, ms, why] = buf.slice(0, nl).split(' ');
         buf = buf.slice(nl + 1);
-        this.results.push({ at: Number(at) - this.offset, ok: ok === '1', ms: Number(ms) });
+        this.results.push({ at: Number(at) - this.offset, ok: ok === '1', ms: Number(ms), why });
       }
     });
     this.done = new Promise((r) => this.child.once('exit', () => r()));
