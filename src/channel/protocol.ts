@@ -76,6 +76,8 @@ export type ToDataPlane =
   | { readonly t: 'snapshot'; readonly id: number }
   /** A VIP's address is about to move away (`leaving`), or stays or is gone: see src/dataplane/vacate.ts. */
   | { readonly t: 'vacate'; readonly id: number; readonly address: string; readonly leaving: boolean; readonly wait: number }
+  /** The VIP's new holder serves: answered (`vacated`) once no request on `address` awaits its answer, or after `wait` ms. */
+  | { readonly t: 'linger'; readonly id: number; readonly address: string; readonly wait: number }
   /** Open the access log file again (SIGUSR1, after logrotate renamed it); answered with `reopened`. */
   | { readonly t: 'reopen'; readonly id: number }
   | { readonly t: 'stop'; readonly timeout: number };
@@ -93,7 +95,7 @@ export type ToControlPlane =
   | { readonly t: 'ejected'; readonly pool: string; readonly backend: string; readonly ejected: boolean; readonly reason: string }
   /** id 0: pushed on the data plane's own timer. */
   | { readonly t: 'stats'; readonly id: number; readonly stats: DataPlaneStats }
-  /** Connections on the vacated address still open when the wait ended. */
+  /** Connections on the vacated address still open (for `linger`: still busy) when the wait ended. */
   | { readonly t: 'vacated'; readonly id: number; readonly open: number };
 
 /** True for the messages of this protocol (node:cluster's own never have `t`). */

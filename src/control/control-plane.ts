@@ -145,7 +145,7 @@ export class ControlPlane implements AdminRuntime {
       try {
         // Loaded here, not at the top: the benchmark's bare data plane runs without it.
         const { OperatorSide } = await import('./operator-side.ts');
-        plane.operator = await OperatorSide.start(plane, (...args) => plane.planes.vacate(...args), log);
+        plane.operator = await OperatorSide.start(plane, plane.planes, log);
       } catch (err) {
         await plane.close(0);
         throw err;

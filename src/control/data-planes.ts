@@ -187,10 +187,24 @@ export class DataPlaneSet extends EventEmitter<DataPlaneSetEvents> implements Re
    * Tells every data plane that the VIP at `address` is about to move away (or not any
    * more); resolves with the connections on it still open after `wait` ms, over all.
    */
-  async vacate(address: string, leaving: boolean, wait: number): Promise<number> {
+  vacate(address: string, leaving: boolean, wait: number): Promise<number> {
+    return this.vacated((id) => ({ t: 'vacate', id, address, leaving, wait }), wait);
+  }
+
+  /**
+   * Tells every data plane that the VIP at `address` has a new holder that serves;
+   * resolves once none has a request on it awaiting its answer (at most `wait` ms), with
+   * how many still had, over all.
+   */
+  linger(address: string, wait: number): Promise<number> {
+    return this.vacated((id) => ({ t: 'linger', id, address, wait }), wait);
+  }
+
+  /** Sends every started data plane the message `ask` makes; the sum of their `vacated` answers. */
+  private async vacated(ask: (id: number) => ToDataPlane, wait: number): Promise<number> {
     const asked = this.list().filter((s) => s.started).map((slot) => {
       const id = this.newId();
-      return this.request(slot, id, { t: 'vacate', id, address, leaving, wait }, wait + VACATE_ANSWER_MS);
+      return this.request(slot, id, ask(id), wait + VACATE_ANSWER_MS);
     });
     let open = 0;
     for (const answer of await Promise.all(asked)) if (answer?.t === 'vacated') open += answer.open;

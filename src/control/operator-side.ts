@@ -7,7 +7,7 @@ import type { Config, VipConfig } from '../config/types.ts';
 import { createMetrics, type Metrics } from '../admin/metrics.ts';
 import { startAdmin, type ReloadableAdmin } from '../admin/server.ts';
 import { RequestCounters } from '../dataplane/telemetry.ts';
-import type { HaHandle, HaOptions } from '../ha/index.ts';
+import type { HaHandle, Vacating } from '../ha/index.ts';
 import type { Logger } from '../log.ts';
 import type { ControlPlane } from './control-plane.ts';
 import { GatheringRegistry } from './registry.ts';
@@ -37,8 +37,8 @@ export class OperatorSide {
   }
 
   /** Starts the metrics, the admin API (when configured) and HA (when configured and a node is given). */
-  /** `vacate`: tells the data planes a VIP's address is about to move away, or not (src/dataplane/vacate.ts). */
-  static async start(plane: ControlPlane, vacate: NonNullable<HaOptions['vacate']>, log: Logger): Promise<OperatorSide> {
+  /** `vacating`: the data planes' side of a planned handover (src/dataplane/vacate.ts). */
+  static async start(plane: ControlPlane, vacating: Vacating, log: Logger): Promise<OperatorSide> {
     const counters = new RequestCounters();
     // Every scrape first gathers the data planes' counts into `counters`.
     const registry = new GatheringRegistry(() => plane.gather());
@@ -61,7 +61,7 @@ export class OperatorSide {
             ready: (vip: VipConfig) => plane.ready(vip.pools),
             log: log.child({ component: 'ha' }),
             leaseRenewFailed: (vip: string) => side.metrics.leaseRenewFailed(vip),
-            vacate,
+            vacating,
           });
         }
       }

@@ -62,6 +62,7 @@ export class DataPlaneAgent {
       case 'reinstate': this.reinstate(msg.pool, msg.backend, msg.age); return;
       case 'snapshot': this.end.send({ t: 'stats', id: msg.id, stats: this.stats() }); return;
       case 'vacate': void this.vacate(msg.id, msg.address, msg.leaving, msg.wait); return;
+      case 'linger': void (this.plane?.linger(msg.address, msg.wait) ?? Promise.resolve(0)).then((open) => this.end.send({ t: 'vacated', id: msg.id, open })); return;
       case 'reopen': void this.reopenLogs().then((error) => this.end.send({ t: 'reopened', id: msg.id, error })); return;
       case 'stop': void this.stop(msg.timeout, 0); return;
       default:

@@ -6,6 +6,7 @@
 // the data plane sees its requests fail.
 
 import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Config, ListenerConfig } from '../config/types.ts';
 import { EventBus } from '../events.ts';
 import type { Logger } from '../log.ts';
@@ -19,7 +20,7 @@ import { TrustedProxies } from './headers.ts';
 import { Listener, type ListenerState } from './server.ts';
 import { AccessLog } from './access-log.ts';
 import { liveLabels, RequestCounters, Telemetry } from './telemetry.ts';
-import { closedWithin, Vacancies } from './vacate.ts';
+import { closedWithin, LINGER_POLL_MS, LINGER_READ_MS, Vacancies } from './vacate.ts';
 
 /** A reload that has bound its new listeners and waits to be committed or aborted. */
 export interface PreparedConfig {
@@ -109,6 +110,30 @@ export class DataPlane implements ListenerState {
     const among = new Set(open);
     let busy = 0;
     for (const l of listeners) busy += l.closeIdle(among);
+    return busy;
+  }
+
+  /**
+   * The VIP at `address` has a new holder that serves, and the address is about to go
+   * (see departure.ts): requests already received on it get their answers out first.
+   * Gives a request still on its way in LINGER_READ_MS to be read, then waits until no
+   * connection on the address has one in flight, at most `wait` ms; resolves with how many
+   * still have.
+   */
+  async linger(address: string, wait: number): Promise<number> {
+    const until = performance.now() + wait;
+    await sleep(LINGER_READ_MS);
+    let busy = this.busyOn(address);
+    while (busy > 0 && performance.now() < until) {
+      await sleep(LINGER_POLL_MS);
+      busy = this.busyOn(address);
+    }
+    return busy;
+  }
+
+  private busyOn(address: string): number {
+    let busy = 0;
+    for (const l of this.listeners()) busy += l.busyOn(address);
     return busy;
   }
 

@@ -168,6 +168,13 @@ export class Http2Front {
     return { sessions, sockets };
   }
 
+  /** Sessions on local `address` told to go away that still finish streams in flight. */
+  closingOn(address: string): number {
+    let n = 0;
+    for (const s of this.sessions) if (s.closed && !s.destroyed && plainAddress((s as GuardedSession)[kRawSocket].localAddress) === address) n++;
+    return n;
+  }
+
   /** True when `socket` carries one of this front's sessions. */
   owns(socket: Socket): boolean {
     for (const s of this.sessions) if ((s as GuardedSession)[kRawSocket] === socket) return true;

@@ -186,9 +186,17 @@ export class Listener {
     let busy = 0;
     for (const socket of this.connections) {
       if (socket.destroyed || !among.has(socket)) continue;
-      const conn = (socket as TandemSocket)[kContext];
-      if (conn !== undefined && (conn.busy || (conn.held !== null && conn.held.length > 0))) busy++;
+      if (owesAnswer(socket)) busy++;
       else if (this.http2 === null || !this.http2.owns(socket)) socket.destroy();
+    }
+    return busy;
+  }
+
+  /** How many connections accepted on local `address` owe an answer (HTTP/2: sessions finishing streams). */
+  busyOn(address: string): number {
+    let busy = this.http2?.closingOn(address) ?? 0;
+    for (const socket of this.connections) {
+      if (!socket.destroyed && plainAddress(socket.localAddress) === address && owesAnswer(socket)) busy++;
     }
     return busy;
   }
@@ -233,6 +241,12 @@ function onConnection(this: TandemServer, socket: TandemSocket): void {
   (socket as Socket & { [kListener]?: Listener })[kListener] = listener;
 }
 
+
+/** True when an HTTP/1 connection has a request in flight or pipelined requests held. */
+function owesAnswer(socket: Socket): boolean {
+  const conn = (socket as TandemSocket)[kContext];
+  return conn !== undefined && (conn.busy || (conn.held !== null && conn.held.length > 0));
+}
 
 /** Ends a vacated connection after its last response, unless pipelined requests are still held. */
 function endIfDone(conn: Connection): void {

@@ -7,9 +7,20 @@
 // before it reuses them), the response in flight on a busy one goes out with
 // `Connection: close`, HTTP/2 sessions get a GOAWAY, and connections accepted on the
 // address until the VIP is gone are answered the same way. The elector waits for them
-// (bounded) and only then hands the lease over.
+// (bounded) and only then hands the lease over. Once the new holder serves, the answers
+// to requests this node received until then still leave from the VIP's address, so the
+// elector keeps the address until they are out (bounded too): it lingers.
 
 import type { Socket } from 'node:net';
+
+/**
+ * How long a lingering data plane lets requests still on their way in be read: bytes a
+ * client sent before the new holder's gratuitous ARP reached it arrive within a
+ * millisecond on a LAN, and a busy event loop reads them within a few.
+ */
+export const LINGER_READ_MS = 50;
+/** How often a lingering data plane looks whether the answers owed on the address are out. */
+export const LINGER_POLL_MS = 10;
 
 /** Normalizes an IPv4-mapped IPv6 address (a dual-stack listener's view) to IPv4. */
 export function plainAddress(address: string | undefined): string {

@@ -55,4 +55,6 @@ export interface ElectorOptions {
   readonly clock?: Clock;
   /** The VIP is about to leave this node in a planned handover, or not any more (see departure.ts). */
   readonly vacate?: (leaving: boolean, patient: boolean) => Promise<void>;
+  /** The successor serves: this node keeps the address until it answered what it received (see departure.ts). */
+  readonly linger?: () => Promise<void>;
 }

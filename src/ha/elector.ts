@@ -9,7 +9,7 @@
 //   it competes again once ready;
 // * make-before-break: a node that took a lease confirms it (first renew) only after its
 //   MASTER hook succeeded, and a node that lost a lease to a successor keeps the VIP until
-//   the successor serves;
+//   the successor serves and its own answers in flight are out (departure.ts);
 // * doubt: leader-only work, the MASTER hook first, runs under an AbortSignal that aborts
 //   once the lease is lost or a renewal has not been confirmed for half a lease, long
 //   before the lease can expire elsewhere.
@@ -69,7 +69,7 @@ export class Elector {
     this.readySince = null;
     this.faultUntil = 0;
     this.handingUntil = 0;
-    this.departure = new Departure(opts.vacate, () => this.phase === 'master', opts.handoverTimeout + opts.renewEvery);
+    this.departure = new Departure(opts.vacate, opts.linger, () => this.phase === 'master', opts.handoverTimeout + opts.renewEvery);
     this.doubtAt = Infinity;
     this.leaseEndsAt = 0;
     this.doubtTimer = null;
@@ -133,8 +133,7 @@ export class Elector {
       await this.settling;
       this.phase = 'stopped';
       this.clearDoubt();
-      this.unwatch?.();
-      this.unwatch = null;
+      this.unwatch?.(); this.unwatch = null;
     });
   }
 
@@ -248,6 +247,7 @@ export class Elector {
           return;
         }
         if (view.holder === null || view.serving || t >= this.handingUntil) {
+          await this.departure.linger();
           void this.enter('backup');
           this.schedule(true);
         }
@@ -367,6 +367,7 @@ export class Elector {
     this.phase = 'releasing';
     await this.departure.set(true, true);
     await this.opts.store.release(this.key, this.opts.node).catch((err: Error) => this.opts.log.warn({ vip: this.key, epoch: this.epoch, err: err.message }, `ha: ${this.key}: release failed: ${err.message}`));
+    await this.departure.linger();
     // Awaited: after a release or stop, the VIP is off this host when the caller goes on.
     await this.enter(state === 'BACKUP' ? 'backup' : state === 'FAULT' ? 'fault' : 'stopped');
   }

@@ -26,14 +26,24 @@ export interface HaOptions {
   /** True when this instance can serve `vip` (listeners bound, an available backend in its pools). */
   readonly ready: (vip: VipConfig) => boolean;
   readonly log: Logger;
-  /**
-   * A held VIP's `address` (without prefix length) is about to move to another node
-   * (`leaving`), or stays or is gone: the data planes wind down the connections on it
-   * (src/dataplane/vacate.ts). Resolves with those still open after `wait` ms.
-   */
-  readonly vacate?: (address: string, leaving: boolean, wait: number) => Promise<number>;
+  /** What the data planes do with the connections on a VIP's address when it moves. */
+  readonly vacating?: Vacating;
   /** Called on each failed lease renewal, for `tandem_lease_renew_failures_total{vip}`. */
   readonly leaseRenewFailed?: (vip: string) => void;
+}
+
+/** The data planes' side of a planned handover (src/dataplane/vacate.ts); `address` has no prefix length. */
+export interface Vacating {
+  /**
+   * A held VIP's address is about to move to another node (`leaving`), or stays or is
+   * gone: wind down the connections on it. Resolves with those still open after `wait` ms.
+   */
+  vacate(address: string, leaving: boolean, wait: number): Promise<number>;
+  /**
+   * Its new holder serves, and this node is about to remove the address: resolves once
+   * no request received on it awaits its answer, at most `wait` ms, with how many still do.
+   */
+  linger(address: string, wait: number): Promise<number>;
 }
 
 export interface HaHandle {
@@ -85,7 +95,8 @@ export async function startHa(opts: HaOptions): Promise<HaHandle> {
       handoverTimeout,
       log,
       renewFailed: opts.leaseRenewFailed === undefined ? undefined : () => opts.leaseRenewFailed?.(vip.name),
-      vacate: opts.vacate === undefined ? undefined : vacating(opts.vacate, vip, log),
+      vacate: opts.vacating === undefined ? undefined : vacating(opts.vacating, vip, log),
+      linger: opts.vacating === undefined ? undefined : lingering(opts.vacating, vip, log),
     }));
   }
   // Every elector runs its BACKUP hook (the defensive removal) before it competes.
@@ -126,12 +137,12 @@ export async function startHa(opts: HaOptions): Promise<HaHandle> {
  */
 export const VACATE_WAIT_MS = 1000;
 
-/** The elector's side of `HaOptions.vacate`: waits when patient, and logs what was still open. */
-function vacating(vacate: NonNullable<HaOptions['vacate']>, vip: VipConfig, log: Logger): (leaving: boolean, patient: boolean) => Promise<void> {
+/** The elector's side of `Vacating.vacate`: waits when patient, and logs what was still open. */
+function vacating(data: Vacating, vip: VipConfig, log: Logger): (leaving: boolean, patient: boolean) => Promise<void> {
   const address = vip.address.split('/')[0];
   return async (leaving, patient) => {
     const t0 = performance.now();
-    const open = await vacate(address, leaving, patient ? VACATE_WAIT_MS : 0).catch((err: Error) => {
+    const open = await data.vacate(address, leaving, patient ? VACATE_WAIT_MS : 0).catch((err: Error) => {
       log.warn({ vip: vip.name, err: err.message }, `ha: ${vip.name}: winding down its connections failed: ${err.message}`);
       return 0;
     });
@@ -139,6 +150,21 @@ function vacating(vacate: NonNullable<HaOptions['vacate']>, vip: VipConfig, log:
     const ms = Math.round(performance.now() - t0);
     if (open === 0) log.info({ vip: vip.name, address, ms }, `ha: ${vip.name}: connections on ${address} wound down in ${ms} ms; handing it over`);
     else log.warn({ vip: vip.name, address, ms, open }, `ha: ${vip.name}: ${open} connections on ${address} still busy after ${ms} ms; handing it over (they will be reset)`);
+  };
+}
+
+/** The elector's side of `Vacating.linger`, logged: how long the address stayed for answers still owed. */
+function lingering(data: Vacating, vip: VipConfig, log: Logger): () => Promise<void> {
+  const address = vip.address.split('/')[0];
+  return async () => {
+    const t0 = performance.now();
+    const busy = await data.linger(address, VACATE_WAIT_MS).catch((err: Error) => {
+      log.warn({ vip: vip.name, err: err.message }, `ha: ${vip.name}: waiting for answers in flight failed: ${err.message}`);
+      return 0;
+    });
+    const ms = Math.round(performance.now() - t0);
+    if (busy === 0) log.info({ vip: vip.name, address, ms }, `ha: ${vip.name}: answers in flight on ${address} sent in ${ms} ms; removing it`);
+    else log.warn({ vip: vip.name, address, ms, busy }, `ha: ${vip.name}: ${busy} requests on ${address} still unanswered after ${ms} ms; removing it (their answers are lost)`);
   };
 }
 

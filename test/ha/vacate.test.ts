@@ -71,8 +71,9 @@ class RawClient {
   }
 }
 
-test('a planned handover closes idle keep-alive connections on the VIP, answers the busy one whole with Connection: close and waits for it; other addresses keep theirs', async () => {
-  const backend = await startBackend({ name: 'b1' });
+/** One tandem node holding vip-a (127.0.0.2, log-only hook) in front of one backend named `name`. */
+async function holder(name: string): Promise<{ backend: TestBackend; t: TandemProcess; port: number }> {
+  const backend = await startBackend({ name });
   backends.push(backend);
   const yaml = `
 listeners:
@@ -82,7 +83,7 @@ routes:
 pools:
   web:
     backends:
-      - { name: b1, url: "${backend.url}" }
+      - { name: ${name}, url: "${backend.url}" }
 admin:
   address: 127.0.0.1:0
 ha:
@@ -96,7 +97,11 @@ ha:
   const t = await startTandem(yaml, { args: ['--node', 'lb1', '--workers', '1'] });
   procs.push(t);
   await t.waitForLog(/vip-a MASTER/, { from: 0 });
-  const port = Number(t.url.split(':').pop());
+  return { backend, t, port: Number(t.url.split(':').pop()) };
+}
+
+test('a planned handover closes idle keep-alive connections on the VIP, answers the busy one whole with Connection: close and waits for it; other addresses keep theirs', async () => {
+  const { backend, t, port } = await holder('b1');
 
   // Keep-alive connections: idle on the VIP, idle on the node's own address, one on the
   // VIP that will be busy with a slow answer when the handover starts, and one on the VIP
@@ -162,4 +167,51 @@ ha:
   // The lease store's counters are scraped with the rest.
   const metrics = await (await fetch(`${t.admin}/metrics`)).text();
   assert.match(metrics, /^tandem_ha_store_events_total\{store="peer",event="sent"\} \d+$/m);
+});
+
+test('once the VIP is handed over, the address stays until the requests it received are answered, also on connections opened during the handover', async () => {
+  const { backend, t, port } = await holder('b2');
+  const reached = async (n: number) => {
+    for (const deadline = performance.now() + 20_000; backend.requests < n;) {
+      assert.ok(performance.now() < deadline, `request ${n} reached the backend`);
+      await sleep(5);
+    }
+  };
+
+  // The handover waits for the answer in flight on a connection open when it starts…
+  backend.delayMs = (path) => (path === '/before' ? 800 : path === '/during' ? 1000 : 0);
+  const before = await RawClient.open(VIP, port);
+  const used = await RawClient.open(VIP, port);
+  const first = before.get('/before');
+  await reached(1);
+  const from = t.output().length;
+  const released = fetch(`${t.admin}/api/v1/vips/vip-a/release`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}',
+  });
+  // The handover has begun once an answer on the VIP says Connection: close.
+  for (let n = 0; ; n++) {
+    assert.ok(n < 2000, 'an answer on the VIP said Connection: close');
+    if (/connection: close/.test((await used.get('/used')).head)) break;
+    await sleep(10);
+  }
+  // …but not for a connection opened after it began, whose request is still at the
+  // backend when the lease is gone: the address must stay until that answer is out.
+  const during = await RawClient.open(VIP, port);
+  const seen = backend.requests;
+  const second = during.get('/during');
+  await reached(seen + 1);
+  const [a, b] = await Promise.all([first, second]);
+  assert.match(a.head, /^http\/1\.1 200/);
+  assert.match(b.head, /^http\/1\.1 200/);
+  assert.match(b.head, /connection: close/, 'a connection opened during the handover is told to close');
+  assert.equal(b.body, 'b2');
+  assert.equal((await within(released, 20_000, 'the release answers')).status, 200);
+  const line = await t.waitForLog(/answers in flight on 127\.0\.0\.2 sent in (\d+) ms; removing it/, { from });
+  await t.waitForLog(/vip hook \(log-only\): vip-a BACKUP/, { from });
+  const out = t.output().slice(from);
+  const lingered = /answers in flight on 127\.0\.0\.2 sent in (\d+) ms/.exec(out)!;
+  assert.ok(Number(lingered[1]) >= 100, `the address stayed for the answer still owed (${line[0]})`);
+  const backup = out.search(/vip hook \(log-only\): vip-a BACKUP/);
+  assert.ok(backup > lingered.index, 'the address is removed only after that');
+  for (const c of [before, used, during]) c.socket.destroy();
 });
