@@ -123,6 +123,7 @@ export class DataPlane implements ListenerState {
   async linger(address: string, wait: number): Promise<number> {
     const until = performance.now() + wait;
     await sleep(LINGER_READ_MS);
+    await new Promise((r) => setImmediate(r));
     let busy = this.busyOn(address);
     while (busy > 0 && performance.now() < until) {
       await sleep(LINGER_POLL_MS);

@@ -14,11 +14,12 @@
 import type { Socket } from 'node:net';
 
 /**
- * How long a lingering data plane lets requests still on their way in be read: bytes a
- * client sent before the new holder's gratuitous ARP reached it arrive within a
- * millisecond on a LAN, and a busy event loop reads them within a few.
+ * How long a lingering data plane lets requests still on their way in be read (and then
+ * one more turn of the event loop, whose poll phase reads them): bytes a client sent
+ * before the new holder's gratuitous ARP reached it arrive within a millisecond on a LAN.
+ * Kept short: the old holder still has the address meanwhile.
  */
-export const LINGER_READ_MS = 50;
+export const LINGER_READ_MS = 10;
 /** How often a lingering data plane looks whether the answers owed on the address are out. */
 export const LINGER_POLL_MS = 10;
 
