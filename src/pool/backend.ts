@@ -1,7 +1,8 @@
 import type buildConnectorType from 'undici/lib/core/connect.js';
 import { headerConnector, type ProxyVersion } from './proxy-header.ts';
+import { skippingContinue } from './interim.ts';
 import { upstreamTls, upstreamTlsKey } from './tls.ts';
-import { Pool as UndiciPool } from './undici.ts';
+import { buildConnector, Pool as UndiciPool } from './undici.ts';
 import type { BackendConfig, PoolConfig } from '../config/types.ts';
 import type { BackendState, CheckSummary } from '../events.ts';
 import { BUCKET_SLOTS, bucketOf } from '../histogram.ts';
@@ -158,10 +159,8 @@ export class Backend {
     const defaultPort = config.protocol === 'https:' ? 443 : 80;
     const host = config.host.includes(':') ? `[${config.host}]` : config.host;
     this.hostHeader = config.port === defaultPort ? host : `${host}:${config.port}`;
-    this.upstream = new UndiciPool(config.origin, {
-      ...upstreamOptions(pool, config),
-      ...upstreamTls(config, pool.tls ?? null, pool.connectTimeout),
-    });
+    const connect = upstreamTls(config, pool.tls ?? null, pool.connectTimeout)?.connect ?? buildConnector({ timeout: pool.connectTimeout, allowH2: false });
+    this.upstream = new UndiciPool(config.origin, { ...upstreamOptions(pool, config), connect: skippingContinue(connect) });
     this.proxyVersion = pool.proxyProtocol ?? null;
     this.privateUpstreams = new Set();
     this.connectWithHeader = this.proxyVersion === null ? null : headerConnector(config, pool.tls ?? null, pool.connectTimeout);
@@ -293,7 +292,7 @@ export class Backend {
    * shared). Ended with dropPrivate() when that client connection closes.
    */
   openPrivate(header: Buffer): UndiciPool {
-    const upstream = new UndiciPool(this.config.origin, { ...upstreamOptions(this.poolConfig, this.config), connect: this.connectWithHeader!(header) });
+    const upstream = new UndiciPool(this.config.origin, { ...upstreamOptions(this.poolConfig, this.config), connect: skippingContinue(this.connectWithHeader!(header)) });
     this.privateUpstreams.add(upstream);
     return upstream;
   }

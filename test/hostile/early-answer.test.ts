@@ -46,3 +46,26 @@ test('an early 401 to a 512 KiB upload is relayed with Connection: close and the
   assert.ok(ms < 4000, `closed after ${ms.toFixed(0)} ms`);
   assert.ok(!backend.bytes().includes('GET /next'), 'the pipelined request was not sent on behind the unread body');
 });
+
+test('interim answers a backend sends unasked (100 Continue, 102 Processing) are skipped: the client gets the final answer, and the connection stays in step', async () => {
+  const b = await RecordingBackend.start();
+  b.handler = (req, res) => {
+    res.writeContinue();
+    res.writeProcessing();
+    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': 2 });
+    res.end('ok');
+  };
+  const proxy = await startTandem(singlePool([{ name: 'rec', url: b.url }]));
+  try {
+    const address = [...proxy.listeners.values()][0];
+    const r = await exchange(address, 'GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n', {
+      until: (text) => (text.match(/\r\n\r\nok/g) ?? []).length === 2,
+    });
+    assert.deepEqual(r.statuses, [200, 200], r.text);
+    assert.equal(r.closed, false, 'the connection is kept alive');
+    assert.deepEqual(b.requests.map((q) => q.url), ['/a', '/b']);
+  } finally {
+    await proxy.stop();
+    await b.close();
+  }
+});
