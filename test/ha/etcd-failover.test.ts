@@ -203,6 +203,12 @@ describe('etcd store: tandem processes on a real etcd', { skip, concurrency: fal
     await sleep(3 * lease);
     assert.deepEqual(hookLines(log).filter((l) => l.t >= oneDown), [], `no hook ran while one member of three was down; lb1:\n${lb1.output()}`);
     assert.match(lb1.output(), new RegExp(`etcd ${followers[0].clientUrl.replaceAll('.', '\\.')}: `), 'the failed endpoint is logged with its address');
+    // And counted: requests, the failed attempts on that endpoint, the moves to the next.
+    const metrics = await (await fetch(`${lb1.admin}/metrics`)).text();
+    const count = (event: string) => Number(new RegExp(`^tandem_ha_store_events_total\\{store="etcd",event="${event}"\\} (\\d+)$`, 'm').exec(metrics)?.[1] ?? -1);
+    assert.ok(count('requests') > 0, 'etcd requests counted');
+    assert.ok(count('endpoint_errors') >= 1, `the dead member's errors counted (${count('endpoint_errors')})`);
+    assert.ok(count('failovers') >= 1, `the move to the next endpoint counted (${count('failovers')})`);
 
     // A second member dies: no quorum. lb1 cannot renew and steps down within its lease.
     const lostAt = Date.now();
