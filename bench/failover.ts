@@ -178,6 +178,11 @@ const startPair = async (h: HaLab): Promise<void> => {
 /** lb1 starts again and takes vip-a back; the probe stops a little after. */
 async function failback(h: HaLab, p: Prober): Promise<Sample> {
   await h.start('lb1');
+  return failedBack(h, p);
+}
+
+/** Once lb1 holds vip-a again, the probe stops a little after. */
+async function failedBack(h: HaLab, p: Prober): Promise<Sample> {
   await h.settle('vip-a', 'lb1', 10_000);
   await sleep(400);
   await p.stop();
@@ -279,6 +284,16 @@ const scenarios: Scenario[] = [
       await h.signal('lb1', 'SIGTERM', { agent: true });
       await sleep(300);
       return failback(h, await probing(h, 'vip-a'));
+    },
+  },
+  {
+    id: 'failback-link',
+    title: "failback after the holder's link was down, sidecar, lease 300 ms (probes from the link's return on)",
+    lab: { sidecar: true, lease: 300, renewEvery: 50, preemptDelay: 500 },
+    setup: startPair,
+    run: async (h) => {
+      await linkDown(h);
+      return failedBack(h, await probing(h, 'vip-a'));
     },
   },
   {
