@@ -31,7 +31,7 @@ export interface BenchOptions {
   load?: LoadId | 'both';
   /** Directory for the JSON and Markdown reports (default bench/results). */
   out?: string;
-  /** A ~40 s smoke run: fewer, shorter rounds. */
+  /** A ~1 minute smoke run: fewer, shorter rounds. */
   quick?: boolean;
   /** Seconds of unrecorded load per target and case before round 1 (default 3; --quick: 0.5). */
   warmup?: number;
