@@ -107,11 +107,18 @@ admin: false
 `;
 }
 
-/** HAProxy or nginx on a port picked here, in front of the origin's first port. */
-async function startNative(ctx: TargetContext, start: (o: NativeOptions) => Promise<Service>): Promise<RunningTarget> {
-  const port = await freePort();
-  const service = await start({ dir: ctx.dir, port, upstream: ctx.backend.urls[0].slice('http://'.length) });
-  return running(service, port);
+/** HAProxy or nginx on a port picked here, in front of the origin's first port; skipped where not installed. */
+function nativeTarget(id: 'haproxy' | 'nginx', label: string, description: string, start: (o: NativeOptions) => Promise<Service>): TargetSpec {
+  return {
+    id, label, description,
+    optional: false,
+    missing: () => missingReason(id),
+    start: async (ctx) => {
+      const port = await freePort();
+      const service = await start({ dir: ctx.dir, port, upstream: ctx.backend.urls[0].slice('http://'.length) });
+      return running(service, port);
+    },
+  };
 }
 
 /** `tandem run` exactly as users start it, on `config` (the realistic one by default). */
@@ -184,22 +191,8 @@ export const TARGETS: readonly TargetSpec[] = [
       return running(s, s.info.port as number);
     },
   },
-  {
-    id: 'haproxy',
-    label: 'HAProxy',
-    description: 'haproxy -db, nbthread 1, http-reuse always (idle origin connections shared), option forwardfor, no logging',
-    optional: false,
-    missing: () => missingReason('haproxy'),
-    start: (ctx) => startNative(ctx, startHaproxy),
-  },
-  {
-    id: 'nginx',
-    label: 'nginx',
-    description: "nginx -g 'daemon off;', 1 worker_process, upstream keepalive 128 over HTTP/1.1, X-Forwarded-For set, access log off",
-    optional: false,
-    missing: () => missingReason('nginx'),
-    start: (ctx) => startNative(ctx, startNginx),
-  },
+  nativeTarget('haproxy', 'HAProxy', 'haproxy -db, nbthread 1, http-reuse always (idle origin connections shared), option forwardfor, no logging', startHaproxy),
+  nativeTarget('nginx', 'nginx', "nginx -g 'daemon off;', 1 worker_process, upstream keepalive 128 over HTTP/1.1, X-Forwarded-For set, access log off", startNginx),
   {
     id: 'tandem-min',
     label: 'tandem, features off',
