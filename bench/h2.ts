@@ -8,12 +8,13 @@
 // median req/s and tandem's ratio to it. Absolute figures depend on the machine; ratios
 // within one run are what to compare.
 
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startBackend } from './backend.ts';
+import { findBinary, freePort, startHaproxy, startNginx, type NativeTls } from './targets/native.ts';
 import { spawnService, type Service } from './targets/process.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
@@ -22,51 +23,6 @@ interface Target {
   readonly id: string;
   readonly port: number;
   stop(): Promise<void>;
-}
-
-function installed(cmd: string): string | null {
-  for (const dir of ['/usr/sbin', '/usr/bin', '/usr/local/sbin', '/usr/local/bin']) {
-    try {
-      execFileSync('test', ['-x', join(dir, cmd)]);
-      return join(dir, cmd);
-    } catch { /* not there */ }
-  }
-  return null;
-}
-
-async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
-/** Starts a native server and waits until its port accepts connections. */
-async function native(id: string, cmd: string, args: string[], port: number): Promise<Target> {
-  const child: ChildProcess = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  child.stderr!.on('data', (d) => { err += d; });
-  const { connect } = await import('node:net');
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const ok = await new Promise<boolean>((r) => {
-      const s = connect(port, '127.0.0.1', () => { s.destroy(); r(true); });
-      s.on('error', () => r(false));
-    });
-    if (ok) break;
-    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`${id} did not start: ${err}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return {
-    id, port,
-    stop: () => new Promise<void>((r) => {
-      if (child.exitCode !== null) return r();
-      child.once('exit', () => r());
-      child.kill('SIGTERM');
-    }),
-  };
 }
 
 function h2load(port: number, requests: number): number {
@@ -82,7 +38,7 @@ async function main(): Promise<void> {
   const { values } = parseArgs({ options: { rounds: { type: 'string', default: '3' }, requests: { type: 'string', default: '20000' } } });
   const rounds = Number(values.rounds);
   const requests = Number(values.requests);
-  if (installed('h2load') === null) {
+  if (findBinary('h2load') === null) {
     process.stderr.write('bench/h2.ts: h2load is not installed (Debian: apt-get install nghttp2-client)\n');
     process.exit(1);
   }
@@ -91,7 +47,8 @@ async function main(): Promise<void> {
   const key = join(dir, 'key.pem');
   execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=localhost',
     '-keyout', key, '-out', cert], { stdio: 'ignore' });
-  writeFileSync(join(dir, 'combined.pem'), readFileSync(cert, 'utf8') + readFileSync(key, 'utf8'));
+  const tls: NativeTls = { cert, key, combined: join(dir, 'combined.pem') };
+  writeFileSync(tls.combined, readFileSync(cert, 'utf8') + readFileSync(key, 'utf8'));
   const origin = await startBackend(1);
   const upstream = origin.urls[0].slice('http://'.length);
   const targets: Target[] = [];
@@ -108,49 +65,11 @@ admin: false
     const tandem: Service = await spawnService([join(ROOT, 'src/cli.ts'), 'run', '-c', join(dir, 'tandem.yaml')], { ready: /"event":"start"/ });
     targets.push({ id: 'tandem', port: tport, stop: () => tandem.stop() });
 
-    const haproxy = installed('haproxy');
-    if (haproxy !== null) {
+    for (const [id, start] of [['haproxy', startHaproxy], ['nginx', startNginx]] as const) {
+      if (findBinary(id) === null) continue;
       const port = await freePort();
-      writeFileSync(join(dir, 'haproxy.cfg'), `global
-  nbthread 1
-defaults
-  mode http
-  timeout connect 2s
-  timeout client 30s
-  timeout server 30s
-frontend fe
-  bind 127.0.0.1:${port} ssl crt ${join(dir, 'combined.pem')} alpn h2,http/1.1
-  default_backend be
-backend be
-  http-reuse always
-  server app1 ${upstream}
-`);
-      targets.push(await native('haproxy', haproxy, ['-f', join(dir, 'haproxy.cfg'), '-db'], port));
-    }
-    const nginx = installed('nginx');
-    if (nginx !== null) {
-      const port = await freePort();
-      writeFileSync(join(dir, 'nginx.conf'), `daemon off;
-worker_processes 1;
-pid ${join(dir, 'nginx.pid')};
-error_log ${join(dir, 'nginx-error.log')};
-events { worker_connections 1024; }
-http {
-  access_log off;
-  # nginx closes a connection after 1000 requests by default; h2load does not reconnect.
-  keepalive_requests 10000000;
-  client_body_temp_path ${dir};
-  proxy_temp_path ${dir};
-  upstream app { server ${upstream}; keepalive 32; }
-  server {
-    listen 127.0.0.1:${port} ssl http2;
-    ssl_certificate ${cert};
-    ssl_certificate_key ${key};
-    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-`);
-      targets.push(await native('nginx', nginx, ['-c', join(dir, 'nginx.conf'), '-p', dir], port));
+      const service = await start({ dir, port, upstream, tls });
+      targets.push({ id, port, stop: () => service.stop() });
     }
 
     // Warm-up, unrecorded.

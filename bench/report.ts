@@ -1,16 +1,18 @@
 // The benchmark's results: the JSON report's shape, the per-round ratios and their
-// medians, the issue's goals checked against them, and the Markdown table.
+// medians, the issues' goals checked against them, and the Markdown table.
 
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
 import { join } from 'node:path';
 
-/** One autocannon run of one target on one body case. */
+/** One load run (autocannon or wrk) of one target on one body case. */
 export interface RunResult {
   /** 1-based; warm-up runs are not recorded. */
   readonly round: number;
   readonly case: string;
+  /** The load generator: `autocannon` or `wrk`. */
+  readonly load: string;
   readonly target: string;
   /** Place of this target in its round's order, 0-based. */
   readonly position: number;
@@ -18,11 +20,11 @@ export interface RunResult {
   /** Completed requests per second: total responses / duration. */
   readonly rps: number;
   readonly requests: number;
-  /** Response bytes per second as autocannon counted them. */
+  /** Response bytes per second as the load generator counted them. */
   readonly bytesPerSecond: number;
-  /** Milliseconds, as autocannon reports them (whole ms below 1 s). */
+  /** Milliseconds: whole ms below 1 s from autocannon, µs resolution from wrk. */
   readonly latency: { readonly p50: number; readonly p90: number; readonly p99: number; readonly mean: number; readonly max: number };
-  /** Connection errors (resets, refusals), timeouts and answers outside 2xx. */
+  /** Connection errors (resets, refusals), timeouts and answers outside 2xx (wrk: 400 and above). */
   readonly errors: number;
   readonly timeouts: number;
   readonly non2xx: number;
@@ -66,8 +68,10 @@ export interface Ratio {
   readonly cpuByRound: readonly number[];
 }
 
+/** One body case under one load generator. */
 export interface CaseReport {
   readonly id: string;
+  readonly load: string;
   readonly path: string;
   readonly bodyBytes: number;
   readonly targets: readonly TargetSummary[];
@@ -75,13 +79,19 @@ export interface CaseReport {
   readonly ratios: readonly Ratio[];
 }
 
-/** One of the issue's performance goals as this run measured it. */
+/** One of the issues' performance goals as this run measured it. */
 export interface GoalCheck {
+  /** The issue that set the goal. */
+  readonly issue: number;
   readonly case: string;
+  readonly load: string;
   readonly goal: string;
+  /** The median per-round ratio of the subject to the other target. */
   readonly measured: number;
   readonly bound: number;
-  /** null: a target it needs was not run. */
+  /** The two medians behind the ratio, for a reader; empty when not run. */
+  readonly figures: string;
+  /** null: a target it needs was not run, or its figure could not be read. */
   readonly met: boolean | null;
 }
 
@@ -106,12 +116,16 @@ export interface Settings {
   readonly connections: number;
   readonly pipelining: number;
   readonly subject: string;
+  /** Load generators, each run on every target and case. */
+  readonly loads: readonly string[];
   readonly targets: readonly { readonly id: string; readonly label: string; readonly description: string }[];
+  /** Targets and load generators asked for but not installed here, and why. */
+  readonly skipped: readonly { readonly id: string; readonly reason: string }[];
   readonly cases: readonly { readonly id: string; readonly path: string; readonly bodyBytes: number }[];
 }
 
 export interface Report {
-  readonly schema: 'tandem-bench/1';
+  readonly schema: 'tandem-bench/2';
   readonly startedAt: string;
   readonly finishedAt: string;
   readonly settings: Settings;
@@ -130,10 +144,10 @@ export function median(values: readonly number[]): number {
   return s.length % 2 === 1 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
 }
 
-/** Medians per target and the subject's ratios, for every case of the settings. */
+/** Medians per target and the subject's ratios, for every load generator and case of the settings. */
 export function summarize(settings: Settings, runs: readonly RunResult[]): CaseReport[] {
-  return settings.cases.map((c) => {
-    const ofCase = runs.filter((r) => r.case === c.id);
+  return settings.loads.flatMap((load) => settings.cases.map((c) => {
+    const ofCase = runs.filter((r) => r.case === c.id && r.load === load);
     const targets = settings.targets.map((t): TargetSummary => {
       const mine = ofCase.filter((r) => r.target === t.id).sort((a, b) => a.round - b.round);
       return {
@@ -173,33 +187,50 @@ export function summarize(settings: Settings, runs: readonly RunResult[]): CaseR
         });
       }
     }
-    return { id: c.id, path: c.path, bodyBytes: c.bodyBytes, targets, ratios };
-  });
+    return { id: c.id, load, path: c.path, bodyBytes: c.bodyBytes, targets, ratios };
+  }));
 }
 
-/** The issue's targets, as ratios measured in the same run. */
-export function checkGoals(cases: readonly CaseReport[]): GoalCheck[] {
+/** The issues' targets, as ratios measured in the same run. */
+export function checkGoals(cases: readonly CaseReport[], subjectId: string): GoalCheck[] {
   const out: GoalCheck[] = [];
   for (const c of cases) {
-    const ratio = (id: string) => c.ratios.find((r) => r.target === id);
-    const atLeast = (id: string, bound: number, goal: string) => {
-      const r = ratio(id);
-      out.push({ case: c.id, goal, bound, measured: r?.rps ?? Number.NaN, met: r === undefined ? null : r.rps >= bound });
+    const subject = c.targets.find((t) => t.target === subjectId);
+    const check = (issue: number, id: string, metric: 'rps' | 'p99' | 'cpu', bound: number, goal: string) => {
+      const r = c.ratios.find((x) => x.target === id);
+      const other = c.targets.find((t) => t.target === id);
+      const measured = r === undefined ? Number.NaN : r[metric];
+      const met = !Number.isFinite(measured) ? null : metric === 'rps' ? measured >= bound : measured <= bound;
+      const figures = subject === undefined || r === undefined || other === undefined ? '' : `${figure(subject, metric)} vs ${figure(other, metric)}`;
+      out.push({ issue, case: c.id, load: c.load, goal, bound, measured, figures, met });
     };
-    const p99NoWorse = (id: string, goal: string) => {
-      const r = ratio(id);
-      out.push({ case: c.id, goal, bound: 1, measured: r?.p99 ?? Number.NaN, met: r === undefined ? null : r.p99 <= 1 });
-    };
-    atLeast('http-proxy-3', 2.2, 'req/s ≥ 2.2 × http-proxy-3');
-    atLeast('fastify-http-proxy', 1.5, 'req/s ≥ 1.5 × @fastify/http-proxy');
-    atLeast('undici-floor', 0.9, 'req/s within 10% of the bare undici floor');
+    check(6, 'http-proxy-3', 'rps', 2.2, 'req/s ≥ 2.2 × http-proxy-3');
+    check(6, 'fastify-http-proxy', 'rps', 1.5, 'req/s ≥ 1.5 × @fastify/http-proxy');
+    check(6, 'undici-floor', 'rps', 0.9, 'req/s within 10% of the bare undici floor');
     // Features off through the same `tandem run` process model, so the check measures the
     // features and not the primary/worker split as well (tandem-bare drops both).
-    atLeast('tandem-min', 0.9, 'features on within 10% of features off');
-    p99NoWorse('http-proxy-3', 'p99 no worse than http-proxy-3');
-    p99NoWorse('fastify-http-proxy', 'p99 no worse than @fastify/http-proxy');
+    check(6, 'tandem-min', 'rps', 0.9, 'features on within 10% of features off');
+    check(6, 'http-proxy-3', 'p99', 1, 'p99 no worse than http-proxy-3');
+    check(6, 'fastify-http-proxy', 'p99', 1, 'p99 no worse than @fastify/http-proxy');
+    check(16, 'haproxy', 'cpu', 2, 'CPU per request ≤ 2 × HAProxy\'s');
+    check(16, 'haproxy', 'p99', 2, 'p99 ≤ 2 × HAProxy\'s');
+    for (const id of ['undici-floor', 'fastify-http-proxy', 'http-proxy-3']) {
+      check(16, id, 'rps', 1.5, `req/s ≥ 1.5 × ${c.targets.find((t) => t.target === id)?.label ?? id}`);
+    }
   }
   return out;
+}
+
+function figure(t: TargetSummary, metric: 'rps' | 'p99' | 'cpu'): string {
+  if (metric === 'rps') return `${Number.isFinite(t.rps) ? int.format(t.rps) : '–'} req/s`;
+  if (metric === 'p99') return `${fmtMs(t.p99)} ms`;
+  return `${Number.isFinite(t.cpuMicrosPerRequest) ? int.format(t.cpuMicrosPerRequest) : '–'} µs`;
+}
+
+/** The goals of one issue as plain lines, for the end of the console output. */
+export function goalLines(report: Report, issue: number): string[] {
+  return report.goals.filter((g) => g.issue === issue).map((g) => `${g.case}, ${g.load}: tandem ${g.goal}: `
+    + (g.met === null ? 'not run' : `${fmtRatio(g.measured)} (${g.figures}): ${g.met ? 'met' : 'not met'}`));
 }
 
 function sum(values: readonly number[]): number {
@@ -281,7 +312,7 @@ export function markdown(report: Report): string {
   const subject = s.targets.find((t) => t.id === s.subject)?.label ?? s.subject;
   const lines: string[] = [];
   for (const c of report.cases) {
-    lines.push(`#### ${c.id}: \`GET ${c.path}\`, ${c.bodyBytes} B body`, '');
+    lines.push(`#### ${c.id}: \`GET ${c.path}\`, ${c.bodyBytes} B body, ${c.load}`, '');
     lines.push(`| target | req/s | p50 ms | p90 ms | p99 ms | errors | non-2xx | CPU µs/req | RSS MiB | ${subject} ÷ target: req/s | p99 | CPU/req |`);
     lines.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
     for (const t of c.targets) {
@@ -293,16 +324,16 @@ export function markdown(report: Report): string {
     }
     lines.push('');
   }
-  if (report.goals.length > 0) {
-    lines.push(`#### Goals (issue 6), as measured in this run`, '');
-    lines.push('| case | goal | measured | met |', '|---|---|--:|:-:|');
-    for (const g of report.goals) {
-      lines.push(`| ${g.case} | ${g.goal} | ${fmtRatio(g.measured)} | ${g.met === null ? 'not run' : g.met ? 'yes' : 'no'} |`);
+  for (const issue of [...new Set(report.goals.map((g) => g.issue))]) {
+    lines.push(`#### Goals of issue ${issue}, as measured in this run`, '');
+    lines.push('| case | load | goal | tandem ÷ target | medians | met |', '|---|---|---|--:|---|:-:|');
+    for (const g of report.goals.filter((x) => x.issue === issue)) {
+      lines.push(`| ${g.case} | ${g.load} | ${g.goal} | ${fmtRatio(g.measured)} | ${g.figures} | ${g.met === null ? 'not run' : g.met ? 'yes' : 'no'} |`);
     }
     lines.push('');
   }
-  lines.push(`Medians of ${s.rounds} round${s.rounds === 1 ? '' : 's'} of ${s.durationSeconds} s per target and case (after ${s.warmupSeconds} s of warm-up each), `
-    + `autocannon -c ${s.connections}, pipelining ${s.pipelining}, targets in a rotated order each round. `
+  lines.push(`Medians of ${s.rounds} round${s.rounds === 1 ? '' : 's'} of ${s.durationSeconds} s per target, case and load generator (after ${s.warmupSeconds} s of warm-up each), `
+    + `${s.loads.map((l) => (l === 'wrk' ? `wrk -t1 -c ${s.connections}` : `autocannon -c ${s.connections}, pipelining ${s.pipelining}`)).join('; ')}; targets in a rotated order each round. `
     + `Ratios are computed within each round, then the median is taken. Errors count connection errors and timeouts. `
     + `CPU µs/req is the CPU time of the target's processes during a run divided by the requests it served (for the origin: the origin's own); `
     + `it is the figure other load on the machine disturbs least.`, '');
@@ -313,6 +344,7 @@ export function markdown(report: Report): string {
   lines.push(`Run ${report.startedAt} – ${report.finishedAt}.`, '');
   lines.push('Targets:', '');
   for (const t of s.targets) lines.push(`- **${t.label}** (\`${t.id}\`): ${t.description}`);
+  for (const t of s.skipped) lines.push(`- \`${t.id}\`: skipped, ${t.reason}`);
   lines.push('');
   return lines.join('\n');
 }

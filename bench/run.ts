@@ -1,21 +1,20 @@
 // `npm run bench`: tandem side by side with the origin alone and with
 // the other ways of building a reverse proxy on Node, in one run.
 //
-// Every server is its own process, and so is the load generator (autocannon, driven
-// over IPC), so no two of them share an event loop. On a small machine they still share
+// Every server is its own process, and so is the load generator (autocannon driven over
+// IPC, or wrk), so no two of them share an event loop. On a small machine they still share
 // the cores: absolute figures say as much about the machine as about the proxy, which is
 // why the report leads with ratios taken within each round. Targets run in a rotated
 // order each round, so none is always measured first or last. See bench/README.md.
 
-import { fork, type ChildProcess } from 'node:child_process';
-import { createRequire } from 'node:module';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { LARGE_PATH, LARGE_SIZE, SMALL_BODY, startBackend, type Backend } from './backend.ts';
-import { checkGoals, machineInfo, markdown, summarize, type Report, type RunResult, type Settings } from './report.ts';
+import { LOADS, loadMissing, startLoad, type LoadGenerator, type LoadId } from './load.ts';
+import { checkGoals, goalLines, machineInfo, markdown, summarize, type Report, type RunResult, type Settings } from './report.ts';
 import { SUBJECT, selectTargets, type RunningTarget, type TargetSpec } from './targets/index.ts';
 import { treeCpuSeconds, treeRss } from './targets/process.ts';
 
@@ -26,11 +25,13 @@ export interface BenchOptions {
   rounds?: number;
   /** Seconds per measured run (default 4; --quick: 1). */
   duration?: number;
-  /** autocannon connections (default 50). */
+  /** Connections of the load generator (default 50). */
   connections?: number;
+  /** Load generator: autocannon (default), wrk, or both, each on every target and case. */
+  load?: LoadId | 'both';
   /** Directory for the JSON and Markdown reports (default bench/results). */
   out?: string;
-  /** A ~40 s smoke run: fewer, shorter rounds. */
+  /** A ~1 minute smoke run: fewer, shorter rounds. */
   quick?: boolean;
   /** Seconds of unrecorded load per target and case before round 1 (default 3; --quick: 0.5). */
   warmup?: number;
@@ -80,6 +81,8 @@ export async function bench(opts: BenchOptions = {}): Promise<number> {
   }
   log('');
   log(markdown(outcome.report));
+  log('Goals of issue 16 (never fail the run):');
+  for (const line of goalLines(outcome.report, 16)) log(`  ${line}`);
   log(`report: ${outcome.jsonFile}`);
   log(`table:  ${outcome.markdownFile}`);
   return 0;
@@ -113,6 +116,23 @@ export async function runBenchmark(opts: BenchOptions = {}): Promise<BenchOutcom
   } catch (err) {
     throw new OptionError((err as Error).message);
   }
+  const load = opts.load ?? 'autocannon';
+  if (load !== 'both' && !LOADS.includes(load)) throw new OptionError(`--load must be autocannon, wrk or both (got ${load})`);
+  // A program this machine lacks skips its target or load generator, with the reason.
+  const skipped: { id: string; reason: string }[] = [];
+  specs = specs.filter((spec) => {
+    const reason = spec.missing?.() ?? null;
+    if (reason !== null) skipped.push({ id: spec.id, reason });
+    return reason === null;
+  });
+  const loads = (load === 'both' ? [...LOADS] : [load]).filter((id) => {
+    const reason = loadMissing(id);
+    if (reason !== null) skipped.push({ id, reason });
+    return reason === null;
+  });
+  for (const s of skipped) log(`skipped ${s.id}: ${s.reason}`);
+  if (loads.length === 0) throw new OptionError(`no load generator left to run: ${skipped.map((s) => s.reason).join('; ')}`);
+  if (specs.length === 0) throw new OptionError('no target left to run');
   const cases = opts.cases === undefined ? [...CASES] : opts.cases.map((id) => {
     const c = CASES.find((x) => x.id === id);
     if (c === undefined) throw new OptionError(`unknown case '${id}' (known: ${CASES.map((x) => x.id).join(', ')})`);
@@ -127,28 +147,31 @@ export async function runBenchmark(opts: BenchOptions = {}): Promise<BenchOutcom
     connections,
     pipelining: 1,
     subject: SUBJECT,
+    loads,
     targets: specs.map((t) => ({ id: t.id, label: t.label, description: t.description })),
+    skipped,
     cases,
   };
   const machine = machineInfo(ROOT);
   const startedAt = new Date().toISOString();
-  const totalRuns = rounds * cases.length * specs.length;
+  const totalRuns = rounds * loads.length * cases.length * specs.length;
   const estimate = Math.round(cases.length * specs.length * (warmup > 0 ? warmup + settle / 1000 : 0)
     + totalRuns * (duration + settle / 1000) + 3);
-  log(`bench: ${specs.length} targets × ${cases.length} cases × ${rounds} rounds of ${duration} s, `
-    + `autocannon -c ${connections}; about ${estimate} s`);
+  log(`bench: ${specs.length} targets × ${cases.length} cases × ${loads.length} load generator${loads.length === 1 ? '' : 's'} × ${rounds} rounds of ${duration} s, `
+    + `${loads.join(' and ')} -c ${connections}; about ${estimate} s`);
   log(`machine: ${machine.nproc} CPUs, ${machine.cpuModel}, Node ${machine.node}, load ${machine.loadavg.join(' ')}`);
 
   const dir = mkdtempSync(join(tmpdir(), 'tandem-bench-'));
   let backend: Backend | null = null;
   const running = new Map<string, RunningTarget>();
-  let loader: LoadGenerator | null = null;
+  const loaders: LoadGenerator[] = [];
   // Ctrl-C reaches the children through the process group; a plain SIGTERM to this
-  // process alone would orphan them, so kill them on the way out.
+  // process alone would orphan them, so end them on the way out. Targets get SIGTERM, not
+  // SIGKILL: nginx's master and tandem's primary then take their workers with them.
   const onSignal = (signal: NodeJS.Signals) => {
-    loader?.child.kill('SIGKILL');
+    for (const l of loaders) l.kill();
     backend?.service.child.kill('SIGKILL');
-    for (const t of running.values()) if (t.pid !== null && t.pid !== backend?.service.child.pid) process.kill(t.pid, 'SIGKILL');
+    for (const t of running.values()) if (t.pid !== null && t.pid !== backend?.service.child.pid) process.kill(t.pid, 'SIGTERM');
     process.exit(signal === 'SIGINT' ? 130 : 143);
   };
   process.once('SIGINT', onSignal);
@@ -166,11 +189,12 @@ export async function runBenchmark(opts: BenchOptions = {}): Promise<BenchOutcom
     for (const spec of specs) await checkTarget(spec, running.get(spec.id)!, cases);
     log(`started: backend ${backend.urls.join(' ')}; ${specs.map((s) => `${s.id} ${running.get(s.id)!.url}`).join(', ')}`);
 
-    loader = await LoadGenerator.start();
+    for (const id of loads) loaders.push(await startLoad(id, dir));
+    // The JIT does not care which client sends the load: the first generator warms up alone.
     if (warmup > 0) {
       for (const c of cases) {
         for (const spec of specs) {
-          const r = await loader.run(running.get(spec.id)!.url + c.path, connections, warmup);
+          const r = await loaders[0].run(running.get(spec.id)!.url + c.path, connections, warmup);
           log(`warm-up  ${c.id.padEnd(5)} ${spec.label.padEnd(22)} ${fmtRps(r.rps)} req/s`);
           await sleep(settle);
         }
@@ -182,7 +206,7 @@ export async function runBenchmark(opts: BenchOptions = {}): Promise<BenchOutcom
     for (let round = 1; round <= rounds; round++) {
       const shift = (round - 1) % specs.length;
       const order = [...specs.slice(shift), ...specs.slice(0, shift)];
-      for (const c of cases) {
+      for (const loader of loaders) for (const c of cases) {
         for (const [position, spec] of order.entries()) {
           const target = running.get(spec.id)!;
           const cpuBefore = target.pid === null ? Number.NaN : treeCpuSeconds(target.pid);
@@ -191,6 +215,7 @@ export async function runBenchmark(opts: BenchOptions = {}): Promise<BenchOutcom
           const result: RunResult = {
             round,
             case: c.id,
+            load: loader.id,
             target: spec.id,
             position,
             ...r,
@@ -199,8 +224,8 @@ export async function runBenchmark(opts: BenchOptions = {}): Promise<BenchOutcom
           };
           runs.push(result);
           n++;
-          log(`[${String(n).padStart(String(totalRuns).length)}/${totalRuns}] round ${round}  ${c.id.padEnd(5)} ${spec.label.padEnd(22)} `
-            + `${fmtRps(result.rps)} req/s  p50 ${result.latency.p50} ms  p90 ${result.latency.p90} ms  p99 ${result.latency.p99} ms  `
+          log(`[${String(n).padStart(String(totalRuns).length)}/${totalRuns}] round ${round}  ${loads.length > 1 ? `${loader.id.padEnd(10)} ` : ''}${c.id.padEnd(5)} ${spec.label.padEnd(22)} `
+            + `${fmtRps(result.rps)} req/s  p50 ${fmtMs(result.latency.p50)} ms  p90 ${fmtMs(result.latency.p90)} ms  p99 ${fmtMs(result.latency.p99)} ms  `
             + `errors ${result.errors + result.timeouts}  non-2xx ${result.non2xx}  CPU ${Number.isFinite(result.cpuMicrosPerRequest) ? Math.round(result.cpuMicrosPerRequest) : '-'} µs/req`);
           if (result.requests === 0) log(`  ${spec.id} answered nothing for ${duration} s: stuck, or the machine is overloaded`);
           await sleep(settle);
@@ -210,14 +235,14 @@ export async function runBenchmark(opts: BenchOptions = {}): Promise<BenchOutcom
 
     const caseReports = summarize(settings, runs);
     const report: Report = {
-      schema: 'tandem-bench/1',
+      schema: 'tandem-bench/2',
       startedAt,
       finishedAt: new Date().toISOString(),
       settings,
       machine,
       runs,
       cases: caseReports,
-      goals: checkGoals(caseReports),
+      goals: checkGoals(caseReports, SUBJECT),
     };
     mkdirSync(outDir, { recursive: true });
     const stamp = startedAt.replace(/[:.]/g, '-');
@@ -229,7 +254,7 @@ export async function runBenchmark(opts: BenchOptions = {}): Promise<BenchOutcom
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    await loader?.stop();
+    for (const l of loaders) await l.stop();
     await Promise.all([...running.values()].map((t) => t.stop().catch(() => undefined)));
     await backend?.service.stop();
     rmSync(dir, { recursive: true, force: true });
@@ -251,112 +276,12 @@ function fmtRps(v: number): string {
   return Math.round(v).toLocaleString('en-US').padStart(8);
 }
 
-// The load generator: autocannon in a child process of its own, driven over IPC, so it
-// never shares an event loop with this process's bookkeeping or with a target.
-
-type Measured = Omit<RunResult, 'round' | 'case' | 'target' | 'position' | 'rssBytes' | 'cpuMicrosPerRequest'>;
-
-interface LoadRequest {
-  readonly id: number;
-  readonly url: string;
-  readonly connections: number;
-  readonly duration: number;
+/** wrk's latencies have µs resolution, autocannon's whole ms. */
+function fmtMs(v: number): string {
+  return String(Math.round(v * 100) / 100);
 }
 
-type LoadReply = { id: number; result: Measured } | { id: number; error: string };
-
-class LoadGenerator {
-  readonly child: ChildProcess;
-  private next: number;
-  private pending: Map<number, { resolve: (r: Measured) => void; reject: (e: Error) => void }>;
-
-  private constructor(child: ChildProcess) {
-    this.child = child;
-    this.next = 0;
-    this.pending = new Map();
-    child.on('message', (m: LoadReply) => {
-      const p = this.pending.get(m.id);
-      if (p === undefined) return;
-      this.pending.delete(m.id);
-      if ('error' in m) p.reject(new Error(m.error));
-      else p.resolve(m.result);
-    });
-    child.once('exit', (code, signal) => {
-      for (const p of this.pending.values()) p.reject(new Error(`load generator exited (${signal ?? code})`));
-      this.pending.clear();
-    });
-  }
-
-  static async start(): Promise<LoadGenerator> {
-    // execArgv: [] so that flags of this process (node --test, --cpu-prof) stay here.
-    const child = fork(join(import.meta.dirname, 'run.ts'), ['--load-generator'], { execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    await new Promise<void>((resolve, reject) => {
-      child.once('message', () => resolve());
-      child.once('exit', (code) => reject(new Error(`load generator exited (${code}) before it was ready`)));
-    });
-    return new LoadGenerator(child);
-  }
-
-  /** Load on `url` for `duration` seconds. */
-  run(url: string, connections: number, duration: number): Promise<Measured> {
-    const id = ++this.next;
-    return new Promise<Measured>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.child.send({ id, url, connections, duration } satisfies LoadRequest);
-    });
-  }
-
-  async stop(): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
-    const exited = new Promise((resolve) => this.child.once('exit', resolve));
-    this.child.disconnect();
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), 2000);
-    await exited;
-    clearTimeout(timer);
-  }
-}
-
-/** The fields of autocannon's result this benchmark reads. */
-interface AutocannonResult {
-  duration: number;
-  errors: number;
-  timeouts: number;
-  non2xx: number;
-  latency: { p50: number; p90: number; p99: number; mean: number; max: number };
-  requests: { total: number };
-  throughput: { total: number };
-}
-
-type Autocannon = (opts: { url: string; connections: number; duration: number; pipelining: number }, cb: (err: Error | null, result: AutocannonResult) => void) => unknown;
-
-function loadGeneratorMain(): void {
-  const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon;
-  process.on('message', (m: LoadRequest) => {
-    autocannon({ url: m.url, connections: m.connections, duration: m.duration, pipelining: 1 }, (err, r) => {
-      if (err !== null) {
-        process.send!({ id: m.id, error: err.message } satisfies LoadReply);
-        return;
-      }
-      const seconds = r.duration > 0 ? r.duration : m.duration;
-      const result: Measured = {
-        durationSeconds: seconds,
-        rps: r.requests.total / seconds,
-        requests: r.requests.total,
-        bytesPerSecond: r.throughput.total / seconds,
-        latency: { p50: r.latency.p50, p90: r.latency.p90, p99: r.latency.p99, mean: r.latency.mean, max: r.latency.max },
-        // autocannon counts timeouts among its errors too; keep them apart.
-        errors: r.errors - r.timeouts,
-        timeouts: r.timeouts,
-        non2xx: r.non2xx,
-      };
-      process.send!({ id: m.id, result } satisfies LoadReply);
-    });
-  });
-  process.once('disconnect', () => process.exit(0));
-  process.send!({ ready: true });
-}
-
-/** `npm run bench -- [--rounds N] [--duration S] [--connections N] [--out DIR] [--quick]`. */
+/** `npm run bench -- [--rounds N] [--duration S] [--connections N] [--load autocannon|wrk|both] [--out DIR] [--quick]`. */
 async function cliMain(args: string[]): Promise<number> {
   let values;
   try {
@@ -365,7 +290,7 @@ async function cliMain(args: string[]): Promise<number> {
       strict: true,
       options: {
         rounds: { type: 'string' }, duration: { type: 'string' }, connections: { type: 'string' },
-        out: { type: 'string' }, quick: { type: 'boolean' },
+        load: { type: 'string' }, out: { type: 'string' }, quick: { type: 'boolean' },
       },
     }).values;
   } catch (err) {
@@ -375,11 +300,8 @@ async function cliMain(args: string[]): Promise<number> {
   const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
   return bench({
     rounds: num(values.rounds), duration: num(values.duration), connections: num(values.connections),
-    out: values.out, quick: values.quick === true,
+    load: values.load as LoadId | 'both' | undefined, out: values.out, quick: values.quick === true,
   });
 }
 
-if (import.meta.main) {
-  if (process.argv[2] === '--load-generator') loadGeneratorMain();
-  else void cliMain(process.argv.slice(2)).then((code) => { process.exitCode = code; });
-}
+if (import.meta.main) void cliMain(process.argv.slice(2)).then((code) => { process.exitCode = code; });

@@ -1,10 +1,11 @@
 // What the benchmark measures: the origin alone, tandem with and without its features,
-// and the other ways of building a reverse proxy on Node. Every target but `direct` is
-// its own process, started here and stopped at the end of the run.
+// the other ways of building a reverse proxy on Node, and HAProxy and nginx. Every
+// target but `direct` is its own process, started here and stopped at the end of the run.
 
 import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Backend } from '../backend.ts';
+import { freePort, missingReason, startHaproxy, startNginx, type NativeOptions } from './native.ts';
 import { spawnService, type Service } from './process.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -20,7 +21,7 @@ export interface TargetContext {
 export interface RunningTarget {
   /** Base URL the load goes to, without a trailing slash. */
   readonly url: string;
-  /** Process to read memory from; null when the target is the origin itself. */
+  /** Process (with its descendants) to read memory and CPU time from. */
   readonly pid: number | null;
   stop(): Promise<void>;
 }
@@ -32,6 +33,8 @@ export interface TargetSpec {
   readonly description: string;
   /** Not run unless asked for by id. */
   readonly optional: boolean;
+  /** Why it cannot run on this machine (a program not installed); null or absent when it can. */
+  missing?(): string | null;
   start(ctx: TargetContext): Promise<RunningTarget>;
 }
 
@@ -104,6 +107,20 @@ admin: false
 `;
 }
 
+/** HAProxy or nginx on a port picked here, in front of the origin's first port; skipped where not installed. */
+function nativeTarget(id: 'haproxy' | 'nginx', label: string, description: string, start: (o: NativeOptions) => Promise<Service>): TargetSpec {
+  return {
+    id, label, description,
+    optional: false,
+    missing: () => missingReason(id),
+    start: async (ctx) => {
+      const port = await freePort();
+      const service = await start({ dir: ctx.dir, port, upstream: ctx.backend.urls[0].slice('http://'.length) });
+      return running(service, port);
+    },
+  };
+}
+
 /** `tandem run` exactly as users start it, on `config` (the realistic one by default). */
 async function startTandem(ctx: TargetContext, workers: number, config: 'realistic' | 'minimal' = 'realistic'): Promise<RunningTarget> {
   const file = join(ctx.dir, `tandem-${config}-${workers}w.yaml`);
@@ -174,6 +191,8 @@ export const TARGETS: readonly TargetSpec[] = [
       return running(s, s.info.port as number);
     },
   },
+  nativeTarget('haproxy', 'HAProxy', 'haproxy -db, nbthread 1, http-reuse always (idle origin connections shared), option forwardfor, no logging', startHaproxy),
+  nativeTarget('nginx', 'nginx', "nginx -g 'daemon off;', 1 worker_process, upstream keepalive 128 over HTTP/1.1, X-Forwarded-For set, access log off", startNginx),
   {
     id: 'tandem-min',
     label: 'tandem, features off',

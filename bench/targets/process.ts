@@ -1,10 +1,12 @@
-// Child processes of the benchmark: every server (backend, proxies, tandem) runs in its
-// own process, so none of them shares an event loop with another or with the load
-// generator. A service announces itself with one JSON line on stdout, `{"port": N}` or
-// `{"ports": [...]}`; tandem itself is recognised by its log lines instead.
+// Child processes of the benchmark: every server (backend, proxies, tandem, HAProxy,
+// nginx) runs in its own process, so none of them shares an event loop with another or
+// with the load generator. A Node service announces itself with one JSON line on stdout,
+// `{"port": N}` or `{"ports": [...]}`; tandem itself is recognised by its log lines, and
+// a native server by its port accepting connections.
 
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import { connect } from 'node:net';
 
 /** A running child process of the benchmark. */
 export interface Service {
@@ -22,14 +24,22 @@ export interface SpawnOptions {
   timeoutMs?: number;
   /** Matches the child's output when it is ready; group 1.. become info.match. Default: a JSON line. */
   ready?: RegExp;
+  /** Ready once this port of 127.0.0.1 accepts a connection (for servers that print nothing). */
+  listening?: number;
+  /** The executable; default the Node running this process, `args` then start with a script. */
+  command?: string;
   env?: Record<string, string>;
 }
 
 const KEEP = 64 * 1024;
 
-/** Starts `node args...` with the Node running this process and waits until it says it is ready. */
+/** How often a `listening` port is tried while the child starts. */
+const PROBE_MS = 50;
+
+/** Starts `node args...` (or `command args...`) and waits until it says, or shows, it is ready. */
 export function spawnService(args: string[], opts: SpawnOptions = {}): Promise<Service> {
-  const child = spawn(process.execPath, args, {
+  const command = opts.command ?? process.execPath;
+  const child = spawn(command, args, {
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -55,25 +65,40 @@ export function spawnService(args: string[], opts: SpawnOptions = {}): Promise<S
       settled = true;
       clearTimeout(timer);
       void service.stop(500);
-      reject(new Error(`${args.join(' ')}: ${why}; output:\n${out}`));
+      reject(new Error(`${[command, ...args].join(' ')}: ${why}; output:\n${out}`));
+    };
+    const succeed = (info: Record<string, unknown>) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      Object.assign(service.info, info);
+      resolve(service);
     };
     const timer = setTimeout(() => fail(`not ready within ${timeoutMs} ms`), timeoutMs);
-    const onData = (chunk: Buffer) => {
-      out += chunk.toString();
-      if (out.length > KEEP) out = out.slice(-KEEP);
-      if (settled) return;
-      const info = readiness(out, opts.ready);
-      if (info !== null) {
-        settled = true;
-        clearTimeout(timer);
-        Object.assign(service.info, info);
-        resolve(service);
-      }
-    };
     child.stdout!.on('data', onData);
     child.stderr!.on('data', onData);
     child.once('error', (err) => fail(err.message));
     child.once('exit', (code, signal) => fail(`exited (${signal ?? code}) before it was ready`));
+    const port = opts.listening;
+    if (port !== undefined) probe();
+
+    function onData(chunk: Buffer): void {
+      out += chunk.toString();
+      if (out.length > KEEP) out = out.slice(-KEEP);
+      if (settled || port !== undefined) return;
+      const info = readiness(out, opts.ready);
+      if (info !== null) succeed(info);
+    }
+    // Tried until it answers, the child exits or the timeout fires, whichever comes first.
+    function probe(): void {
+      if (settled) return;
+      const socket = connect(port!, '127.0.0.1');
+      socket.once('connect', () => {
+        socket.destroy();
+        succeed({ port });
+      });
+      socket.once('error', () => setTimeout(probe, PROBE_MS));
+    }
   });
 }
 

@@ -19,7 +19,8 @@ test('a one-round run of the origin and tandem writes a JSON report and a Markdo
     assert.deepEqual(readdirSync(out).sort(), [jsonFile, markdownFile].map((f) => f.slice(out.length + 1)).sort());
     const report = JSON.parse(readFileSync(jsonFile, 'utf8')) as Report;
 
-    assert.equal(report.schema, 'tandem-bench/1');
+    assert.equal(report.schema, 'tandem-bench/2');
+    assert.deepEqual(report.settings.loads, ['autocannon']);
     assert.equal(report.settings.rounds, 1);
     assert.equal(report.settings.connections, 50);
     assert.deepEqual(report.settings.targets.map((t) => t.id), ['direct', 'tandem']);
@@ -34,6 +35,7 @@ test('a one-round run of the origin and tandem writes a JSON report and a Markdo
     assert.equal(report.runs.length, 4);
     for (const r of report.runs) {
       assert.equal(r.round, 1);
+      assert.equal(r.load, 'autocannon');
       assert.ok(r.requests > 0, `${r.target} ${r.case} served no request`);
       for (const k of ['rps', 'bytesPerSecond', 'durationSeconds', 'rssBytes'] as const) assert.equal(typeof r[k], 'number', k);
       for (const k of ['p50', 'p90', 'p99', 'mean', 'max'] as const) assert.equal(typeof r.latency[k], 'number', k);
