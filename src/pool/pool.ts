@@ -24,7 +24,10 @@ export class Pool {
     this.name = config.name;
     this.config = config;
     this.bus = bus;
-    const onChange = (b: Backend, reason: string, cause?: ChangeCause) => this.changed(b, reason, cause);
+    // Bound, not a closure: a closure made here would share this constructor's context,
+    // `reuse` included, so each backend would keep the previous generation's backends
+    // alive, and those theirs: a chain growing by one pool at every reload.
+    const onChange: (b: Backend, reason: string, cause?: ChangeCause) => void = this.changed.bind(this);
     const dropped: Backend[] = [];
     this.backends = config.backends.map((bc) => {
       const old = reuse?.get(bc.name);
