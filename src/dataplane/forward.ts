@@ -99,8 +99,6 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
   stickyCookie: string | null;
   errorCode: string | null;
   shutdown: boolean;
-  /** The current attempt is a retry and counts against the pool's retry budget. */
-  retrying: boolean;
   /** finish() has run; later callbacks (undici's error after our own abort) do nothing. */
   reported: boolean;
   drainHooked: boolean;
@@ -136,7 +134,6 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
     this.stickyCookie = null;
     this.errorCode = null;
     this.shutdown = shutdown;
-    this.retrying = false;
     this.reported = false;
     this.drainHooked = false;
     this.encoder = null;
@@ -145,6 +142,7 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
   /** Picks a backend and sends the request to it; answers 503 itself when there is none. */
   run(): void {
     this.ctx.plane.active++;
+    this.pool.retryBudget.request(this.start);
     (this.res as ResponseWithProxy)[kProxy] = this;
     this.res.on('close', onResponseClose);
     this.admit();
@@ -300,12 +298,11 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
     }
     if (this.mayRetry(kind)) {
       const next = this.pickOther(backend);
-      if (next !== null) {
+      // Nothing reached the backend when the connection could not be made: sending it
+      // elsewhere adds no load anywhere (HAProxy's redispatch), so it costs no budget.
+      if (next !== null && (kind === 'connect' || this.pool.retryBudget.tryRetry(performance.now()))) {
         this.release();
         this.retries++;
-        // Retries of refused connections take no place in the budget: when a backend dies they
-        // would fill it and turn away the retries of the requests it was answering.
-        if (kind !== 'connect') { this.retrying = true; this.pool.retriesInFlight++; }
         this.controller = null;
         // The cookie must name the backend that answers, not the one that failed.
         if (this.stickyCookie !== null) this.stickyCookie = this.pool.sticky!.setCookie(next, this.ctx.proto === 'https');
@@ -322,15 +319,9 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
   private mayRetry(kind: FailureKind): boolean {
     const pool = this.pool;
     if (this.retries >= pool.config.retries) return false;
-    // Nothing reached the backend when the connection could not be made: any method is
-    // safe, and sending it elsewhere adds no load anywhere (HAProxy's redispatch), so
-    // such retries are outside the budget.
+    // A connection that could not be made carried nothing: any method is safe to send on.
     if (kind === 'connect') return true;
-    if (this.hasBody || !RETRYABLE_METHODS.has(this.req.method ?? '')) return false;
-    // The retry budget keeps a pool whose backends answer badly from multiplying its own
-    // load: retries in flight stay under a share of active requests (Envoy's 20%, at least 3).
-    const budget = Math.max(3, (pool.activeRequests * pool.config.retryBudgetPercent) / 100);
-    return pool.retriesInFlight < budget;
+    return !this.hasBody && RETRYABLE_METHODS.has(this.req.method ?? '');
   }
 
   /** Another backend than `not` (that passes `fits`), or null after one round of picks. */
@@ -364,10 +355,6 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
       this.pool.activeRequests--;
       // The slot this request held goes to the oldest request waiting for one.
       if (this.pool.queue.length > 0) this.pool.queue.wake();
-    }
-    if (this.retrying) {
-      this.retrying = false;
-      this.pool.retriesInFlight--;
     }
   }
 

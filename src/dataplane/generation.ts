@@ -2,6 +2,7 @@ import { Compressor } from './compress.ts';
 import type { Config, PoolConfig, RouteConfig } from '../config/types.ts';
 import type { Backend } from '../pool/backend.ts';
 import type { Pool } from '../pool/pool.ts';
+import { RetryBudget } from '../pool/retry-budget.ts';
 import { RouteActions } from './route-actions.ts';
 import { BackendQueue } from './backend-queue.ts';
 import { RateLimiter } from './rate-limit.ts';
@@ -31,7 +32,8 @@ export interface PoolRuntime {
   readonly hostOverride: string | null;
   readonly hostFromBackend: boolean;
   activeRequests: number;
-  retriesInFlight: number;
+  /** Retries of failed attempts the pool may still make (retries of refused connections are free). */
+  readonly retryBudget: RetryBudget;
   /** Requests waiting for a backend with room. */
   readonly queue: BackendQueue;
 }
@@ -82,7 +84,7 @@ export function poolRuntime(pool: Pool, outlier: OutlierSink | null, sticky: Sti
     hostOverride: h === 'preserve' || h === 'backend' ? null : h,
     hostFromBackend: h === 'backend',
     activeRequests: 0,
-    retriesInFlight: 0,
+    retryBudget: new RetryBudget(pool.config.retryBudgetPercent),
     queue: new BackendQueue(),
   };
 }
