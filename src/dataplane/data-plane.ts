@@ -59,6 +59,8 @@ export class DataPlane implements ListenerState {
   private readonly listenerMap: Map<string, Listener>;
   private accessLog: AccessLog | null;
   private readonly log: Logger;
+  /** Closes of replaced pools still waiting for their last request; run at once on close(). */
+  private readonly retiring: Set<() => Promise<void>>;
 
   /** `count`: keep request counters (off for the benchmark's bare data plane). */
   constructor(config: Config, states: BackendStates, count: boolean, log: Logger) {
@@ -72,6 +74,7 @@ export class DataPlane implements ListenerState {
     this.active = 0;
     this.entries = new Map();
     this.listenerMap = new Map();
+    this.retiring = new Set();
     this.accessLog = this.openAccessLog(config);
     this.trusted = new TrustedProxies(config.trustedProxies);
     this.observer = new Telemetry(count ? this.counters : null, this.accessLog, config.listeners.map((l) => l.name));
@@ -217,12 +220,13 @@ export class DataPlane implements ListenerState {
       await this.reopenLogs();
     }
 
-    // Old pools: health stops (state lives on reused backends); backends nobody reuses drain.
+    // Old pools: health stops (state lives on reused backends); backends nobody reuses
+    // close once the old config's last request is done (one may still retry on them).
     const reused = new Set<Backend>();
     for (const e of entries.values()) for (const b of e.pool.backends) reused.add(b);
     for (const e of oldEntries.values()) {
       await e.health.stop();
-      void e.pool.close(reused);
+      this.retire(e.runtime, () => e.pool.close(reused));
     }
     // A removed listener's busy keep-alive connections must not be routed with the new
     // config's listener indexes: they are retired (answered with Connection: close) and
@@ -238,6 +242,20 @@ export class DataPlane implements ListenerState {
   /** prepare() and commit() in one go, for a data plane that started too late to prepare. */
   async apply(config: Config): Promise<void> {
     await this.commit(await this.prepare(config));
+  }
+
+  /** Closes a replaced pool's connections once its last request is done (now, when none is left). */
+  private retire(runtime: PoolRuntime, close: () => Promise<void>): void {
+    const once = () => {
+      runtime.retired = null;
+      this.retiring.delete(once);
+      return close();
+    };
+    if (runtime.activeRequests === 0 && runtime.queue.length === 0) void once().catch(() => undefined);
+    else {
+      runtime.retired = () => void once().catch(() => undefined);
+      this.retiring.add(once);
+    }
   }
 
   private buildPools(config: Config, old: ReadonlyMap<string, PoolEntry>): Map<string, PoolEntry> {
@@ -295,6 +313,7 @@ export class DataPlane implements ListenerState {
       await e.health.stop();
       await e.pool.close().catch(() => undefined);
     }
+    for (const close of this.retiring) await close().catch(() => undefined);
     await this.accessLog?.close();
   }
 }

@@ -366,6 +366,8 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
     this.ctx.plane.active--;
     if (this.encoder !== null && !this.encoder.readableEnded) this.encoder.destroy();
     this.release();
+    const pool = this.pool;
+    if (pool.retired !== null && pool.activeRequests === 0 && pool.queue.length === 0) pool.retired();
     if (this.backend !== null) this.backend.requests++;
     // 499: the client closed the connection before any status was decided (nginx's code).
     if (this.status === 0) this.status = 499;

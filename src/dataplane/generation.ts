@@ -34,6 +34,12 @@ export interface PoolRuntime {
   activeRequests: number;
   /** Retries of failed attempts the pool may still make (retries of refused connections are free). */
   readonly retryBudget: RetryBudget;
+  /**
+   * Set once a reload replaced the pool: closes the connections of its backends that the
+   * new config does not reuse. Called when its last request is done, since a request of
+   * the old config may still retry on them.
+   */
+  retired: (() => void) | null;
   /** Requests waiting for a backend with room. */
   readonly queue: BackendQueue;
 }
@@ -85,6 +91,7 @@ export function poolRuntime(pool: Pool, outlier: OutlierSink | null, sticky: Sti
     hostFromBackend: h === 'backend',
     activeRequests: 0,
     retryBudget: new RetryBudget(pool.config.retryBudgetPercent),
+    retired: null,
     queue: new BackendQueue(),
   };
 }

@@ -89,6 +89,25 @@ describe('retries and all-down behaviour through a real tandem process', () => {
     assert.equal(r2.requests, 400);
   });
 
+  test('a GET whose backend dies after a reload is retried on a backend of its own config, whose connections stay open for it', async () => {
+    const [r1, r2] = await two();
+    const pool = (response: string) => singlePool([{ name: 'r1', url: r1.url }, { name: 'r2', url: r2.url }], { retries: 1, timeouts: { response } });
+    const t = await startTandem(pool('10s'));
+    procs.push(t);
+    r1.delayMs = 2000;
+    r2.delayMs = 2000;
+    const answers = Promise.all(Array.from({ length: 4 }, () => get(t)));
+    await until(async () => r1.requests === 2 && r2.requests === 2, 10_000, 'two GETs at each backend');
+    // A new response timeout gives every backend new connection pools; the old ones close
+    // once their requests are done.
+    await t.reload(pool('11s'));
+    r2.delayMs = 0;
+    await r1.stop();
+    const got = await answers;
+    assert.deepEqual(got.map((a) => a.status), [200, 200, 200, 200], got.map((a) => a.body).join(' | '));
+    assert.equal(r2.requests, 4, 'the two GETs r1 had were sent on to r2');
+  });
+
   test('with panic on, a pool whose backends all fail their checks still sends traffic to all of them; without it, a 503', async () => {
     const hc = { path: '/healthz', interval: '100ms', timeout: '80ms', rise: 1, fall: 1 };
     const [r1, r2] = await two();
