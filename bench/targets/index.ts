@@ -191,6 +191,16 @@ export const TARGETS: readonly TargetSpec[] = [
       return running(s, s.info.port as number);
     },
   },
+  {
+    id: 'net-floor',
+    label: 'node:net + llhttp (floor)',
+    description: 'node:net sockets with llhttp (Node\'s own binding) on both sides, one keep-alive pool, X-Forwarded-For, no features: the floor of an engine past node:http (issue 16)',
+    optional: true,
+    start: async (ctx) => {
+      const s = await script('net-floor.ts', ctx.backend.urls[0]);
+      return running(s, s.info.port as number);
+    },
+  },
   nativeTarget('haproxy', 'HAProxy', 'haproxy -db, nbthread 1, http-reuse always (idle origin connections shared), option forwardfor, no logging', startHaproxy),
   nativeTarget('nginx', 'nginx', "nginx -g 'daemon off;', 1 worker_process, upstream keepalive 128 over HTTP/1.1, X-Forwarded-For set, access log off", startNginx),
   {
