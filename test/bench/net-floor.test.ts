@@ -151,3 +151,7 @@ test('after the origin closes its connection, the next request still gets throug
     await agent.close();
   }
 });
+
+test('the script prints its port and nothing else: no deprecation warning from the parser binding', () => {
+  assert.equal(floor.output().trim(), JSON.stringify({ port: floor.info.port }));
+});
