@@ -281,7 +281,7 @@ function fmtMs(v: number): string {
   return String(Math.round(v * 100) / 100);
 }
 
-/** `npm run bench -- [--rounds N] [--duration S] [--connections N] [--load autocannon|wrk|both] [--out DIR] [--quick]`. */
+/** `npm run bench -- [--rounds N] [--duration S] [--connections N] [--load autocannon|wrk|both] [--targets a,b] [--out DIR] [--quick]`. */
 async function cliMain(args: string[]): Promise<number> {
   let values;
   try {
@@ -290,7 +290,7 @@ async function cliMain(args: string[]): Promise<number> {
       strict: true,
       options: {
         rounds: { type: 'string' }, duration: { type: 'string' }, connections: { type: 'string' },
-        load: { type: 'string' }, out: { type: 'string' }, quick: { type: 'boolean' },
+        load: { type: 'string' }, out: { type: 'string' }, quick: { type: 'boolean' }, targets: { type: 'string' },
       },
     }).values;
   } catch (err) {
@@ -301,6 +301,7 @@ async function cliMain(args: string[]): Promise<number> {
   return bench({
     rounds: num(values.rounds), duration: num(values.duration), connections: num(values.connections),
     load: values.load as LoadId | 'both' | undefined, out: values.out, quick: values.quick === true,
+    targets: values.targets?.split(',').map((s) => s.trim()).filter((s) => s !== ''),
   });
 }
 

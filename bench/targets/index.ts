@@ -121,6 +121,17 @@ function nativeTarget(id: 'haproxy' | 'nginx', label: string, description: strin
   };
 }
 
+/** A baseline script in this folder, in front of the origin's first port. */
+function baseline(id: string, label: string, description: string, file: string, optional = false): TargetSpec {
+  return {
+    id, label, description, optional,
+    start: async (ctx) => {
+      const s = await script(file, ctx.backend.urls[0]);
+      return running(s, s.info.port as number);
+    },
+  };
+}
+
 /** `tandem run` exactly as users start it, on `config` (the realistic one by default). */
 async function startTandem(ctx: TargetContext, workers: number, config: 'realistic' | 'minimal' = 'realistic'): Promise<RunningTarget> {
   const file = join(ctx.dir, `tandem-${config}-${workers}w.yaml`);
@@ -161,36 +172,12 @@ export const TARGETS: readonly TargetSpec[] = [
       return running(s, s.info.port as number);
     },
   },
-  {
-    id: 'http-proxy-3',
-    label: 'http-proxy-3',
-    description: 'node:http + http-proxy-3 with a keep-alive http.Agent (maxSockets 128), xfwd on',
-    optional: false,
-    start: async (ctx) => {
-      const s = await script('http-proxy-3.ts', ctx.backend.urls[0]);
-      return running(s, s.info.port as number);
-    },
-  },
-  {
-    id: 'fastify-http-proxy',
-    label: '@fastify/http-proxy',
-    description: 'fastify + @fastify/http-proxy over undici (connections 128, pipelining 1), logger off',
-    optional: false,
-    start: async (ctx) => {
-      const s = await script('fastify-http-proxy.ts', ctx.backend.urls[0]);
-      return running(s, s.info.port as number);
-    },
-  },
-  {
-    id: 'undici-floor',
-    label: 'bare undici (floor)',
-    description: 'node:http + undici Pool.dispatch in ~60 lines, no features: what Node itself costs',
-    optional: false,
-    start: async (ctx) => {
-      const s = await script('undici-floor.ts', ctx.backend.urls[0]);
-      return running(s, s.info.port as number);
-    },
-  },
+  baseline('http-proxy-3', 'http-proxy-3', 'node:http + http-proxy-3 with a keep-alive http.Agent (maxSockets 128), xfwd on', 'http-proxy-3.ts'),
+  baseline('fastify-http-proxy', '@fastify/http-proxy', 'fastify + @fastify/http-proxy over undici (connections 128, pipelining 1), logger off', 'fastify-http-proxy.ts'),
+  baseline('undici-floor', 'bare undici (floor)', 'node:http + undici Pool.dispatch in ~60 lines, no features: what Node itself costs', 'undici-floor.ts'),
+  baseline('net-floor', 'node:net + llhttp (floor)',
+    "node:net sockets with llhttp (Node's own binding) on both sides, one keep-alive pool, X-Forwarded-For, no features: the floor of an engine past node:http (issue 16)",
+    'net-floor.ts', true),
   nativeTarget('haproxy', 'HAProxy', 'haproxy -db, nbthread 1, http-reuse always (idle origin connections shared), option forwardfor, no logging', startHaproxy),
   nativeTarget('nginx', 'nginx', "nginx -g 'daemon off;', 1 worker_process, upstream keepalive 128 over HTTP/1.1, X-Forwarded-For set, access log off", startNginx),
   {
