@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import { errors, type ErrorSpec } from '../errors.ts';
 import type { Backend } from '../pool/backend.ts';
-import type { PoolRuntime, RouteRuntime } from './generation.ts';
+import { requestDone, type PoolRuntime, type RouteRuntime } from './generation.ts';
 import { bodyBytesMoved } from './gc-pacer.ts';
 import { responseHeaders, upstreamHeaders, type ForwardContext } from './headers.ts';
 import { answerError, errorBody } from './own-answers.ts';
@@ -366,8 +366,7 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
     this.ctx.plane.active--;
     if (this.encoder !== null && !this.encoder.readableEnded) this.encoder.destroy();
     this.release();
-    const pool = this.pool;
-    if (pool.retired !== null && pool.activeRequests === 0 && pool.queue.length === 0) pool.retired();
+    requestDone(this.pool);
     if (this.backend !== null) this.backend.requests++;
     // 499: the client closed the connection before any status was decided (nginx's code).
     if (this.status === 0) this.status = 499;

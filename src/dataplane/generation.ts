@@ -78,6 +78,11 @@ export class Generation {
   }
 }
 
+/** A request of `pool` is over: the last one of a pool a reload replaced closes its connections. */
+export function requestDone(pool: PoolRuntime): void {
+  if (pool.retired !== null && pool.activeRequests === 0 && pool.queue.length === 0) pool.retired();
+}
+
 /** Builds the data plane's view of a pool. */
 export function poolRuntime(pool: Pool, outlier: OutlierSink | null, sticky: StickyMap | null): PoolRuntime {
   const h = pool.config.hostHeader;

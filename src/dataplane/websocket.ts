@@ -6,7 +6,7 @@ import type { Duplex } from 'node:stream';
 import { createProxyServer, type ServerOptions } from 'http-proxy-3';
 import { errors } from '../errors.ts';
 import type { Backend } from '../pool/backend.ts';
-import type { RouteRuntime } from './generation.ts';
+import { requestDone, type RouteRuntime } from './generation.ts';
 import type { ForwardContext } from './headers.ts';
 import { proxyHeaderFor } from './private-upstreams.ts';
 import type { Exchange, RequestObserver } from './forward.ts';
@@ -164,6 +164,7 @@ export function proxyUpgrade(u: Upgrade): void {
   socket.once('close', () => {
     backend.active--;
     pool.activeRequests--;
+    requestDone(pool);
     session.ended();
   });
   proxy.ws(req, socket as Socket, u.head, {
