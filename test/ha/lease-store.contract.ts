@@ -182,7 +182,10 @@ export function leaseStoreContract(name: string, factory: ClusterFactory, traits
       // The moment lb2's stand-in for its MASTER hook finished and it asked to confirm:
       // the old holder may let go only after that (make-before-break).
       const ready = b.readyAt.get(view.epoch);
-      assert.ok(ready !== undefined, 'lb2 confirmed the lease');
+      assert.ok(ready !== undefined, 'lb2 asked to confirm the lease');
+      // lb1's view can show the confirmation before lb2's own call returns with it (a busy
+      // machine reads etcd's watch event first): wait for that answer, bounded.
+      for (const until = performance.now() + LEASE; !b.confirmedAt.has(view.epoch) && performance.now() < until;) await sleep(10);
       assert.ok(b.confirmedAt.has(view.epoch), 'lb2 confirmed the lease');
       assert.ok(ready <= releasedAt, 'release returned after the new holder served (make-before-break)');
       assert.ok(b.views.some((l) => l.offeredTo === 'lb2'), 'lb2 saw the offer');
