@@ -61,11 +61,13 @@ export class BackendQueue {
     }
   }
 
-  /** `w` was served or left: its timer stops. */
+  /** `w` was served or left: its timer stops, and a client that left no longer counts as waiting. */
   forget(w: Waiter): void {
     const t = this.timers.get(w);
     if (t === undefined) return;
     clearTimeout(t);
     this.timers.delete(w);
+    const i = this.waiters.indexOf(w);
+    if (i >= 0) this.waiters.splice(i, 1);
   }
 }

@@ -6,7 +6,7 @@ import type { Duplex } from 'node:stream';
 import { createProxyServer, type ServerOptions } from 'http-proxy-3';
 import { errors } from '../errors.ts';
 import type { Backend } from '../pool/backend.ts';
-import { requestDone, type RouteRuntime } from './generation.ts';
+import type { RouteRuntime } from './generation.ts';
 import type { ForwardContext } from './headers.ts';
 import { proxyHeaderFor } from './private-upstreams.ts';
 import type { Exchange, RequestObserver } from './forward.ts';
@@ -159,12 +159,11 @@ export function proxyUpgrade(u: Upgrade): void {
 
   const session = new Session(u);
   (socket as SessionSocket)[kSession] = session;
+  // Counted on the backend, not the pool: a session has its own connection, so it must
+  // not keep a pool a reload replaced (and its connections) open for hours.
   backend.active++;
-  pool.activeRequests++;
   socket.once('close', () => {
     backend.active--;
-    pool.activeRequests--;
-    requestDone(pool);
     session.ended();
   });
   proxy.ws(req, socket as Socket, u.head, {

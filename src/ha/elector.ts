@@ -72,11 +72,8 @@ export class Elector {
     this.departure = new Departure(opts.vacate, opts.linger, () => this.phase === 'master', opts.handoverTimeout + opts.renewEvery);
     this.doubtAt = Infinity;
     this.leaseEndsAt = 0;
-    this.doubtTimer = null;
-    this.ticker = null;
-    this.unwatch = null;
-    this.leader = null;
-    this.settling = null;
+    this.doubtTimer = this.ticker = null;
+    this.unwatch = this.leader = this.settling = null;
     this.removal = new RemovalRetry({
       key: opts.vip.name, hook: opts.hook, leaseDuration: opts.leaseDuration, stopRetryFor: opts.stopRetryFor ?? opts.handoverTimeout,
       log: opts.log, current: () => this.hookState(), epoch: () => this.epoch,
@@ -248,6 +245,7 @@ export class Elector {
         }
         if (view.holder === null || view.serving || t >= this.handingUntil) {
           await this.departure.linger();
+          if (this.view.holder === node) return; // it came back meanwhile: the next step keeps it
           void this.enter('backup');
           this.schedule(true);
         }

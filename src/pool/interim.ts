@@ -16,6 +16,8 @@ import type buildConnectorType from 'undici/lib/core/connect.js';
 const CONTINUE = [Buffer.from('HTTP/1.1 100'), Buffer.from('HTTP/1.0 100')];
 const HEAD_END = Buffer.from('\r\n\r\n');
 const EMPTY = Buffer.alloc(0);
+/** A 100 head longer than undici's own header limit is not waited for: undici refuses it. */
+const MAX_HELD = 16 * 1024;
 
 /** The part of undici's HTTP/1.1 parser (kept on the socket) this filter reads. */
 interface ParserState {
@@ -26,18 +28,19 @@ interface ParserState {
 
 let parserKey: symbol | null = null;
 
-function parserOf(socket: Socket): ParserState | undefined {
+function parserOf(socket: Socket): ParserState | null | undefined {
   if (parserKey === null) {
     parserKey = Object.getOwnPropertySymbols(socket).find((s) => s.description === 'parser') ?? null;
     if (parserKey === null) return undefined;
   }
-  return (socket as unknown as Record<symbol, ParserState | undefined>)[parserKey];
+  // undici sets it to null once the connection is upgraded or closed.
+  return (socket as unknown as Record<symbol, ParserState | null | undefined>)[parserKey];
 }
 
 /** undici's parser has read nothing of the next answer yet. */
 function atAnswerStart(socket: Socket): boolean {
   const p = parserOf(socket);
-  return p !== undefined && p.statusCode === 0 && p.statusText === '' && p.headers.length === 0;
+  return p != null && p.statusCode === 0 && p.statusText === '' && p.headers.length === 0;
 }
 
 /** `connect`, whose connections skip the `100 Continue` answers a backend sends unasked. */
@@ -66,6 +69,7 @@ function filterReads(socket: Socket): void {
       if (kind === 'no') return chunk;
       const end = kind === 'yes' ? chunk.indexOf(HEAD_END) : -1;
       if (end < 0) {
+        if (chunk.length > MAX_HELD) return chunk;
         // Too short to tell, or the head goes on in the next chunk.
         held = chunk;
         return EMPTY;

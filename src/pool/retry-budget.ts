@@ -43,9 +43,14 @@ export class RetryBudget {
     return true;
   }
 
-  /** The slot of `now`'s second; slots of the seconds skipped since are emptied. */
+  /**
+   * The slot of `now`'s second; slots of the seconds skipped since are emptied. A time
+   * older than the current second (a request's arrival, counted late) goes to the current
+   * slot: the window never moves back.
+   */
   private slot(now: number): number {
     const second = Math.floor(now / 1000);
+    if (second < this.second) return this.second % WINDOW_SECONDS;
     if (second !== this.second) {
       const passed = Math.min(second - this.second, WINDOW_SECONDS);
       for (let i = 1; i <= passed; i++) {

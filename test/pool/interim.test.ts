@@ -70,3 +70,8 @@ test('a status that only starts like 100 (1000) is not taken for one', async () 
   const origin = await rawBackend(['HTTP/1.1 1000 Odd\r\n\r\n']);
   await assert.rejects(get(pool(origin, true)), /Invalid response status/);
 });
+
+test('a 100 head that never ends is not held past 16 KiB: undici gets the bytes and refuses them', async () => {
+  const origin = await rawBackend(['HTTP/1.1 100 Continue\r\nX-Pad: ' + 'a'.repeat(20_000)]);
+  await assert.rejects(get(pool(origin, true)), /Header|header|overflow/);
+});

@@ -36,3 +36,11 @@ test('a budget of 0 % grants the reserve only', () => {
   for (let i = 0; i < 10_000; i++) b.request(100);
   assert.equal(drain(b, 200), 100);
 });
+
+test('a time older than the current second counts in the current slot: the window never moves back', () => {
+  const b = new RetryBudget(100);
+  for (let i = 0; i < 50; i++) b.request(20_500);
+  // A request whose arrival was in the second before, counted now.
+  b.request(19_900);
+  assert.equal(drain(b, 20_600), 51 + 100);
+});
