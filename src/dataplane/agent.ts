@@ -61,8 +61,8 @@ export class DataPlaneAgent {
       case 'state': this.applyState(msg.state); return;
       case 'reinstate': this.reinstate(msg.pool, msg.backend, msg.age); return;
       case 'snapshot': this.end.send({ t: 'stats', id: msg.id, stats: this.stats() }); return;
-      case 'vacate': void this.vacate(msg.id, msg.address, msg.leaving, msg.wait); return;
-      case 'linger': void this.linger(msg.id, msg.address, msg.wait); return;
+      case 'vacate': void this.vacated(msg.id, msg.address, (p) => p.vacate(msg.address, msg.leaving, msg.wait)); return;
+      case 'linger': void this.vacated(msg.id, msg.address, (p) => p.linger(msg.address, msg.wait)); return;
       case 'reopen': void this.reopenLogs().then((error) => this.end.send({ t: 'reopened', id: msg.id, error })); return;
       case 'stop': void this.stop(msg.timeout, 0); return;
       default:
@@ -195,20 +195,16 @@ export class DataPlaneAgent {
     }
   }
 
-  /** What this data plane has counted so far. Runs once a second at most: allocation here is fine. */
-  private async linger(id: number, address: string, wait: number): Promise<void> {
-    const open = this.plane === null ? 0 : await this.plane.linger(address, wait).catch((err: Error) => {
-      this.log.error({ address, err: err.message }, `waiting for the answers owed on ${address} failed: ${err.message}`);
+  /** Runs a wind-down step for a VIP's `address` and answers `vacated` with what it left open, whatever happens. */
+  private async vacated(id: number, address: string, step: (plane: DataPlane) => Promise<number>): Promise<void> {
+    const open = this.plane === null ? 0 : await step(this.plane).catch((err: Error) => {
+      this.log.error({ address, err: err.message }, `winding down the connections on ${address} failed: ${err.message}`);
       return 0;
     });
     this.end.send({ t: 'vacated', id, open });
   }
 
-  private async vacate(id: number, address: string, leaving: boolean, wait: number): Promise<void> {
-    const open = this.plane === null ? 0 : await this.plane.vacate(address, leaving, wait);
-    this.end.send({ t: 'vacated', id, open });
-  }
-
+  /** What this data plane has counted so far. Runs once a second at most: allocation here is fine. */
   private stats(): DataPlaneStats {
     const plane = this.plane;
     if (plane === null) return { counters: [], backends: [], listeners: [], upgrades: [], rejected: [], listenerEvents: [] };

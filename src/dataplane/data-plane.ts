@@ -15,7 +15,7 @@ import type { PoolHealth } from '../pool/health/index.ts';
 import { Pool } from '../pool/pool.ts';
 import { Sticky } from '../pool/sticky.ts';
 import { BackendStates, dataPlaneHealth } from './backend-states.ts';
-import { Generation, poolRuntime, type PoolRuntime } from './generation.ts';
+import { Generation, poolRuntime, requestDone, type PoolRuntime } from './generation.ts';
 import { TrustedProxies } from './headers.ts';
 import { Listener, type ListenerState } from './server.ts';
 import { AccessLog } from './access-log.ts';
@@ -59,7 +59,7 @@ export class DataPlane implements ListenerState {
   private readonly listenerMap: Map<string, Listener>;
   private accessLog: AccessLog | null;
   private readonly log: Logger;
-  /** Closes of replaced pools still waiting for their last request; run at once on close(). */
+  /** Replaced pools still waiting for their last request (their `retired`); closed at once on close(). */
   private readonly retiring: Set<() => Promise<void>>;
 
   /** `count`: keep request counters (off for the benchmark's bare data plane). */
@@ -246,16 +246,14 @@ export class DataPlane implements ListenerState {
 
   /** Closes a replaced pool's connections once its last request is done (now, when none is left). */
   private retire(runtime: PoolRuntime, close: () => Promise<void>): void {
-    const once = () => {
+    const retired = () => {
       runtime.retired = null;
-      this.retiring.delete(once);
-      return close();
+      this.retiring.delete(retired);
+      return close().catch(() => undefined);
     };
-    if (runtime.activeRequests === 0 && runtime.queue.length === 0) void once().catch(() => undefined);
-    else {
-      runtime.retired = () => void once().catch(() => undefined);
-      this.retiring.add(once);
-    }
+    runtime.retired = retired;
+    this.retiring.add(retired);
+    requestDone(runtime);
   }
 
   private buildPools(config: Config, old: ReadonlyMap<string, PoolEntry>): Map<string, PoolEntry> {
@@ -313,7 +311,7 @@ export class DataPlane implements ListenerState {
       await e.health.stop();
       await e.pool.close().catch(() => undefined);
     }
-    for (const close of this.retiring) await close().catch(() => undefined);
+    for (const retired of this.retiring) await retired();
     await this.accessLog?.close();
   }
 }

@@ -39,7 +39,7 @@ export interface PoolRuntime {
    * new config does not reuse. Called when its last request is done, since a request of
    * the old config may still retry on them.
    */
-  retired: (() => void) | null;
+  retired: (() => Promise<void>) | null;
   /** Requests waiting for a backend with room. */
   readonly queue: BackendQueue;
 }
@@ -80,7 +80,7 @@ export class Generation {
 
 /** A request of `pool` is over: the last one of a pool a reload replaced closes its connections. */
 export function requestDone(pool: PoolRuntime): void {
-  if (pool.retired !== null && pool.activeRequests === 0 && pool.queue.length === 0) pool.retired();
+  if (pool.retired !== null && pool.activeRequests === 0 && pool.queue.length === 0) void pool.retired();
 }
 
 /** Builds the data plane's view of a pool. */

@@ -137,17 +137,22 @@ export async function startHa(opts: HaOptions): Promise<HaHandle> {
  */
 export const VACATE_WAIT_MS = 1000;
 
+/** Runs a data-plane step for `vip`: what it left over (0 when it failed, which is logged) and how long it took. */
+async function timed(vip: VipConfig, log: Logger, what: string, step: () => Promise<number>): Promise<{ left: number; ms: number }> {
+  const t0 = performance.now();
+  const left = await step().catch((err: Error) => {
+    log.warn({ vip: vip.name, err: err.message }, `ha: ${vip.name}: ${what} failed: ${err.message}`);
+    return 0;
+  });
+  return { left, ms: Math.round(performance.now() - t0) };
+}
+
 /** The elector's side of `Vacating.vacate`: waits when patient, and logs what was still open. */
 function vacating(data: Vacating, vip: VipConfig, log: Logger): (leaving: boolean, patient: boolean) => Promise<void> {
   const address = vip.address.split('/')[0];
   return async (leaving, patient) => {
-    const t0 = performance.now();
-    const open = await data.vacate(address, leaving, patient ? VACATE_WAIT_MS : 0).catch((err: Error) => {
-      log.warn({ vip: vip.name, err: err.message }, `ha: ${vip.name}: winding down its connections failed: ${err.message}`);
-      return 0;
-    });
+    const { left: open, ms } = await timed(vip, log, 'winding down its connections', () => data.vacate(address, leaving, patient ? VACATE_WAIT_MS : 0));
     if (!leaving) return;
-    const ms = Math.round(performance.now() - t0);
     if (open === 0) log.info({ vip: vip.name, address, ms }, `ha: ${vip.name}: connections on ${address} wound down in ${ms} ms; handing it over`);
     else log.warn({ vip: vip.name, address, ms, open }, `ha: ${vip.name}: ${open} connections on ${address} still busy after ${ms} ms; handing it over (they will be reset)`);
   };
@@ -157,12 +162,7 @@ function vacating(data: Vacating, vip: VipConfig, log: Logger): (leaving: boolea
 function lingering(data: Vacating, vip: VipConfig, log: Logger): () => Promise<void> {
   const address = vip.address.split('/')[0];
   return async () => {
-    const t0 = performance.now();
-    const busy = await data.linger(address, VACATE_WAIT_MS).catch((err: Error) => {
-      log.warn({ vip: vip.name, err: err.message }, `ha: ${vip.name}: waiting for answers in flight failed: ${err.message}`);
-      return 0;
-    });
-    const ms = Math.round(performance.now() - t0);
+    const { left: busy, ms } = await timed(vip, log, 'waiting for answers in flight', () => data.linger(address, VACATE_WAIT_MS));
     if (busy === 0) log.info({ vip: vip.name, address, ms }, `ha: ${vip.name}: answers in flight on ${address} sent in ${ms} ms; removing it`);
     else log.warn({ vip: vip.name, address, ms, busy }, `ha: ${vip.name}: ${busy} requests on ${address} still unanswered after ${ms} ms; removing it (their answers are lost)`);
   };

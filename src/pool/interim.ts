@@ -7,8 +7,9 @@
 // The other interim answers (102, 103) undici skips itself.
 //
 // "About to read the start of an answer" is the parser's own state: no status and no
-// header of the answer read yet. A chunk is one look at its first byte while that holds,
-// and nothing at all otherwise.
+// header of the answer read yet. It is looked at only for a chunk whose first byte is the
+// `H` of a status line and whose status starts with 1: an ordinary answer costs two byte
+// reads.
 
 import type { Socket } from 'node:net';
 import type buildConnectorType from 'undici/lib/core/connect.js';
@@ -63,7 +64,8 @@ function filterReads(socket: Socket): void {
       chunk = Buffer.concat([held, chunk]);
       held = null;
     }
-    if (chunk === null || chunk.length === 0 || chunk[0] !== 0x48 || !atAnswerStart(this)) return chunk;
+    // `HTTP/1.x 2..`: at byte 9 the status begins. Shorter chunks are checked in full.
+    if (chunk === null || chunk.length === 0 || chunk[0] !== 0x48 || (chunk.length > 9 && chunk[9] !== 0x31) || !atAnswerStart(this)) return chunk;
     for (;;) {
       const kind = continueHead(chunk);
       if (kind === 'no') return chunk;
