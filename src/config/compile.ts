@@ -58,6 +58,7 @@ function compileListener(l: RawListener, dir: string): ListenerConfig {
     tls: compileListenerTls(l, dir),
     http2: l.http2,
     proxyProtocol: l.proxyProtocol === null ? null : { from: [...(l.proxyProtocol.from ?? [])] },
+    engine: l.engine ?? defaultEngine(l),
     headersTimeout: l.timeouts.headers,
     requestTimeout: l.timeouts.request,
     keepAliveTimeout: l.timeouts.keepAlive,
@@ -65,6 +66,15 @@ function compileListener(l: RawListener, dir: string): ListenerConfig {
     sendTimeout: l.timeouts.send,
     maxConnections: l.maxConnections,
   };
+}
+
+/**
+ * The fast engine serves plain HTTP/1.1; a listener with TLS, HTTP/2 or the PROXY
+ * protocol runs on node. TANDEM_ENGINE=node makes node the default everywhere.
+ */
+function defaultEngine(l: RawListener): 'fast' | 'node' {
+  if (l.tls !== null || l.http2 || l.proxyProtocol !== null) return 'node';
+  return process.env.TANDEM_ENGINE === 'node' ? 'node' : 'fast';
 }
 
 function compileRoute(r: RawRoute): RouteConfig {

@@ -106,6 +106,8 @@ export function edgeFields(leaves: SharedLeaves) {
       clientCa: optional(leaves.filePath),
     }, 'a mapping { cert, key } or { certificates: [...] }')),
     http2: withDefault(bool(), false),
+    // Unset: fast on plain HTTP/1.1 listeners, node where TLS, HTTP/2 or the PROXY protocol is on.
+    engine: optional(oneOf(['fast', 'node'])),
     proxyProtocol: optional(struct({
       from: required(list(leaves.cidr, { min: 1, expects: 'a list of IP addresses or CIDR blocks' })),
     }, 'a mapping { from: [CIDR, ...] }')),

@@ -13,6 +13,11 @@ export interface ListenerConfig {
   readonly http2?: boolean;
   /** Sources whose connections open with a PROXY header (v1 or v2); null: none. */
   readonly proxyProtocol?: { readonly from: readonly string[] } | null;
+  /**
+   * What serves its HTTP/1.1 connections: `fast`, tandem's engine on node:net and llhttp
+   * (src/engine/), or `node`, node:http with undici upstream.
+   */
+  readonly engine: 'fast' | 'node';
   /** Time to receive the complete request head (node:http headersTimeout). */
   readonly headersTimeout: number;
   /** Time to receive the complete request, body included (node:http requestTimeout); 0 disables. */

@@ -47,6 +47,10 @@ function checkListeners(raw: RawConfig, cx: Context): Set<string> {
       cx.failAt(cx.at(t, 'headers'), `must not be longer than timeouts.request (at most ${formatDuration(t.request)}; got ${formatDuration(t.headers)})`);
     }
     checkListenerTls(l, cx, (spot, file, valid) => checkReadable(cx, spot, file, valid));
+    if (l.engine === 'fast') {
+      const needsNode = l.tls != null ? 'tls' : l.http2 === true ? 'http2' : l.proxyProtocol != null ? 'proxyProtocol' : null;
+      if (needsNode !== null) cx.failAt(cx.at(l, 'engine'), `the fast engine serves plain HTTP/1.1; this listener sets ${needsNode} (use engine: node, or leave engine out)`);
+    }
   }
   return names;
 }

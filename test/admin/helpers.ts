@@ -73,7 +73,7 @@ export class TestRuntime implements AdminRuntime {
       log: { level: 'info', format: 'auto' },
       trustedProxies: [],
       accessLog: null,
-      listeners: [{ name: 'web', host: '127.0.0.1', port: 8080, tls: null, headersTimeout: 10000, requestTimeout: 0, keepAliveTimeout: 5000, maxHeaderSize: 16384, sendTimeout: 30000, maxConnections: 0 }],
+      listeners: [{ name: 'web', host: '127.0.0.1', port: 8080, tls: null, engine: 'node', headersTimeout: 10000, requestTimeout: 0, keepAliveTimeout: 5000, maxHeaderSize: 16384, sendTimeout: 30000, maxConnections: 0 }],
       routes: pools.map((p) => ({
         name: `to-${p.name}`,
         listeners: [],

@@ -54,6 +54,7 @@ test('a minimal file gets every default filled in', () => {
         host: '127.0.0.1',
         port: 8080,
         tls: null,
+        engine: process.env.TANDEM_ENGINE === 'node' ? 'node' : 'fast',
         headersTimeout: 10_000,
         requestTimeout: 60_000,
         keepAliveTimeout: 5_000,
@@ -198,6 +199,7 @@ listeners:
     timeouts: { headers: 5s, request: 0s, keepAlive: 1500ms, send: 10s }
     maxHeaderSize: 8192
     maxConnections: 5000
+    engine: node
 routes:
   - name: api
     listeners: [web]
@@ -267,6 +269,7 @@ ha:
     maxHeaderSize: 8192,
     http2: false,
     proxyProtocol: null,
+    engine: 'node',
     sendTimeout: 10_000,
     maxConnections: 5000,
   });
