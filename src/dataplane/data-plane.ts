@@ -328,6 +328,7 @@ export function keepsServer(running: ListenerConfig, next: ListenerConfig): bool
     && JSON.stringify(running.tls) === JSON.stringify(next.tls)
     && h2 === (next.http2 === true)
     && JSON.stringify(running.proxyProtocol ?? null) === JSON.stringify(next.proxyProtocol ?? null)
+    && running.engine === next.engine
     // The HTTP/2 front takes these at construction.
     && (!h2 || (running.maxHeaderSize === next.maxHeaderSize && running.keepAliveTimeout === next.keepAliveTimeout));
 }

@@ -191,7 +191,8 @@ export class ProxyRequest implements Dispatcher.DispatchHandler, Exchange, Waite
     this.pool.activeRequests++;
     this.dispatched = performance.now();
     const req = this.req;
-    const upstream = backend.proxyVersion === null ? backend.upstream : privateUpstream(this.ctx, backend);
+    const upstream = backend.proxyVersion !== null ? privateUpstream(this.ctx, backend)
+      : this.ctx.fast === true ? backend.fastUpstream() : backend.upstream;
     upstream.dispatch({
       path: this.route.actions === null ? req.url ?? '/' : this.route.actions.path(req.url ?? '/'),
       method: req.method ?? 'GET',

@@ -70,6 +70,8 @@ export interface ForwardContext {
   readonly proxied?: ProxiedPeer | null;
   /** Upstream connections private to this client connection (pools that send the PROXY protocol); null until needed. */
   privateUpstreams?: PrivateUpstreams | null;
+  /** The fast engine serves the connection: its requests go upstream through the backend's fast upstream. */
+  readonly fast?: boolean;
 }
 
 /**

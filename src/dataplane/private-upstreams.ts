@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import type { Backend } from '../pool/backend.ts';
 import { proxyHeader, type Endpoint } from '../pool/proxy-header.ts';
-import type { Pool as UndiciPool } from '../pool/undici.ts';
+import type { Upstream } from '../pool/backend.ts';
 import type { ForwardContext } from './headers.ts';
 import type { ProxiedPeer } from './proxy-protocol.ts';
 
@@ -16,22 +16,25 @@ import type { ProxiedPeer } from './proxy-protocol.ts';
 export class PrivateUpstreams {
   private readonly source: Endpoint;
   private readonly destination: Endpoint;
-  private readonly byBackend = new Map<Backend, UndiciPool>();
+  /** Its connections are the fast engine's (the client connection is). */
+  private readonly fast: boolean;
+  private readonly byBackend = new Map<Backend, Upstream>();
 
   /**
    * `client`: the client address tandem goes by (a trusted PROXY header's, or the peer's);
    * `proxied`: that header, whose ports and destination are passed on as HAProxy does.
    */
-  constructor(socket: Socket, client: string, proxied: ProxiedPeer | null) {
+  constructor(socket: Socket, client: string, proxied: ProxiedPeer | null, fast: boolean) {
+    this.fast = fast;
     [this.source, this.destination] = endpointsOf(socket, client, proxied);
     socket.once('close', () => this.close());
   }
 
   /** This client connection's own connections to `backend`. */
-  to(backend: Backend): UndiciPool {
+  to(backend: Backend): Upstream {
     let upstream = this.byBackend.get(backend);
     if (upstream === undefined) {
-      upstream = backend.openPrivate(proxyHeader(backend.proxyVersion!, this.source, this.destination));
+      upstream = backend.openPrivate(proxyHeader(backend.proxyVersion!, this.source, this.destination), this.fast);
       this.byBackend.set(backend, upstream);
     }
     return upstream;
@@ -60,7 +63,7 @@ export function proxyHeaderFor(ctx: ForwardContext, backend: Backend): Buffer {
 }
 
 /** The client connection's own upstream to `backend`, made on first use. */
-export function privateUpstream(ctx: ForwardContext, backend: Backend): UndiciPool {
-  ctx.privateUpstreams ??= new PrivateUpstreams(ctx.socket!, ctx.clientAddress, ctx.proxied ?? null);
+export function privateUpstream(ctx: ForwardContext, backend: Backend): Upstream {
+  ctx.privateUpstreams ??= new PrivateUpstreams(ctx.socket!, ctx.clientAddress, ctx.proxied ?? null, ctx.fast === true);
   return ctx.privateUpstreams.to(backend);
 }

@@ -4,16 +4,18 @@ import type { Duplex } from 'node:stream';
 import type { ListenerConfig } from '../config/types.ts';
 import { errors, type ErrorSpec } from '../errors.ts';
 import { ProxyRequest, rejectInFlight, type RequestObserver } from './forward.ts';
-import { answerError, errorBody, writeRaw } from './own-answers.ts';
+import { answerError, writeRaw } from './own-answers.ts';
+import { answeredRaw, clientError, refuseMalformed } from './client-errors.ts';
+import { FastFront } from '../engine/front.ts';
 import type { Generation, RouteRuntime } from './generation.ts';
 import { Http2Front } from './http2.ts';
 import { ProxyProtocolReader } from './proxy-protocol.ts';
 import { refuseRaw } from './route-actions.ts';
 import { Certificates } from './tls.ts';
 import { clientAddressOf, TrustedProxies, type ForwardContext } from './headers.ts';
-import { admit, attach, breakAfter, type Connection } from './pipeline.ts';
+import { admit, attach, type Connection } from './pipeline.ts';
 import { checkRequest, isWebSocketUpgrade } from './request-checks.ts';
-import { newRequestId, requestIdOf, traceOf } from './request-id.ts';
+import { requestIdOf, traceOf } from './request-id.ts';
 import { plainAddress, type Closing, type Vacancies } from './vacate.ts';
 
 const kListener = Symbol('tandem.listener');
@@ -55,8 +57,11 @@ export class Listener {
   readonly proxyProtocol: ProxyProtocolReader | null;
   /** Connections closed at once because this process's share of maxConnections was open. */
   refused: number;
+  /** The fast engine's server, which accepts the connections instead of node:http's (engine: fast); else null. */
+  readonly front: FastFront | null;
 
   constructor(config: ListenerConfig, index: number, plane: ListenerState) {
+    const listener = this;
     this.config = config;
     this.index = index;
     this.plane = plane;
@@ -94,6 +99,23 @@ export class Listener {
     // Last, so that it runs before every other connection handler.
     this.proxyProtocol = config.proxyProtocol == null ? null : new ProxyProtocolReader(config.proxyProtocol.from);
     this.proxyProtocol?.attach(this.server, () => this.config.headersTimeout);
+    // node:http's server stays, unbound: the fast front hands it upgrades with their connection.
+    this.front = config.engine === 'fast' ? new FastFront({
+      get config() {
+        return listener.config;
+      },
+      server: this.server,
+      open: (socket) => openConnection(listener, socket, true),
+      serve,
+      refuse: (conn, spec) => refuseMalformed(plane, conn, spec),
+      dropped: () => this.refused++,
+    }) : null;
+    if (this.front !== null) this.front.server.maxConnections = this.server.maxConnections;
+  }
+
+  /** The server bound to the address: the fast front's, or node:http's. */
+  private get bound(): import('node:net').Server {
+    return this.front?.server ?? this.server;
   }
 
   /** Applies a reloaded config's timeouts and limits to the running server (see keepsServer in data-plane.ts). */
@@ -106,6 +128,7 @@ export class Listener {
     // node:http reads it for each new connection.
     (this.server as Server & { maxHeaderSize: number }).maxHeaderSize = config.maxHeaderSize;
     this.server.maxConnections = connectionShare(config, this.plane);
+    if (this.front !== null) this.front.server.maxConnections = this.server.maxConnections;
     // Certificates renewed in place (same paths) are read again: new handshakes use them,
     // established connections keep theirs.
     if (config.tls !== null && this.certificates !== null) {
@@ -118,6 +141,7 @@ export class Listener {
   retire(): void {
     this.retired = true;
     this.server.closeIdleConnections();
+    this.front?.closeIdle();
     this.http2?.close();
   }
 
@@ -129,9 +153,10 @@ export class Listener {
   listen(): Promise<void> {
     return new Promise((resolve, reject) => {
       const onError = (err: Error) => reject(err);
-      this.server.once('error', onError);
-      this.server.listen({ host: this.config.host, port: this.config.port, exclusive: true, reusePort: true }, () => {
-        this.server.off('error', onError);
+      const server = this.bound;
+      server.once('error', onError);
+      server.listen({ host: this.config.host, port: this.config.port, exclusive: true, reusePort: true }, () => {
+        server.off('error', onError);
         resolve();
       });
     });
@@ -139,7 +164,7 @@ export class Listener {
 
   /** The bound address as host:port. */
   address(): string {
-    const a = this.server.address();
+    const a = this.bound.address();
     if (a === null || typeof a === 'string') return String(a);
     return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
   }
@@ -147,8 +172,9 @@ export class Listener {
   /** Stops accepting, closes idle keep-alive connections; in-flight requests go on. */
   stopAccepting(): Promise<void> {
     return new Promise((resolve) => {
-      this.server.close(() => resolve());
+      this.bound.close(() => resolve());
       this.server.closeIdleConnections();
+      this.front?.closeIdle();
       this.http2?.close();
     });
   }
@@ -215,7 +241,11 @@ function connectionShare(config: ListenerConfig, plane: ListenerState): number {
 }
 
 function onConnection(this: TandemServer, socket: TandemSocket): void {
-  const listener = this[kListener];
+  openConnection(this[kListener], socket, false);
+}
+
+/** A client connection's context, made once: client address, trust, listener; `fast`: the fast engine serves it. */
+function openConnection(listener: Listener, socket: TandemSocket, fast: boolean): Connection {
   const plane = listener.plane;
   const proxied = listener.proxyProtocol?.peerOf(socket) ?? null;
   const address = clientAddressOf(proxied?.address ?? socket.remoteAddress);
@@ -230,6 +260,7 @@ function onConnection(this: TandemServer, socket: TandemSocket): void {
     socket,
     proxied,
     privateUpstreams: null,
+    fast,
     busy: false,
     held: null,
     broken: null,
@@ -239,8 +270,8 @@ function onConnection(this: TandemServer, socket: TandemSocket): void {
   listener.connections.add(socket);
   socket.once('close', onSocketClose);
   (socket as Socket & { [kListener]?: Listener })[kListener] = listener;
+  return conn;
 }
-
 
 /** True when an HTTP/1 connection has a request in flight or pipelined requests held. */
 function owesAnswer(socket: Socket): boolean {
@@ -338,46 +369,8 @@ function answered(plane: ListenerState, req: IncomingMessage, ctx: ForwardContex
   plane.observer.finished({ req, ctx, route, backend: null, status, start, bytes, received: 0, retries: 0, errorCode, requestId, traceId, upgrade: false });
 }
 
-/** Reports an answer written on the raw connection: to an upgrade request, or to one that could not be parsed (`req` null). */
-function answeredRaw(plane: ListenerState, req: IncomingMessage | null, ctx: ForwardContext, route: RouteRuntime | null, start: number,
-  spec: ErrorSpec, bytes: number, requestId: string, traceId: string | null): void {
-  plane.observer.logged({
-    req, ctx, route, backend: null, status: spec.status, start, bytes, received: 0, retries: 0, errorCode: spec.code,
-    requestId, traceId, upgrade: req !== null,
-  });
-}
-
 function onClientError(this: TandemServer, err: Error & { code?: string }, socket: Duplex): void {
-  // Malformed or hostile input gets a correct 4xx and the connection closed; nothing
-  // else is affected. A socket already written to or gone is just destroyed.
-  // The error may come after the head was parsed and the request dispatched (a bad
-  // chunk size, an invalid Transfer-Encoding): its response, not yet started, answers.
-  const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
-  if (err.code === 'ECONNRESET' || !socket.writable || (inFlight && inFlight.headersSent && !inFlight.req.complete)) {
-    socket.destroy();
-    return;
-  }
-  const spec = err.code === 'HPE_HEADER_OVERFLOW' ? errors.HEADERS_TOO_LARGE
-    : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? errors.REQUEST_TIMEOUT
-      : err.code === 'HPE_INVALID_METHOD' && wellFormedLine(err) ? errors.METHOD_NOT_IMPLEMENTED : errors.BAD_REQUEST;
-  const conn = (socket as TandemSocket)[kContext];
-  if (inFlight && !inFlight.req.complete) {
-    // The error is in the body of the request being served: its exchange is logged.
-    rejectInFlight(inFlight, spec);
-    return;
-  }
-  // No request to take an id from: the answer and its log line get a new one.
-  const requestId = newRequestId();
-  // A later request is malformed: the earlier ones are answered first.
-  if (conn !== undefined && conn.busy) breakAfter(conn, spec, requestId);
-  else writeRaw(socket, spec, '', requestId);
-  if (conn !== undefined) answeredRaw(this[kListener].plane, null, conn, null, performance.now(), spec, Buffer.byteLength(errorBody(spec, '')), requestId, null);
-}
-
-/** A request line of the right shape with a method llhttp does not know (501), not garbage (400). */
-function wellFormedLine(err: Error & { rawPacket?: Buffer }): boolean {
-  const raw = err.rawPacket;
-  return raw !== undefined && /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ [^\s]+ HTTP\/1\.[01]\r\n/.test(raw.toString('latin1', 0, Math.min(raw.length, 8192)));
+  clientError(this[kListener].plane, err, socket, (socket as TandemSocket)[kContext]);
 }
 
 function onUpgrade(this: TandemServer, req: IncomingMessage, socket: Duplex, head: Buffer): void {

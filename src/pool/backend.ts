@@ -3,6 +3,10 @@ import { headerConnector, type ProxyVersion } from './proxy-header.ts';
 import { skippingContinue } from './interim.ts';
 import { upstreamTls, upstreamTlsKey } from './tls.ts';
 import { buildConnector, Pool as UndiciPool } from './undici.ts';
+import { FastUpstream } from '../engine/upstream.ts';
+
+/** What requests to a backend are dispatched to: undici's pool (node engine) or the fast engine's. */
+export type Upstream = UndiciPool | FastUpstream;
 import type { BackendConfig, PoolConfig } from '../config/types.ts';
 import type { BackendState, CheckSummary } from '../events.ts';
 import { BUCKET_SLOTS, bucketOf } from '../histogram.ts';
@@ -119,7 +123,10 @@ export class Backend {
   /** The PROXY protocol version every connection to it opens with; null: none, and `upstream` is shared by all clients. */
   readonly proxyVersion: ProxyVersion | null;
   /** Connection pools private to one client connection each (with proxyVersion), open now. */
-  readonly privateUpstreams: Set<UndiciPool>;
+  readonly privateUpstreams: Set<Upstream>;
+  /** The fast engine's connections to it, made on its first request from a fast listener; null until then. */
+  private fast: FastUpstream | null;
+  private readonly connector: buildConnectorType.connector;
   private readonly connectWithHeader: ((header: Buffer) => buildConnectorType.connector) | null;
   /** Its index in its pool's backends (set by the pool that holds it now). */
   slot: number;
@@ -160,6 +167,8 @@ export class Backend {
     const host = config.host.includes(':') ? `[${config.host}]` : config.host;
     this.hostHeader = config.port === defaultPort ? host : `${host}:${config.port}`;
     const connect = upstreamTls(config, pool.tls ?? null, pool.connectTimeout)?.connect ?? buildConnector({ timeout: pool.connectTimeout, allowH2: false });
+    this.connector = connect;
+    this.fast = null;
     this.upstream = new UndiciPool(config.origin, { ...upstreamOptions(pool, config), connect: skippingContinue(connect) });
     this.proxyVersion = pool.proxyProtocol ?? null;
     this.privateUpstreams = new Set();
@@ -291,24 +300,31 @@ export class Backend {
    * `header` (the PROXY protocol names one client per connection, so they are never
    * shared). Ended with dropPrivate() when that client connection closes.
    */
-  openPrivate(header: Buffer): UndiciPool {
-    const upstream = new UndiciPool(this.config.origin, { ...upstreamOptions(this.poolConfig, this.config), connect: skippingContinue(this.connectWithHeader!(header)) });
+  openPrivate(header: Buffer, fast: boolean): Upstream {
+    const connect = this.connectWithHeader!(header);
+    const upstream = fast ? new FastUpstream(fastSettings(this.poolConfig, this.config, connect))
+      : new UndiciPool(this.config.origin, { ...upstreamOptions(this.poolConfig, this.config), connect: skippingContinue(connect) });
     this.privateUpstreams.add(upstream);
     return upstream;
   }
 
+  /** The fast engine's keep-alive connections to this backend (shared by every fast client connection). */
+  fastUpstream(): FastUpstream {
+    return this.fast ??= new FastUpstream(fastSettings(this.poolConfig, this.config, this.connector));
+  }
+
   /** Closes a private pool: its client connection is gone, so its requests in flight are too. */
-  dropPrivate(upstream: UndiciPool): void {
+  dropPrivate(upstream: Upstream): void {
     if (!this.privateUpstreams.delete(upstream)) return;
     upstream.destroy().catch(() => {});
   }
 
   close(): Promise<void> {
-    return Promise.all([this.upstream.close(), ...[...this.privateUpstreams].map((u) => u.close())]).then(() => {});
+    return Promise.all([this.upstream.close(), this.fast?.close(), ...[...this.privateUpstreams].map((u) => u.close())]).then(() => {});
   }
 
   destroy(): Promise<void> {
-    return Promise.all([this.upstream.destroy(), ...[...this.privateUpstreams].map((u) => u.destroy())]).then(() => {});
+    return Promise.all([this.upstream.destroy(), this.fast?.destroy(), ...[...this.privateUpstreams].map((u) => u.destroy())]).then(() => {});
   }
 }
 
@@ -323,5 +339,16 @@ function upstreamOptions(pool: PoolConfig, config: BackendConfig) {
     keepAliveMaxTimeout: pool.idleTimeout,
     // Pipelining would let one slow response hold others back; a proxy wants 1.
     pipelining: 1,
+  };
+}
+
+/** The same limits for the fast engine's connections (src/engine/upstream.ts). */
+function fastSettings(pool: PoolConfig, config: BackendConfig, connect: buildConnectorType.connector) {
+  return {
+    connect,
+    origin: new URL(config.origin),
+    headersTimeout: pool.responseTimeout,
+    bodyTimeout: pool.idleTimeout,
+    keepAliveTimeout: Math.min(pool.idleTimeout, 4000),
   };
 }

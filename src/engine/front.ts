@@ -1,0 +1,382 @@
+import { createServer, type Server, type Socket } from 'node:net';
+import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
+import type { ListenerConfig } from '../config/types.ts';
+import { errors, type ErrorSpec } from '../errors.ts';
+import type { Connection, Serve } from '../dataplane/pipeline.ts';
+import { admit } from '../dataplane/pipeline.ts';
+import { rejectInFlight } from '../dataplane/forward.ts';
+import { HTTPParser, METHODS, newParser, pauseRead, readAgain, releaseParser, resumeRead, type Parser, type ParserCallbacks } from './llhttp.ts';
+import { FastRequest, serializeHead, type BodyOwner } from './request.ts';
+import { FastResponse, type ResponseOwner } from './response.ts';
+
+// The client side of the fast engine: a node:net server whose connections are parsed by
+// llhttp consuming the socket's handle, each request handed to the same request path as
+// node:http's (server.ts's serve, through pipeline.ts: one request at a time per
+// connection) as a FastRequest and a FastResponse. What this side does itself is what
+// node:http's server did: the headers, request and keep-alive timeouts, 100-continue,
+// 4xx answers to what llhttp refuses, and the hand-over of upgrade and CONNECT requests
+// (WebSocket) to the listener's node:http server, which takes the connection from there.
+
+/** What the fast front needs of its listener (server.ts's Listener). */
+export interface FrontHost {
+  readonly config: ListenerConfig;
+  /** The listener's node:http server: upgrades are handed to it with the connection. */
+  readonly server: HttpServer;
+  /** Sets up a new client connection's context (as for node:http's connections). */
+  open(socket: Socket): Connection;
+  readonly serve: Serve;
+  /** Answers a request llhttp refused (after those in flight) and logs it. */
+  refuse(conn: Connection, spec: ErrorSpec): void;
+  /** A connection refused because maxConnections were open. */
+  dropped(): void;
+}
+
+type Owned = Socket & { owner?: ClientConnection; _httpMessage?: FastResponse | null };
+
+export class FastFront {
+  readonly server: Server;
+  readonly host: FrontHost;
+  readonly connections: Set<ClientConnection>;
+  private sweeper: NodeJS.Timeout | null;
+
+  constructor(host: FrontHost) {
+    this.host = host;
+    this.connections = new Set();
+    this.sweeper = null;
+    // allowHalfOpen: a client that sends its last request and shuts its side still gets the answers.
+    this.server = createServer({ noDelay: true, allowHalfOpen: true }, (socket) => this.accept(socket));
+    this.server.on('drop', () => host.dropped());
+  }
+
+  private accept(socket: Socket): void {
+    const c = new ClientConnection(this, socket, this.host.open(socket));
+    this.connections.add(c);
+    if (this.sweeper === null) {
+      const period = Math.min(1000, Math.max(100, Math.floor(this.host.config.headersTimeout / 4)));
+      this.sweeper = setInterval(() => this.sweep(), period);
+      this.sweeper.unref();
+    }
+  }
+
+  /** The headers, request and keep-alive timeouts, checked on node:http's period. */
+  private sweep(): void {
+    const now = performance.now();
+    const config = this.host.config;
+    for (const c of this.connections) c.expire(now, config);
+    if (this.connections.size === 0 && this.sweeper !== null) {
+      clearInterval(this.sweeper);
+      this.sweeper = null;
+    }
+  }
+
+  /** Closes connections between requests (node:http's closeIdleConnections). */
+  closeIdle(): void {
+    for (const c of this.connections) if (c.idle()) c.socket.destroy();
+  }
+
+  forget(c: ClientConnection): void {
+    this.connections.delete(c);
+  }
+}
+
+const callbacks: ParserCallbacks = { head: onRequestHead, body: onRequestBody, end: onRequestEnd, execute: onExecute };
+
+export class ClientConnection implements BodyOwner, ResponseOwner {
+  readonly front: FastFront;
+  readonly socket: Owned;
+  readonly ctx: Connection;
+  readonly parser: Parser;
+  headers: string[];
+  url: string;
+  /** The request whose body llhttp is reading; null between requests. */
+  parsing: FastRequest | null;
+  /** performance.now() when the request being read began (its head's first bytes); 0: none. */
+  started: number;
+  /** performance.now() since when the connection waits for a next request; 0: not idle. */
+  idleSince: number;
+  /** Parser events of the current read; an upgrade head to hand over once answers owed are out. */
+  events: number;
+  handover: { head: string; request: FastRequest } | null;
+  /** The upstream did not take more of the body yet. */
+  bodyWait: boolean;
+  /** The client shut its side: answer what was asked, then close. */
+  ended: boolean;
+
+  constructor(front: FastFront, socket: Socket, ctx: Connection) {
+    this.front = front;
+    this.socket = socket as Owned;
+    this.socket.owner = this;
+    this.ctx = ctx;
+    this.headers = [];
+    this.url = '';
+    this.parsing = null;
+    this.started = performance.now();
+    this.idleSince = 0;
+    this.events = 0;
+    this.handover = null;
+    this.bodyWait = false;
+    this.ended = false;
+    this.parser = newParser(HTTPParser.REQUEST, this, callbacks, front.host.config.maxHeaderSize, socket);
+    socket.on('data', notConsumed);
+    socket.on('drain', onDrain);
+    socket.on('end', onEnd);
+    socket.on('error', ignore);
+    socket.on('close', onClose);
+  }
+
+  get keepAliveSeconds(): number {
+    return Math.floor(this.front.host.config.keepAliveTimeout / 1000);
+  }
+
+  /** Between requests: nothing read of a next one, nothing owed. */
+  idle(): boolean {
+    return !this.ctx.busy && this.parsing === null && this.idleSince !== 0;
+  }
+
+  expire(now: number, config: ListenerConfig): void {
+    if (this.socket.destroyed) return;
+    if (this.idleSince !== 0) {
+      if (now - this.idleSince >= config.keepAliveTimeout && !this.ctx.busy) this.socket.destroy();
+      return;
+    }
+    if (this.started === 0) return;
+    const inBody = this.parsing !== null;
+    const late = inBody ? config.requestTimeout > 0 && now - this.started >= config.requestTimeout
+      : now - this.started >= config.headersTimeout;
+    if (!late) return;
+    this.started = 0;
+    this.timedOut(inBody);
+  }
+
+  /** The request being read took longer than the listener allows: 408, and the connection closes. */
+  private timedOut(inBody: boolean): void {
+    pauseRead(this.socket);
+    const res = this.socket._httpMessage;
+    if (inBody && res != null && res.req === this.parsing) {
+      // The request is being served: its exchange answers (or is cut, if its answer began).
+      if (res.headersSent) this.socket.destroy();
+      else failInFlight(res, errors.REQUEST_TIMEOUT);
+      return;
+    }
+    this.front.host.refuse(this.ctx, errors.REQUEST_TIMEOUT);
+  }
+
+  bodyStalled(): void {
+    this.bodyWait = true;
+    pauseRead(this.socket);
+  }
+
+  bodyFlowing(): void {
+    if (!this.bodyWait) return;
+    this.bodyWait = false;
+    if (this.ctx.held === null || this.ctx.held.length === 0) resumeRead(this.socket);
+  }
+
+  /** A response ended: whether the connection goes on, and what it waits for next. */
+  responded(res: FastResponse): void {
+    const socket = this.socket;
+    if (socket._httpMessage === res) socket._httpMessage = null;
+    if (!res.shouldKeepAlive) {
+      // Whatever else was sent is not answered (node:http likewise).
+      if (this.ctx.held !== null) this.ctx.held.length = 0;
+      this.ctx.broken = null;
+      socket.end();
+      return;
+    }
+    const more = this.ctx.held !== null && this.ctx.held.length > 0;
+    if (more) return;
+    if (this.handover !== null) {
+      handOver(this);
+      return;
+    }
+    if (this.ended && this.parsing === null) {
+      socket.end();
+      return;
+    }
+    if (this.parsing === null && this.started === 0) this.idleSince = performance.now();
+  }
+}
+
+function ignore(): void {}
+
+/** Data reached JS: the parser did not take the handle over, which the engine relies on. */
+function notConsumed(this: Owned): void {
+  this.destroy(new Error('socket data bypassed the parser'));
+}
+
+function onDrain(this: Owned): void {
+  const res = this._httpMessage;
+  if (res != null) res.emit('drain');
+}
+
+function onEnd(this: Owned): void {
+  const c = this.owner!;
+  c.ended = true;
+  if (!c.ctx.busy && c.handover === null) this.end();
+}
+
+function onClose(this: Owned): void {
+  const c = this.owner!;
+  c.front.forget(c);
+  const res = this._httpMessage;
+  this._httpMessage = null;
+  if (res != null) res.aborted();
+  // Held requests are dropped by the pipeline, which sees the socket destroyed.
+  c.handover = null;
+  releaseParser(c.parser, null);
+}
+
+function onRequestHead(this: Parser, major: number, minor: number, headers: string[] | undefined, method: number,
+  url: string | undefined, _status: number, _message: string | undefined, upgrade: boolean, keepAlive: boolean): number {
+  const c = this.owner as ClientConnection | null;
+  if (c === null) return 0;
+  c.events++;
+  if (headers === undefined) {
+    headers = c.headers;
+    url = c.url + (url ?? '');
+    c.headers = [];
+    c.url = '';
+  }
+  const socket = c.socket;
+  // After a Connection: close answer, nothing more is read.
+  if (socket.writableEnded || socket.destroyed) {
+    pauseRead(socket);
+    return 0;
+  }
+  const start = c.started === 0 ? performance.now() : c.started;
+  c.idleSince = 0;
+  const name = METHODS[method];
+  const req = new FastRequest(c, socket, name, url ?? '/', headers, major, minor);
+  if (upgrade) {
+    // WebSocket (or CONNECT, or an upgrade node:http serves as a plain request): node:http
+    // takes the connection over once what is owed on it is answered.
+    c.handover = { head: serializeHead(name, req.url, major, minor, headers), request: req };
+    return 0;
+  }
+  c.parsing = req.complete ? null : req;
+  if (req.complete) c.started = 0;
+  const res = new FastResponse(c, req, keepAlive);
+  admit(c.ctx, req as never, res as never, start, serveFast);
+  return 0;
+}
+
+/** Runs when the pipeline serves the request: 100-continue as node:http does, then the request path. */
+function serveFast(conn: Connection, req: IncomingMessage, res: ServerResponse, start: number): void {
+  const r = req as unknown as FastRequest;
+  const response = res as unknown as FastResponse;
+  const c = (conn.socket as Owned).owner!;
+  c.socket._httpMessage = response;
+  const expect = r.headers.expect;
+  if (expect !== undefined && r.httpVersionMajor === 1 && r.httpVersionMinor === 1) {
+    if (expect.toLowerCase() !== '100-continue') {
+      response.shouldKeepAlive = false;
+      response.writeHead(417, { 'content-length': 0 });
+      response.end();
+      return;
+    }
+    if (!r.complete) c.socket.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
+  }
+  c.front.host.serve(conn, req, res, start);
+}
+
+function onRequestBody(this: Parser, chunk: Buffer): void {
+  const c = this.owner as ClientConnection | null;
+  if (c === null) return;
+  c.events++;
+  const req = c.parsing;
+  if (req !== null && !req.push(chunk)) c.bodyStalled();
+}
+
+function onRequestEnd(this: Parser): void {
+  const c = this.owner as ClientConnection | null;
+  if (c === null) return;
+  c.events++;
+  c.started = 0;
+  const req = c.parsing;
+  if (req === null) return;
+  c.parsing = null;
+  req.finish();
+}
+
+function onExecute(this: Parser, ret: number | Error): void {
+  const c = this.owner as ClientConnection | null;
+  if (c === null) return;
+  const events = c.events;
+  c.events = 0;
+  if (typeof ret !== 'number') {
+    malformed(c, ret as Error & { code?: string });
+    return;
+  }
+  if (c.handover !== null) {
+    // llhttp stopped at the end of the upgrade head: the rest is the new protocol's.
+    const rest = this.getCurrentBuffer().subarray(ret);
+    c.handover.head = c.handover.head + rest.toString('latin1');
+    pauseRead(c.socket);
+    if (!c.ctx.busy) handOver(c);
+    return;
+  }
+  // Bytes of a next request's head, and no event yet: its headers timeout runs from now.
+  if (events === 0 && ret > 0 && c.started === 0 && c.parsing === null) {
+    c.started = performance.now();
+    c.idleSince = 0;
+  }
+}
+
+/** llhttp refused what the client sent: the right 4xx, after the answers owed, and the connection closes. */
+function malformed(c: ClientConnection, err: Error & { code?: string }): void {
+  pauseRead(c.socket);
+  if (err.code === 'ECONNRESET' || c.socket.destroyed) {
+    c.socket.destroy();
+    return;
+  }
+  const spec = clientErrorSpec(err, c.parser);
+  const req = c.parsing;
+  c.parsing = null;
+  const res = c.socket._httpMessage;
+  if (req !== null && res != null && res.req === req) {
+    // The error is in the body of the request being served.
+    if (res.headersSent) c.socket.destroy();
+    else failInFlight(res, spec);
+    return;
+  }
+  if (req !== null && c.ctx.held !== null) {
+    // In the body of a request still held: it is not served.
+    const i = c.ctx.held.findIndex((h) => (h.req as unknown) === req);
+    if (i !== -1) c.ctx.held.splice(i, 1);
+  }
+  c.front.host.refuse(c.ctx, spec);
+}
+
+/** As node:http's clientError mapping (server.ts): 431, 501 for a well-formed line with an unknown method, else 400. */
+function clientErrorSpec(err: Error & { code?: string }, parser: Parser): ErrorSpec {
+  if (err.code === 'HPE_HEADER_OVERFLOW') return errors.HEADERS_TOO_LARGE;
+  if (err.code === 'HPE_INVALID_METHOD') {
+    const raw = parser.getCurrentBuffer();
+    if (/^[!#$%&'*+.^_`|~0-9A-Za-z-]+ [^\s]+ HTTP\/1\.[01]\r\n/.test(raw.toString('latin1', 0, Math.min(raw.length, 8192)))) return errors.METHOD_NOT_IMPLEMENTED;
+  }
+  return errors.BAD_REQUEST;
+}
+
+/** The exchange in flight answers `spec`, or is dropped with its connection. */
+function failInFlight(res: FastResponse, spec: ErrorSpec): void {
+  rejectInFlight(res as never, spec);
+}
+
+/** Gives the connection, and the upgrade head it sent, to the listener's node:http server. */
+function handOver(c: ClientConnection): void {
+  const { head } = c.handover!;
+  const socket = c.socket;
+  if (socket.destroyed) return;
+  c.front.forget(c);
+  socket.removeListener('data', notConsumed);
+  socket.removeListener('drain', onDrain);
+  socket.removeListener('end', onEnd);
+  socket.removeListener('error', ignore);
+  socket.removeListener('close', onClose);
+  socket.owner = undefined;
+  socket._httpMessage = null;
+  releaseParser(c.parser, socket);
+  readAgain(socket);
+  socket.unshift(Buffer.from(head, 'latin1'));
+  c.front.host.server.emit('connection', socket);
+}

@@ -1,0 +1,164 @@
+// llhttp through Node's own binding: the parser node:http runs, with the same strict
+// settings (no lenient flags), so the fast engine accepts exactly what node:http accepts.
+// `_http_common` is what node:http itself loads; reached through require it carries no
+// deprecation warning (process.binding('http_parser') does).
+//
+// A parser made here consumes its socket's handle, as node:http's server does: reads go
+// from libuv straight into llhttp in C++, with no Buffer and no 'data' event per read. Its
+// callbacks run with `this` = the parser, whose `owner` is the connection it serves, so
+// no closure is made per connection or per request. Readable's pause() no longer stops
+// reads on such a socket: pauseRead() and resumeRead() stop and start the handle itself.
+
+import { createRequire } from 'node:module';
+import type { Socket } from 'node:net';
+
+/** llhttp's headers-complete callback: returns 0, 1 (no body follows) or 2 (no body, upgrade). */
+export type HeadersComplete = (this: Parser, major: number, minor: number, headers: string[] | undefined, method: number,
+  url: string | undefined, status: number, message: string | undefined, upgrade: boolean, keepAlive: boolean) => number;
+
+export interface ParserOwner {
+  /** Head fields handed over before the head was complete (heads longer than one read). */
+  headers: string[];
+  url: string;
+}
+
+export interface Parser {
+  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
+  execute(data: Buffer): number | Error;
+  finish(): number | Error | undefined;
+  consume(handle: unknown): void;
+  unconsume(): void;
+  getCurrentBuffer(): Buffer;
+  close(): void;
+  remove(): void;
+  owner: ParserOwner | null;
+  [callback: number]: unknown;
+}
+
+interface ParserClass {
+  new(): Parser;
+  readonly REQUEST: number;
+  readonly RESPONSE: number;
+  readonly kOnHeaders: number;
+  readonly kOnHeadersComplete: number;
+  readonly kOnBody: number;
+  readonly kOnMessageComplete: number;
+  readonly kOnExecute: number;
+}
+
+const common = createRequire(import.meta.url)('_http_common') as { HTTPParser: ParserClass; methods: string[] };
+export const HTTPParser = common.HTTPParser;
+/** llhttp's method numbers to names. */
+export const METHODS: readonly string[] = common.methods;
+
+export interface ParserCallbacks {
+  readonly head: HeadersComplete;
+  readonly body: (this: Parser, chunk: Buffer) => void;
+  readonly end: (this: Parser) => void;
+  /** After each read is parsed: the bytes parsed, or the parse error. */
+  readonly execute: (this: Parser, ret: number | Error) => void;
+}
+
+interface Handle {
+  readStart(): number;
+  readStop(): number;
+  _consumed?: boolean;
+  /** net's own record of whether the handle reads: kept true to the fact, so net restarts reads once the handle is its own again. */
+  reading: boolean;
+}
+
+type Reading = Socket & { _handle: Handle | null; stopped?: boolean };
+
+/**
+ * A parser of `type` (HTTPParser.REQUEST or RESPONSE) for `owner`. With `socket`, it
+ * consumes that socket's handle; without (TLS sockets, whose handle is not a plain
+ * stream), the caller feeds it with execute().
+ */
+export function newParser(type: number, owner: ParserOwner, callbacks: ParserCallbacks, maxHeaderSize: number, socket: Socket | null): Parser {
+  const p = new HTTPParser();
+  p.initialize(type, {}, maxHeaderSize, 0);
+  p.owner = owner;
+  p[HTTPParser.kOnHeaders] = onHeaders;
+  p[HTTPParser.kOnHeadersComplete] = callbacks.head;
+  p[HTTPParser.kOnBody] = callbacks.body;
+  p[HTTPParser.kOnMessageComplete] = callbacks.end;
+  p[HTTPParser.kOnExecute] = callbacks.execute;
+  const handle = socket === null ? null : (socket as Reading)._handle;
+  if (handle !== null) {
+    p.consume(handle);
+    handle._consumed = true;
+  }
+  return p;
+}
+
+/** Whether `socket`'s handle is a stream llhttp can consume (plain TCP, not TLS). */
+export function consumable(socket: Socket): boolean {
+  const handle = (socket as Reading)._handle as (Handle & { isStreamBase?: boolean }) | null;
+  return handle !== null && handle.isStreamBase === true && handle._consumed !== true && socket.constructor.name === 'Socket';
+}
+
+/** Gives the handle back to the socket (before handing the connection to node:http) and frees the parser. */
+export function releaseParser(p: Parser, socket: Socket | null): void {
+  const handle = socket === null ? null : (socket as Reading)._handle;
+  if (handle != null && handle._consumed === true) {
+    p.unconsume();
+    handle._consumed = false;
+  }
+  p.owner = null;
+  p.remove();
+  // Never while llhttp may still be executing on this parser (a callback on the stack):
+  // node:http closes its parsers on the next turn for the same reason.
+  setImmediate(closeParser, p);
+}
+
+function closeParser(p: Parser): void {
+  p.close();
+}
+
+function onHeaders(this: Parser, headers: string[], url: string): void {
+  const o = this.owner!;
+  for (let i = 0; i < headers.length; i++) o.headers.push(headers[i]);
+  o.url += url;
+}
+
+/** Stops reads of a socket whose handle a parser consumes (or of a plain one). */
+export function pauseRead(s: Socket): void {
+  const r = s as Reading;
+  if (r.stopped === true) return;
+  r.stopped = true;
+  if (r._handle?._consumed === true) {
+    r._handle.reading = false;
+    r._handle.readStop();
+  } else {
+    s.pause();
+  }
+}
+
+export function resumeRead(s: Socket): void {
+  const r = s as Reading;
+  if (r.stopped !== true) return;
+  r.stopped = false;
+  if (r._handle?._consumed === true) {
+    r._handle.reading = true;
+    r._handle.readStart();
+  } else {
+    s.resume();
+  }
+}
+
+export function readPaused(s: Socket): boolean {
+  return (s as Reading).stopped === true;
+}
+
+/**
+ * After releaseParser(): the handle reads again, for whoever takes the socket. Its
+ * Readable still waits on the read it asked for before the parser took the handle, so
+ * reads must go on at the handle, as node:http leaves them when it lets a socket go.
+ */
+export function readAgain(s: Socket): void {
+  const r = s as Reading;
+  r.stopped = false;
+  if (r._handle === null) return;
+  r._handle.reading = true;
+  r._handle.readStart();
+}

@@ -1,0 +1,197 @@
+import { EventEmitter } from 'node:events';
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
+import type { FastRequest } from './request.ts';
+
+// A response of the fast engine: the part of node's ServerResponse the request path uses
+// (writeHead, write, end, destroy, 'drain', 'finish', 'close'), written straight to the
+// client socket. The head is held until the first body bytes or the end, so that head and
+// body leave in one write. Framing follows node:http's rules: the Content-Length given,
+// else chunked to an HTTP/1.1 client, else (HTTP/1.0) the body ends with the connection.
+
+/** What a response reports to its connection. */
+export interface ResponseOwner {
+  /** The response ended (all of it handed to the socket): the connection may go on. */
+  responded(res: FastResponse): void;
+  /** Seconds a kept-alive connection stays open, for the Keep-Alive header. */
+  readonly keepAliveSeconds: number;
+}
+
+const CRLF = '\r\n';
+const LAST_CHUNK = '0\r\n\r\n';
+/** A header value node:http would refuse to send (control characters but tab). */
+const INVALID_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+let date = '';
+function httpDate(): string {
+  if (date === '') {
+    date = new Date().toUTCString();
+    setTimeout(clearDate, 1000 - new Date().getMilliseconds()).unref();
+  }
+  return date;
+}
+function clearDate(): void {
+  date = '';
+}
+
+type HeaderValue = string | number | readonly string[];
+
+export class FastResponse extends EventEmitter {
+  readonly req: FastRequest;
+  readonly socket: Socket;
+  readonly owner: ResponseOwner;
+  statusCode: number;
+  /** False: the connection closes after this response (node's name). */
+  shouldKeepAlive: boolean;
+  headersSent: boolean;
+  writableEnded: boolean;
+  writableFinished: boolean;
+  destroyed: boolean;
+  /** The head, written with the first body bytes or at the end. */
+  private head: string | null;
+  private chunked: boolean;
+  private bodyless: boolean;
+
+  constructor(owner: ResponseOwner, req: FastRequest, keepAlive: boolean) {
+    super();
+    this.owner = owner;
+    this.req = req;
+    this.socket = req.socket;
+    this.statusCode = 200;
+    this.shouldKeepAlive = keepAlive;
+    this.headersSent = false;
+    this.writableEnded = false;
+    this.writableFinished = false;
+    this.destroyed = false;
+    this.head = null;
+    this.chunked = false;
+    this.bodyless = false;
+  }
+
+  get writableNeedDrain(): boolean {
+    return this.socket.writableNeedDrain;
+  }
+
+  /** As ServerResponse's: `headers` a flat [name, value, …] array or an object. Throws on a header node:http refuses. */
+  writeHead(status: number, message?: string | HeaderValue[] | Record<string, HeaderValue>, headers?: readonly HeaderValue[] | Record<string, HeaderValue>): this {
+    if (this.headersSent) throw new Error('headers already sent');
+    if (typeof message !== 'string') {
+      headers = message;
+      message = undefined;
+    }
+    let head = '';
+    let length = false;
+    let close = false;
+    let dated = false;
+    const add = (name: string, value: HeaderValue) => {
+      if (Array.isArray(value)) {
+        for (const v of value) add(name, v);
+        return;
+      }
+      const v = String(value);
+      if (!TOKEN.test(name) || INVALID_VALUE.test(v)) throw new TypeError(`invalid response header ${JSON.stringify(name)}`);
+      if (name.length === 14 && name.toLowerCase() === 'content-length') length = true;
+      else if (name.length === 10 && name.toLowerCase() === 'connection') {
+        if (v.toLowerCase().includes('close')) close = true;
+        else return;
+      } else if (name.length === 4 && name.toLowerCase() === 'date') dated = true;
+      head += `${name}: ${v}${CRLF}`;
+    };
+    if (Array.isArray(headers)) {
+      for (let i = 0; i < headers.length; i += 2) add(headers[i] as string, headers[i + 1]);
+    } else if (headers !== undefined) {
+      for (const name in headers as Record<string, HeaderValue>) add(name, (headers as Record<string, HeaderValue>)[name]);
+    }
+    const req = this.req;
+    this.statusCode = status;
+    this.bodyless = req.method === 'HEAD' || status === 204 || status === 304 || status < 200;
+    if (!dated) head += `date: ${httpDate()}${CRLF}`;
+    if (!this.bodyless && !length && status !== 204 && status !== 304) {
+      if (req.httpVersionMinor >= 1 && req.httpVersionMajor === 1) {
+        this.chunked = true;
+        head += `transfer-encoding: chunked${CRLF}`;
+      } else {
+        // An HTTP/1.0 client reads the body to the connection's end.
+        this.shouldKeepAlive = false;
+      }
+    }
+    // A request body not read to its end leaves the connection out of step.
+    if (close || !req.complete) this.shouldKeepAlive = false;
+    if (!this.shouldKeepAlive) {
+      if (!close) head += `connection: close${CRLF}`;
+    } else {
+      head += `connection: keep-alive${CRLF}keep-alive: timeout=${this.owner.keepAliveSeconds}${CRLF}`;
+    }
+    this.head = `HTTP/1.1 ${status} ${message ?? STATUS_CODES[status] ?? 'unknown'}${CRLF}${head}${CRLF}`;
+    this.headersSent = true;
+    return this;
+  }
+
+  /** A body chunk; false when the socket's buffer is full ('drain' follows). */
+  write(chunk: Buffer | string): boolean {
+    if (this.writableEnded || this.destroyed) return false;
+    if (!this.headersSent) this.writeHead(this.statusCode);
+    const s = this.socket;
+    const head = this.head;
+    if (this.bodyless || chunk.length === 0) {
+      if (head !== null) {
+        this.head = null;
+        return s.write(head, 'latin1');
+      }
+      return true;
+    }
+    s.cork();
+    if (head !== null) {
+      this.head = null;
+      s.write(head, 'latin1');
+    }
+    let ok: boolean;
+    if (this.chunked) {
+      s.write(`${Buffer.byteLength(chunk).toString(16)}${CRLF}`, 'latin1');
+      s.write(chunk);
+      ok = s.write(CRLF, 'latin1');
+    } else {
+      ok = s.write(chunk);
+    }
+    s.uncork();
+    return ok;
+  }
+
+  end(chunk?: Buffer | string): this {
+    if (this.writableEnded || this.destroyed) return this;
+    if (chunk !== undefined && chunk.length > 0) this.write(chunk);
+    else if (!this.headersSent) this.writeHead(this.statusCode);
+    this.writableEnded = true;
+    const head = this.head;
+    this.head = null;
+    if (this.chunked && !this.bodyless) this.socket.write(head === null ? LAST_CHUNK : head + LAST_CHUNK, 'latin1');
+    else if (head !== null) this.socket.write(head, 'latin1');
+    // After the caller's own steps for this end (forward.ts reports the exchange first).
+    process.nextTick(finished, this);
+    return this;
+  }
+
+  /** Cuts the response and its connection: the client sees a broken, not a complete, body. */
+  destroy(_err?: Error): this {
+    if (this.destroyed) return this;
+    this.destroyed = true;
+    this.socket.destroy();
+    return this;
+  }
+
+  /** The connection closed under the response: 'close' with writableFinished false. */
+  aborted(): void {
+    if (this.writableFinished) return;
+    this.destroyed = true;
+    this.emit('close');
+  }
+}
+
+function finished(res: FastResponse): void {
+  if (res.destroyed) return;
+  res.writableFinished = true;
+  res.emit('finish');
+  res.emit('close');
+  res.owner.responded(res);
+}
