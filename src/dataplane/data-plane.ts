@@ -302,7 +302,7 @@ export class DataPlane implements ListenerState {
     const closed = Promise.all(listeners.map((l) => l.stopAccepting()));
     const deadline = Date.now() + timeout;
     while (this.active > 0 && Date.now() < deadline) {
-      for (const l of listeners) l.server.closeIdleConnections();
+      for (const l of listeners) l.closeIdleConnections();
       await new Promise((r) => setTimeout(r, 20));
     }
     for (const l of listeners) l.destroyAll();

@@ -137,11 +137,16 @@ export class Listener {
     }
   }
 
+  /** Closes the connections that wait between requests, on either engine. */
+  closeIdleConnections(): void {
+    this.server.closeIdleConnections();
+    this.front?.closeIdle();
+  }
+
   /** Taken out of the config by a reload; its open connections are wound down. */
   retire(): void {
     this.retired = true;
-    this.server.closeIdleConnections();
-    this.front?.closeIdle();
+    this.closeIdleConnections();
     this.http2?.close();
   }
 
@@ -173,8 +178,7 @@ export class Listener {
   stopAccepting(): Promise<void> {
     return new Promise((resolve) => {
       this.bound.close(() => resolve());
-      this.server.closeIdleConnections();
-      this.front?.closeIdle();
+      this.closeIdleConnections();
       this.http2?.close();
     });
   }

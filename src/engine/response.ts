@@ -80,29 +80,30 @@ export class FastResponse extends EventEmitter {
       headers = message;
       message = undefined;
     }
+    const flat = Array.isArray(headers) ? headers as readonly HeaderValue[] : headers === undefined ? [] : flatten(headers as Record<string, HeaderValue>);
     let head = '';
+    let names = '';
+    let values = '';
     let length = false;
     let close = false;
     let dated = false;
-    const add = (name: string, value: HeaderValue) => {
-      if (Array.isArray(value)) {
-        for (const v of value) add(name, v);
-        return;
-      }
-      const v = String(value);
-      if (!TOKEN.test(name) || INVALID_VALUE.test(v)) throw new TypeError(`invalid response header ${JSON.stringify(name)}`);
+    for (let i = 0; i < flat.length; i += 2) {
+      const name = flat[i] as string;
+      const value = flat[i + 1];
+      const v = typeof value === 'string' ? value : Array.isArray(value) ? value.join(', ') : String(value);
+      names += name;
+      values += v;
       if (name.length === 14 && name.toLowerCase() === 'content-length') length = true;
       else if (name.length === 10 && name.toLowerCase() === 'connection') {
+        // Whether the connection stays open is this side's decision; the header is written below.
         if (v.toLowerCase().includes('close')) close = true;
-        else return;
+        continue;
       } else if (name.length === 4 && name.toLowerCase() === 'date') dated = true;
       head += `${name}: ${v}${CRLF}`;
-    };
-    if (Array.isArray(headers)) {
-      for (let i = 0; i < headers.length; i += 2) add(headers[i] as string, headers[i + 1]);
-    } else if (headers !== undefined) {
-      for (const name in headers as Record<string, HeaderValue>) add(name, (headers as Record<string, HeaderValue>)[name]);
     }
+    // Two tests for the whole head rather than two per header: names are tokens, values
+    // carry no control character but tab (node:http refuses the same).
+    if ((names !== '' && !TOKEN.test(names)) || INVALID_VALUE.test(values)) throw new TypeError('invalid response header');
     const req = this.req;
     this.statusCode = status;
     this.bodyless = req.method === 'HEAD' || status === 204 || status === 304 || status < 200;
@@ -119,7 +120,7 @@ export class FastResponse extends EventEmitter {
     // A request body not read to its end leaves the connection out of step.
     if (close || !req.complete) this.shouldKeepAlive = false;
     if (!this.shouldKeepAlive) {
-      if (!close) head += `connection: close${CRLF}`;
+      head += `connection: close${CRLF}`;
     } else {
       head += `connection: keep-alive${CRLF}keep-alive: timeout=${this.owner.keepAliveSeconds}${CRLF}`;
     }
@@ -186,6 +187,17 @@ export class FastResponse extends EventEmitter {
     this.destroyed = true;
     this.emit('close');
   }
+}
+
+/** An object's headers as a flat [name, value, …] array, an array value as one line per element (as node:http sends them). */
+function flatten(headers: Record<string, HeaderValue>): HeaderValue[] {
+  const flat: HeaderValue[] = [];
+  for (const name in headers) {
+    const value = headers[name];
+    if (Array.isArray(value)) for (const v of value) flat.push(name, v);
+    else flat.push(name, value);
+  }
+  return flat;
 }
 
 function finished(res: FastResponse): void {

@@ -20,6 +20,12 @@ const timed = new Set<UpstreamRequest>();
 let sweeper: NodeJS.Timeout | null = null;
 /** Deadlines are checked this often: a timeout fires within this much of its time. */
 const SWEEP_MS = 25;
+/** performance.now() as of the last sweep: deadlines are set from it, not a clock read per body read. */
+let clock = 0;
+
+function now(): number {
+  return sweeper === null ? (clock = performance.now()) : clock;
+}
 
 export class UpstreamRequest implements Dispatcher.DispatchController, BodySink {
   readonly upstream: FastUpstream;
@@ -93,7 +99,7 @@ export class UpstreamRequest implements Dispatcher.DispatchController, BodySink 
     const s = conn.socket;
     // Each body write starts the headers timeout again, as undici's does: the response is
     // not late while the request is still being sent.
-    if (this.deadline !== 0 && this.timeoutCode === 'UND_ERR_HEADERS_TIMEOUT') this.deadline = performance.now() + this.upstream.settings.headersTimeout;
+    if (this.deadline !== 0 && this.timeoutCode === 'UND_ERR_HEADERS_TIMEOUT') this.deadline = now() + this.upstream.settings.headersTimeout;
     let ok: boolean;
     s.cork();
     if (this.head !== null) this.writeHead(s);
@@ -138,7 +144,7 @@ export class UpstreamRequest implements Dispatcher.DispatchController, BodySink 
 
   responseData(chunk: Buffer): void {
     if (this.ended) return;
-    if (this.deadline !== 0) this.deadline = performance.now() + this.upstream.settings.bodyTimeout;
+    if (this.deadline !== 0) this.deadline = now() + this.upstream.settings.bodyTimeout;
     this.handler.onResponseData?.(this, chunk);
   }
 
@@ -186,11 +192,11 @@ export class UpstreamRequest implements Dispatcher.DispatchController, BodySink 
   resume(): void {
     this.paused = false;
     if (this.conn !== null) resumeRead(this.conn.socket);
-    if (this.deadline !== 0) this.deadline = performance.now() + this.upstream.settings.bodyTimeout;
+    if (this.deadline !== 0) this.deadline = now() + this.upstream.settings.bodyTimeout;
   }
 
   private time(ms: number, code: string): void {
-    this.deadline = performance.now() + ms;
+    this.deadline = now() + ms;
     this.timeoutCode = code;
     timed.add(this);
     if (sweeper === null) {
@@ -214,8 +220,8 @@ export class UpstreamRequest implements Dispatcher.DispatchController, BodySink 
 }
 
 function sweep(): void {
-  const now = performance.now();
-  for (const r of timed) r.expire(now);
+  clock = performance.now();
+  for (const r of timed) r.expire(clock);
   if (timed.size === 0 && sweeper !== null) {
     clearInterval(sweeper);
     sweeper = null;

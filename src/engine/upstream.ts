@@ -268,6 +268,22 @@ function onResponseHead(this: Parser, _major: number, _minor: number, headers: s
 
 /** `timeout=N` of a Keep-Alive header, less a margin, within the configured keep-alive time. */
 function keepAliveHint(value: string | string[], max: number): number {
+  // Backends send the same value on every answer: the last one is remembered.
+  if (value === lastHint && max === lastMax) return lastMs;
+  const ms = parseHint(value, max);
+  if (typeof value === 'string') {
+    lastHint = value;
+    lastMax = max;
+    lastMs = ms;
+  }
+  return ms;
+}
+
+let lastHint = '';
+let lastMax = 0;
+let lastMs = 0;
+
+function parseHint(value: string | string[], max: number): number {
   const m = /timeout=(\d+)/i.exec(Array.isArray(value) ? value.join(',') : value);
   if (m === null) return max;
   return Math.max(0, Math.min(max, Number(m[1]) * 1000 - KEEP_ALIVE_MARGIN_MS));
