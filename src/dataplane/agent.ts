@@ -134,9 +134,10 @@ export class DataPlaneAgent {
     this.timer = setInterval(() => this.end.send({ t: 'stats', id: 0, stats: this.stats() }), PUSH_EVERY_MS);
     this.timer.unref();
     const bound = this.bound();
+    const engines = Object.fromEntries(plane.listeners().map((l) => [l.config.name, l.config.engine]));
     this.log.info(
-      { event: 'serving', listeners: Object.fromEntries(bound.map((l) => [l.name, l.address])) },
-      `data plane serving: ${bound.map((l) => `${l.name} on ${l.address}`).join(', ')}`,
+      { event: 'serving', listeners: Object.fromEntries(bound.map((l) => [l.name, l.address])), engines },
+      `data plane serving: ${bound.map((l) => `${l.name} on ${l.address} (${engines[l.name]} engine)`).join(', ')}`,
     );
     this.end.send({ t: 'ready', listeners: bound });
   }

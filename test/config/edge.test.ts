@@ -137,3 +137,19 @@ test('route compress: true, false or { types, minSize }, located mistakes', () =
   says(errorsOf(base(`    redirect: { scheme: https }
     compress: true`)), 'routes[0].compress', 'has no effect on a route that redirects');
 });
+
+test('engine: fast on plain HTTP/1.1 listeners by default, node where TLS, HTTP/2 or PROXY is on; fast there is a located mistake', () => {
+  const plain = loadConfigText(base(''), file, { env: {} });
+  assert.ok(plain.ok);
+  assert.equal(plain.config.listeners[0].engine, process.env.TANDEM_ENGINE === 'node' ? 'node' : 'fast');
+  const pinned = loadConfigText(base('', '    engine: node'), file, { env: {} });
+  assert.ok(pinned.ok);
+  assert.equal(pinned.config.listeners[0].engine, 'node');
+  const tls = loadConfigText(base('', `    tls: { cert: ${cert}, key: ${key} }`), file, { env: {} });
+  assert.ok(tls.ok);
+  assert.equal(tls.config.listeners[0].engine, 'node');
+  says(errorsOf(base('', `    engine: fast\n    tls: { cert: ${cert}, key: ${key} }`)), 'listeners[0].engine', 'serves plain HTTP/1.1; this listener sets tls');
+  says(errorsOf(base('', '    engine: fast\n    http2: true')), 'listeners[0].engine', 'sets http2');
+  says(errorsOf(base('', '    engine: fast\n    proxyProtocol: { from: [10.0.0.0/8] }')), 'listeners[0].engine', 'sets proxyProtocol');
+  says(errorsOf(base('', '    engine: turbo')), 'listeners[0].engine', 'must be one of fast, node');
+});
