@@ -3,7 +3,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ListenerConfig } from '../config/types.ts';
 import { errors, type ErrorSpec } from '../errors.ts';
-import { ProxyRequest, rejectInFlight, type RequestObserver } from './forward.ts';
+import { ProxyRequest, type RequestObserver } from './forward.ts';
 import { answerError, writeRaw } from './own-answers.ts';
 import { answeredRaw, clientError, refuseMalformed } from './client-errors.ts';
 import { FastFront } from '../engine/front.ts';
