@@ -212,6 +212,15 @@ function onDrain(this: Owned): void {
 function onEnd(this: Owned): void {
   const c = this.owner!;
   c.ended = true;
+  // A request cut short by the client's end (a body, or a head, not all sent) is malformed,
+  // as node:http's parser.finish() finds it: the exchange in flight must not wait for the rest.
+  if (!this.writableEnded && !this.destroyed && (c.parsing !== null || c.started !== 0)) {
+    const ret = c.parser.finish();
+    if (ret instanceof Error) {
+      malformed(c, ret as Error & { code?: string });
+      return;
+    }
+  }
   if (!c.ctx.busy && c.handover === null) this.end();
 }
 

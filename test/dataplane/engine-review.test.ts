@@ -1,0 +1,78 @@
+// The fast engine against node:http on the same raw client bytes: one tandem with a
+// listener on each engine, the same request sent to both, and what each client and
+// the backend saw compared. Where they differ, the fast engine is the one that is wrong.
+
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { connect, type AddressInfo, type Socket } from 'node:net';
+import { once } from 'node:events';
+import { config } from '../helpers/config.ts';
+import { startTandem, type TandemProcess } from '../helpers/tandem.ts';
+
+const servers: Server[] = [];
+const procs: TandemProcess[] = [];
+
+async function serve(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<string> {
+  const server = createServer(handler);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  servers.push(server);
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+/** A tandem with a listener on each engine, both to `backend`. */
+async function both(backend: string, timeouts: Record<string, string> = {}): Promise<TandemProcess> {
+  const listener = (name: string, engine: string) => ({ name, address: '127.0.0.1:0', engine, ...(Object.keys(timeouts).length > 0 ? { timeouts } : {}) });
+  const t = await startTandem(config({
+    listeners: [listener('fast', 'fast'), listener('node', 'node')],
+    routes: [{ name: 'all', pool: 'p' }],
+    pools: { p: { backends: [{ name: 'b', url: backend }] } },
+  }));
+  procs.push(t);
+  return t;
+}
+
+interface Outcome { text: string; closed: boolean; ms: number }
+
+/** Writes `steps` (bytes, or 'shut' to end the client's side) and reads until close or `ms`. */
+async function exchange(address: string, steps: (string | 'shut')[], ms: number): Promise<Outcome> {
+  const [host, port] = [address.slice(0, address.lastIndexOf(':')), Number(address.slice(address.lastIndexOf(':') + 1))];
+  const socket: Socket = connect(port, host);
+  socket.on('error', () => {});
+  await once(socket, 'connect');
+  const start = performance.now();
+  let text = '';
+  socket.on('data', (d: Buffer) => { text += d.toString('latin1'); });
+  const closed = new Promise<boolean>((resolve) => {
+    socket.on('close', () => resolve(true));
+    setTimeout(() => resolve(false), ms).unref();
+  });
+  for (const s of steps) {
+    if (s === 'shut') socket.end();
+    else socket.write(s);
+  }
+  const didClose = await closed;
+  socket.destroy();
+  return { text, closed: didClose, ms: performance.now() - start };
+}
+
+after(async () => {
+  await Promise.all(procs.map((p) => p.stop()));
+  for (const s of servers) s.closeAllConnections();
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+});
+
+describe('fast engine against node:http', () => {
+  test('a client that shuts its side in the middle of a request body is not left waiting on the backend', async () => {
+    const url = await serve((req, res) => {
+      req.resume();
+      req.on('end', () => res.end('whole body'));
+    });
+    const t = await both(url);
+    const steps = ['POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789', 'shut'];
+    const [fast, node] = await Promise.all([exchange(t.listeners.get('fast')!, steps, 8000), exchange(t.listeners.get('node')!, steps, 8000)]);
+    assert.equal(node.closed, true, 'node:http closes the connection');
+    assert.equal(fast.closed, node.closed, 'the fast engine closes it too');
+  });
+});
