@@ -72,7 +72,9 @@ export class FastUpstream {
       }
       const conn = new UpstreamConnection(this, socket as Socket);
       this.open.add(conn);
-      if (r.aborted || this.closed) this.release(conn);
+      // Closed meanwhile: the exchange was dispatched before, so it still goes (undici's
+      // close() lets it finish, and close() waits for it); the connection closes after it.
+      if (r.aborted) this.release(conn);
       else conn.send(r);
     });
   }
