@@ -231,7 +231,7 @@ function sweep(): void {
 /**
  * The request head in undici's form, so a backend sees the same bytes from either engine:
  * Host and Connection first, then the headers in order, then the body's framing
- * (Content-Length, or chunked for a body of unknown length). A HEAD request asks the
+ * (the Content-Length the client sent, or chunked when it sent chunks). A HEAD request asks the
  * backend to close: a server that sends a body anyway cannot put the connection out of step.
  */
 function requestHead(options: Dispatcher.DispatchOptions, body: FastRequest | null, originHost: string): string {
@@ -249,7 +249,10 @@ function requestHead(options: Dispatcher.DispatchOptions, body: FastRequest | nu
   head += options.method === 'HEAD' ? `connection: close${CRLF}` : `connection: keep-alive${CRLF}`;
   head += rest;
   if (length === 0 && !PAYLOAD_METHODS.has(options.method)) length = null;
-  if (body !== null) head += length === null ? `transfer-encoding: chunked${CRLF}` : `content-length: ${length}${CRLF}`;
+  // A body's framing is the one it is written in (write() re-chunks only a chunked one),
+  // never the headers': those may have lost a Content-Length the client listed in
+  // Connection, and raw bytes under a chunked head are a request of the client's making.
+  if (body !== null) head += body.bodyLength < 0 ? `transfer-encoding: chunked${CRLF}` : `content-length: ${body.bodyLength}${CRLF}`;
   else if (length === 0) head += `content-length: 0${CRLF}`;
   return head + CRLF;
 }

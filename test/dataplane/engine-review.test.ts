@@ -9,6 +9,7 @@ import { connect, type AddressInfo, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { config } from '../helpers/config.ts';
 import { startTandem, type TandemProcess } from '../helpers/tandem.ts';
+import { exchange as send, RecordingBackend } from '../hostile/support.ts';
 
 const servers: Server[] = [];
 const procs: TandemProcess[] = [];
@@ -74,5 +75,24 @@ describe('fast engine against node:http', () => {
     const [fast, node] = await Promise.all([exchange(t.listeners.get('fast')!, steps, 8000), exchange(t.listeners.get('node')!, steps, 8000)]);
     assert.equal(node.closed, true, 'node:http closes the connection');
     assert.equal(fast.closed, node.closed, 'the fast engine closes it too');
+  });
+
+  test('a Content-Length the client lists in Connection does not turn its body into chunked framing upstream', async () => {
+    const backend = await RecordingBackend.start();
+    try {
+      const t = await both(backend.url);
+      // Were the body sent as is under Transfer-Encoding: chunked, the backend would read
+      // an empty body, then GET /smuggled as a request of its own.
+      const body = '0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n';
+      const bytes = `POST /up HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, content-length\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+      for (const name of ['node', 'fast']) {
+        backend.reset();
+        const out = await send(t.listeners.get(name)!, bytes, { until: (text) => /\r\n\r\n/.test(text) && /POST \/up/.test(text), waitMs: 5000 });
+        assert.deepEqual(out.statuses, [200], name);
+        assert.deepEqual(backend.requests.map((r) => [r.method, r.url, r.body]), [['POST', '/up', body]], name);
+      }
+    } finally {
+      await backend.close();
+    }
   });
 });
