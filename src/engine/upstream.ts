@@ -27,6 +27,8 @@ export interface UpstreamSettings {
 
 /** A Keep-Alive hint is trusted to within this much, as undici does. */
 const KEEP_ALIVE_MARGIN_MS = 1000;
+/** Idle connections past their keep-alive time are closed this often (one timer per upstream, not one per connection). */
+const IDLE_SWEEP_MS = 1000;
 
 export class FastUpstream {
   readonly settings: UpstreamSettings;
@@ -37,6 +39,7 @@ export class FastUpstream {
   active: number;
   closed: boolean;
   private onIdle: (() => void) | null;
+  private sweeper: NodeJS.Timeout | null;
 
   constructor(settings: UpstreamSettings) {
     this.settings = settings;
@@ -45,6 +48,7 @@ export class FastUpstream {
     this.active = 0;
     this.closed = false;
     this.onIdle = null;
+    this.sweeper = null;
   }
 
   /** Sends one request (undici's Dispatcher.dispatch, as forward.ts calls it). */
@@ -98,6 +102,30 @@ export class FastUpstream {
     c.idleSince = performance.now();
     resumeRead(c.socket);
     this.idle.push(c);
+    if (this.sweeper === null) {
+      this.sweeper = setInterval(sweepIdle, IDLE_SWEEP_MS, this);
+      this.sweeper.unref();
+    }
+  }
+
+  /** Closes the idle connections past their keep-alive time: take() would not use them, and a backend may never close them. */
+  sweepIdle(): void {
+    const now = performance.now();
+    const idle = this.idle;
+    let kept = 0;
+    for (let i = 0; i < idle.length; i++) {
+      const c = idle[i];
+      if (!c.socket.destroyed && now - c.idleSince < c.keepAliveMs) idle[kept++] = c;
+      else c.socket.destroy();
+    }
+    idle.length = kept;
+    if (kept === 0) this.stopSweeping();
+  }
+
+  private stopSweeping(): void {
+    if (this.sweeper === null) return;
+    clearInterval(this.sweeper);
+    this.sweeper = null;
   }
 
   /** A finished exchange (whatever way): counted out; close() may now complete. */
@@ -115,6 +143,7 @@ export class FastUpstream {
   /** No new exchanges are expected: idle connections close now, busy ones after their exchange (undici's close()). */
   close(): Promise<void> {
     this.closed = true;
+    this.stopSweeping();
     for (const c of this.idle.splice(0)) c.socket.destroy();
     if (this.active === 0) return Promise.resolve();
     return new Promise((resolve) => {
@@ -127,10 +156,15 @@ export class FastUpstream {
 
   destroy(): Promise<void> {
     this.closed = true;
+    this.stopSweeping();
     for (const c of this.open) c.socket.destroy();
     this.idle.length = 0;
     return Promise.resolve();
   }
+}
+
+function sweepIdle(upstream: FastUpstream): void {
+  upstream.sweepIdle();
 }
 
 const callbacks: ParserCallbacks = { head: onResponseHead, body: onResponseBody, end: onResponseEnd, execute: onExecute };

@@ -95,4 +95,27 @@ describe('fast engine against node:http', () => {
       await backend.close();
     }
   });
+
+  test('idle backend connections close after the upstream keep-alive time on both engines, not only when next taken', async () => {
+    // A backend that keeps idle connections for ever and sends no Keep-Alive hint: tandem's own time (4 s) decides.
+    const server = createServer({ keepAliveTimeout: 0 }, (_req, res) => setTimeout(() => res.end('x'), 50));
+    let open = 0;
+    server.on('connection', (s: Socket) => {
+      open++;
+      s.on('close', () => open--);
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    servers.push(server);
+    const t = await both(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    for (const name of ['node', 'fast']) {
+      const address = t.listeners.get(name)!;
+      // Ten at once: ten backend connections, then all idle.
+      await Promise.all(Array.from({ length: 10 }, () => send(address, 'GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n', { waitMs: 5000 })));
+      assert.ok(open >= 2, `${name}: ${open} backend connections`);
+      const deadline = Date.now() + 15_000;
+      while (open > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(open, 0, `${name}: idle backend connections left open`);
+    }
+  });
 });
