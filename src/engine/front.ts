@@ -101,6 +101,8 @@ export class ClientConnection implements BodyOwner, ResponseOwner {
   bodyWait: boolean;
   /** The client shut its side: answer what was asked, then close. */
   ended: boolean;
+  /** Nothing more is read (a refused request, a timeout, a handover): pipeline.ts's resume() must not restart reads. */
+  halted: boolean;
 
   constructor(front: FastFront, socket: Socket, ctx: Connection) {
     this.front = front;
@@ -116,12 +118,23 @@ export class ClientConnection implements BodyOwner, ResponseOwner {
     this.handover = null;
     this.bodyWait = false;
     this.ended = false;
+    this.halted = false;
     this.parser = newParser(HTTPParser.REQUEST, this, callbacks, front.host.config.maxHeaderSize, socket);
     socket.on('data', notConsumed);
     socket.on('drain', onDrain);
     socket.on('end', onEnd);
     socket.on('error', ignore);
     socket.on('close', onClose);
+    // pipeline.ts holds requests behind the one in flight with socket.pause(), which does
+    // not stop a consumed handle: as node:http does, 'pause' and 'resume' stop and start it.
+    socket.on('pause', onPause);
+    socket.on('resume', onResume);
+  }
+
+  /** Stops reading for good. */
+  halt(): void {
+    this.halted = true;
+    pauseRead(this.socket);
   }
 
   get keepAliveSeconds(): number {
@@ -150,7 +163,7 @@ export class ClientConnection implements BodyOwner, ResponseOwner {
 
   /** The request being read took longer than the listener allows: 408, and the connection closes. */
   private timedOut(inBody: boolean): void {
-    pauseRead(this.socket);
+    this.halt();
     const res = this.socket._httpMessage;
     if (inBody && res != null && res.req === this.parsing) {
       // The request is being served: its exchange answers (or is cut, if its answer began).
@@ -169,7 +182,7 @@ export class ClientConnection implements BodyOwner, ResponseOwner {
   bodyFlowing(): void {
     if (!this.bodyWait) return;
     this.bodyWait = false;
-    if (this.ctx.held === null || this.ctx.held.length === 0) resumeRead(this.socket);
+    if (!this.halted && (this.ctx.held === null || this.ctx.held.length === 0)) resumeRead(this.socket);
   }
 
   /** A response ended: whether the connection goes on, and what it waits for next. */
@@ -202,6 +215,15 @@ function ignore(): void {}
 /** Data reached JS: the parser did not take the handle over, which the engine relies on. */
 function notConsumed(this: Owned): void {
   this.destroy(new Error('socket data bypassed the parser'));
+}
+
+function onPause(this: Owned): void {
+  pauseRead(this);
+}
+
+function onResume(this: Owned): void {
+  const c = this.owner;
+  if (c !== undefined && !c.halted && !c.bodyWait) resumeRead(this);
 }
 
 function onDrain(this: Owned): void {
@@ -249,7 +271,7 @@ function onRequestHead(this: Parser, major: number, minor: number, headers: stri
   const socket = c.socket;
   // After a Connection: close answer, nothing more is read.
   if (socket.writableEnded || socket.destroyed) {
-    pauseRead(socket);
+    c.halt();
     return 0;
   }
   const start = c.started === 0 ? performance.now() : c.started;
@@ -320,7 +342,7 @@ function onExecute(this: Parser, ret: number | Error): void {
     // llhttp stopped at the end of the upgrade head: the rest is the new protocol's.
     const rest = this.getCurrentBuffer().subarray(ret);
     c.handover.head = c.handover.head + rest.toString('latin1');
-    pauseRead(c.socket);
+    c.halt();
     if (!c.ctx.busy) handOver(c);
     return;
   }
@@ -333,7 +355,7 @@ function onExecute(this: Parser, ret: number | Error): void {
 
 /** llhttp refused what the client sent: the right 4xx, after the answers owed, and the connection closes. */
 function malformed(c: ClientConnection, err: Error & { code?: string }): void {
-  pauseRead(c.socket);
+  c.halt();
   if (err.code === 'ECONNRESET' || c.socket.destroyed) {
     c.socket.destroy();
     return;
@@ -382,6 +404,8 @@ function handOver(c: ClientConnection): void {
   socket.removeListener('end', onEnd);
   socket.removeListener('error', ignore);
   socket.removeListener('close', onClose);
+  socket.removeListener('pause', onPause);
+  socket.removeListener('resume', onResume);
   socket.owner = undefined;
   socket._httpMessage = null;
   releaseParser(c.parser, socket);

@@ -118,4 +118,42 @@ describe('fast engine against node:http', () => {
       assert.equal(open, 0, `${name}: idle backend connections left open`);
     }
   });
+
+  test('requests pipelined behind a slow one stop the connection being read, then are answered once it is done', async () => {
+    const slow: ServerResponse[] = [];
+    const url = await serve((req, res) => {
+      if (req.url === '/slow') slow.push(res);
+      else res.end('x');
+    });
+    const t = await both(url);
+    const one = Buffer.from('GET /x HTTP/1.1\r\nHost: a\r\n\r\n');
+    const block = Buffer.concat(Array.from({ length: 2000 }, () => one));
+    for (const name of ['node', 'fast']) {
+      const [host, port] = [t.listeners.get(name)!.split(':')[0], Number(t.listeners.get(name)!.split(':')[1])];
+      const s = connect(port, host);
+      s.on('error', () => {});
+      await once(s, 'connect');
+      let answers = 0;
+      s.on('data', (d: Buffer) => { answers += d.toString('latin1').split('HTTP/1.1 200').length - 1; });
+      s.write('GET /slow HTTP/1.1\r\nHost: a\r\n\r\n');
+      // Up to 40 MB of pipelined requests, until the proxy stops taking them for a second.
+      let sent = 0;
+      const start = Date.now();
+      while (sent < 40e6 && Date.now() - start < 20_000) {
+        sent += block.length;
+        if (!s.write(block)) {
+          const drained = await Promise.race([once(s, 'drain').then(() => true), new Promise((r) => setTimeout(r, 1000, false))]);
+          if (!drained) break;
+        }
+      }
+      // The kernel's buffers take a few MB either way; a proxy that reads on takes all 40.
+      assert.ok(sent < 20e6, `${name}: ${(sent / 1e6).toFixed(1)} MB of pipelined requests read while one was in flight`);
+      const deadline = Date.now() + 20_000;
+      while (slow.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      slow.shift()!.end('slow');
+      while (answers < 1000 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      assert.ok(answers >= 1000, `${name}: ${answers} answers after the slow one ended`);
+      s.destroy();
+    }
+  });
 });
