@@ -54,8 +54,9 @@ export interface EngineSummary {
 export interface IdleGoal {
   readonly goal: string;
   readonly measured: string;
-  /** null: not run at this size or with these engines. */
+  /** null: not decided, `undecided` says why. */
   readonly met: boolean | null;
+  readonly undecided?: 'not run' | 'within noise';
 }
 
 export interface IdleSettings {
@@ -122,14 +123,21 @@ export function idleGoals(connections: number, engines: readonly EngineSummary[]
   for (const e of engines) {
     const goal = `${e.engine}: ${GOAL_CONNECTIONS.toLocaleString('en-US')} idle keep-alive connections under ${GOAL_MB} MB of worker RSS`;
     const measured = `${mb(e.workerRssAfter)} MB with ${n} (${mb(e.workerRssBefore)} MB before them)`;
-    goals.push({ goal, measured, met: connections < GOAL_CONNECTIONS ? null : e.workerRssAfter < GOAL_MB });
+    goals.push(connections < GOAL_CONNECTIONS ? { goal, measured, met: null, undecided: 'not run' } : { goal, measured, met: e.workerRssAfter < GOAL_MB });
   }
   const fast = engines.find((e) => e.engine === 'fast');
   const node = engines.find((e) => e.engine === 'node');
   const goal = 'fast engine: worker RSS per idle connection no more than node:http\'s';
-  goals.push(fast === undefined || node === undefined
-    ? { goal, measured: 'needs both engines in one run', met: null }
-    : { goal, measured: `${kb(fast.rssKb)} KB vs ${kb(node.rssKb)} KB (${(fast.rssKb / node.rssKb).toFixed(2)}×)`, met: fast.rssKb <= node.rssKb });
+  if (fast === undefined || node === undefined) {
+    goals.push({ goal, measured: 'needs both engines in one run', met: null, undecided: 'not run' });
+    return goals;
+  }
+  const measured = `${kb(fast.rssKb)} KB (${kb(fast.rssKbRange[0])}–${kb(fast.rssKbRange[1])}) vs ${kb(node.rssKb)} KB (${kb(node.rssKbRange[0])}–${kb(node.rssKbRange[1])}), ${(fast.rssKb / node.rssKb).toFixed(2)}×`;
+  // What the allocator keeps after a burst of connections differs from run to run of one
+  // engine by several percent: a higher median whose rounds overlap node's is not "more".
+  if (fast.rssKb <= node.rssKb) goals.push({ goal, measured, met: true });
+  else if (fast.rssKbRange[0] <= node.rssKbRange[1]) goals.push({ goal, measured, met: null, undecided: 'within noise' });
+  else goals.push({ goal, measured, met: false });
   return goals;
 }
 
@@ -159,7 +167,7 @@ export function idleMarkdown(report: IdleReport): string {
       + `${r.proxyCounted ?? '–'} | ${r.openSeconds} |`);
   }
   lines.push('', '| goal | measured | met |', '|---|---|:-:|');
-  for (const g of report.goals) lines.push(`| ${g.goal} | ${g.measured} | ${g.met === null ? 'not run' : g.met ? 'yes' : 'no'} |`);
+  for (const g of report.goals) lines.push(`| ${g.goal} | ${g.measured} | ${g.met === null ? g.undecided ?? 'not run' : g.met ? 'yes' : 'no'} |`);
   const m = report.machine;
   lines.push('', `${n} connections per run, opened ${s.batch} at a time, each after one request and its answer; readings after ${s.settleSeconds} s of quiet; `
     + `engines in a rotated order each round, each run a tandem of its own (from ${s.entry}${s.heap ? ', with bench/heap-probe.ts loaded' : ''}). `

@@ -102,8 +102,18 @@ test('the report takes medians over rounds per engine and checks the goals again
   ]);
   const goals = idleGoals(10_000, engines);
   assert.deepEqual(goals.map((g) => g.met), [true, false, true]);
-  assert.equal(goals[2].measured, '6.00 KB vs 12.00 KB (0.50×)');
+  assert.equal(goals[2].measured, '6.00 KB (5.00–40.00) vs 12.00 KB (11.00–13.00), 0.50×');
+
+  // A higher median is "more" only where no round of fast is within node's rounds.
+  const compare = (fast: number[], node: number[]) => {
+    const rounds = fast.flatMap((f, i) => [run(i + 1, 'fast', f, 200), run(i + 1, 'node', node[i], 200)]);
+    const g = idleGoals(10_000, summarizeIdle(['fast', 'node'], rounds))[2];
+    return [g.met, g.undecided];
+  };
+  assert.deepEqual(compare([14.7, 12.5, 14.5], [13.6, 12.9, 12.5]), [null, 'within noise']);
+  assert.deepEqual(compare([15, 16, 17], [12, 13, 14]), [false, undefined]);
+  assert.deepEqual(compare([12, 13, 14], [12, 13, 14]), [true, undefined]);
 
   // Below 10,000 connections the absolute goal is not checked; one engine alone is not compared.
-  assert.deepEqual(idleGoals(200, summarizeIdle(['node'], [run(1, 'node', 12, 92, 200)])).map((g) => g.met), [null, null]);
+  assert.deepEqual(idleGoals(200, summarizeIdle(['node'], [run(1, 'node', 12, 92, 200)])).map((g) => [g.met, g.undecided]), [[null, 'not run'], [null, 'not run']]);
 });
