@@ -176,6 +176,9 @@ async function measureEngine(engine: Engine, round: number, opts: IdleOptions, l
         rss: perConnectionKb(before.worker.memory.rss, after.worker.memory.rss, n),
         anon: perConnectionKb(before.worker.memory.anon, after.worker.memory.anon, n),
         heap: heapBefore === null || heapAfter === null ? null : perConnectionKb(heapBefore.heapUsed, heapAfter.heapUsed, n),
+        // Both from the probe's one reading after GC: anonymous memory less V8's whole heap.
+        outsideHeap: heapBefore === null || heapAfter === null ? null
+          : perConnectionKb(heapBefore.anon - heapBefore.heapTotal, heapAfter.anon - heapAfter.heapTotal, n),
       },
       proxyCounted: counted,
     };

@@ -28,8 +28,12 @@ export interface IdleRun {
   readonly openSeconds: number;
   readonly worker: { readonly before: ProcessReading; readonly after: ProcessReading; readonly heapBefore: HeapFigures | null; readonly heapAfter: HeapFigures | null };
   readonly controlPlane: { readonly before: ProcessReading; readonly after: ProcessReading };
-  /** KB per idle connection: worker RSS, anonymous memory, and heap after forced GC (null without heap figures). */
-  readonly perConnectionKb: { readonly rss: number; readonly anon: number; readonly heap: number | null };
+  /**
+   * KB per idle connection: worker RSS, anonymous memory, and after forced GC the V8 heap
+   * in use and the anonymous memory outside V8's heap (native objects, buffers, what
+   * malloc keeps); the last two null without heap figures.
+   */
+  readonly perConnectionKb: { readonly rss: number; readonly anon: number; readonly heap: number | null; readonly outsideHeap: number | null };
   /** tandem_listener_connections with all N open, or null where the engine does not report it. */
   readonly proxyCounted: number | null;
 }
@@ -47,6 +51,7 @@ export interface EngineSummary {
   readonly rssKbRange: readonly [number, number];
   readonly anonKb: number;
   readonly heapKb: number | null;
+  readonly outsideHeapKb: number | null;
   readonly controlPlaneRssBefore: number;
   readonly controlPlaneRssAfter: number;
 }
@@ -97,7 +102,7 @@ export function summarizeIdle(engines: readonly Engine[], runs: readonly IdleRun
   return engines.map((engine) => {
     const mine = runs.filter((r) => r.engine === engine);
     const med = (f: (r: IdleRun) => number) => round2(median(mine.map(f)));
-    const heaps = mine.map((r) => r.perConnectionKb.heap);
+    const medianOrNull = (values: (number | null)[]) => (values.some((v) => v === null) ? null : round2(median(values as number[])));
     const rss = mine.map((r) => r.perConnectionKb.rss);
     return {
       engine,
@@ -109,7 +114,8 @@ export function summarizeIdle(engines: readonly Engine[], runs: readonly IdleRun
       rssKb: med((r) => r.perConnectionKb.rss),
       rssKbRange: [Math.min(...rss), Math.max(...rss)],
       anonKb: med((r) => r.perConnectionKb.anon),
-      heapKb: heaps.some((h) => h === null) ? null : round2(median(heaps as number[])),
+      heapKb: medianOrNull(mine.map((r) => r.perConnectionKb.heap)),
+      outsideHeapKb: medianOrNull(mine.map((r) => r.perConnectionKb.outsideHeap)),
       controlPlaneRssBefore: med((r) => r.controlPlane.before.memory.rss),
       controlPlaneRssAfter: med((r) => r.controlPlane.after.memory.rss),
     };
@@ -147,22 +153,22 @@ export function idleMarkdown(report: IdleReport): string {
   const n = s.connections.toLocaleString('en-US');
   const lines = [
     `Medians of ${s.rounds} round${s.rounds === 1 ? '' : 's'}, MB unless KB:`, '',
-    `| engine | worker RSS: before → ${n} idle | KB/conn (min–max) | worker anonymous | KB/conn | heap after GC KB/conn | control plane RSS |`,
-    '|---|--:|--:|--:|--:|--:|--:|',
+    `| engine | worker RSS: before → ${n} idle | KB/conn (min–max) | worker anonymous | KB/conn | after GC, KB/conn: V8 heap | outside it | control plane RSS |`,
+    '|---|--:|--:|--:|--:|--:|--:|--:|',
   ];
   for (const e of report.engines) {
     lines.push(`| ${e.engine} | ${mb(e.workerRssBefore)} → ${mb(e.workerRssAfter)} | ${kb(e.rssKb)} (${kb(e.rssKbRange[0])}–${kb(e.rssKbRange[1])}) | `
-      + `${mb(e.workerAnonBefore)} → ${mb(e.workerAnonAfter)} | ${kb(e.anonKb)} | ${kb(e.heapKb)} | ${mb(e.controlPlaneRssBefore)} → ${mb(e.controlPlaneRssAfter)} |`);
+      + `${mb(e.workerAnonBefore)} → ${mb(e.workerAnonAfter)} | ${kb(e.anonKb)} | ${kb(e.heapKb)} | ${kb(e.outsideHeapKb)} | ${mb(e.controlPlaneRssBefore)} → ${mb(e.controlPlaneRssAfter)} |`);
   }
   lines.push('', 'Every run:', '',
-    '| round | engine | worker RSS | KB/conn | anonymous | KB/conn | heap after GC | KB/conn | worker fds | control plane RSS | anonymous | counted | open s |',
-    '|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
+    '| round | engine | worker RSS | KB/conn | anonymous | KB/conn | heap after GC | KB/conn | outside it, KB/conn | worker fds | control plane RSS | anonymous | counted | open s |',
+    '|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
   for (const r of report.runs) {
     const w = r.worker;
     const heap = w.heapBefore === null || w.heapAfter === null ? '–' : `${mb(w.heapBefore.heapUsed)} → ${mb(w.heapAfter.heapUsed)}`;
     const c = r.controlPlane;
     lines.push(`| ${r.round} | ${r.engine} | ${mb(w.before.memory.rss)} → ${mb(w.after.memory.rss)} | ${kb(r.perConnectionKb.rss)} | `
-      + `${mb(w.before.memory.anon)} → ${mb(w.after.memory.anon)} | ${kb(r.perConnectionKb.anon)} | ${heap} | ${kb(r.perConnectionKb.heap)} | `
+      + `${mb(w.before.memory.anon)} → ${mb(w.after.memory.anon)} | ${kb(r.perConnectionKb.anon)} | ${heap} | ${kb(r.perConnectionKb.heap)} | ${kb(r.perConnectionKb.outsideHeap)} | `
       + `${w.before.fds} → ${w.after.fds} | ${mb(c.before.memory.rss)} → ${mb(c.after.memory.rss)} | ${mb(c.before.memory.anon)} → ${mb(c.after.memory.anon)} | `
       + `${r.proxyCounted ?? '–'} | ${r.openSeconds} |`);
   }

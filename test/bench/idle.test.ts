@@ -52,7 +52,7 @@ test('a small run on the node engine holds every connection open in the worker a
       for (const k of ['rss', 'anon', 'file'] as const) assert.ok(p.memory[k] > 0, k);
     }
     assert.ok(run.worker.heapBefore !== null && run.worker.heapAfter !== null, 'heap after forced GC read');
-    for (const k of ['rss', 'anon', 'heap'] as const) assert.equal(typeof run.perConnectionKb[k], 'number', k);
+    for (const k of ['rss', 'anon', 'heap', 'outsideHeap'] as const) assert.equal(typeof run.perConnectionKb[k], 'number', k);
     assert.ok(run.openSeconds > 0);
 
     assert.equal(report.engines.length, 1);
@@ -84,7 +84,7 @@ function run(round: number, engine: 'fast' | 'node', rssKb: number, afterMb: num
     round, engine, connections, openSeconds: 1,
     worker: { before: reading(90), after: reading(afterMb), heapBefore: null, heapAfter: null },
     controlPlane: { before: reading(80), after: reading(80) },
-    perConnectionKb: { rss: rssKb, anon: rssKb, heap: null },
+    perConnectionKb: { rss: rssKb, anon: rssKb, heap: null, outsideHeap: null },
     proxyCounted: connections,
   };
 }
