@@ -36,7 +36,7 @@ import { CLI, NODE, startTandem, type TandemProcess } from '../test/helpers/tand
 import { readHeap } from './heap-probe.ts';
 import { IdleClients } from './idle-clients.ts';
 import { rollup } from './memory.ts';
-import { ENGINES, idleGoals, idleMarkdown, perConnectionKb, summarizeIdle, type Engine, type IdleReport, type IdleRun, type ProcessReading } from './idle-report.ts';
+import { ENGINES, idleGoals, idleMarkdown, perConnectionKb, summarizeIdle, type Engine, type IdleReport, type IdleRun, type IdleSettings, type ProcessReading } from './idle-report.ts';
 import { machineInfo } from './report.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
@@ -48,14 +48,8 @@ const BATCH_TIMEOUT_MS = 60_000;
 /** File descriptors each process needs beyond one per connection (its own files, upstream connections). */
 const FD_MARGIN = 1024;
 
-export interface IdleOptions {
-  readonly engines: readonly Engine[];
-  readonly connections: number;
-  readonly batch: number;
-  readonly settleSeconds: number;
-  readonly rounds: number;
-  /** Load bench/heap-probe.ts into tandem and read the worker's heap after forced collections. */
-  readonly heap: boolean;
+/** The settings a run records, less what it finds out itself, and where the report goes. */
+export interface IdleOptions extends Omit<IdleSettings, 'entry' | 'openFilesLimit'> {
   readonly out: string;
   readonly log?: (line: string) => void;
 }

@@ -4,7 +4,7 @@
 
 import type { HeapFigures } from './heap-probe.ts';
 import type { Rollup } from './memory.ts';
-import { median, type MachineInfo } from './report.ts';
+import { median, type ReportFile } from './report.ts';
 
 export const ENGINES = ['fast', 'node'] as const;
 export type Engine = (typeof ENGINES)[number];
@@ -77,15 +77,8 @@ export interface IdleSettings {
   readonly openFilesLimit: number;
 }
 
-export interface IdleReport {
-  readonly schema: 'tandem-bench-idle/1';
-  readonly startedAt: string;
-  readonly finishedAt: string;
-  readonly settings: IdleSettings;
-  readonly machine: MachineInfo;
-  readonly runs: readonly IdleRun[];
+export interface IdleReport extends ReportFile<'tandem-bench-idle/1', IdleSettings, IdleRun, IdleGoal> {
   readonly engines: readonly EngineSummary[];
-  readonly goals: readonly IdleGoal[];
 }
 
 const round2 = (v: number) => Math.round(v * 100) / 100;
