@@ -42,11 +42,6 @@ export class IdleClients {
     }
   }
 
-  /** Connections still open. */
-  get stillOpen(): number {
-    return this.sockets.length - this.closed;
-  }
-
   /** Closes every connection and resolves when all are closed. */
   async close(): Promise<void> {
     await Promise.all(this.sockets.map((s) => (s.closed ? undefined : new Promise<void>((resolve) => {
