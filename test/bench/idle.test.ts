@@ -25,10 +25,10 @@ function runBench(args: string[]): Promise<{ code: number | null; stdout: string
   return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr })));
 }
 
-test('a small run on the node engine holds every connection open in the worker and reports each figure', { timeout: 120_000 }, async () => {
+test('a small run of each engine holds every connection open in its worker and reports each figure', { timeout: 120_000 }, async () => {
   const out = mkdtempSync(join(tmpdir(), 'tandem-bench-idle-'));
   try {
-    const r = await runBench(['--engine', 'node', '--connections', '200', '--batch', '50', '--rounds', '1', '--settle', '0.5', '--out', out]);
+    const r = await runBench(['--engine', 'both', '--connections', '200', '--batch', '50', '--rounds', '1', '--settle', '0.5', '--out', out]);
     assert.equal(r.code, 0, r.stderr);
     const files = readdirSync(out).sort();
     assert.equal(files.length, 2);
@@ -37,32 +37,34 @@ test('a small run on the node engine holds every connection open in the worker a
     const report = JSON.parse(readFileSync(join(out, files[0]), 'utf8')) as IdleReport;
 
     assert.equal(report.schema, 'tandem-bench-idle/1');
-    assert.deepEqual(report.settings.engines, ['node']);
+    assert.deepEqual(report.settings.engines, ['fast', 'node']);
     assert.equal(report.settings.connections, 200);
     assert.equal(report.settings.entry, 'src/cli.ts');
     assert.ok(report.settings.openFilesLimit >= 200);
-    assert.equal(report.runs.length, 1);
-    const run = report.runs[0];
-    assert.equal(run.engine, 'node');
-    assert.equal(run.round, 1);
-    // The worker held a descriptor per connection, and counted them as its listener's.
-    assert.ok(run.worker.after.fds - run.worker.before.fds >= 200, `worker fds ${run.worker.before.fds} -> ${run.worker.after.fds}`);
-    assert.equal(run.proxyCounted, 200);
-    for (const p of [run.worker.before, run.worker.after, run.controlPlane.before, run.controlPlane.after]) {
-      for (const k of ['rss', 'anon', 'file'] as const) assert.ok(p.memory[k] > 0, k);
+    assert.deepEqual(report.runs.map((x) => [x.round, x.engine]), [[1, 'fast'], [1, 'node']]);
+    for (const run of report.runs) {
+      // The worker held a descriptor per connection, and counted them as its listener's.
+      assert.ok(run.worker.after.fds - run.worker.before.fds >= 200, `${run.engine}: worker fds ${run.worker.before.fds} -> ${run.worker.after.fds}`);
+      assert.equal(run.proxyCounted, 200, run.engine);
+      for (const p of [run.worker.before, run.worker.after, run.controlPlane.before, run.controlPlane.after]) {
+        for (const k of ['rss', 'anon', 'file'] as const) assert.ok(p.memory[k] > 0, `${run.engine} ${k}`);
+      }
+      assert.ok(run.worker.heapBefore !== null && run.worker.heapAfter !== null, `${run.engine}: heap after forced GC read`);
+      for (const k of ['rss', 'anon', 'heap', 'outsideHeap'] as const) assert.equal(typeof run.perConnectionKb[k], 'number', `${run.engine} ${k}`);
+      assert.ok(run.openSeconds > 0);
     }
-    assert.ok(run.worker.heapBefore !== null && run.worker.heapAfter !== null, 'heap after forced GC read');
-    for (const k of ['rss', 'anon', 'heap', 'outsideHeap'] as const) assert.equal(typeof run.perConnectionKb[k], 'number', k);
-    assert.ok(run.openSeconds > 0);
 
-    assert.equal(report.engines.length, 1);
-    assert.equal(report.engines[0].rssKb, run.perConnectionKb.rss);
-    // 200 connections do not check the 10,000-connection goal, and one engine cannot be compared.
-    assert.deepEqual(report.goals.map((g) => g.met), [null, null]);
+    assert.deepEqual(report.engines.map((e) => [e.engine, e.rounds]), [['fast', 1], ['node', 1]]);
+    assert.equal(report.engines[1].rssKb, report.runs[1].perConnectionKb.rss);
+    // 200 connections do not check the 10,000-connection goal; the engines are compared whatever the size.
+    assert.deepEqual(report.goals.slice(0, 2).map((g) => [g.met, g.undecided]), [[null, 'not run'], [null, 'not run']]);
+    assert.match(report.goals[2].measured, /^-?[\d.]+ KB \(.+\) vs -?[\d.]+ KB \(.+\), /);
 
     assert.match(r.stdout, /\| engine \| worker RSS: before → 200 idle \| KB\/conn \(min–max\) \|/);
-    assert.match(r.stdout, /\| node \| [\d.]+ → [\d.]+ \| -?[\d.]+ \(/);
-    assert.match(r.stdout, /\| 1 \| node \| [\d.]+ → [\d.]+ \| -?[\d.]+ \|/);
+    for (const engine of ['fast', 'node']) {
+      assert.match(r.stdout, new RegExp(`\\| ${engine} \\| [\\d.]+ → [\\d.]+ \\| -?[\\d.]+ \\(`));
+      assert.match(r.stdout, new RegExp(`\\| 1 \\| ${engine} \\| [\\d.]+ → [\\d.]+ \\| -?[\\d.]+ \\|`));
+    }
     assert.match(r.stdout, /written to .+idle-.+\.json/);
   } finally {
     rmSync(out, { recursive: true, force: true });
