@@ -124,15 +124,19 @@ export interface Settings {
   readonly cases: readonly { readonly id: string; readonly path: string; readonly bodyBytes: number }[];
 }
 
-export interface Report {
-  readonly schema: 'tandem-bench/2';
+/** What every benchmark's JSON report holds around its own figures. */
+export interface ReportFile<Schema extends string, S, R, G> {
+  readonly schema: Schema;
   readonly startedAt: string;
   readonly finishedAt: string;
-  readonly settings: Settings;
+  readonly settings: S;
   readonly machine: MachineInfo;
-  readonly runs: readonly RunResult[];
+  readonly runs: readonly R[];
+  readonly goals: readonly G[];
+}
+
+export interface Report extends ReportFile<'tandem-bench/2', Settings, RunResult, GoalCheck> {
   readonly cases: readonly CaseReport[];
-  readonly goals: readonly GoalCheck[];
 }
 
 /** The median; the mean of the middle two for an even count; NaN for none. */

@@ -41,6 +41,9 @@ export interface TargetSpec {
 /** The target every ratio is computed for. */
 export const SUBJECT = 'tandem';
 
+/** What serves a tandem listener (the listener's `engine`): set in every generated config, so TANDEM_ENGINE changes no target. */
+export type Engine = 'fast' | 'node';
+
 function running(service: Service, port: number): RunningTarget {
   return { url: `http://127.0.0.1:${port}`, pid: service.child.pid ?? null, stop: () => service.stop() };
 }
@@ -55,13 +58,13 @@ function script(file: string, ...args: string[]): Promise<Service> {
  * catch-all the benchmark hits), two backends per pool, active health checks every 2 s,
  * passive outlier detection, the admin API with metrics, no access log.
  */
-export function tandemConfig(backends: readonly string[], workers: number): string {
+export function tandemConfig(backends: readonly string[], workers: number, engine: Engine = 'fast'): string {
   const list = backends.map((url, i) => `      - { name: app${i + 1}, url: "${url}" }`).join('\n');
   return `# Written by bench/targets/index.ts: tandem as the benchmark runs it.
 workers: ${workers}
 shutdownTimeout: 1s
 listeners:
-  - { name: web, address: 127.0.0.1:0 }
+  - { name: web, address: 127.0.0.1:0, engine: ${engine} }
 routes:
   - { name: api, match: { host: [api.example.com, "*.api.example.com"], pathPrefix: /api/, methods: [GET, POST] }, pool: api }
   - { name: internal, match: { pathPrefix: /internal/, headers: { x-internal: "1" } }, pool: api }
@@ -84,12 +87,12 @@ admin: { address: 127.0.0.1:0 }
 }
 
 /** The same routes and backends with every optional feature left out. */
-export function tandemBareConfig(backends: readonly string[]): string {
+export function tandemBareConfig(backends: readonly string[], engine: Engine = 'fast'): string {
   const list = backends.map((url, i) => `      - { name: app${i + 1}, url: "${url}" }`).join('\n');
   return `# Written by bench/targets/index.ts: tandem with health checks, outlier detection and admin off.
 shutdownTimeout: 1s
 listeners:
-  - { name: web, address: 127.0.0.1:0 }
+  - { name: web, address: 127.0.0.1:0, engine: ${engine} }
 routes:
   - { name: api, match: { host: [api.example.com, "*.api.example.com"], pathPrefix: /api/, methods: [GET, POST] }, pool: api }
   - { name: internal, match: { pathPrefix: /internal/, headers: { x-internal: "1" } }, pool: api }
@@ -132,11 +135,11 @@ function baseline(id: string, label: string, description: string, file: string, 
   };
 }
 
-/** `tandem run` exactly as users start it, on `config` (the realistic one by default). */
-async function startTandem(ctx: TargetContext, workers: number, config: 'realistic' | 'minimal' = 'realistic'): Promise<RunningTarget> {
-  const file = join(ctx.dir, `tandem-${config}-${workers}w.yaml`);
+/** `tandem run` exactly as users start it, on `config` (the realistic one by default) with the listener on `engine`. */
+async function startTandem(ctx: TargetContext, workers: number, config: 'realistic' | 'minimal' = 'realistic', engine: Engine = 'fast'): Promise<RunningTarget> {
+  const file = join(ctx.dir, `tandem-${config}-${workers}w-${engine}.yaml`);
   const backends = ctx.backend.urls.slice(0, 2);
-  writeFileSync(file, config === 'realistic' ? tandemConfig(backends, workers) : tandemBareConfig(backends));
+  writeFileSync(file, config === 'realistic' ? tandemConfig(backends, workers, engine) : tandemBareConfig(backends, engine));
   // Port 0 everywhere; the bound address comes from the `start` log line tests rely on too.
   const service = await spawnService([CLI, 'run', '-c', file, '--workers', String(workers)], {
     ready: /"event":"start"[^\n]*"listeners":\{"web":"([^"]+)"/,
@@ -156,14 +159,21 @@ export const TARGETS: readonly TargetSpec[] = [
   {
     id: SUBJECT,
     label: 'tandem',
-    description: 'tandem run --workers 1: 4 routes, 2 backends, health checks every 2s, outlier detection, metrics and admin on, access log off',
+    description: 'tandem run --workers 1, engine: fast: 4 routes, 2 backends, health checks every 2s, outlier detection, metrics and admin on, access log off',
     optional: false,
     start: (ctx) => startTandem(ctx, 1),
   },
   {
+    id: 'tandem-node',
+    label: 'tandem, node engine',
+    description: 'the same as tandem with engine: node on its listener (node:http in front, undici behind), so tandem ÷ this is what the fast engine changes',
+    optional: false,
+    start: (ctx) => startTandem(ctx, 1, 'realistic', 'node'),
+  },
+  {
     id: 'tandem-bare',
     label: 'data plane alone',
-    description: 'the same data plane and routes in one process, without the primary/worker split, health checks, outlier detection, metrics or admin',
+    description: 'the same data plane, engine and routes in one process, without the primary/worker split, health checks, outlier detection, metrics or admin',
     optional: false,
     start: async (ctx) => {
       const file = join(ctx.dir, 'tandem-bare.yaml');
