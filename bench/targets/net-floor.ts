@@ -15,35 +15,9 @@
 // than socket.on('data') + parser.execute() in an A/B run on the benchmark's origin). That
 // takes two internals, `_handle` and `consume`, both what node:http itself relies on.
 
-import { createRequire } from 'node:module';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
-
-type HeadersComplete = (this: Parser, major: number, minor: number, headers: string[] | undefined, method: number,
-  url: string | undefined, status: number, message: string | undefined, upgrade: boolean, keepAlive: boolean) => number;
-
-interface Parser {
-  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
-  execute(data: Buffer): number | Error;
-  finish(): number | Error | undefined;
-  consume(handle: unknown): void;
-  owner: ClientConn | UpstreamConn;
-  [callback: number]: unknown;
-}
-
-interface ParserClass {
-  new(): Parser;
-  readonly REQUEST: number;
-  readonly RESPONSE: number;
-  readonly kOnHeaders: number;
-  readonly kOnHeadersComplete: number;
-  readonly kOnBody: number;
-  readonly kOnMessageComplete: number;
-  readonly kOnExecute: number;
-}
-
-// `_http_common` is what node:http itself loads; reached through require, it carries no
-// deprecation warning (process.binding('http_parser') does).
-const { HTTPParser, methods } = createRequire(import.meta.url)('_http_common') as { HTTPParser: ParserClass; methods: string[] };
+// Node's llhttp binding as tandem's engine reaches it (`_http_common`, no deprecation warning).
+import { HTTPParser, METHODS as methods, type HeadersComplete, type Parser } from '../../src/engine/llhttp.ts';
 
 /** Idle upstream connections kept per backend; beyond this a released one is closed. */
 const MAX_IDLE = 128;
@@ -249,7 +223,7 @@ function isName(name: string, lower: string): boolean {
 }
 
 function onHeaders(this: Parser, headers: string[], url: string): void {
-  const o = this.owner;
+  const o = this.owner!;
   for (let i = 0; i < headers.length; i++) o.headers.push(headers[i]);
   o.url += url;
 }

@@ -120,15 +120,7 @@ export class ClientConnection implements BodyOwner, ResponseOwner {
     this.ended = false;
     this.halted = false;
     this.parser = newParser(HTTPParser.REQUEST, this, callbacks, front.host.config.maxHeaderSize, socket);
-    socket.on('data', notConsumed);
-    socket.on('drain', onDrain);
-    socket.on('end', onEnd);
-    socket.on('error', ignore);
-    socket.on('close', onClose);
-    // pipeline.ts holds requests behind the one in flight with socket.pause(), which does
-    // not stop a consumed handle: as node:http does, 'pause' and 'resume' stop and start it.
-    socket.on('pause', onPause);
-    socket.on('resume', onResume);
+    for (const [event, listener] of LISTENERS) socket.on(event, listener);
   }
 
   /** Stops reading for good. */
@@ -393,19 +385,22 @@ function failInFlight(res: FastResponse, spec: ErrorSpec): void {
   rejectInFlight(res as never, spec);
 }
 
+/**
+ * A client socket's listeners while the engine serves it. pipeline.ts holds requests
+ * behind the one in flight with socket.pause(), which does not stop a consumed handle:
+ * as node:http does, 'pause' and 'resume' stop and start it.
+ */
+const LISTENERS: readonly [string, Parameters<Socket['on']>[1]][] = [
+  ['data', notConsumed], ['drain', onDrain], ['end', onEnd], ['error', ignore], ['close', onClose], ['pause', onPause], ['resume', onResume],
+];
+
 /** Gives the connection, and the upgrade head it sent, to the listener's node:http server. */
 function handOver(c: ClientConnection): void {
   const { head } = c.handover!;
   const socket = c.socket;
   if (socket.destroyed) return;
   c.front.forget(c);
-  socket.removeListener('data', notConsumed);
-  socket.removeListener('drain', onDrain);
-  socket.removeListener('end', onEnd);
-  socket.removeListener('error', ignore);
-  socket.removeListener('close', onClose);
-  socket.removeListener('pause', onPause);
-  socket.removeListener('resume', onResume);
+  for (const [event, listener] of LISTENERS) socket.removeListener(event, listener);
   socket.owner = undefined;
   socket._httpMessage = null;
   releaseParser(c.parser, socket);

@@ -79,6 +79,16 @@ function echo(req: IncomingMessage, res: ServerResponse): void {
   });
 }
 
+/** A backend whose /stream answer has no Content-Length, in two parts; `close`: ended by closing, else chunked. */
+function streaming(close: boolean): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    if (req.url !== '/stream') return echo(req, res);
+    if (close) res.writeHead(200, { connection: 'close' });
+    res.write('part one, ');
+    setTimeout(() => res.end('part two'), 20);
+  };
+}
+
 after(async () => {
   await Promise.all(procs.map((p) => p.stop()));
   for (const s of servers) s.closeAllConnections();
@@ -118,14 +128,7 @@ describe(`client connections (${ENGINE} engine)`, () => {
   });
 
   test('HTTP/1.0: keep-alive only when asked, a body of unknown length ends with the connection', async () => {
-    const b = await serve((req, res) => {
-      if (req.url === '/stream') {
-        res.write('part one, ');
-        setTimeout(() => res.end('part two'), 20);
-        return;
-      }
-      echo(req, res);
-    });
+    const b = await serve(streaming(false));
     const t = await tandem(singlePool([{ name: 'b', url: b.url }]));
     const c = await client(t.url);
     c.socket.write('GET /a HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n');
@@ -140,15 +143,7 @@ describe(`client connections (${ENGINE} engine)`, () => {
   });
 
   test('a body the backend ends by closing reaches an HTTP/1.1 client chunked, and the connection stays usable', async () => {
-    const b = await serve((req, res) => {
-      if (req.url === '/stream') {
-        res.writeHead(200, { connection: 'close' });
-        res.write('part one, ');
-        setTimeout(() => res.end('part two'), 20);
-        return;
-      }
-      echo(req, res);
-    });
+    const b = await serve(streaming(true));
     const t = await tandem(singlePool([{ name: 'b', url: b.url }]));
     const c = await client(t.url);
     c.socket.write('GET /stream HTTP/1.1\r\nHost: a\r\n\r\n');
