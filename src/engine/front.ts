@@ -5,6 +5,7 @@ import { errors, type ErrorSpec } from '../errors.ts';
 import type { Connection, Serve } from '../dataplane/pipeline.ts';
 import { admit } from '../dataplane/pipeline.ts';
 import { rejectInFlight } from '../dataplane/forward.ts';
+import { clientErrorSpec } from '../dataplane/client-errors.ts';
 import { HTTPParser, METHODS, newParser, pauseRead, readAgain, releaseParser, resumeRead, type Parser, type ParserCallbacks } from './llhttp.ts';
 import { FastRequest, serializeHead, type BodyOwner } from './request.ts';
 import { FastResponse, type ResponseOwner } from './response.ts';
@@ -96,7 +97,7 @@ export class ClientConnection implements BodyOwner, ResponseOwner {
   idleSince: number;
   /** Parser events of the current read; an upgrade head to hand over once answers owed are out. */
   events: number;
-  handover: { head: string; request: FastRequest } | null;
+  handover: string | null;
   /** The upstream did not take more of the body yet. */
   bodyWait: boolean;
   /** The client shut its side: answer what was asked, then close. */
@@ -160,7 +161,7 @@ export class ClientConnection implements BodyOwner, ResponseOwner {
     if (inBody && res != null && res.req === this.parsing) {
       // The request is being served: its exchange answers (or is cut, if its answer began).
       if (res.headersSent) this.socket.destroy();
-      else failInFlight(res, errors.REQUEST_TIMEOUT);
+      else rejectInFlight(res as never, errors.REQUEST_TIMEOUT);
       return;
     }
     this.front.host.refuse(this.ctx, errors.REQUEST_TIMEOUT);
@@ -269,13 +270,13 @@ function onRequestHead(this: Parser, major: number, minor: number, headers: stri
   const start = c.started === 0 ? performance.now() : c.started;
   c.idleSince = 0;
   const name = METHODS[method];
-  const req = new FastRequest(c, socket, name, url ?? '/', headers, major, minor);
   if (upgrade) {
     // WebSocket (or CONNECT, or an upgrade node:http serves as a plain request): node:http
     // takes the connection over once what is owed on it is answered.
-    c.handover = { head: serializeHead(name, req.url, major, minor, headers), request: req };
+    c.handover = serializeHead(name, url ?? '/', major, minor, headers);
     return 0;
   }
+  const req = new FastRequest(c, socket, name, url ?? '/', headers, major, minor);
   c.parsing = req.complete ? null : req;
   if (req.complete) c.started = 0;
   const res = new FastResponse(c, req, keepAlive);
@@ -333,7 +334,7 @@ function onExecute(this: Parser, ret: number | Error): void {
   if (c.handover !== null) {
     // llhttp stopped at the end of the upgrade head: the rest is the new protocol's.
     const rest = this.getCurrentBuffer().subarray(ret);
-    c.handover.head = c.handover.head + rest.toString('latin1');
+    c.handover += rest.toString('latin1');
     c.halt();
     if (!c.ctx.busy) handOver(c);
     return;
@@ -352,14 +353,14 @@ function malformed(c: ClientConnection, err: Error & { code?: string }): void {
     c.socket.destroy();
     return;
   }
-  const spec = clientErrorSpec(err, c.parser);
+  const spec = clientErrorSpec(err.code, c.parser.getCurrentBuffer());
   const req = c.parsing;
   c.parsing = null;
   const res = c.socket._httpMessage;
   if (req !== null && res != null && res.req === req) {
     // The error is in the body of the request being served.
     if (res.headersSent) c.socket.destroy();
-    else failInFlight(res, spec);
+    else rejectInFlight(res as never, spec);
     return;
   }
   if (req !== null && c.ctx.held !== null) {
@@ -368,21 +369,6 @@ function malformed(c: ClientConnection, err: Error & { code?: string }): void {
     if (i !== -1) c.ctx.held.splice(i, 1);
   }
   c.front.host.refuse(c.ctx, spec);
-}
-
-/** As node:http's clientError mapping (server.ts): 431, 501 for a well-formed line with an unknown method, else 400. */
-function clientErrorSpec(err: Error & { code?: string }, parser: Parser): ErrorSpec {
-  if (err.code === 'HPE_HEADER_OVERFLOW') return errors.HEADERS_TOO_LARGE;
-  if (err.code === 'HPE_INVALID_METHOD') {
-    const raw = parser.getCurrentBuffer();
-    if (/^[!#$%&'*+.^_`|~0-9A-Za-z-]+ [^\s]+ HTTP\/1\.[01]\r\n/.test(raw.toString('latin1', 0, Math.min(raw.length, 8192)))) return errors.METHOD_NOT_IMPLEMENTED;
-  }
-  return errors.BAD_REQUEST;
-}
-
-/** The exchange in flight answers `spec`, or is dropped with its connection. */
-function failInFlight(res: FastResponse, spec: ErrorSpec): void {
-  rejectInFlight(res as never, spec);
 }
 
 /**
@@ -396,7 +382,7 @@ const LISTENERS: readonly [string, Parameters<Socket['on']>[1]][] = [
 
 /** Gives the connection, and the upgrade head it sent, to the listener's node:http server. */
 function handOver(c: ClientConnection): void {
-  const { head } = c.handover!;
+  const head = c.handover!;
   const socket = c.socket;
   if (socket.destroyed) return;
   c.front.forget(c);

@@ -146,10 +146,6 @@ export function resumeRead(s: Socket): void {
   }
 }
 
-export function readPaused(s: Socket): boolean {
-  return (s as Reading).stopped === true;
-}
-
 /**
  * After releaseParser(): the handle reads again, for whoever takes the socket. Its
  * Readable still waits on the read it asked for before the parser took the handle, so

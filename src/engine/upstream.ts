@@ -87,7 +87,7 @@ export class FastUpstream {
   private take(): UpstreamConnection | null {
     const now = performance.now();
     for (let c = this.idle.pop(); c !== undefined; c = this.idle.pop()) {
-      if (!c.socket.destroyed && now - c.idleSince < c.keepAliveMs) return c;
+      if (c.usable(now)) return c;
       c.socket.destroy();
     }
     return null;
@@ -115,7 +115,7 @@ export class FastUpstream {
     let kept = 0;
     for (let i = 0; i < idle.length; i++) {
       const c = idle[i];
-      if (!c.socket.destroyed && now - c.idleSince < c.keepAliveMs) idle[kept++] = c;
+      if (c.usable(now)) idle[kept++] = c;
       else c.socket.destroy();
     }
     idle.length = kept;
@@ -210,6 +210,11 @@ export class UpstreamConnection {
     socket.on('error', onError);
     socket.on('close', onClose);
     socket.setTimeout(0);
+  }
+
+  /** Idle, open, and within its keep-alive time at `now`. */
+  usable(now: number): boolean {
+    return !this.socket.destroyed && now - this.idleSince < this.keepAliveMs;
   }
 
   send(r: UpstreamRequest): void {
