@@ -22,6 +22,8 @@ const LAST_CHUNK = '0\r\n\r\n';
 /** A header value node:http would refuse to send (control characters but tab). */
 const INVALID_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** A first body chunk up to this size leaves in one buffer with the head; a larger one is not worth the copy. */
+const JOINED_BODY_BYTES = 4096;
 
 let date = '';
 function httpDate(): string {
@@ -142,6 +144,11 @@ export class FastResponse extends EventEmitter {
       }
       return true;
     }
+    if (head !== null && !this.chunked && typeof chunk !== 'string' && chunk.length <= JOINED_BODY_BYTES) {
+      // Head and body copied into one buffer: one plain write, not a corked writev.
+      this.head = null;
+      return s.write(joined(head, chunk));
+    }
     s.cork();
     if (head !== null) {
       this.head = null;
@@ -198,6 +205,15 @@ function flatten(headers: Record<string, HeaderValue>): HeaderValue[] {
     else flat.push(name, value);
   }
   return flat;
+}
+
+/** `head` (latin1: one byte a character) followed by `body`, in one buffer. */
+function joined(head: string, body: Buffer): Buffer {
+  const n = head.length;
+  const buf = Buffer.allocUnsafe(n + body.length);
+  buf.write(head, 0, n, 'latin1');
+  body.copy(buf, n);
+  return buf;
 }
 
 function finished(res: FastResponse): void {
