@@ -16,7 +16,13 @@ const LAST_CHUNK = '0\r\n\r\n';
 /** Methods whose empty body undici announces with Content-Length: 0. */
 const PAYLOAD_METHODS = new Set(['PUT', 'POST', 'PATCH', 'QUERY', 'PROPFIND', 'PROPPATCH']);
 
-const timed = new Set<UpstreamRequest>();
+/**
+ * Exchanges with a deadline, each at its `slot`: leaving swaps the last one in. Not a Set:
+ * a Set's table, rehashed as exchanges come and go, leaves its old table pointing at
+ * exchanges long over, and once that table is promoted every scavenge keeps them (and all
+ * they hold) alive until a full collection: 10 MB promoted per scavenge at 36k req/s.
+ */
+const timed: UpstreamRequest[] = [];
 let sweeper: NodeJS.Timeout | null = null;
 /** Deadlines are checked this often: a timeout fires within this much of its time. */
 const SWEEP_MS = 25;
@@ -47,6 +53,8 @@ export class UpstreamRequest implements Dispatcher.DispatchController, BodySink 
   /** performance.now() by which the next step must happen; 0: none. */
   deadline: number;
   private timeoutCode: string;
+  /** Index in `timed`; -1: not there. */
+  slot: number;
 
   constructor(upstream: FastUpstream, options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler) {
     this.upstream = upstream;
@@ -65,6 +73,7 @@ export class UpstreamRequest implements Dispatcher.DispatchController, BodySink 
     this.ended = false;
     this.deadline = 0;
     this.timeoutCode = '';
+    this.slot = -1;
   }
 
   /** Sends the head, and the body as it comes, on `conn`. */
@@ -198,7 +207,10 @@ export class UpstreamRequest implements Dispatcher.DispatchController, BodySink 
   private time(ms: number, code: string): void {
     this.deadline = now() + ms;
     this.timeoutCode = code;
-    timed.add(this);
+    if (this.slot === -1) {
+      this.slot = timed.length;
+      timed.push(this);
+    }
     if (sweeper === null) {
       sweeper = setInterval(sweep, SWEEP_MS);
       sweeper.unref();
@@ -208,7 +220,13 @@ export class UpstreamRequest implements Dispatcher.DispatchController, BodySink 
   private untime(): void {
     if (this.deadline === 0) return;
     this.deadline = 0;
-    timed.delete(this);
+    const i = this.slot;
+    this.slot = -1;
+    const last = timed.pop()!;
+    if (last !== this) {
+      timed[i] = last;
+      last.slot = i;
+    }
   }
 
   expire(now: number): void {
@@ -221,8 +239,9 @@ export class UpstreamRequest implements Dispatcher.DispatchController, BodySink 
 
 function sweep(): void {
   clock = performance.now();
-  for (const r of timed) r.expire(clock);
-  if (timed.size === 0 && sweeper !== null) {
+  // Backwards: an exchange that expires swaps in the last one, which was checked already.
+  for (let i = timed.length - 1; i >= 0; i--) timed[i]?.expire(clock);
+  if (timed.length === 0 && sweeper !== null) {
     clearInterval(sweeper);
     sweeper = null;
   }
