@@ -7,7 +7,7 @@
 import { IncomingMessage } from 'node:http';
 import { Socket } from 'node:net';
 import { AccessLog } from '../../src/dataplane/access-log.ts';
-import type { Exchange } from '../../src/dataplane/forward.ts';
+import type { Exchange } from '../../src/dataplane/exchange.ts';
 import { requestIdOf, traceOf } from '../../src/dataplane/request-id.ts';
 import { bench, sink } from './measure.ts';
 

@@ -13,7 +13,7 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Dispatcher } from 'undici';
 import type { CompressConfig, PoolConfig, RouteConfig } from '../../src/config/types.ts';
-import type { RequestObserver } from '../../src/dataplane/forward.ts';
+import type { RequestObserver } from '../../src/dataplane/exchange.ts';
 import type { RouteRuntime } from '../../src/dataplane/generation.ts';
 import type { ForwardContext } from '../../src/dataplane/headers.ts';
 import { sink } from './measure.ts';

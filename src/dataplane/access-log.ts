@@ -3,7 +3,7 @@
 // that logrotate can rename the file under it.
 
 import sonicBoom from 'sonic-boom';
-import type { Exchange } from './forward.ts';
+import type { Exchange } from './exchange.ts';
 
 // sonic-boom is CommonJS: its class is a property of the default export.
 const { SonicBoom } = sonicBoom;

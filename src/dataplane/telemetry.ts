@@ -5,7 +5,7 @@
 // planes, at scrape time.
 
 import type { AccessLog } from './access-log.ts';
-import type { Exchange, RequestObserver } from './forward.ts';
+import type { Exchange, RequestObserver } from './exchange.ts';
 import { BUCKET_SLOTS, bucketOf } from '../histogram.ts';
 
 export { BUCKET_SLOTS, bucketOf, DURATION_BUCKETS } from '../histogram.ts';

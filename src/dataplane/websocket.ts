@@ -9,7 +9,7 @@ import type { Backend } from '../pool/backend.ts';
 import type { RouteRuntime } from './generation.ts';
 import type { ForwardContext } from './headers.ts';
 import { proxyHeaderFor } from './private-upstreams.ts';
-import type { Exchange, RequestObserver } from './forward.ts';
+import type { Exchange, RequestObserver } from './exchange.ts';
 import { writeRaw } from './own-answers.ts';
 
 // WebSocket and other Upgrade requests go through http-proxy-3. Each upgraded session
