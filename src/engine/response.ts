@@ -38,6 +38,7 @@ function clearDate(): void {
 }
 
 type HeaderValue = string | number | readonly string[];
+type Listener = (...args: any[]) => void;
 
 export class FastResponse extends EventEmitter {
   readonly req: FastRequest;
@@ -54,6 +55,11 @@ export class FastResponse extends EventEmitter {
   private head: string | null;
   private chunked: boolean;
   private bodyless: boolean;
+  /**
+   * 'close' listeners, kept apart from EventEmitter's: every response gets two (the
+   * pipeline's and the exchange's), 'close' comes once, and once() would wrap each.
+   */
+  private closing: Listener[] | null;
 
   constructor(owner: ResponseOwner, req: FastRequest, keepAlive: boolean) {
     super();
@@ -69,6 +75,39 @@ export class FastResponse extends EventEmitter {
     this.head = null;
     this.chunked = false;
     this.bodyless = false;
+    this.closing = null;
+  }
+
+  override on(event: string | symbol, listener: Listener): this {
+    if (event !== 'close') return super.on(event, listener);
+    (this.closing ??= []).push(listener);
+    return this;
+  }
+
+  override addListener(event: string | symbol, listener: Listener): this {
+    return this.on(event, listener);
+  }
+
+  override once(event: string | symbol, listener: Listener): this {
+    return event === 'close' ? this.on(event, listener) : super.once(event, listener);
+  }
+
+  override removeListener(event: string | symbol, listener: Listener): this {
+    if (event !== 'close') return super.removeListener(event, listener);
+    const i = this.closing === null ? -1 : this.closing.indexOf(listener);
+    if (i !== -1) this.closing!.splice(i, 1);
+    return this;
+  }
+
+  override off(event: string | symbol, listener: Listener): this {
+    return this.removeListener(event, listener);
+  }
+
+  /** 'close', to each listener once. */
+  closed(): void {
+    const list = this.closing;
+    this.closing = null;
+    if (list !== null) for (let i = 0; i < list.length; i++) list[i].call(this);
   }
 
   get writableNeedDrain(): boolean {
@@ -192,7 +231,7 @@ export class FastResponse extends EventEmitter {
   aborted(): void {
     if (this.writableFinished) return;
     this.destroyed = true;
-    this.emit('close');
+    this.closed();
   }
 }
 
@@ -220,6 +259,6 @@ function finished(res: FastResponse): void {
   if (res.destroyed) return;
   res.writableFinished = true;
   res.emit('finish');
-  res.emit('close');
+  res.closed();
   res.owner.responded(res);
 }
