@@ -77,31 +77,36 @@ async function parkedAtLeast(admin: string, n: number): Promise<void> {
   }
 }
 
-test('a connection idle long enough to give its parser back serves what it sends next: split heads, bodies, pipelined pairs, and a 400 for a malformed request', async () => {
+/** tandem (engine: fast) before an echo backend, and a client connection that was answered once and is now parked. */
+async function parkedClient(): Promise<{ admin: string; c: Awaited<ReturnType<typeof client>> }> {
   const backend = await echoBackend();
   const t = await startTandem(singlePool([{ name: 'echo', url: backend }], {}, {
     listeners: [{ name: 'web', address: '127.0.0.1:0', engine: 'fast' }],
   }));
   procs.push(t);
   const c = await client(t.url);
-
   c.socket.write('GET /first HTTP/1.1\r\nHost: a\r\n\r\n');
   await c.until(/GET \/first $/);
   await parkedAtLeast(t.admin!, 1);
+  return { admin: t.admin!, c };
+}
+
+test('a connection idle long enough to give its parser back serves what it sends next: split heads, bodies, pipelined pairs, and a 400 for a malformed request', async () => {
+  const { admin, c } = await parkedClient();
 
   // The first bytes after parking are half a head: the parser taken for them must carry on with the rest.
   c.socket.write('POST /second HTTP/1.1\r\nHo');
   await new Promise((r) => setTimeout(r, 50));
   c.socket.write('st: a\r\nContent-Length: 5\r\n\r\nhello');
   await c.until(/POST \/second hello$/);
-  await parkedAtLeast(t.admin!, 2);
+  await parkedAtLeast(admin, 2);
 
   c.socket.write('GET /third HTTP/1.1\r\nHost: a\r\n\r\nGET /fourth HTTP/1.1\r\nHost: a\r\n\r\n');
   await c.until(/GET \/fourth $/);
   const text = c.text();
   assert.ok(text.indexOf('GET /third ') < text.indexOf('GET /fourth '), 'pipelined answers in order');
   assert.equal(text.match(/HTTP\/1\.1 200 /g)?.length, 4);
-  await parkedAtLeast(t.admin!, 3);
+  await parkedAtLeast(admin, 3);
 
   c.socket.write('GET /fifth HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n');
   await c.until(/HTTP\/1\.1 400 /);
@@ -110,15 +115,7 @@ test('a connection idle long enough to give its parser back serves what it sends
 });
 
 test('a parked connection whose client shuts its side is closed', async () => {
-  const backend = await echoBackend();
-  const t = await startTandem(singlePool([{ name: 'echo', url: backend }], {}, {
-    listeners: [{ name: 'web', address: '127.0.0.1:0', engine: 'fast' }],
-  }));
-  procs.push(t);
-  const c = await client(t.url);
-  c.socket.write('GET /only HTTP/1.1\r\nHost: a\r\n\r\n');
-  await c.until(/GET \/only $/);
-  await parkedAtLeast(t.admin!, 1);
+  const { c } = await parkedClient();
   c.socket.end();
   await c.closed;
   assert.equal(c.text().match(/HTTP\/1\.1 200 /g)?.length, 1);
