@@ -2,14 +2,15 @@
 // parser back (front.ts, after 1 s, from the sweep) and takes one again when its next
 // bytes arrive. The connection must go on as if nothing happened: a request split over
 // two reads, a body, a pipelined pair answered in order, a malformed request refused with
-// its 400. A real tandem on port 0 before a real backend; each step waits until the admin
-// API counts the connection as parked again.
+// its 400, a WebSocket upgrade with a frame behind its head. A real tandem on port 0 before
+// a real backend; each step waits until the admin API counts the connection as parked again.
 
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import { once } from 'node:events';
+import { WebSocketServer } from 'ws';
 import { singlePool } from '../helpers/config.ts';
 import { startTandem, type TandemProcess } from '../helpers/tandem.ts';
 import { parse, total } from '../helpers/prom.ts';
@@ -24,7 +25,7 @@ after(async () => {
   }
 });
 
-/** A backend that answers each request with its method, path and body. */
+/** A backend that answers each request with its method, path and body, and echoes WebSocket messages. */
 async function echoBackend(): Promise<string> {
   const server = createServer((req, res) => {
     const parts: Buffer[] = [];
@@ -35,6 +36,7 @@ async function echoBackend(): Promise<string> {
       res.end(body);
     });
   });
+  new WebSocketServer({ server }).on('connection', (ws) => ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary })));
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   servers.push(server);
@@ -119,4 +121,14 @@ test('a parked connection whose client shuts its side is closed', async () => {
   c.socket.end();
   await c.closed;
   assert.equal(c.text().match(/HTTP\/1\.1 200 /g)?.length, 1);
+});
+
+test('a parked connection that asks for a WebSocket upgrade is handed over with the frame sent behind its head', async () => {
+  const { c } = await parkedClient();
+  // One write: the upgrade head and a masked text frame "hi", which belongs to the new protocol.
+  const mask = Buffer.from([1, 2, 3, 4]);
+  const frame = Buffer.concat([Buffer.from([0x81, 0x82]), mask, Buffer.from('hi').map((b, i) => b ^ mask[i % 4])]);
+  c.socket.write(Buffer.concat([Buffer.from('GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n'
+    + 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n', 'latin1'), frame]));
+  await c.until(/HTTP\/1\.1 101 [^]*\r\n\r\n\x81\x02hi$/);
 });
