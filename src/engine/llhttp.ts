@@ -121,14 +121,14 @@ export class ParserPool {
     this.free = [];
   }
 
-  /** A parser for `owner`, consuming `socket`'s handle. */
-  take(owner: ParserOwner, maxHeaderSize: number, socket: Socket): Parser {
+  /** A parser for `owner`, consuming `socket`'s handle (with null, fed by hand, as newParser()). */
+  take(owner: ParserOwner, maxHeaderSize: number, socket: Socket | null): Parser {
     const p = this.free.pop();
     if (p === undefined) return newParser(this.type, owner, this.callbacks, maxHeaderSize, socket);
     // initialize() resets llhttp and the header slots as for a new parser (node:http's free list does the same).
     p.initialize(this.type, {}, maxHeaderSize, 0);
     p.owner = owner;
-    consume(p, socket);
+    if (socket !== null) consume(p, socket);
     return p;
   }
 
