@@ -6,10 +6,13 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { readFileSync } from 'node:fs';
 import type { AddressInfo, Socket } from 'node:net';
 import { once } from 'node:events';
 import type { FastUpstream, UpstreamConnection } from '../../src/engine/upstream.ts';
 import { getThrough, tcpUpstream } from '../helpers/fast-upstream.ts';
+import { TestCa } from '../helpers/certs.ts';
 
 const opened: { server: Server; upstream: FastUpstream }[] = [];
 after(async () => {
@@ -35,14 +38,21 @@ async function parked(socket: Socket): Promise<void> {
  * a FastUpstream to it (`sockets`: every connection it made), and one exchange done,
  * after which its connection was parked.
  */
-async function parkedUpstream(): Promise<{ upstream: FastUpstream; sockets: Socket[]; backendSide: Socket[] }> {
+async function parkedUpstream(tls = false): Promise<{ upstream: FastUpstream; sockets: Socket[]; backendSide: Socket[] }> {
   const backendSide: Socket[] = [];
-  const server = createServer((req, res) => res.end(`answer ${req.url}`));
+  const answer = (req: { url?: string }, res: { end: (s: string) => void }) => res.end(`answer ${req.url}`);
+  let server: Server;
+  if (tls) {
+    const files = new TestCa().issue('127.0.0.1', ['IP:127.0.0.1']);
+    server = createHttpsServer({ cert: readFileSync(files.cert), key: readFileSync(files.key) }, answer);
+  } else {
+    server = createServer(answer);
+  }
   server.on('connection', (s: Socket) => backendSide.push(s));
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   const sockets: Socket[] = [];
-  const upstream = tcpUpstream((server.address() as AddressInfo).port, { sockets, keepAliveTimeout: 60_000 });
+  const upstream = tcpUpstream((server.address() as AddressInfo).port, { sockets, keepAliveTimeout: 60_000, tls });
   opened.push({ server, upstream });
   assert.equal(await getThrough(upstream, '/one'), '200 answer /one');
   await parked(sockets[0]);
@@ -70,4 +80,11 @@ test('a parked upstream connection that the backend closes, or writes to, is not
   await once(sockets[1], 'close');
   assert.equal(await getThrough(upstream, '/three'), '200 answer /three');
   assert.equal(sockets.length, 3);
+});
+
+test('an idle TLS upstream connection, whose parser is fed by hand, gives it back and serves the next exchange', async () => {
+  const { upstream, sockets } = await parkedUpstream(true);
+  assert.equal(await getThrough(upstream, '/two'), '200 answer /two');
+  assert.equal(await getThrough(upstream, '/three'), '200 answer /three');
+  assert.equal(sockets.length, 1);
 });

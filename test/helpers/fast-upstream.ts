@@ -3,6 +3,7 @@
 // be held back, and one GET whose outcome comes as a string.
 
 import { connect as tcp, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import type { Dispatcher } from 'undici';
 import { FastUpstream } from '../../src/engine/upstream.ts';
 
@@ -12,20 +13,22 @@ export interface TcpUpstreamOptions {
   /** A connection is handed over only once this resolves. */
   readonly held?: Promise<void>;
   readonly keepAliveTimeout?: number;
+  /** Over TLS (any certificate taken): the fast engine then feeds its parser by hand. */
+  readonly tls?: boolean;
 }
 
-/** A FastUpstream to 127.0.0.1:`port` over plain TCP. */
+/** A FastUpstream to 127.0.0.1:`port` over plain TCP (or TLS). */
 export function tcpUpstream(port: number, opts: TcpUpstreamOptions = {}): FastUpstream {
   const held = opts.held ?? Promise.resolve();
   return new FastUpstream({
-    origin: new URL(`http://127.0.0.1:${port}`),
+    origin: new URL(`${opts.tls === true ? 'https' : 'http'}://127.0.0.1:${port}`),
     headersTimeout: 10_000,
     bodyTimeout: 10_000,
     keepAliveTimeout: opts.keepAliveTimeout ?? 4_000,
     connect: ((_opts: unknown, cb: (err: Error | null, socket: Socket | null) => void) => {
-      const s = tcp(port, '127.0.0.1');
+      const s = opts.tls === true ? tlsConnect({ port, host: '127.0.0.1', rejectUnauthorized: false }) : tcp(port, '127.0.0.1');
       opts.sockets?.push(s);
-      s.once('connect', () => { void held.then(() => cb(null, s)); });
+      s.once(opts.tls === true ? 'secureConnect' : 'connect', () => { void held.then(() => cb(null, s)); });
       s.once('error', (err) => cb(err, null));
     }) as never,
   });
