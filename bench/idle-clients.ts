@@ -27,10 +27,12 @@ export class IdleClients {
 
   /**
    * Opens `count` connections, `batch` at a time; each batch must be answered within
-   * `batchTimeoutMs`. Rejects on the first connection that fails or is not answered 200.
+   * `batchTimeoutMs`, and the next starts `pauseMs` after. Rejects on the first connection
+   * that fails or is not answered 200.
    */
-  async open(count: number, batch: number, batchTimeoutMs: number): Promise<void> {
+  async open(count: number, batch: number, batchTimeoutMs: number, pauseMs = 0): Promise<void> {
     for (let done = 0; done < count; done += batch) {
+      if (done > 0 && pauseMs > 0) await new Promise((r) => setTimeout(r, pauseMs));
       const n = Math.min(batch, count - done);
       const deadline = Date.now() + batchTimeoutMs;
       const opened = await Promise.allSettled(Array.from({ length: n }, () => this.openOne(deadline, batchTimeoutMs)));

@@ -13,6 +13,7 @@
 //   npm run bench:idle                                  # 10,000 connections, both engines, 3 rounds
 //   npm run bench:idle -- --engine node --connections 2000 --rounds 1
 //   node bench/idle-connections.ts --engine both --connections 10000 --batch 500 --settle 5 --out /tmp/idle
+//   npm run bench:idle -- --pause 1                     # a batch a second: connections that arrive over time
 //   npm run build && TANDEM_CLI=dist/cli.js npm run bench:idle -- --no-heap   # as a package runs
 //
 // A process that runs TypeScript holds Node's type stripper: tandem run from src/, and
@@ -149,7 +150,7 @@ async function measureEngine(engine: Engine, round: number, opts: IdleOptions, l
 
     log(`round ${round}, ${engine}: opening ${opts.connections} connections, ${opts.batch} at a time`);
     const started = performance.now();
-    await clients.open(opts.connections, opts.batch, BATCH_TIMEOUT_MS);
+    await clients.open(opts.connections, opts.batch, BATCH_TIMEOUT_MS, opts.pauseSeconds * 1000);
     const openSeconds = Math.round((performance.now() - started) / 10) / 100;
     await sleep(opts.settleSeconds * 1000);
     const after = { worker: reading(worker), primary: reading(primary) };
@@ -207,7 +208,7 @@ export async function runIdle(opts: IdleOptions): Promise<{ report: IdleReport; 
     startedAt,
     finishedAt: new Date().toISOString(),
     settings: {
-      entry: relative(ROOT, ENTRY), engines: opts.engines, connections: opts.connections, batch: opts.batch,
+      entry: relative(ROOT, ENTRY), engines: opts.engines, connections: opts.connections, batch: opts.batch, pauseSeconds: opts.pauseSeconds,
       settleSeconds: opts.settleSeconds, rounds: opts.rounds, heap: opts.heap, openFilesLimit: fdLimit.limit,
     },
     machine,
@@ -224,7 +225,7 @@ export async function runIdle(opts: IdleOptions): Promise<{ report: IdleReport; 
   return { report, jsonFile, markdownFile };
 }
 
-/** `npm run bench:idle -- [--engine fast|node|both] [--connections N] [--rounds N] [--batch N] [--settle S] [--no-heap] [--out DIR]`; exit 1 on bad input, 2 on a failed run. */
+/** `npm run bench:idle -- [--engine fast|node|both] [--connections N] [--rounds N] [--batch N] [--pause S] [--settle S] [--no-heap] [--out DIR]`; exit 1 on bad input, 2 on a failed run. */
 async function cliMain(args: string[]): Promise<number> {
   let opts: IdleOptions;
   try {
@@ -235,7 +236,7 @@ async function cliMain(args: string[]): Promise<number> {
       options: {
         engine: { type: 'string', default: 'both' }, connections: { type: 'string', default: '10000' }, rounds: { type: 'string', default: '3' },
         heap: { type: 'boolean', default: true },
-        batch: { type: 'string', default: '500' }, settle: { type: 'string', default: '5' }, out: { type: 'string', default: join(ROOT, 'bench/results') },
+        batch: { type: 'string', default: '500' }, pause: { type: 'string', default: '0' }, settle: { type: 'string', default: '5' }, out: { type: 'string', default: join(ROOT, 'bench/results') },
       },
     });
     const whole = (name: string, v: string) => {
@@ -244,13 +245,17 @@ async function cliMain(args: string[]): Promise<number> {
       return n;
     };
     if (values.engine !== 'both' && !ENGINES.includes(values.engine as Engine)) throw new Error(`--engine must be fast, node or both (got ${values.engine})`);
-    const settle = Number(values.settle);
-    if (!Number.isFinite(settle) || settle < 0) throw new Error(`--settle must be a number of seconds (got ${values.settle})`);
+    const seconds = (name: string, v: string) => {
+      const n = Number(v);
+      if (!Number.isFinite(n) || n < 0) throw new Error(`--${name} must be a number of seconds (got ${v})`);
+      return n;
+    };
     opts = {
       engines: values.engine === 'both' ? [...ENGINES] : [values.engine as Engine],
       connections: whole('connections', values.connections),
       batch: whole('batch', values.batch),
-      settleSeconds: settle,
+      pauseSeconds: seconds('pause', values.pause),
+      settleSeconds: seconds('settle', values.settle),
       rounds: whole('rounds', values.rounds),
       heap: values.heap,
       out: resolve(values.out),

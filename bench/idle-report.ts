@@ -70,6 +70,8 @@ export interface IdleSettings {
   readonly engines: readonly Engine[];
   readonly connections: number;
   readonly batch: number;
+  /** Seconds of quiet between two batches (0: each batch right after the one before). */
+  readonly pauseSeconds: number;
   readonly settleSeconds: number;
   readonly rounds: number;
   /** Whether the worker's heap was read after forced collections (bench/heap-probe.ts loaded). */
@@ -168,7 +170,7 @@ export function idleMarkdown(report: IdleReport): string {
   lines.push('', '| goal | measured | met |', '|---|---|:-:|');
   for (const g of report.goals) lines.push(`| ${g.goal} | ${g.measured} | ${g.met === null ? g.undecided ?? 'not run' : g.met ? 'yes' : 'no'} |`);
   const m = report.machine;
-  lines.push('', `${n} connections per run, opened ${s.batch} at a time, each after one request and its answer; readings after ${s.settleSeconds} s of quiet; `
+  lines.push('', `${n} connections per run, opened ${s.batch} at a time${s.pauseSeconds > 0 ? `, ${s.pauseSeconds} s apart` : ''}, each after one request and its answer; readings after ${s.settleSeconds} s of quiet; `
     + `engines in a rotated order each round, each run a tandem of its own (from ${s.entry}${s.heap ? ', with bench/heap-probe.ts loaded' : ''}). `
     + '"counted" is tandem_listener_connections from the admin API with all connections open. '
     + `Machine: ${m.nproc} CPUs, ${m.cpuModel}, Linux ${m.kernel}, Node ${m.node}, load average at start ${m.loadavg.join(' / ')}; `

@@ -276,6 +276,11 @@ class TandemMetrics implements Metrics {
       for (const l of this.source.listeners()) out.push({ value: l.events.refused ?? 0, labels: { listener: l.name } });
     }));
 
+    this.add(new ScrapedMetric('tandem_listener_parked_connections_total', 'Times a client connection idle between requests for 1 s gave its HTTP parser back (engine: fast), to take one again with its next bytes.', 'counter', 'sum', (out) => {
+      if (this.source === null) return;
+      for (const l of this.source.listeners()) if (l.events.parked !== undefined) out.push({ value: l.events.parked, labels: { listener: l.name } });
+    }));
+
     this.add(new ScrapedMetric('tandem_http2_sessions_closed_total', 'HTTP/2 sessions a guard closed, by listener and reason (rapid-reset, settings-flood, ping-flood); a series appears with its first.', 'counter', 'sum', (out) => {
       if (this.source === null) return;
       for (const l of this.source.listeners()) {

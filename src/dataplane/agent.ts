@@ -234,6 +234,7 @@ export class DataPlaneAgent {
     const listenerEvents: [string, string, number][] = [];
     for (const l of plane.listeners()) {
       if (l.refused > 0) listenerEvents.push([l.config.name, 'refused', l.refused]);
+      if (l.front !== null && l.front.parked > 0) listenerEvents.push([l.config.name, 'parked', l.front.parked]);
       for (const [reason, n] of Object.entries(l.http2?.counters.closed ?? {})) if (n > 0) listenerEvents.push([l.config.name, `http2-${reason}`, n]);
     }
     return { counters, backends, listeners: plane.listeners().map((l) => [l.config.name, l.connections.size] as const), upgrades, rejected, listenerEvents };

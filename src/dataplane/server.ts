@@ -273,7 +273,8 @@ function openConnection(listener: Listener, socket: TandemSocket, fast: boolean)
   socket[kContext] = conn;
   attach(conn);
   listener.connections.add(socket);
-  socket.once('close', onSocketClose);
+  // on, not once: a socket closes once, and once() would add a closure and its context to every connection.
+  socket.on('close', onSocketClose);
   (socket as Socket & { [kListener]?: Listener })[kListener] = listener;
   return conn;
 }

@@ -6,7 +6,7 @@ import type { Connection, Serve } from '../dataplane/pipeline.ts';
 import { admit } from '../dataplane/pipeline.ts';
 import { rejectInFlight } from '../dataplane/forward.ts';
 import { clientErrorSpec } from '../dataplane/client-errors.ts';
-import { HTTPParser, METHODS, newParser, pauseRead, readAgain, releaseParser, resumeRead, type Parser, type ParserCallbacks } from './llhttp.ts';
+import { HTTPParser, METHODS, ParserPool, pauseRead, readAgain, releaseParser, resumeRead, type Parser, type ParserCallbacks } from './llhttp.ts';
 import { FastRequest, serializeHead, type BodyOwner } from './request.ts';
 import { FastResponse, type ResponseOwner } from './response.ts';
 
@@ -38,11 +38,14 @@ export class FastFront {
   readonly server: Server;
   readonly host: FrontHost;
   readonly connections: Set<ClientConnection>;
+  /** Times a connection idle between requests gave its parser back (tandem_listener_parked_connections_total). */
+  parked: number;
   private sweeper: NodeJS.Timeout | null;
 
   constructor(host: FrontHost) {
     this.host = host;
     this.connections = new Set();
+    this.parked = 0;
     this.sweeper = null;
     // allowHalfOpen: a client that sends its last request and shuts its side still gets the answers.
     this.server = createServer({ noDelay: true, allowHalfOpen: true }, (socket) => this.accept(socket));
@@ -82,11 +85,21 @@ export class FastFront {
 
 const callbacks: ParserCallbacks = { head: onRequestHead, body: onRequestBody, end: onRequestEnd, execute: onExecute };
 
+/**
+ * A connection idle this long between requests gives its llhttp parser back (to `parsers`,
+ * or to malloc) and takes one again when its next bytes arrive: most of an idle
+ * connection's memory is its parser. Only the sweep does it, so a connection under load,
+ * idle for microseconds between requests, never pays for it.
+ */
+const PARK_AFTER_MS = 1000;
+const parsers = new ParserPool(HTTPParser.REQUEST, callbacks, 64);
+
 export class ClientConnection implements BodyOwner, ResponseOwner {
   readonly front: FastFront;
   readonly socket: Owned;
   readonly ctx: Connection;
-  readonly parser: Parser;
+  /** null while the connection is parked: idle, its parser given back, its reads coming to JS. */
+  parser: Parser | null;
   headers: string[];
   url: string;
   /** The request whose body llhttp is reading; null between requests. */
@@ -120,7 +133,7 @@ export class ClientConnection implements BodyOwner, ResponseOwner {
     this.bodyWait = false;
     this.ended = false;
     this.halted = false;
-    this.parser = newParser(HTTPParser.REQUEST, this, callbacks, front.host.config.maxHeaderSize, socket);
+    this.parser = parsers.take(this, front.host.config.maxHeaderSize, socket);
     for (const [event, listener] of LISTENERS) socket.on(event, listener);
   }
 
@@ -143,6 +156,7 @@ export class ClientConnection implements BodyOwner, ResponseOwner {
     if (this.socket.destroyed) return;
     if (this.idleSince !== 0) {
       if (now - this.idleSince >= config.keepAliveTimeout && !this.ctx.busy) this.socket.destroy();
+      else if (this.parser !== null && now - this.idleSince >= PARK_AFTER_MS) this.park();
       return;
     }
     if (this.started === 0) return;
@@ -152,6 +166,23 @@ export class ClientConnection implements BodyOwner, ResponseOwner {
     if (!late) return;
     this.started = 0;
     this.timedOut(inBody);
+  }
+
+  /** Gives the parser back while nothing is read, owed or held; reads come to onData until the next bytes. */
+  private park(): void {
+    const socket = this.socket as Owned & { stopped?: boolean };
+    if (this.ctx.busy || this.parsing !== null || this.handover !== null || this.halted || this.ended || this.bodyWait
+      || socket._httpMessage != null || socket.stopped === true || (this.ctx.held !== null && this.ctx.held.length > 0)) return;
+    parsers.give(this.parser!, socket);
+    this.parser = null;
+    this.front.parked++;
+  }
+
+  /** The first bytes after parking: a parser again, consuming the handle, then these bytes through it, as a read would be. */
+  wake(chunk: Buffer): void {
+    const p = parsers.take(this, this.front.host.config.maxHeaderSize, this.socket);
+    this.parser = p;
+    executed(this, p.execute(chunk), chunk);
   }
 
   /** The request being read took longer than the listener allows: 408, and the connection closes. */
@@ -205,9 +236,11 @@ export class ClientConnection implements BodyOwner, ResponseOwner {
 
 function ignore(): void {}
 
-/** Data reached JS: the parser did not take the handle over, which the engine relies on. */
-function notConsumed(this: Owned): void {
-  this.destroy(new Error('socket data bypassed the parser'));
+/** Data reached JS: the first bytes of a parked connection, else the parser did not take the handle over, which the engine relies on. */
+function onData(this: Owned, chunk: Buffer): void {
+  const c = this.owner;
+  if (c !== undefined && c.parser === null) c.wake(chunk);
+  else this.destroy(new Error('socket data bypassed the parser'));
 }
 
 function onPause(this: Owned): void {
@@ -229,10 +262,10 @@ function onEnd(this: Owned): void {
   c.ended = true;
   // A request cut short by the client's end (a body, or a head, not all sent) is malformed,
   // as node:http's parser.finish() finds it: the exchange in flight must not wait for the rest.
-  if (!this.writableEnded && !this.destroyed && (c.parsing !== null || c.started !== 0)) {
+  if (!this.writableEnded && !this.destroyed && c.parser !== null && (c.parsing !== null || c.started !== 0)) {
     const ret = c.parser.finish();
     if (ret instanceof Error) {
-      malformed(c, ret as Error & { code?: string });
+      malformed(c, ret as Error & { code?: string }, null);
       return;
     }
   }
@@ -247,7 +280,8 @@ function onClose(this: Owned): void {
   if (res != null) res.aborted();
   // Held requests are dropped by the pipeline, which sees the socket destroyed.
   c.handover = null;
-  releaseParser(c.parser, null);
+  if (c.parser !== null) releaseParser(c.parser, null);
+  c.parser = null;
 }
 
 function onRequestHead(this: Parser, major: number, minor: number, headers: string[] | undefined, method: number,
@@ -324,16 +358,20 @@ function onRequestEnd(this: Parser): void {
 
 function onExecute(this: Parser, ret: number | Error): void {
   const c = this.owner as ClientConnection | null;
-  if (c === null) return;
+  if (c !== null) executed(c, ret, null);
+}
+
+/** After llhttp parsed a read: `chunk`, or with null the read the parser took from the handle. */
+function executed(c: ClientConnection, ret: number | Error, chunk: Buffer | null): void {
   const events = c.events;
   c.events = 0;
   if (typeof ret !== 'number') {
-    malformed(c, ret as Error & { code?: string });
+    malformed(c, ret as Error & { code?: string }, chunk);
     return;
   }
   if (c.handover !== null) {
     // llhttp stopped at the end of the upgrade head: the rest is the new protocol's.
-    const rest = this.getCurrentBuffer().subarray(ret);
+    const rest = (chunk ?? c.parser!.getCurrentBuffer()).subarray(ret);
     c.handover += rest.toString('latin1');
     c.halt();
     if (!c.ctx.busy) handOver(c);
@@ -347,13 +385,13 @@ function onExecute(this: Parser, ret: number | Error): void {
 }
 
 /** llhttp refused what the client sent: the right 4xx, after the answers owed, and the connection closes. */
-function malformed(c: ClientConnection, err: Error & { code?: string }): void {
+function malformed(c: ClientConnection, err: Error & { code?: string }, chunk: Buffer | null): void {
   c.halt();
   if (err.code === 'ECONNRESET' || c.socket.destroyed) {
     c.socket.destroy();
     return;
   }
-  const spec = clientErrorSpec(err.code, c.parser.getCurrentBuffer());
+  const spec = clientErrorSpec(err.code, chunk ?? c.parser!.getCurrentBuffer());
   const req = c.parsing;
   c.parsing = null;
   const res = c.socket._httpMessage;
@@ -376,8 +414,8 @@ function malformed(c: ClientConnection, err: Error & { code?: string }): void {
  * behind the one in flight with socket.pause(), which does not stop a consumed handle:
  * as node:http does, 'pause' and 'resume' stop and start it.
  */
-const LISTENERS: readonly [string, Parameters<Socket['on']>[1]][] = [
-  ['data', notConsumed], ['drain', onDrain], ['end', onEnd], ['error', ignore], ['close', onClose], ['pause', onPause], ['resume', onResume],
+const LISTENERS: readonly [string, (this: Owned, ...args: any[]) => void][] = [
+  ['data', onData], ['drain', onDrain], ['end', onEnd], ['error', ignore], ['close', onClose], ['pause', onPause], ['resume', onResume],
 ];
 
 /** Gives the connection, and the upgrade head it sent, to the listener's node:http server. */
@@ -389,7 +427,8 @@ function handOver(c: ClientConnection): void {
   for (const [event, listener] of LISTENERS) socket.removeListener(event, listener);
   socket.owner = undefined;
   socket._httpMessage = null;
-  releaseParser(c.parser, socket);
+  releaseParser(c.parser!, socket);
+  c.parser = null;
   readAgain(socket);
   socket.unshift(Buffer.from(head, 'latin1'));
   c.front.host.server.emit('connection', socket);

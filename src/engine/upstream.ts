@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
 import type buildConnectorType from 'undici/lib/core/connect.js';
-import { consumable, HTTPParser, newParser, releaseParser, resumeRead, type Parser, type ParserCallbacks } from './llhttp.ts';
+import { consumable, HTTPParser, ParserPool, releaseParser, resumeRead, type Parser, type ParserCallbacks } from './llhttp.ts';
 import { UpstreamRequest } from './upstream-request.ts';
 
 // The upstream side of the fast engine: keep-alive HTTP/1.1 connections to one backend,
@@ -29,6 +29,8 @@ export interface UpstreamSettings {
 const KEEP_ALIVE_MARGIN_MS = 1000;
 /** Idle connections past their keep-alive time are closed this often (one timer per upstream, not one per connection). */
 const IDLE_SWEEP_MS = 1000;
+/** An idle connection gives its parser (about 6 KB of native memory) back after this long, as the client side does (front.ts). */
+const PARK_AFTER_MS = 1000;
 
 export class FastUpstream {
   readonly settings: UpstreamSettings;
@@ -115,8 +117,12 @@ export class FastUpstream {
     let kept = 0;
     for (let i = 0; i < idle.length; i++) {
       const c = idle[i];
-      if (c.usable(now)) idle[kept++] = c;
-      else c.socket.destroy();
+      if (!c.usable(now)) {
+        c.socket.destroy();
+        continue;
+      }
+      idle[kept++] = c;
+      if (c.parser !== null && now - c.idleSince >= PARK_AFTER_MS) c.park();
     }
     idle.length = kept;
     if (kept === 0) this.stopSweeping();
@@ -168,13 +174,15 @@ function sweepIdle(upstream: FastUpstream): void {
 }
 
 const callbacks: ParserCallbacks = { head: onResponseHead, body: onResponseBody, end: onResponseEnd, execute: onExecute };
+const parsers = new ParserPool(HTTPParser.RESPONSE, callbacks, 16);
 
 type Owned = Socket & { owner: UpstreamConnection };
 
 export class UpstreamConnection {
   readonly upstream: FastUpstream;
   readonly socket: Owned;
-  readonly parser: Parser;
+  /** null while the connection is parked: idle, its parser given back until its next exchange. */
+  parser: Parser | null;
   /** Fed by hand (TLS): the handle is not a plain stream llhttp can consume. */
   readonly fed: boolean;
   headers: string[];
@@ -202,7 +210,7 @@ export class UpstreamConnection {
     this.keepAliveMs = upstream.settings.keepAliveTimeout;
     this.error = null;
     this.fed = !consumable(socket);
-    this.parser = newParser(HTTPParser.RESPONSE, this, callbacks, 0, this.fed ? null : socket);
+    this.parser = parsers.take(this, 0, this.fed ? null : socket);
     // Fed sockets give their reads here; consumed ones never do, but a listener keeps the stream flowing so 'end' comes.
     socket.on('data', onData);
     socket.on('drain', onDrain);
@@ -218,9 +226,17 @@ export class UpstreamConnection {
   }
 
   send(r: UpstreamRequest): void {
+    // A parked connection takes a parser before its request goes out, so that the answer is read by one.
+    if (this.parser === null) this.parser = parsers.take(this, 0, this.fed ? null : this.socket);
     this.req = r;
     this.interim = false;
     r.attachTo(this);
+  }
+
+  /** Idle: gives the parser back; the socket's reads come to onData until the next exchange takes one. */
+  park(): void {
+    parsers.give(this.parser!, this.socket);
+    this.parser = null;
   }
 
   /** The response ended, or the exchange was dropped: the connection is free again, or closed. */
@@ -233,9 +249,9 @@ export class UpstreamConnection {
 
 function onData(this: Owned, chunk: Buffer): void {
   const c = this.owner;
-  if (!c.fed) return;
-  const ret = c.parser.execute(chunk);
-  onExecute.call(c.parser, ret);
+  // Bytes on a parked connection answer no request: it cannot be used again.
+  if (c.parser === null) this.destroy();
+  else if (c.fed) onExecute.call(c.parser, c.parser.execute(chunk));
 }
 
 function onDrain(this: Owned): void {
@@ -245,7 +261,7 @@ function onDrain(this: Owned): void {
 function onEnd(this: Owned): void {
   const c = this.owner;
   // A body delimited by the connection's close ends here; any other answer was cut.
-  if (c.req !== null) {
+  if (c.req !== null && c.parser !== null) {
     const ret = c.parser.finish();
     if (ret instanceof Error) c.req.fail(socketError(c, 'other side closed'));
   }
@@ -262,7 +278,8 @@ function onClose(this: Owned): void {
   const r = c.req;
   c.req = null;
   if (r !== null) r.fail(socketError(c, 'socket closed'));
-  releaseParser(c.parser, null);
+  if (c.parser !== null) releaseParser(c.parser, null);
+  c.parser = null;
 }
 
 function socketError(c: UpstreamConnection, message: string): Error {

@@ -262,10 +262,11 @@ describe('metrics', () => {
   });
 
   it('shows build info and open connections by listener', async () => {
-    runtime.listenerViews = [{ name: 'web', address: '127.0.0.1:8080', bound: true, connections: 7, events: { refused: 3, 'http2-rapid-reset': 2 } }];
+    runtime.listenerViews = [{ name: 'web', address: '127.0.0.1:8080', bound: true, connections: 7, events: { refused: 3, parked: 4, 'http2-rapid-reset': 2 } }];
     const s = await scrape();
     assert.equal(value(s, 'tandem_listener_connections', { listener: 'web' }), 7);
     assert.equal(value(s, 'tandem_listener_refused_connections_total', { listener: 'web' }), 3);
+    assert.equal(value(s, 'tandem_listener_parked_connections_total', { listener: 'web' }), 4);
     assert.equal(value(s, 'tandem_http2_sessions_closed_total', { listener: 'web', reason: 'rapid-reset' }), 2);
     const [info] = find(s, 'tandem_build_info');
     assert.equal(info.value, 1);

@@ -28,7 +28,7 @@ function runBench(args: string[]): Promise<{ code: number | null; stdout: string
 test('a small run of each engine holds every connection open in its worker and reports each figure', { timeout: 120_000 }, async () => {
   const out = mkdtempSync(join(tmpdir(), 'tandem-bench-idle-'));
   try {
-    const r = await runBench(['--engine', 'both', '--connections', '200', '--batch', '50', '--rounds', '1', '--settle', '0.5', '--out', out]);
+    const r = await runBench(['--engine', 'both', '--connections', '200', '--batch', '50', '--pause', '0.05', '--rounds', '1', '--settle', '0.5', '--out', out]);
     assert.equal(r.code, 0, r.stderr);
     const files = readdirSync(out).sort();
     assert.equal(files.length, 2);
@@ -39,6 +39,7 @@ test('a small run of each engine holds every connection open in its worker and r
     assert.equal(report.schema, 'tandem-bench-idle/1');
     assert.deepEqual(report.settings.engines, ['fast', 'node']);
     assert.equal(report.settings.connections, 200);
+    assert.equal(report.settings.pauseSeconds, 0.05);
     assert.equal(report.settings.entry, 'src/cli.ts');
     assert.ok(report.settings.openFilesLimit >= 200);
     assert.deepEqual(report.runs.map((x) => [x.round, x.engine]), [[1, 'fast'], [1, 'node']]);

@@ -6,10 +6,9 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
-import { connect as tcp, type AddressInfo, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
-import type { Dispatcher } from 'undici';
-import { FastUpstream } from '../../src/engine/upstream.ts';
+import { getThrough, tcpUpstream } from '../helpers/fast-upstream.ts';
 
 const servers: Server[] = [];
 after(() => {
@@ -27,28 +26,8 @@ test('an exchange whose connection is made after close() is still answered, and 
   const port = (server.address() as AddressInfo).port;
   let release: () => void = () => {};
   const held = new Promise<void>((r) => { release = r; });
-  const upstream = new FastUpstream({
-    origin: new URL(`http://127.0.0.1:${port}`),
-    headersTimeout: 10_000,
-    bodyTimeout: 10_000,
-    keepAliveTimeout: 4_000,
-    connect: ((_opts: unknown, cb: (err: Error | null, socket: Socket | null) => void) => {
-      const s = tcp(port, '127.0.0.1');
-      s.once('connect', () => { void held.then(() => cb(null, s)); });
-      s.once('error', (err) => cb(err, null));
-    }) as never,
-  });
-  const outcome = new Promise<string>((resolve) => {
-    let body = '';
-    const handler: Dispatcher.DispatchHandler = {
-      onRequestStart() {},
-      onResponseStart(_c, status) { body += `${status} `; },
-      onResponseData(_c, chunk) { body += chunk.toString(); },
-      onResponseEnd() { resolve(body); },
-      onResponseError(_c, err) { resolve(`error ${err.message}`); },
-    };
-    upstream.dispatch({ method: 'GET', path: '/', headers: ['host', 'a'] } as never, handler);
-  });
+  const upstream = tcpUpstream(port, { held });
+  const outcome = getThrough(upstream, '/');
   const closed = upstream.close();
   release();
   const limit = (ms: number) => new Promise<string>((r) => setTimeout(() => r('no answer'), ms).unref());

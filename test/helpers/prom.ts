@@ -17,6 +17,7 @@ export const TANDEM_METRICS: Record<string, string> = {
   tandem_upgrades_total: 'counter',
   tandem_listener_connections: 'gauge',
   tandem_listener_refused_connections_total: 'counter',
+  tandem_listener_parked_connections_total: 'counter',
   tandem_http2_sessions_closed_total: 'counter',
   tandem_backend_up: 'gauge',
   tandem_backend_state: 'gauge',
