@@ -142,6 +142,9 @@ export class Listener {
   closeIdleConnections(): void {
     this.server.closeIdleConnections();
     this.front?.closeIdle();
+    // node:http leaves a connection that has sent nothing open (until its headers timeout);
+    // nginx counts it idle, and so does tandem: nothing of it can be in flight.
+    for (const socket of this.connections) if (socket.bytesRead === 0 && !socket.destroyed) socket.destroy();
   }
 
   /** Taken out of the config by a reload; its open connections are wound down. */

@@ -117,6 +117,8 @@ export class ClientConnection implements BodyOwner, ResponseOwner {
   ended: boolean;
   /** Nothing more is read (a refused request, a timeout, a handover): pipeline.ts's resume() must not restart reads. */
   halted: boolean;
+  /** Not a byte read yet: idle, as node:http counts a new connection. */
+  fresh: boolean;
 
   constructor(front: FastFront, socket: Socket, ctx: Connection) {
     this.front = front;
@@ -133,6 +135,7 @@ export class ClientConnection implements BodyOwner, ResponseOwner {
     this.bodyWait = false;
     this.ended = false;
     this.halted = false;
+    this.fresh = true;
     this.parser = parsers.take(this, front.host.config.maxHeaderSize, socket);
     for (const [event, listener] of LISTENERS) socket.on(event, listener);
   }
@@ -149,7 +152,7 @@ export class ClientConnection implements BodyOwner, ResponseOwner {
 
   /** Between requests: nothing read of a next one, nothing owed. */
   idle(): boolean {
-    return !this.ctx.busy && this.parsing === null && this.idleSince !== 0;
+    return !this.ctx.busy && this.parsing === null && (this.idleSince !== 0 || this.fresh);
   }
 
   expire(now: number, config: ListenerConfig): void {
@@ -363,6 +366,7 @@ function onExecute(this: Parser, ret: number | Error): void {
 
 /** After llhttp parsed a read: `chunk`, or with null the read the parser took from the handle. */
 function executed(c: ClientConnection, ret: number | Error, chunk: Buffer | null): void {
+  c.fresh = false;
   const events = c.events;
   c.events = 0;
   if (typeof ret !== 'number') {

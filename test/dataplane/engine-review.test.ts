@@ -156,4 +156,33 @@ describe('fast engine against node:http', () => {
       s.destroy();
     }
   });
+  test('a connection that has sent nothing is closed when a reload removes its listener, on both engines (nginx counts it idle; node:http does not)', async () => {
+    const backend = await serve((_req, res) => res.end('ok'));
+    // Headers and shutdown timeouts far past the wait below: only closing the idle connections of the removed listener can close these.
+    const t = await startTandem(config({
+      shutdownTimeout: '60s',
+      listeners: ['fast', 'node'].map((engine) => ({ name: engine, address: '127.0.0.1:0', engine, timeouts: { headers: '60s' } })),
+      routes: [{ name: 'all', pool: 'p' }],
+      pools: { p: { backends: [{ name: 'b', url: backend }] } },
+    }));
+    procs.push(t);
+    const sockets = await Promise.all(['fast', 'node'].map(async (name) => {
+      const [host, port] = t.listeners.get(name)!.split(':');
+      const s = connect(Number(port), host);
+      s.on('error', () => {});
+      await once(s, 'connect');
+      return { name, closed: once(s, 'close').then(() => true) };
+    }));
+    const rest = config({
+      shutdownTimeout: '60s',
+      listeners: [{ name: 'other', address: '127.0.0.1:0' }],
+      routes: [{ name: 'all', pool: 'p' }],
+      pools: { p: { backends: [{ name: 'b', url: backend }] } },
+    });
+    assert.equal(await t.reload(rest), 'reloaded');
+    for (const { name, closed } of sockets) {
+      const within = await Promise.race([closed, new Promise<boolean>((r) => setTimeout(r, 20_000, false).unref())]);
+      assert.ok(within, `${name}: a connection with nothing sent stayed open after its listener was removed`);
+    }
+  });
 });
