@@ -10,9 +10,12 @@
 // ends at once, and the BACKUP or FAULT the elector publishes next makes the agent stop
 // its MASTER run (it kills the hook's processes) before it removes the address.
 //
-// BACKUP, FAULT and STOP are published and not waited for: nothing waits on a removal
-// to be safe, and an agent that is not connected removes every VIP anyway (it does so
-// whenever it loses the stream).
+// BACKUP and FAULT are published and not waited for: the elector's loop must not stall
+// on a removal, and an agent that is not connected removes every VIP anyway (it does so
+// whenever it loses the stream). STOP, the last step of a stop, waits for the agent's
+// report (at most the timeout): the proxy closes its listeners only after it, so no SYN
+// reaches a closed port on an address this host still holds (it would be reset; once the
+// address is gone, the client's retransmission goes to the new holder).
 
 import type { EventBus, HookEvent, TandemEvent } from '../events.ts';
 import type { Logger } from '../log.ts';
@@ -30,6 +33,7 @@ export interface AgentHookOptions {
 }
 
 interface Waiting {
+  readonly state: HookState;
   readonly epoch: number;
   readonly resolve: (outcome: HookOutcome) => void;
   readonly timer: NodeJS.Timeout;
@@ -59,6 +63,7 @@ export class AgentHook implements HookRunner {
       type: 'vip', vip: o.vip, state, node: o.node, holder: state === 'MASTER' ? o.node : null,
       epoch, address: o.address, interface: o.interface, leaseRemaining: 0, hookRun: true,
     });
+    if (state === 'STOP') return this.removed(epoch);
     if (state !== 'MASTER') return Promise.resolve('ok');
     return new Promise<HookOutcome>((resolve) => {
       const aborted = () => {
@@ -75,9 +80,28 @@ export class AgentHook implements HookRunner {
         );
         this.settle('failed');
       }, o.timeout);
-      this.waiting = { epoch, resolve, timer, started: performance.now(), done: () => signal?.removeEventListener('abort', aborted) };
+      this.waiting = { state, epoch, resolve, timer, started: performance.now(), done: () => signal?.removeEventListener('abort', aborted) };
       if (signal?.aborted === true) aborted();
       else signal?.addEventListener('abort', aborted, { once: true });
+    });
+  }
+
+  /**
+   * STOP: the agent's report that the address is off this host, or the timeout (an agent
+   * gone removes every address itself): the stop goes on either way, so a missing report
+   * is logged, not a failure to retry.
+   */
+  private removed(epoch: number): Promise<HookOutcome> {
+    const o = this.opts;
+    return new Promise<HookOutcome>((resolve) => {
+      const timer = setTimeout(() => {
+        o.log.warn(
+          { event: 'hook', vip: o.vip, state: 'STOP', epoch, runner: 'agent', outcome: 'unconfirmed', reason: 'no report' },
+          `vip hook (agent): ${o.vip} STOP (epoch ${epoch}) not reported done within ${o.timeout} ms: stopping anyway`,
+        );
+        this.settle('ok');
+      }, o.timeout);
+      this.waiting = { state: 'STOP', epoch, resolve, timer, started: performance.now(), done: () => {} };
     });
   }
 
@@ -89,14 +113,16 @@ export class AgentHook implements HookRunner {
 
   private reported(event: HookEvent): void {
     const w = this.waiting;
-    if (w === null || event.state !== 'MASTER' || event.epoch !== w.epoch) return;
+    if (w === null || event.state !== w.state || event.epoch !== w.epoch) return;
     const o = this.opts;
     const confirmedMs = Math.round(performance.now() - w.started);
     o.log[event.outcome === 'ok' ? 'info' : 'error'](
-      { event: 'hook', vip: o.vip, state: 'MASTER', epoch: event.epoch, runner: 'agent', outcome: event.outcome, durationMs: event.ms, confirmedMs },
-      `vip hook (agent): ${o.vip} MASTER (epoch ${event.epoch}) ${event.outcome === 'ok' ? 'done' : 'failed'} in ${event.ms} ms, confirmed after ${confirmedMs} ms`,
+      { event: 'hook', vip: o.vip, state: w.state, epoch: event.epoch, runner: 'agent', outcome: event.outcome, durationMs: event.ms, confirmedMs },
+      `vip hook (agent): ${o.vip} ${w.state} (epoch ${event.epoch}) ${event.outcome === 'ok' ? 'done' : 'failed'} in ${event.ms} ms, confirmed after ${confirmedMs} ms`,
     );
-    this.settle(event.outcome);
+    // A STOP the agent could not complete is the agent's to deal with (it ignores the same
+    // state published again, so a retry from here would only wait out the timeout).
+    this.settle(w.state === 'STOP' ? 'ok' : event.outcome);
   }
 
   private settle(outcome: HookOutcome): void {

@@ -54,3 +54,40 @@ test('a lease already lost when the MASTER run is asked for does not wait at all
   assert.equal(await hook.run('MASTER', 1, lease.signal), 'failed');
   hook.close();
 });
+
+test('a STOP run waits for the agent\'s report that the address is off, so that the listeners close only after it', async () => {
+  const bus = new EventBus();
+  const { hook, published } = hookOn(bus);
+  let settled = false;
+  const run = hook.run('STOP', 5).then((outcome) => {
+    settled = true;
+    return outcome;
+  });
+  assert.deepEqual(published.map((e) => e.type === 'vip' && `${e.state}@${e.epoch}`), ['STOP@5']);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(settled, false, 'STOP ended before the agent reported');
+  bus.publish({ type: 'hook', vip: 'vip-a', state: 'BACKUP', epoch: 5, outcome: 'ok', ms: 1 });
+  bus.publish({ type: 'hook', vip: 'vip-a', state: 'STOP', epoch: 4, outcome: 'ok', ms: 1 });
+  await new Promise((r) => setImmediate(r));
+  assert.equal(settled, false, 'another state\'s or epoch\'s report ended the STOP run');
+  bus.publish({ type: 'hook', vip: 'vip-a', state: 'STOP', epoch: 5, outcome: 'failed', ms: 2 });
+  // Not a failure to retry: the agent ignores the same state published again.
+  assert.equal(await run, 'ok');
+  hook.close();
+});
+
+test('a STOP run with no agent to report ends at the timeout, logged, and the stop goes on', async () => {
+  const bus = new EventBus();
+  const { hook, lines } = hookOn(bus, 200);
+  assert.equal(await hook.run('STOP', 1), 'ok');
+  assert.ok(lines.some((l) => l.outcome === 'unconfirmed' && /STOP \(epoch 1\) not reported done within 200 ms/.test(l.msg)), JSON.stringify(lines));
+  hook.close();
+});
+
+test('BACKUP and FAULT runs are published and not waited for: the elector\'s loop never stalls on a removal', async () => {
+  const bus = new EventBus();
+  const { hook } = hookOn(bus);
+  assert.equal(await hook.run('BACKUP', 2), 'ok');
+  assert.equal(await hook.run('FAULT', 2), 'ok');
+  hook.close();
+});
