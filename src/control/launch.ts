@@ -15,15 +15,19 @@ export interface Launcher {
 
 /**
  * Node flags for worker processes, added before the control plane's own (which workers
- * inherit, as they inherit NODE_OPTIONS). A young generation of at most 8 MB per
+ * inherit, as they inherit NODE_OPTIONS). A young generation of at most 4 MB per
  * semi-space: V8's default for this heap size lets it grow to 64 MB, and a worker kept
- * that as RSS under load. From dist/ under 34k req/s the worker rose 18-22 MB above idle
- * with 8 MB (3 runs), 16 MB with 4 MB; 4 MB cost 1.03-1.09x the CPU per request of V8's
- * default and 8 MB 0.96x of 4 MB's (paired runs under the same load), and 1 MB 12-35%
- * more. The GC pacer in src/dataplane/gc-pacer.ts still bounds streaming buffers. An
- * operator's own `--max-semi-space-size` (in NODE_OPTIONS or on the command line) wins.
+ * that as RSS under load (about 55 MB more for the control plane and one worker under
+ * 8,500 req/s, and 10,000 idle connections read 144-181 MB against 116-123). Measured
+ * side by side in one benchmark run, the CPU per request stayed within the run's noise
+ * (1.05x and 0.89x the default's, small and 16 KiB answers); a semi-space of 1 MB cost 12-35% more. The GC
+ * pacer in src/dataplane/gc-pacer.ts still bounds streaming buffers. 8 MB was tried
+ * once the fast engine stopped keeping finished exchanges alive: 0.96x the CPU per small
+ * request of 4 MB's, but 16 KiB answers in `npm run bench` (wrk, 2 rounds each) went from
+ * 30 to 38 us per request. An operator's own `--max-semi-space-size` (in NODE_OPTIONS or
+ * on the command line) wins.
  */
-export const WORKER_FLAGS: readonly string[] = ['--max-semi-space-size=8'];
+export const WORKER_FLAGS: readonly string[] = ['--max-semi-space-size=4'];
 
 /** WORKER_FLAGS, less those the operator set for this process already. */
 function workerFlags(): string[] {

@@ -83,9 +83,9 @@ describe('cluster workers', () => {
     const [b1] = await twoBackends();
     const cmdline = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
     const ours = await start(singlePool([{ name: 'b1', url: b1.url }], {}, { workers: 1 }));
-    assert.ok(cmdline(ours.workerPids()[0]).includes('--max-semi-space-size=8'), cmdline(ours.workerPids()[0]).join(' '));
+    assert.ok(cmdline(ours.workerPids()[0]).includes('--max-semi-space-size=4'), cmdline(ours.workerPids()[0]).join(' '));
     await ours.stop();
-    const theirs = await startTandem(singlePool([{ name: 'b1', url: b1.url }], {}, { workers: 1 }), { env: { NODE_OPTIONS: '--max-semi-space-size=16' } });
+    const theirs = await startTandem(singlePool([{ name: 'b1', url: b1.url }], {}, { workers: 1 }), { env: { NODE_OPTIONS: '--max-semi-space-size=8' } });
     procs.push(theirs);
     assert.ok(!cmdline(theirs.workerPids()[0]).some((a) => a.startsWith('--max-semi-space-size')), cmdline(theirs.workerPids()[0]).join(' '));
     await theirs.stop();
