@@ -6,7 +6,7 @@ import type { Connection, Serve } from '../dataplane/pipeline.ts';
 import { admit } from '../dataplane/pipeline.ts';
 import { rejectInFlight } from '../dataplane/forward.ts';
 import { clientErrorSpec } from '../dataplane/client-errors.ts';
-import { HTTPParser, METHODS, ParserPool, pauseRead, readAgain, releaseParser, resumeRead, type Parser, type ParserCallbacks } from './llhttp.ts';
+import { HTTPParser, METHODS, PARK_AFTER_MS, ParserPool, pauseRead, readAgain, readPaused, releaseParser, resumeRead, type Parser, type ParserCallbacks } from './llhttp.ts';
 import { FastRequest, serializeHead, type BodyOwner } from './request.ts';
 import { FastResponse, type ResponseOwner } from './response.ts';
 
@@ -86,12 +86,11 @@ export class FastFront {
 const callbacks: ParserCallbacks = { head: onRequestHead, body: onRequestBody, end: onRequestEnd, execute: onExecute };
 
 /**
- * A connection idle this long between requests gives its llhttp parser back (to `parsers`,
- * or to malloc) and takes one again when its next bytes arrive: most of an idle
- * connection's memory is its parser. Only the sweep does it, so a connection under load,
- * idle for microseconds between requests, never pays for it.
+ * A connection idle PARK_AFTER_MS between requests gives its llhttp parser back and takes
+ * one again when its next bytes arrive: most of an idle connection's memory is its parser.
+ * Only the sweep does it, so a connection under load, idle for microseconds between
+ * requests, never pays for it.
  */
-const PARK_AFTER_MS = 1000;
 const parsers = new ParserPool(HTTPParser.REQUEST, callbacks, 64);
 
 export class ClientConnection implements BodyOwner, ResponseOwner {
@@ -117,8 +116,6 @@ export class ClientConnection implements BodyOwner, ResponseOwner {
   ended: boolean;
   /** Nothing more is read (a refused request, a timeout, a handover): pipeline.ts's resume() must not restart reads. */
   halted: boolean;
-  /** Not a byte read yet: idle, as node:http counts a new connection. */
-  fresh: boolean;
 
   constructor(front: FastFront, socket: Socket, ctx: Connection) {
     this.front = front;
@@ -135,7 +132,6 @@ export class ClientConnection implements BodyOwner, ResponseOwner {
     this.bodyWait = false;
     this.ended = false;
     this.halted = false;
-    this.fresh = true;
     this.parser = parsers.take(this, front.host.config.maxHeaderSize, socket);
     for (const [event, listener] of LISTENERS) socket.on(event, listener);
   }
@@ -152,7 +148,7 @@ export class ClientConnection implements BodyOwner, ResponseOwner {
 
   /** Between requests: nothing read of a next one, nothing owed. */
   idle(): boolean {
-    return !this.ctx.busy && this.parsing === null && (this.idleSince !== 0 || this.fresh);
+    return !this.ctx.busy && this.parsing === null && this.idleSince !== 0;
   }
 
   expire(now: number, config: ListenerConfig): void {
@@ -173,9 +169,9 @@ export class ClientConnection implements BodyOwner, ResponseOwner {
 
   /** Gives the parser back while nothing is read, owed or held; reads come to onData until the next bytes. */
   private park(): void {
-    const socket = this.socket as Owned & { stopped?: boolean };
-    if (this.ctx.busy || this.parsing !== null || this.handover !== null || this.halted || this.ended || this.bodyWait
-      || socket._httpMessage != null || socket.stopped === true || (this.ctx.held !== null && this.ctx.held.length > 0)) return;
+    const socket = this.socket;
+    if (!this.idle() || this.handover !== null || this.halted || this.ended || this.bodyWait
+      || socket._httpMessage != null || readPaused(socket) || (this.ctx.held !== null && this.ctx.held.length > 0)) return;
     parsers.give(this.parser!, socket);
     this.parser = null;
     this.front.parked++;
@@ -366,7 +362,6 @@ function onExecute(this: Parser, ret: number | Error): void {
 
 /** After llhttp parsed a read: `chunk`, or with null the read the parser took from the handle. */
 function executed(c: ClientConnection, ret: number | Error, chunk: Buffer | null): void {
-  c.fresh = false;
   const events = c.events;
   c.events = 0;
   if (typeof ret !== 'number') {

@@ -69,38 +69,8 @@ interface Handle {
 
 type Reading = Socket & { _handle: Handle | null; stopped?: boolean };
 
-/**
- * A parser of `type` (HTTPParser.REQUEST or RESPONSE) for `owner`. With `socket`, it
- * consumes that socket's handle; without (TLS sockets, whose handle is not a plain
- * stream), the caller feeds it with execute().
- */
-export function newParser(type: number, owner: ParserOwner, callbacks: ParserCallbacks, maxHeaderSize: number, socket: Socket | null): Parser {
-  const p = new HTTPParser();
-  p.initialize(type, {}, maxHeaderSize, 0);
-  p.owner = owner;
-  p[HTTPParser.kOnHeaders] = onHeaders;
-  p[HTTPParser.kOnHeadersComplete] = callbacks.head;
-  p[HTTPParser.kOnBody] = callbacks.body;
-  p[HTTPParser.kOnMessageComplete] = callbacks.end;
-  p[HTTPParser.kOnExecute] = callbacks.execute;
-  if (socket !== null) consume(p, socket);
-  return p;
-}
-
-function consume(p: Parser, socket: Socket): void {
-  const handle = (socket as Reading)._handle;
-  if (handle === null) return;
-  p.consume(handle);
-  handle._consumed = true;
-}
-
-function unconsume(p: Parser, socket: Socket | null): void {
-  const handle = socket === null ? null : (socket as Reading)._handle;
-  if (handle != null && handle._consumed === true) {
-    p.unconsume();
-    handle._consumed = false;
-  }
-}
+/** A connection idle this long between messages gives its parser back (front.ts, upstream.ts: from their sweeps). */
+export const PARK_AFTER_MS = 1000;
 
 /**
  * Parsers of one type and set of callbacks, kept for reuse. A parser is a native object of
@@ -121,10 +91,12 @@ export class ParserPool {
     this.free = [];
   }
 
-  /** A parser for `owner`, consuming `socket`'s handle (with null, fed by hand, as newParser()). */
+  /**
+   * A parser for `owner`. With `socket`, it consumes that socket's handle; without (TLS
+   * sockets, whose handle is not a plain stream), the caller feeds it with execute().
+   */
   take(owner: ParserOwner, maxHeaderSize: number, socket: Socket | null): Parser {
-    const p = this.free.pop();
-    if (p === undefined) return newParser(this.type, owner, this.callbacks, maxHeaderSize, socket);
+    const p = this.free.pop() ?? this.created();
     // initialize() resets llhttp and the header slots as for a new parser (node:http's free list does the same).
     p.initialize(this.type, {}, maxHeaderSize, 0);
     p.owner = owner;
@@ -137,12 +109,39 @@ export class ParserPool {
    * Never from one of the parser's own callbacks (llhttp may still be executing on it).
    */
   give(p: Parser, socket: Socket): void {
-    unconsume(p, socket);
-    p.owner = null;
-    p.remove();
+    detach(p, socket);
     if (this.free.length < this.limit) this.free.push(p);
     else p.close();
   }
+
+  private created(): Parser {
+    const p = new HTTPParser();
+    const c = this.callbacks;
+    p[HTTPParser.kOnHeaders] = onHeaders;
+    p[HTTPParser.kOnHeadersComplete] = c.head;
+    p[HTTPParser.kOnBody] = c.body;
+    p[HTTPParser.kOnMessageComplete] = c.end;
+    p[HTTPParser.kOnExecute] = c.execute;
+    return p;
+  }
+}
+
+function consume(p: Parser, socket: Socket): void {
+  const handle = (socket as Reading)._handle;
+  if (handle === null) return;
+  p.consume(handle);
+  handle._consumed = true;
+}
+
+/** Gives `socket`'s handle back (when the parser consumed it) and the parser up by its owner. */
+function detach(p: Parser, socket: Socket | null): void {
+  const handle = socket === null ? null : (socket as Reading)._handle;
+  if (handle != null && handle._consumed === true) {
+    p.unconsume();
+    handle._consumed = false;
+  }
+  p.owner = null;
+  p.remove();
 }
 
 /** Whether `socket`'s handle is a stream llhttp can consume (plain TCP, not TLS). */
@@ -153,9 +152,7 @@ export function consumable(socket: Socket): boolean {
 
 /** Gives the handle back to the socket (before handing the connection to node:http) and frees the parser. */
 export function releaseParser(p: Parser, socket: Socket | null): void {
-  unconsume(p, socket);
-  p.owner = null;
-  p.remove();
+  detach(p, socket);
   // Never while llhttp may still be executing on this parser (a callback on the stack):
   // node:http closes its parsers on the next turn for the same reason.
   setImmediate(closeParser, p);
@@ -182,6 +179,11 @@ export function pauseRead(s: Socket): void {
   } else {
     s.pause();
   }
+}
+
+/** pauseRead() stopped the socket's reads and resumeRead() has not started them again. */
+export function readPaused(s: Socket): boolean {
+  return (s as Reading).stopped === true;
 }
 
 export function resumeRead(s: Socket): void {

@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
 import type buildConnectorType from 'undici/lib/core/connect.js';
-import { consumable, HTTPParser, ParserPool, releaseParser, resumeRead, type Parser, type ParserCallbacks } from './llhttp.ts';
+import { consumable, HTTPParser, PARK_AFTER_MS, ParserPool, releaseParser, resumeRead, type Parser, type ParserCallbacks } from './llhttp.ts';
 import { UpstreamRequest } from './upstream-request.ts';
 
 // The upstream side of the fast engine: keep-alive HTTP/1.1 connections to one backend,
@@ -29,8 +29,6 @@ export interface UpstreamSettings {
 const KEEP_ALIVE_MARGIN_MS = 1000;
 /** Idle connections past their keep-alive time are closed this often (one timer per upstream, not one per connection). */
 const IDLE_SWEEP_MS = 1000;
-/** An idle connection gives its parser (about 6 KB of native memory) back after this long, as the client side does (front.ts). */
-const PARK_AFTER_MS = 1000;
 
 export class FastUpstream {
   readonly settings: UpstreamSettings;
@@ -210,7 +208,7 @@ export class UpstreamConnection {
     this.keepAliveMs = upstream.settings.keepAliveTimeout;
     this.error = null;
     this.fed = !consumable(socket);
-    this.parser = parsers.take(this, 0, this.fed ? null : socket);
+    this.parser = this.takeParser();
     // Fed sockets give their reads here; consumed ones never do, but a listener keeps the stream flowing so 'end' comes.
     socket.on('data', onData);
     socket.on('drain', onDrain);
@@ -227,10 +225,14 @@ export class UpstreamConnection {
 
   send(r: UpstreamRequest): void {
     // A parked connection takes a parser before its request goes out, so that the answer is read by one.
-    if (this.parser === null) this.parser = parsers.take(this, 0, this.fed ? null : this.socket);
+    if (this.parser === null) this.parser = this.takeParser();
     this.req = r;
     this.interim = false;
     r.attachTo(this);
+  }
+
+  private takeParser(): Parser {
+    return parsers.take(this, 0, this.fed ? null : this.socket);
   }
 
   /** Idle: gives the parser back; the socket's reads come to onData until the next exchange takes one. */

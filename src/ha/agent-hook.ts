@@ -63,45 +63,47 @@ export class AgentHook implements HookRunner {
       type: 'vip', vip: o.vip, state, node: o.node, holder: state === 'MASTER' ? o.node : null,
       epoch, address: o.address, interface: o.interface, leaseRemaining: 0, hookRun: true,
     });
-    if (state === 'STOP') return this.removed(epoch);
-    if (state !== 'MASTER') return Promise.resolve('ok');
-    return new Promise<HookOutcome>((resolve) => {
-      const aborted = () => {
-        o.log.warn(
-          { event: 'hook', vip: o.vip, state: 'MASTER', epoch, runner: 'agent', outcome: 'failed', reason: 'lease lost' },
-          `vip hook (agent): ${o.vip} MASTER (epoch ${epoch}) stopped: the lease was lost or is in doubt`,
-        );
-        this.settle('failed');
-      };
-      const timer = setTimeout(() => {
-        o.log.error(
-          { event: 'hook', vip: o.vip, state: 'MASTER', epoch, runner: 'agent', outcome: 'failed', reason: 'no report' },
-          `vip hook (agent): ${o.vip} MASTER (epoch ${epoch}) not reported done within ${o.timeout} ms: is the vip-agent running?`,
-        );
-        this.settle('failed');
-      }, o.timeout);
-      this.waiting = { state, epoch, resolve, timer, started: performance.now(), done: () => signal?.removeEventListener('abort', aborted) };
-      if (signal?.aborted === true) aborted();
-      else signal?.addEventListener('abort', aborted, { once: true });
+    if (state === 'MASTER') return this.confirmed(epoch, signal);
+    if (state !== 'STOP') return Promise.resolve('ok');
+    // STOP: the agent's report that the address is off this host, or the timeout (an agent
+    // gone removes every address itself): the stop goes on either way, so a missing report
+    // is logged, not a failure to retry.
+    return this.wait('STOP', epoch, () => {
+      o.log.warn(
+        { event: 'hook', vip: o.vip, state: 'STOP', epoch, runner: 'agent', outcome: 'unconfirmed', reason: 'no report' },
+        `vip hook (agent): ${o.vip} STOP (epoch ${epoch}) not reported done within ${o.timeout} ms: stopping anyway`,
+      );
+      this.settle('ok');
     });
   }
 
-  /**
-   * STOP: the agent's report that the address is off this host, or the timeout (an agent
-   * gone removes every address itself): the stop goes on either way, so a missing report
-   * is logged, not a failure to retry.
-   */
-  private removed(epoch: number): Promise<HookOutcome> {
+  /** MASTER: the agent's report that the address is up, for as long as the lease (`signal`) lasts. */
+  private confirmed(epoch: number, signal?: AbortSignal): Promise<HookOutcome> {
     const o = this.opts;
+    const aborted = () => {
+      o.log.warn(
+        { event: 'hook', vip: o.vip, state: 'MASTER', epoch, runner: 'agent', outcome: 'failed', reason: 'lease lost' },
+        `vip hook (agent): ${o.vip} MASTER (epoch ${epoch}) stopped: the lease was lost or is in doubt`,
+      );
+      this.settle('failed');
+    };
+    const run = this.wait('MASTER', epoch, () => {
+      o.log.error(
+        { event: 'hook', vip: o.vip, state: 'MASTER', epoch, runner: 'agent', outcome: 'failed', reason: 'no report' },
+        `vip hook (agent): ${o.vip} MASTER (epoch ${epoch}) not reported done within ${o.timeout} ms: is the vip-agent running?`,
+      );
+      this.settle('failed');
+    }, () => signal?.removeEventListener('abort', aborted));
+    if (signal?.aborted === true) aborted();
+    else signal?.addEventListener('abort', aborted, { once: true });
+    return run;
+  }
+
+  /** Waits for the agent's report of `state` at `epoch`; `late` runs when none comes within the timeout, `done` when the wait ends. */
+  private wait(state: HookState, epoch: number, late: () => void, done: () => void = () => {}): Promise<HookOutcome> {
     return new Promise<HookOutcome>((resolve) => {
-      const timer = setTimeout(() => {
-        o.log.warn(
-          { event: 'hook', vip: o.vip, state: 'STOP', epoch, runner: 'agent', outcome: 'unconfirmed', reason: 'no report' },
-          `vip hook (agent): ${o.vip} STOP (epoch ${epoch}) not reported done within ${o.timeout} ms: stopping anyway`,
-        );
-        this.settle('ok');
-      }, o.timeout);
-      this.waiting = { state: 'STOP', epoch, resolve, timer, started: performance.now(), done: () => {} };
+      const timer = setTimeout(late, this.opts.timeout);
+      this.waiting = { state, epoch, resolve, timer, started: performance.now(), done };
     });
   }
 
