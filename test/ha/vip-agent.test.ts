@@ -236,12 +236,12 @@ describe('vip-agent', () => {
     await until('the lease learnt', () => logged.some((l) => l.includes(`lease is ${LEASE} ms`)));
     const t0 = Date.now();
     admin.pings = false;
-    await until('FAULT', () => runs().at(-1)?.state === 'FAULT', 3 * LEASE);
+    // The 3 s fallback cannot fire before 3 s of silence (pings came every LEASE / 3 until
+    // t0): a removal within 2 s is the lease's doing (its silence timer, or the fence on the
+    // MASTER event's lease), whatever the machine's speed (a busy one took 1269 ms).
+    await until('FAULT', () => runs().at(-1)?.state === 'FAULT', 2000);
     const after = runs().at(-1)!.at - t0;
-    // Which silence removed it is in the agent's reason, whatever the machine's speed (a
-    // busy one took 1269 ms after the last ping where the lease is 500).
-    assert.ok(logged.some((l) => l.includes(`silent for ${LEASE} ms`)) && !logged.some((l) => l.includes('silent for 3000 ms')),
-      `removed ${after} ms after the last ping, by the lease's silence (${LEASE} ms), not the 3 s fallback: ${logged.join(' | ')}`);
+    assert.ok(!logged.some((l) => l.includes('silent for 3000 ms')), `removed ${after} ms after the last ping, not by the 3 s fallback: ${logged.join(' | ')}`);
   });
 
   test('a MASTER run still going when the lease ends is stopped, its processes killed, and the removal runs at once', async () => {
