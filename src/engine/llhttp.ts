@@ -73,6 +73,19 @@ type Reading = Socket & { _handle: Handle | null; stopped?: boolean };
 export const PARK_AFTER_MS = 1000;
 
 /**
+ * With more parsers than this held (about 6 MB of them), a client connection gives its
+ * parser back as soon as it is idle, not after PARK_AFTER_MS: a burst of thousands of
+ * connections, each idle after one request, would otherwise hold a parser each until the
+ * sweep, and malloc keeps what parsers freed among live objects held.
+ */
+export const EAGER_PARK_ABOVE = 1024;
+
+/** What gives its parser back: a connection, which checks that it is still idle. */
+export interface Parkable {
+  park(): void;
+}
+
+/**
  * Parsers of one type and set of callbacks, kept for reuse. A parser is a native object of
  * about 6 KB (10,000 of them took 58-60 MB of malloc's heap), more than the rest of an idle
  * connection: a connection that waits idle gives its parser back here and takes one again
@@ -83,12 +96,30 @@ export class ParserPool {
   private readonly callbacks: ParserCallbacks;
   private readonly limit: number;
   private readonly free: Parser[];
+  /** Parsers taken and not given back or released: those connections hold now. */
+  held: number;
+  private readonly eagerAbove: number;
+  /** Idle owners to park on the next turn. */
+  private readonly soon: Parkable[];
 
-  constructor(type: number, callbacks: ParserCallbacks, limit: number) {
+  constructor(type: number, callbacks: ParserCallbacks, limit: number, eagerAbove = Infinity) {
     this.type = type;
     this.callbacks = callbacks;
     this.limit = limit;
     this.free = [];
+    this.held = 0;
+    this.eagerAbove = eagerAbove;
+    this.soon = [];
+  }
+
+  /**
+   * `owner` is idle: with more than `eagerAbove` parsers held, it parks on the next turn
+   * (never from a parser callback: llhttp may be executing on its parser).
+   */
+  parkSoon(owner: Parkable): void {
+    if (this.held <= this.eagerAbove) return;
+    if (this.soon.length === 0) setImmediate(parkAll, this.soon);
+    this.soon.push(owner);
   }
 
   /**
@@ -101,6 +132,7 @@ export class ParserPool {
     p.initialize(this.type, {}, maxHeaderSize, 0);
     p.owner = owner;
     if (socket !== null) consume(p, socket);
+    this.held++;
     return p;
   }
 
@@ -110,8 +142,18 @@ export class ParserPool {
    */
   give(p: Parser, socket: Socket): void {
     detach(p, socket);
+    this.held--;
     if (this.free.length < this.limit) this.free.push(p);
     else p.close();
+  }
+
+  /** Gives the handle back to the socket (before handing the connection to node:http, or as it closes) and frees the parser. */
+  release(p: Parser, socket: Socket | null): void {
+    detach(p, socket);
+    this.held--;
+    // Never while llhttp may still be executing on this parser (a callback on the stack):
+    // node:http closes its parsers on the next turn for the same reason.
+    setImmediate(closeParser, p);
   }
 
   private created(): Parser {
@@ -124,6 +166,11 @@ export class ParserPool {
     p[HTTPParser.kOnExecute] = c.execute;
     return p;
   }
+}
+
+function parkAll(owners: Parkable[]): void {
+  for (let i = 0; i < owners.length; i++) owners[i].park();
+  owners.length = 0;
 }
 
 function consume(p: Parser, socket: Socket): void {
@@ -148,14 +195,6 @@ function detach(p: Parser, socket: Socket | null): void {
 export function consumable(socket: Socket): boolean {
   const handle = (socket as Reading)._handle as (Handle & { isStreamBase?: boolean }) | null;
   return handle !== null && handle.isStreamBase === true && handle._consumed !== true && socket.constructor.name === 'Socket';
-}
-
-/** Gives the handle back to the socket (before handing the connection to node:http) and frees the parser. */
-export function releaseParser(p: Parser, socket: Socket | null): void {
-  detach(p, socket);
-  // Never while llhttp may still be executing on this parser (a callback on the stack):
-  // node:http closes its parsers on the next turn for the same reason.
-  setImmediate(closeParser, p);
 }
 
 function closeParser(p: Parser): void {
@@ -199,7 +238,7 @@ export function resumeRead(s: Socket): void {
 }
 
 /**
- * After releaseParser(): the handle reads again, for whoever takes the socket. Its
+ * After ParserPool.release(): the handle reads again, for whoever takes the socket. Its
  * Readable still waits on the read it asked for before the parser took the handle, so
  * reads must go on at the handle, as node:http leaves them when it lets a socket go.
  */

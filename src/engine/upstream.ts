@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
 import type buildConnectorType from 'undici/lib/core/connect.js';
-import { consumable, HTTPParser, PARK_AFTER_MS, ParserPool, releaseParser, resumeRead, type Parser, type ParserCallbacks } from './llhttp.ts';
+import { consumable, HTTPParser, PARK_AFTER_MS, ParserPool, resumeRead, type Parser, type ParserCallbacks } from './llhttp.ts';
 import { UpstreamRequest } from './upstream-request.ts';
 
 // The upstream side of the fast engine: keep-alive HTTP/1.1 connections to one backend,
@@ -280,7 +280,7 @@ function onClose(this: Owned): void {
   const r = c.req;
   c.req = null;
   if (r !== null) r.fail(socketError(c, 'socket closed'));
-  if (c.parser !== null) releaseParser(c.parser, null);
+  if (c.parser !== null) parsers.release(c.parser, null);
   c.parser = null;
 }
 

@@ -132,3 +132,53 @@ test('a parked connection that asks for a WebSocket upgrade is handed over with 
     + 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n', 'latin1'), frame]));
   await c.until(/HTTP\/1\.1 101 [^]*\r\n\r\n\x81\x02hi$/);
 });
+
+test('with more than 1,024 parsers held, connections give theirs back as soon as they are answered, and serve what they send next', async () => {
+  const backend = await echoBackend();
+  const t = await startTandem(singlePool([{ name: 'echo', url: backend }], {}, {
+    listeners: [{ name: 'web', address: '127.0.0.1:0', engine: 'fast' }],
+  }));
+  procs.push(t);
+  const u = new URL(t.url);
+  const N = 1100;
+  // Opened 100 at a time, each answered once: more connections hold parsers than the engine keeps.
+  const conns: Socket[] = [];
+  const answered = (s: Socket, pattern: RegExp) => new Promise<string>((resolve, reject) => {
+    let text = '';
+    const timer = setTimeout(() => reject(new Error(`no ${pattern} in ${JSON.stringify(text)}`)), 60_000);
+    const onData = (d: Buffer) => {
+      text += d.toString('latin1');
+      if (!pattern.test(text)) return;
+      clearTimeout(timer);
+      s.removeListener('data', onData);
+      resolve(text);
+    };
+    s.on('data', onData);
+    s.once('close', () => reject(new Error(`closed after ${JSON.stringify(text)}`)));
+  });
+  try {
+    for (let i = 0; i < N; i += 100) {
+      await Promise.all(Array.from({ length: 100 }, async (_, j) => {
+        const s = connect(Number(u.port), u.hostname);
+        conns.push(s);
+        await once(s, 'connect');
+        const done = answered(s, /GET \/first\/\d+ $/);
+        s.write(`GET /first/${i + j} HTTP/1.1\r\nHost: a\r\n\r\n`);
+        await done;
+      }));
+    }
+    // Every connection at once: a head split over two writes, then a pipelined pair.
+    await Promise.all(conns.map(async (s, i) => {
+      const done = answered(s, /GET \/fourth $/);
+      s.write(`POST /second/${i} HTTP/1.1\r\nHo`);
+      await new Promise((r) => setTimeout(r, 20));
+      s.write('st: a\r\nContent-Length: 2\r\n\r\nok');
+      s.write('GET /third HTTP/1.1\r\nHost: a\r\n\r\nGET /fourth HTTP/1.1\r\nHost: a\r\n\r\n');
+      const text = await done;
+      assert.match(text, new RegExp(`^HTTP/1\\.1 200 [^]*POST /second/${i} ok[^]*GET /third [^]*GET /fourth $`));
+    }));
+    await parkedAtLeast(t.admin!, N - 1024);
+  } finally {
+    for (const s of conns) s.destroy();
+  }
+});
