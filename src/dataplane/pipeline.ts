@@ -22,6 +22,8 @@ export interface Connection extends ForwardContext {
   held: Held[] | null;
   /** A later request was malformed: answered with this (and its request id) once the earlier ones are. */
   broken: { readonly spec: ErrorSpec; readonly requestId: string } | null;
+  /** An upgrade parsed behind requests not yet answered: it runs once they are (afterAnswers). */
+  upgrade: (() => void) | null;
 }
 
 export interface Held {
@@ -73,7 +75,26 @@ function onExchangeClosed(this: TrackedResponse): void {
     next.serve(conn, next.req, next.res, next.start);
     return;
   }
+  if (conn.upgrade !== null) {
+    const upgrade = conn.upgrade;
+    conn.upgrade = null;
+    // An answer that closed the connection leaves nothing to switch.
+    if (!socket.destroyed && !socket.writableEnded) upgrade();
+    return;
+  }
   if (conn.broken !== null && !socket.destroyed) closeWith(conn);
+}
+
+/**
+ * Runs `upgrade` once every request before it on the connection is answered. node:http
+ * emits an upgrade as soon as it parses its head, even behind pipelined requests still in
+ * flight; switching then would put the 101 and the new protocol's bytes before their
+ * answers. (The fast engine hands an upgrade over only once nothing is owed.) The socket
+ * does not flow meanwhile: node:http leaves it unread until the upgrade's handler reads it.
+ */
+export function afterAnswers(conn: Connection, upgrade: () => void): void {
+  if (!conn.busy && (conn.held === null || conn.held.length === 0)) upgrade();
+  else conn.upgrade = upgrade;
 }
 
 /** node:http resumes the socket when a body is read; while requests are held it stays paused. */

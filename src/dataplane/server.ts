@@ -14,7 +14,7 @@ import { ProxyProtocolReader } from './proxy-protocol.ts';
 import { refuseRaw } from './route-actions.ts';
 import { Certificates } from './tls.ts';
 import { clientAddressOf, TrustedProxies, type ForwardContext } from './headers.ts';
-import { admit, attach, type Connection } from './pipeline.ts';
+import { admit, afterAnswers, attach, type Connection } from './pipeline.ts';
 import { checkRequest, isWebSocketUpgrade } from './request-checks.ts';
 import { requestIdOf, traceOf } from './request-id.ts';
 import { plainAddress, type Closing, type Vacancies } from './vacate.ts';
@@ -272,6 +272,7 @@ function openConnection(listener: Listener, socket: TandemSocket, fast: boolean)
     busy: false,
     held: null,
     broken: null,
+    upgrade: null,
   };
   socket[kContext] = conn;
   attach(conn);
@@ -387,9 +388,12 @@ function onUpgrade(this: TandemServer, req: IncomingMessage, socket: Duplex, hea
   // Node takes its own error handler off a socket it hands over for an upgrade: without
   // one, a client resetting the connection would be an uncaught exception.
   socket.on('error', destroyOnError);
-  const listener = this[kListener];
-  const plane = listener.plane;
   const ctx = (req.socket as TandemSocket)[kContext]!;
+  afterAnswers(ctx, () => upgrade(this[kListener], req, socket, head, ctx, start));
+}
+
+function upgrade(listener: Listener, req: IncomingMessage, socket: Duplex, head: Buffer, ctx: Connection, start: number): void {
+  const plane = listener.plane;
   const requestId = requestIdOf(req);
   const traceId = traceOf(req);
   const refuse = (spec: ErrorSpec, route: RouteRuntime | null, pool: string) =>

@@ -69,3 +69,30 @@ test('an upgrade answered with a plain response passes it back and leaves no soc
   while (backendSockets.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   assert.equal(backendSockets.size, 0, 'the backend connection was closed too');
 });
+
+test('an upgrade pipelined behind a slow request is switched only after that request is answered', async () => {
+  const server = createServer((req, res) => {
+    // The plain request is answered late: the upgrade behind it must wait for it.
+    setTimeout(() => {
+      res.writeHead(200, { 'content-length': 4 });
+      res.end('slow');
+    }, 300);
+  });
+  const wss = new WebSocketServer({ server });
+  wss.on('connection', (ws) => ws.on('message', (data) => ws.send(`echo ${data}`)));
+  const addr = await listen(server);
+  const t = await startTandem(singlePool([{ name: 'ws', url: `http://${addr}` }]));
+  procs.push(t);
+  const [host, port] = t.listeners.get('web')!.split(':');
+  const socket = connect(Number(port), host);
+  await once(socket, 'connect');
+  let text = '';
+  socket.on('data', (d: Buffer) => { text += d.toString('latin1'); });
+  socket.write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n'
+    + 'GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+  const deadline = Date.now() + 10_000;
+  while (!/HTTP\/1\.1 101 [^]*\r\n\r\n/.test(text) && !socket.destroyed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  assert.match(text, /^HTTP\/1\.1 200 [^]*slow(HTTP\/1\.1 101 )/, `the answers in the order asked: ${JSON.stringify(text)}`);
+  socket.destroy();
+  wss.close();
+});
