@@ -6,7 +6,7 @@ import type { Connection, Serve } from '../dataplane/pipeline.ts';
 import { admit } from '../dataplane/pipeline.ts';
 import { rejectInFlight } from '../dataplane/forward.ts';
 import { clientErrorSpec } from '../dataplane/client-errors.ts';
-import { EAGER_PARK_ABOVE, HTTPParser, METHODS, PARK_AFTER_MS, ParserPool, pauseRead, readAgain, readPaused, resumeRead, type Parser, type ParserCallbacks } from './llhttp.ts';
+import { CROWDED_ABOVE, CROWDED_PARK_AFTER_MS, HTTPParser, METHODS, PARK_AFTER_MS, ParserPool, pauseRead, readAgain, readPaused, resumeRead, type Parser, type ParserCallbacks } from './llhttp.ts';
 import { FastRequest, serializeHead, type BodyOwner } from './request.ts';
 import { FastResponse, type ResponseOwner } from './response.ts';
 
@@ -41,12 +41,14 @@ export class FastFront {
   /** Times a connection idle between requests gave its parser back (tandem_listener_parked_connections_total). */
   parked: number;
   private sweeper: NodeJS.Timeout | null;
+  crowdSweeper: NodeJS.Timeout | null;
 
   constructor(host: FrontHost) {
     this.host = host;
     this.connections = new Set();
     this.parked = 0;
     this.sweeper = null;
+    this.crowdSweeper = null;
     // allowHalfOpen: a client that sends its last request and shuts its side still gets the answers.
     this.server = createServer({ noDelay: true, allowHalfOpen: true }, (socket) => this.accept(socket));
     this.server.on('drop', () => host.dropped());
@@ -73,14 +75,23 @@ export class FastFront {
     }
   }
 
+  /** More than CROWDED_ABOVE parsers are held: connections idle CROWDED_PARK_AFTER_MS park, until fewer are held. */
+  crowded(): void {
+    this.crowdSweeper ??= setInterval(parkCrowded, CROWDED_PARK_AFTER_MS, this).unref();
+  }
+
   /** Closes connections between requests (node:http's closeIdleConnections). */
   closeIdle(): void {
     for (const c of this.connections) if (c.idle()) c.socket.destroy();
   }
+}
 
-  forget(c: ClientConnection): void {
-    this.connections.delete(c);
-  }
+function parkCrowded(front: FastFront): void {
+  const now = performance.now();
+  for (const c of front.connections) if (c.idleSince !== 0 && now - c.idleSince >= CROWDED_PARK_AFTER_MS) c.park();
+  if (parsers.held > CROWDED_ABOVE) return;
+  clearInterval(front.crowdSweeper!);
+  front.crowdSweeper = null;
 }
 
 const callbacks: ParserCallbacks = { head: onRequestHead, body: onRequestBody, end: onRequestEnd, execute: onExecute };
@@ -88,11 +99,11 @@ const callbacks: ParserCallbacks = { head: onRequestHead, body: onRequestBody, e
 /**
  * A connection idle PARK_AFTER_MS between requests gives its llhttp parser back and takes
  * one again when its next bytes arrive: most of an idle connection's memory is its parser.
- * The sweep does it, so a connection under load, idle for microseconds between requests,
- * does not pay for it (about 2 µs a park and wake), unless more than EAGER_PARK_ABOVE
- * parsers are held: then it parks as soon as its answer is out.
+ * A sweep does it, so a connection under load, idle for microseconds between requests,
+ * does not pay for it (about 2 µs a park and wake). With more than CROWDED_ABOVE parsers
+ * held, a second sweep parks connections idle CROWDED_PARK_AFTER_MS.
  */
-const parsers = new ParserPool(HTTPParser.REQUEST, callbacks, 64, EAGER_PARK_ABOVE);
+const parsers = new ParserPool(HTTPParser.REQUEST, callbacks, 64);
 
 export class ClientConnection implements BodyOwner, ResponseOwner {
   readonly front: FastFront;
@@ -232,7 +243,7 @@ export class ClientConnection implements BodyOwner, ResponseOwner {
     }
     if (this.parsing !== null || this.started !== 0) return;
     this.idleSince = performance.now();
-    parsers.parkSoon(this);
+    if (parsers.held > CROWDED_ABOVE) this.front.crowded();
   }
 }
 
@@ -276,7 +287,7 @@ function onEnd(this: Owned): void {
 
 function onClose(this: Owned): void {
   const c = this.owner!;
-  c.front.forget(c);
+  c.front.connections.delete(c);
   const res = this._httpMessage;
   this._httpMessage = null;
   if (res != null) res.aborted();
@@ -425,7 +436,7 @@ function handOver(c: ClientConnection): void {
   const head = c.handover!;
   const socket = c.socket;
   if (socket.destroyed) return;
-  c.front.forget(c);
+  c.front.connections.delete(c);
   for (const [event, listener] of LISTENERS) socket.removeListener(event, listener);
   socket.owner = undefined;
   socket._httpMessage = null;

@@ -73,17 +73,13 @@ type Reading = Socket & { _handle: Handle | null; stopped?: boolean };
 export const PARK_AFTER_MS = 1000;
 
 /**
- * With more parsers than this held (about 6 MB of them), a client connection gives its
- * parser back as soon as it is idle, not after PARK_AFTER_MS: a burst of thousands of
- * connections, each idle after one request, would otherwise hold a parser each until the
- * sweep, and malloc keeps what parsers freed among live objects held.
+ * With more parsers than this held (about 6 MB of them), a client connection idle
+ * CROWDED_PARK_AFTER_MS gives its parser back (front.ts): a burst of thousands of
+ * connections, each idle after one request, would otherwise hold a parser each for a
+ * second, and malloc keeps what parsers freed among live objects hold.
  */
-export const EAGER_PARK_ABOVE = 1024;
-
-/** What gives its parser back: a connection, which checks that it is still idle. */
-export interface Parkable {
-  park(): void;
-}
+export const CROWDED_ABOVE = 1024;
+export const CROWDED_PARK_AFTER_MS = 100;
 
 /**
  * Parsers of one type and set of callbacks, kept for reuse. A parser is a native object of
@@ -98,28 +94,13 @@ export class ParserPool {
   private readonly free: Parser[];
   /** Parsers taken and not given back or released: those connections hold now. */
   held: number;
-  private readonly eagerAbove: number;
-  /** Idle owners to park on the next turn. */
-  private readonly soon: Parkable[];
 
-  constructor(type: number, callbacks: ParserCallbacks, limit: number, eagerAbove = Infinity) {
+  constructor(type: number, callbacks: ParserCallbacks, limit: number) {
     this.type = type;
     this.callbacks = callbacks;
     this.limit = limit;
     this.free = [];
     this.held = 0;
-    this.eagerAbove = eagerAbove;
-    this.soon = [];
-  }
-
-  /**
-   * `owner` is idle: with more than `eagerAbove` parsers held, it parks on the next turn
-   * (never from a parser callback: llhttp may be executing on its parser).
-   */
-  parkSoon(owner: Parkable): void {
-    if (this.held <= this.eagerAbove) return;
-    if (this.soon.length === 0) setImmediate(parkAll, this.soon);
-    this.soon.push(owner);
   }
 
   /**
@@ -166,11 +147,6 @@ export class ParserPool {
     p[HTTPParser.kOnExecute] = c.execute;
     return p;
   }
-}
-
-function parkAll(owners: Parkable[]): void {
-  for (let i = 0; i < owners.length; i++) owners[i].park();
-  owners.length = 0;
 }
 
 function consume(p: Parser, socket: Socket): void {

@@ -133,7 +133,7 @@ test('a parked connection that asks for a WebSocket upgrade is handed over with 
   await c.until(/HTTP\/1\.1 101 [^]*\r\n\r\n\x81\x02hi$/);
 });
 
-test('with more than 1,024 parsers held, connections give theirs back as soon as they are answered, and serve what they send next', async () => {
+test('with more than 1,024 parsers held, connections give theirs back once idle for 100 ms, and serve what they send next', async () => {
   const backend = await echoBackend();
   const t = await startTandem(singlePool([{ name: 'echo', url: backend }], {}, {
     listeners: [{ name: 'web', address: '127.0.0.1:0', engine: 'fast' }],
