@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
+import { corkTurn } from './write-batch.ts';
 import type { FastRequest } from './request.ts';
 
 // A response of the fast engine: the part of node's ServerResponse the request path uses
@@ -179,6 +180,7 @@ export class FastResponse extends EventEmitter {
     if (this.bodyless || chunk.length === 0) {
       if (head !== null) {
         this.head = null;
+        corkTurn(s);
         return s.write(head, 'latin1');
       }
       return true;
@@ -186,6 +188,7 @@ export class FastResponse extends EventEmitter {
     if (head !== null && !this.chunked && typeof chunk !== 'string' && chunk.length <= JOINED_BODY_BYTES) {
       // Head and body copied into one buffer: one plain write, not a corked writev.
       this.head = null;
+      corkTurn(s);
       return s.write(joined(head, chunk));
     }
     s.cork();
@@ -212,6 +215,7 @@ export class FastResponse extends EventEmitter {
     this.writableEnded = true;
     const head = this.head;
     this.head = null;
+    if (head !== null) corkTurn(this.socket);
     if (this.chunked && !this.bodyless) this.socket.write(head === null ? LAST_CHUNK : head + LAST_CHUNK, 'latin1');
     else if (head !== null) this.socket.write(head, 'latin1');
     // After the caller's own steps for this end (forward.ts reports the exchange first).

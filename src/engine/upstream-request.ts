@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
 import { pauseRead, resumeRead } from './llhttp.ts';
+import { corkTurn } from './write-batch.ts';
 import type { BodySink, FastRequest } from './request.ts';
 import type { FastUpstream, UpstreamConnection } from './upstream.ts';
 
@@ -85,6 +86,7 @@ export class UpstreamRequest implements Dispatcher.DispatchController, BodySink 
     // With a body, the head goes with its first bytes (as undici sends it): a body that
     // turns out malformed before any byte of it was read leaves the backend nothing.
     if (this.body === null) {
+      corkTurn(s);
       s.write(this.head!, 'latin1');
       this.head = null;
       return;
