@@ -4,7 +4,6 @@
 
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { request } from 'undici';
 import { SseClient } from './admin/helpers.ts';
@@ -187,10 +186,9 @@ describe('runtime commands against a running instance', () => {
     assert.match(missing.stderr, /TANDEM_ERR_ADMIN_UNAUTHORIZED.*set TANDEM_ADMIN_TOKEN/);
     assert.equal((await backendJson('a')).state, 'up', 'nothing changed');
 
-    const closed = net.createServer();
-    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
-    const port = (closed.address() as net.AddressInfo).port;
-    await new Promise<void>((r) => closed.close(() => r()));
+    // Port 2 on loopback: refused at once (a port 0 gave and closed again can go to another
+    // test's server meanwhile; fetch refuses to try port 1).
+    const port = 2;
     const unreachable = await runCli(['status', '--admin', `127.0.0.1:${port}`]);
     assert.equal(unreachable.code, 2);
     assert.match(unreachable.stderr, new RegExp(`TANDEM_ERR_ADMIN_UNREACHABLE: .*http://127\\.0\\.0\\.1:${port} \\(.*ECONNREFUSED\\)`));

@@ -11,7 +11,7 @@ import net from 'node:net';
 import type { HaNodeConfig } from '../../src/config/types.ts';
 import { PeerStore, type PeerStoreOptions } from '../../src/ha/stores/peer/store.ts';
 import { leaseStoreContract, type ClusterOptions, type StoreCluster } from './lease-store.contract.ts';
-import { Competitor, freePort, sleep, waitLease } from './support.ts';
+import { Competitor, freePort, heldPort, sleep, waitLease } from './support.ts';
 
 const SECRET = 'a-test-secret-of-some-length';
 
@@ -86,18 +86,17 @@ describe('peer store', () => {
   });
 
   test('a replayed advert is dropped, and a restarted sender with a new boot is heard again', async () => {
-    // lb2's view of lb1 points at a spy socket that records what lb1 sends.
-    const nodes = await nodesFor(['lb1', 'lb2', 'spy']);
-    const spySocket = dgram.createSocket('udp4');
-    const spyNode = nodes[2];
+    // lb2's view of lb1 points at a spy socket that records what lb1 sends. The spy's
+    // ports are bound before its address is handed out: no other test can take them.
+    const spy = await heldPort();
+    const spySocket = spy.udp;
+    const nodes = [...await nodesFor(['lb1', 'lb2']), { id: 'spy', host: '127.0.0.1', port: spy.port }];
     const captured: Buffer[] = [];
     spySocket.on('message', (m) => {
       if (m.subarray(32).toString().includes('"n":"lb1"')) captured.push(m);
     });
-    await new Promise<void>((r) => spySocket.bind(spyNode.port, spyNode.host, () => r()));
-    const spyTcp = net.createServer((s) => s.destroy());
-    await new Promise<void>((r) => spyTcp.listen(spyNode.port, spyNode.host, () => r()));
-    cleanups.push(() => { spySocket.close(); spyTcp.close(); });
+    spy.tcp.on('connection', (s) => s.destroy());
+    cleanups.push(() => { spySocket.close(); spy.tcp.close(); });
 
     const a = await started(options('lb1', nodes, 600, 100));
     const b = await started(options('lb2', nodes, 600, 100));

@@ -5,27 +5,35 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import type { Lease, LeaseStore } from '../../src/ha/lease-store.ts';
 
-/** A port free for both TCP and UDP on `host` (the peer store binds both). */
-export async function freePort(host = '127.0.0.1'): Promise<number> {
+/** A TCP server and a UDP socket bound to one port on `host`, both held open. */
+export async function heldPort(host = '127.0.0.1'): Promise<{ port: number; tcp: net.Server; udp: dgram.Socket }> {
   for (let attempt = 0; attempt < 20; attempt++) {
-    const server = net.createServer();
+    const tcp = net.createServer();
     const port = await new Promise<number>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(0, host, () => resolve((server.address() as net.AddressInfo).port));
+      tcp.once('error', reject);
+      tcp.listen(0, host, () => resolve((tcp.address() as net.AddressInfo).port));
     });
     const udp = dgram.createSocket('udp4');
     const ok = await new Promise<boolean>((resolve) => {
       udp.once('error', () => resolve(false));
       udp.bind(port, host, () => resolve(true));
     });
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-    if (ok) {
-      await new Promise<void>((resolve) => udp.close(() => resolve()));
-      return port;
-    }
+    if (ok) return { port, tcp, udp };
     udp.close();
+    await new Promise<void>((resolve) => tcp.close(() => resolve()));
   }
   throw new Error('no free port');
+}
+
+/**
+ * A port free for both TCP and UDP on `host` (the peer store binds both) when this
+ * returns; another process may take it before it is bound again (heldPort() keeps it).
+ */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  const { port, tcp, udp } = await heldPort(host);
+  await new Promise<void>((resolve) => tcp.close(() => resolve()));
+  await new Promise<void>((resolve) => udp.close(() => resolve()));
+  return port;
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { connect as h2connect } from 'node:http2';
-import { connect, createServer, type AddressInfo } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
@@ -28,11 +28,9 @@ const unique = (prefix: string) => `${prefix}/${++path}`;
 
 before(async () => {
   rec = await startRecorder();
-  // A port nothing listens on: connections to it are refused at once.
-  const closed = createServer();
-  await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
-  const gone = (closed.address() as AddressInfo).port;
-  await new Promise((resolve) => closed.close(resolve));
+  // Port 1 on loopback: refused at once. (A port 0 gave and then closed again can be
+  // handed to another test's server running meanwhile.)
+  const gone = 1;
   file = join(mkdtempSync(join(tmpdir(), 'tandem-access-')), 'access.log');
   t = await startTandem(config({
     accessLog: { path: file },
