@@ -2,21 +2,19 @@ import { createServer, type Server, type Socket } from 'node:net';
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
 import type { ListenerConfig } from '../config/types.ts';
 import { errors, type ErrorSpec } from '../errors.ts';
-import type { Connection, Serve } from '../dataplane/pipeline.ts';
-import { admit } from '../dataplane/pipeline.ts';
+import { admit, type Connection, type Serve } from '../dataplane/pipeline.ts';
 import { rejectInFlight } from '../dataplane/forward.ts';
 import { clientErrorSpec } from '../dataplane/client-errors.ts';
 import { CROWDED_ABOVE, CROWDED_PARK_AFTER_MS, HTTPParser, METHODS, PARK_AFTER_MS, ParserPool, pauseRead, readAgain, readPaused, resumeRead, type Parser, type ParserCallbacks } from './llhttp.ts';
 import { FastRequest, serializeHead, type BodyOwner } from './request.ts';
 import { FastResponse, type ResponseOwner } from './response.ts';
 
-// The client side of the fast engine: a node:net server whose connections are parsed by
-// llhttp consuming the socket's handle, each request handed to the same request path as
-// node:http's (server.ts's serve, through pipeline.ts: one request at a time per
-// connection) as a FastRequest and a FastResponse. What this side does itself is what
-// node:http's server did: the headers, request and keep-alive timeouts, 100-continue,
-// 4xx answers to what llhttp refuses, and the hand-over of upgrade and CONNECT requests
-// (WebSocket) to the listener's node:http server, which takes the connection from there.
+// The client side of the fast engine: a node:net server whose connections llhttp parses
+// consuming the socket's handle; each request goes to node:http's request path
+// (server.ts's serve, through pipeline.ts: one at a time per connection) as a FastRequest
+// and a FastResponse. This side does node:http's server's own work: the headers, request
+// and keep-alive timeouts, 100-continue, 4xx answers to what llhttp refuses, and the
+// hand-over of upgrades and CONNECT (WebSocket) to the listener's node:http server.
 
 /** What the fast front needs of its listener (server.ts's Listener). */
 export interface FrontHost {
@@ -94,6 +92,8 @@ function parkCrowded(front: FastFront): void {
   front.crowdSweeper = null;
 }
 
+/** Set only while a request with a body is read: one whole at its head needs no end-of-message call into JS. */
+const ON_END = HTTPParser.kOnMessageComplete;
 const callbacks: ParserCallbacks = { head: onRequestHead, body: onRequestBody, end: onRequestEnd, execute: onExecute };
 
 /**
@@ -326,6 +326,8 @@ function onRequestHead(this: Parser, major: number, minor: number, headers: stri
   const req = new FastRequest(c, socket, name, url ?? '/', headers, major, minor);
   c.parsing = req.complete ? null : req;
   if (req.complete) c.started = 0;
+  const end = req.complete ? undefined : onRequestEnd;
+  if (this[ON_END] !== end) this[ON_END] = end;
   const res = new FastResponse(c, req, keepAlive);
   admit(c.ctx, req as never, res as never, start, serveFast);
   return 0;
