@@ -78,9 +78,9 @@ export class FastFront {
     this.crowdSweeper ??= setInterval(parkCrowded, CROWDED_PARK_AFTER_MS, this).unref();
   }
 
-  /** Closes connections between requests (node:http's closeIdleConnections). */
+  /** Closes connections between requests (node:http's closeIdleConnections), after an answer still corked for this turn. */
   closeIdle(): void {
-    for (const c of this.connections) if (c.idle()) c.socket.destroy();
+    for (const c of this.connections) if (c.idle()) c.socket.destroySoon();
   }
 }
 
