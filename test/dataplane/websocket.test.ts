@@ -14,6 +14,18 @@ after(async () => {
   for (const s of servers) { s.closeAllConnections(); s.close(); }
 });
 
+const UPGRADE_HEAD = 'GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n';
+
+/** A raw connection to tandem's `web` listener; text() is everything read so far. */
+async function rawClient(t: TandemProcess): Promise<{ socket: Socket; text: () => string }> {
+  const [host, port] = t.listeners.get('web')!.split(':');
+  const socket = connect(Number(port), host);
+  await once(socket, 'connect');
+  let text = '';
+  socket.on('data', (d: Buffer) => { text += d.toString('latin1'); });
+  return { socket, text: () => text };
+}
+
 async function listen(server: Server): Promise<string> {
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
@@ -56,15 +68,11 @@ test('an upgrade answered with a plain response passes it back and leaves no soc
   const addr = await listen(server);
   const t = await startTandem(singlePool([{ name: 'plain', url: `http://${addr}` }]));
   procs.push(t);
-  const [host, port] = t.listeners.get('web')!.split(':');
-  const socket = connect(Number(port), host);
-  await once(socket, 'connect');
-  socket.write('GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
-  let text = '';
-  socket.on('data', (d) => { text += d.toString(); });
+  const { socket, text } = await rawClient(t);
+  socket.write(UPGRADE_HEAD);
   await once(socket, 'close');
-  assert.match(text, /^HTTP\/1\.1 426/);
-  assert.match(text, /no websockets here/);
+  assert.match(text(), /^HTTP\/1\.1 426/);
+  assert.match(text(), /no websockets here/);
   const deadline = Date.now() + 2000;
   while (backendSockets.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   assert.equal(backendSockets.size, 0, 'the backend connection was closed too');
@@ -83,16 +91,11 @@ test('an upgrade pipelined behind a slow request is switched only after that req
   const addr = await listen(server);
   const t = await startTandem(singlePool([{ name: 'ws', url: `http://${addr}` }]));
   procs.push(t);
-  const [host, port] = t.listeners.get('web')!.split(':');
-  const socket = connect(Number(port), host);
-  await once(socket, 'connect');
-  let text = '';
-  socket.on('data', (d: Buffer) => { text += d.toString('latin1'); });
-  socket.write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n'
-    + 'GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+  const { socket, text } = await rawClient(t);
+  socket.write(`GET /slow HTTP/1.1\r\nHost: x\r\n\r\n${UPGRADE_HEAD}`);
   const deadline = Date.now() + 10_000;
-  while (!/HTTP\/1\.1 101 [^]*\r\n\r\n/.test(text) && !socket.destroyed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-  assert.match(text, /^HTTP\/1\.1 200 [^]*slow(HTTP\/1\.1 101 )/, `the answers in the order asked: ${JSON.stringify(text)}`);
+  while (!/HTTP\/1\.1 101 [^]*\r\n\r\n/.test(text()) && !socket.destroyed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  assert.match(text(), /^HTTP\/1\.1 200 [^]*slow(HTTP\/1\.1 101 )/, `the answers in the order asked: ${JSON.stringify(text())}`);
   socket.destroy();
   wss.close();
 });
