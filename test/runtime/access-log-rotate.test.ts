@@ -134,7 +134,10 @@ describe('two workers', () => {
     assert.deepEqual(paths(`${file}.1`).map((p) => p.split('/')[1]), Array(10).fill('first'));
 
     renameSync(file, `${file}.2`);
+    const from = t.output().length;
     assert.match(await t.reload('pools: [broken'), /^reload rejected/);
+    // The rejection is logged before the data planes have opened the file again.
+    await t.waitForLog(/rejected reload: access log \S+ reopened/, { from });
     await hits(t, 'rejected', 20);
     assert.equal((await lines(file, 20)).length, 20);
     assert.ok(paths(file).every((p) => p.startsWith('/rejected/')));
